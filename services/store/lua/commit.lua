@@ -1,0 +1,93 @@
+--[[
+drover_commit: apply the engine's decision about a finished attempt, fenced by the lease.
+KEYS[1]  the workflow record
+ARGV     P, id, fencing token, now, history max, commit (json, built by the worker from the pure
+         engine's Transition):
+           state, step, attempt, phase, cause?, output_step?, output?, progress?, error?, task?, due,
+           wait ("none" | "signal" | "children"), signal?, join?, children [{id, kind, input,
+           priority, labels, task, due}], history, resume_from?, handles_cancel, result?
+Returns  {"ok"}, {"ok", "duplicate"} for a retried commit that already applied, {"stale"} when the
+         token is not the current lease's (the attempt's result is discarded), or {"gone"}
+Invariants: only the current lease holder commits; output, history, the next task, the release of the
+lease and of the step's permits happen together or not at all; a re-run of step N can never create
+step N+1 twice (the cursor moved, so the stale commit is refused).
+]]
+redis.register_function('drover_commit', function(keys, args)
+  local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
+  local wk = keys[1]
+  if redis.call('EXISTS', wk) == 0 then
+    return {'gone'}
+  end
+  local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel')
+  if held[1] ~= token then
+    if held[2] == token then
+      return {'ok', 'duplicate'}
+    end
+    return {'stale'}
+  end
+  local c = cjson.decode(args[6])
+
+  redis.call('ZREM', P .. 'leases', id)
+  redis.call('HDEL', wk, 'lease_token', 'lease_worker', 'lease_start')
+  redis.call('HSET', wk, 'last_token', token, 'loc', '', 'updated_ms', now,
+    'step', c.step, 'attempt', c.attempt, 'phase', c.phase)
+  release_step_permits(P, id)
+  push_history(P, id, c.history, hist_max)
+  if c.output_step then
+    redis.call('HSET', wk .. ':out', c.output_step, c.output)
+  end
+  for _, field in ipairs({'cause', 'error', 'progress', 'resume_from', 'result'}) do
+    if c[field] then
+      redis.call('HSET', wk, field, c[field])
+    elseif field ~= 'progress' or c.output_step then
+      redis.call('HDEL', wk, field)
+    end
+  end
+
+  set_state(P, id, c.state)
+  if c.state == 'succeeded' or c.state == 'failed' or c.state == 'cancelled' then
+    redis.call('HDEL', wk, 'task')
+    redis.call('HSET', wk, 'finished_ms', now)
+    redis.call('ZADD', P .. 'finished', now, id)
+    for _, name in ipairs(redis.call('SMEMBERS', wk .. ':held')) do
+      release(P, id, name)
+    end
+    redis.call('DEL', wk .. ':held')
+    notify_parent(P, id, c.state, now)
+    return {'ok'}
+  end
+
+  redis.call('HSET', wk, 'task', c.task)
+  local cancel_pending = held[3] == '1' and not c.handles_cancel
+  if c.wait == 'signal' and not cancel_pending then
+    local payload = redis.call('LPOP', wk .. ':sig:' .. c.signal)
+    if payload then
+      redis.call('HSET', wk .. ':rx', c.step .. ':' .. c.signal, payload)
+      enqueue_ready(P, id, now)
+    else
+      redis.call('HSET', wk, 'loc', 'signal:' .. c.signal)
+    end
+  elseif c.wait == 'children' then
+    local n = 0
+    for _, child in ipairs(c.children) do
+      if redis.call('EXISTS', wfkey(P, child.id)) == 0 then
+        child.parent = id
+        create(P, child, now)
+        redis.call('RPUSH', wk .. ':kids', child.id)
+        n = n + 1
+      end
+    end
+    redis.call('HSET', wk, 'kids_step', c.step, 'kids_pending', n, 'kids_failed', 0, 'join', c.join)
+    if n == 0 or cancel_pending then
+      enqueue_ready(P, id, now)
+    else
+      redis.call('HSET', wk, 'loc', 'children')
+    end
+  elseif cancel_pending then
+    -- A cancellation arrived while the step ran: hand it to a worker right away.
+    enqueue_ready(P, id, now)
+  else
+    schedule(P, id, c.due, now)
+  end
+  return {'ok'}
+end)

@@ -1,0 +1,107 @@
+--[[
+Operator controls. Each returns {"ok", ...} or {"notfound"} or {"terminal", state} / {"state", state}.
+Invariant: a control never runs step logic; it only moves the workflow's one task between the
+structures named by `loc`, so the engine core (in the worker) decides what a cancellation means.
+
+drover_cancel   KEYS[1] record; ARGV P, id, now
+  Marks the workflow for cancellation and makes its task runnable now, wherever it waited.
+drover_pause    KEYS[1] record; ARGV P, id, now
+  No new step of the workflow starts until it is resumed; a running step finishes.
+drover_resume   KEYS[1] record; ARGV P, id, now
+drover_signal   KEYS[1] record; ARGV P, id, name, payload, now
+  Delivers to a step waiting on `name`, or queues the payload for the next wait on it: each payload
+  reaches exactly one wait.
+drover_retry    KEYS[1] record; ARGV P, id, now, task (json), step
+  Resumes a failed workflow from `step` with a fresh attempt budget.
+]]
+local function control_preamble(wk)
+  if redis.call('EXISTS', wk) == 0 then
+    return {'notfound'}
+  end
+  local state = redis.call('HGET', wk, 'state')
+  if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+    return {'terminal', state}
+  end
+  return nil
+end
+
+redis.register_function('drover_cancel', function(keys, args)
+  local P, id, now = args[1], args[2], tonumber(args[3])
+  local refused = control_preamble(keys[1])
+  if refused then
+    return refused
+  end
+  if redis.call('HGET', keys[1], 'cancel') == '1' then
+    return {'ok', 'already'}
+  end
+  redis.call('HSET', keys[1], 'cancel', '1', 'updated_ms', now)
+  local loc = redis.call('HGET', keys[1], 'loc')
+  if loc ~= 'leased' and loc ~= 'ready' then
+    unlocate(P, id)
+    enqueue_ready(P, id, now)
+  end
+  return {'ok'}
+end)
+
+redis.register_function('drover_pause', function(keys, args)
+  local P, id, now = args[1], args[2], tonumber(args[3])
+  local refused = control_preamble(keys[1])
+  if refused then
+    return refused
+  end
+  redis.call('HSET', keys[1], 'paused', '1', 'updated_ms', now)
+  redis.call('ZADD', P .. 'idx:paused', redis.call('HGET', keys[1], 'created_ms'), id)
+  return {'ok'}
+end)
+
+redis.register_function('drover_resume', function(keys, args)
+  local P, id, now = args[1], args[2], tonumber(args[3])
+  local refused = control_preamble(keys[1])
+  if refused then
+    return refused
+  end
+  redis.call('HDEL', keys[1], 'paused')
+  redis.call('HSET', keys[1], 'updated_ms', now)
+  redis.call('ZREM', P .. 'idx:paused', id)
+  if redis.call('HGET', keys[1], 'loc') == 'paused' then
+    unlocate(P, id)
+    enqueue_ready(P, id, now)
+  end
+  return {'ok'}
+end)
+
+redis.register_function('drover_signal', function(keys, args)
+  local P, id, name, payload, now = args[1], args[2], args[3], args[4], tonumber(args[5])
+  local refused = control_preamble(keys[1])
+  if refused then
+    return refused
+  end
+  redis.call('SADD', keys[1] .. ':sigs', name)
+  redis.call('HSET', keys[1], 'updated_ms', now)
+  if redis.call('HGET', keys[1], 'loc') == 'signal:' .. name then
+    local step = redis.call('HGET', keys[1], 'step')
+    redis.call('HSET', keys[1] .. ':rx', step .. ':' .. name, payload)
+    enqueue_ready(P, id, now)
+    return {'ok', 'delivered'}
+  end
+  redis.call('RPUSH', keys[1] .. ':sig:' .. name, payload)
+  return {'ok', 'queued'}
+end)
+
+redis.register_function('drover_retry', function(keys, args)
+  local P, id, now, task, step = args[1], args[2], tonumber(args[3]), args[4], args[5]
+  if redis.call('EXISTS', keys[1]) == 0 then
+    return {'notfound'}
+  end
+  local state = redis.call('HGET', keys[1], 'state')
+  if state ~= 'failed' then
+    return {'state', state}
+  end
+  redis.call('HSET', keys[1], 'step', step, 'attempt', 1, 'phase', 'forward', 'task', task,
+    'updated_ms', now)
+  redis.call('HDEL', keys[1], 'cause', 'error', 'resume_from', 'cancel', 'finished_ms', 'result')
+  redis.call('ZREM', P .. 'finished', id)
+  set_state(P, id, 'running')
+  enqueue_ready(P, id, now)
+  return {'ok'}
+end)

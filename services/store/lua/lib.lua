@@ -1,0 +1,155 @@
+#!lua name=drover
+--[[
+Drover's Redis function library: shared helpers. Every function file that follows is appended to this
+one and loaded as a single library (FUNCTION LOAD REPLACE), so the helpers below are shared and every
+state change happens inside one atomic function call.
+
+Conventions:
+  P      the shard prefix, "drover:{0}:". Every key of a workflow, and the queues it sits in, share the
+         shard's hash tag, so a function only ever touches one cluster slot.
+  now    milliseconds since the Unix epoch, passed in by the caller, never read inside a function.
+  id     a workflow id; its record is the hash P.."wf:"..id.
+  loc    where a workflow's task is: "ready", "delayed", "leased", "paused", "sem:<name>",
+         "signal:<name>", "children" or "" (none: the workflow has ended).
+Invariant: a non-terminal workflow has exactly one task and `loc` names the one structure that holds it.
+]]
+
+local PRIORITY_SPAN = 4398046511104 -- 2^42 ms, past the year 2100: priority dominates, due time orders
+
+local function wfkey(P, id)
+  return P .. 'wf:' .. id
+end
+
+local function score(priority, due)
+  return (100 - priority) * PRIORITY_SPAN + due
+end
+
+local function wake(P)
+  redis.call('LPUSH', P .. 'wake', '1')
+  redis.call('LTRIM', P .. 'wake', 0, 63)
+end
+
+local function enqueue_ready(P, id, due)
+  local wk = wfkey(P, id)
+  local priority = tonumber(redis.call('HGET', wk, 'priority') or '0')
+  redis.call('ZADD', P .. 'ready', score(priority, due), id)
+  redis.call('HSET', wk, 'loc', 'ready')
+  wake(P)
+end
+
+-- Queue the task now or at its due time.
+local function schedule(P, id, due, now)
+  if due > now then
+    redis.call('ZADD', P .. 'delayed', due, id)
+    redis.call('HSET', wfkey(P, id), 'loc', 'delayed')
+    -- Idle workers recompute how long they may block.
+    wake(P)
+  else
+    enqueue_ready(P, id, due)
+  end
+end
+
+-- Take the task out of whatever holds it (not the lease: leases end by commit or expiry).
+local function unlocate(P, id)
+  local wk = wfkey(P, id)
+  local loc = redis.call('HGET', wk, 'loc') or ''
+  if loc == 'ready' then
+    redis.call('ZREM', P .. 'ready', id)
+  elseif loc == 'delayed' then
+    redis.call('ZREM', P .. 'delayed', id)
+  elseif loc == 'paused' then
+    redis.call('SREM', P .. 'paused', id)
+  elseif string.sub(loc, 1, 4) == 'sem:' then
+    redis.call('ZREM', P .. 'semwait:' .. string.sub(loc, 5), id)
+  end
+  redis.call('HSET', wk, 'loc', '')
+  return loc
+end
+
+local function set_state(P, id, new)
+  local wk = wfkey(P, id)
+  local old = redis.call('HGET', wk, 'state')
+  if old ~= new then
+    local created = redis.call('HGET', wk, 'created_ms')
+    if old then
+      redis.call('ZREM', P .. 'idx:state:' .. old, id)
+    end
+    redis.call('ZADD', P .. 'idx:state:' .. new, created, id)
+    redis.call('HSET', wk, 'state', new)
+  end
+end
+
+-- Give back one unit of semaphore `name` held by `id` and let one waiter try again.
+local function release(P, id, name)
+  if redis.call('ZREM', P .. 'sem:' .. name, id) == 1 then
+    local w = redis.call('ZPOPMIN', P .. 'semwait:' .. name, 1)
+    if w[1] then
+      redis.call('ZADD', P .. 'ready', w[2], w[1])
+      redis.call('HSET', wfkey(P, w[1]), 'loc', 'ready')
+      wake(P)
+    end
+  end
+end
+
+-- Release the step-scoped permits of the workflow's current task.
+local function release_step_permits(P, id)
+  local raw = redis.call('HGET', wfkey(P, id), 'task')
+  if not raw then
+    return
+  end
+  local task = cjson.decode(raw)
+  for _, p in ipairs(task.permits or {}) do
+    if p.scope ~= 'workflow' then
+      release(P, id, p.name)
+    end
+  end
+end
+
+local function push_history(P, id, entry, max)
+  local hk = wfkey(P, id) .. ':hist'
+  redis.call('RPUSH', hk, entry)
+  redis.call('LTRIM', hk, -max, -1)
+end
+
+-- Write a new workflow record, index it and queue its first task.
+-- rec: {id, kind, input, priority, labels (object), task (json string), due, parent?}
+local function create(P, rec, now)
+  local wk = wfkey(P, rec.id)
+  redis.call('HSET', wk,
+    'id', rec.id, 'kind', rec.kind, 'input', rec.input, 'priority', rec.priority,
+    'labels', cjson.encode(rec.labels or {}), 'created_ms', now, 'updated_ms', now,
+    'step', 0, 'attempt', 1, 'phase', 'forward', 'task', rec.task, 'loc', '')
+  if rec.parent then
+    redis.call('HSET', wk, 'parent', rec.parent)
+  end
+  redis.call('ZADD', P .. 'idx:all', now, rec.id)
+  redis.call('ZADD', P .. 'idx:kind:' .. rec.kind, now, rec.id)
+  for k, v in pairs(rec.labels or {}) do
+    redis.call('ZADD', P .. 'idx:label:' .. k .. '=' .. tostring(v), now, rec.id)
+  end
+  set_state(P, rec.id, 'pending')
+  schedule(P, rec.id, rec.due, now)
+end
+
+-- A child ended: count it on the parent and wake the parent when its join policy is met.
+local function notify_parent(P, id, state, now)
+  local parent = redis.call('HGET', wfkey(P, id), 'parent')
+  if not parent then
+    return
+  end
+  local pk = wfkey(P, parent)
+  if redis.call('EXISTS', pk) == 0 then
+    return
+  end
+  local pending = redis.call('HINCRBY', pk, 'kids_pending', -1)
+  local failed = tonumber(redis.call('HGET', pk, 'kids_failed') or '0')
+  if state ~= 'succeeded' then
+    failed = redis.call('HINCRBY', pk, 'kids_failed', 1)
+  end
+  if redis.call('HGET', pk, 'loc') == 'children' then
+    local join = redis.call('HGET', pk, 'join')
+    if pending <= 0 or (join == 'fail-fast' and failed > 0) then
+      enqueue_ready(P, parent, now)
+    end
+  end
+end

@@ -1,0 +1,390 @@
+//! The lease cycle of a task: claim (with permits and a fencing token), renew, commit.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_workflows::{Cause, ErrorInfo, Phase, Snapshot, State, Task, Transition, Wait};
+use redis::Value as RValue;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{Error, NewWorkflow, Result, Store};
+
+/// A task handed to a worker, with what its step needs to run.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: String,
+    pub token: u64,
+    pub kind: String,
+    pub input: Value,
+    pub state: State,
+    pub step: usize,
+    pub attempt: u32,
+    pub phase: Phase,
+    pub cause: Option<Cause>,
+    pub cancel_requested: bool,
+    pub error: Option<ErrorInfo>,
+    pub task: Task,
+    /// Outputs of completed steps by step index.
+    pub outputs: BTreeMap<usize, Value>,
+    /// Signals delivered to the current step, by name.
+    pub signals: BTreeMap<String, Value>,
+    /// The step that started children, if any.
+    pub kids_step: Option<usize>,
+    pub lease_start_ms: u64,
+    pub priority: i32,
+}
+
+impl Claim {
+    /// The engine core's view of the workflow.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            input: self.input.clone(),
+            state: self.state,
+            step: self.step,
+            attempt: self.attempt,
+            phase: self.phase,
+            cause: self.cause,
+            completed: self.outputs.keys().copied().collect(),
+            cancel_requested: self.cancel_requested,
+            error: self.error.as_ref().map(|e| e.message.clone()),
+        }
+    }
+}
+
+/// What a claim found.
+#[derive(Debug)]
+pub enum ClaimResult {
+    Claimed(Box<Claim>),
+    /// Nothing runnable; `next_due_ms` is when a delayed task or a lease next falls due.
+    Idle {
+        next_due_ms: Option<u64>,
+    },
+}
+
+/// Whether a lease is still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Held { cancel_requested: bool },
+    Lost,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitResult {
+    Applied,
+    /// The same commit had already been applied (a retry after a lost reply).
+    Duplicate,
+    /// The lease moved on: the attempt's result was discarded.
+    Stale,
+    Gone,
+}
+
+/// A child workflow to create in the commit that spawns it.
+#[derive(Debug, Clone)]
+pub struct CommitChild(pub NewWorkflow);
+
+/// The commit of one attempt, as `drover_commit` reads it. Absent fields are omitted (Lua's cjson
+/// would turn a JSON null into a truthy value).
+#[derive(Debug, Clone, Serialize)]
+pub struct Commit {
+    state: &'static str,
+    step: usize,
+    attempt: u32,
+    phase: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_step: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<String>,
+    due: u64,
+    wait: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join: Option<&'static str>,
+    children: Vec<Value>,
+    history: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume_from: Option<usize>,
+    handles_cancel: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<String>,
+}
+
+fn phase_str(p: Phase) -> &'static str {
+    match p {
+        Phase::Forward => "forward",
+        Phase::Compensate => "compensate",
+    }
+}
+
+fn cause_str(c: Cause) -> &'static str {
+    match c {
+        Cause::Failed => "failed",
+        Cause::Cancelled => "cancelled",
+    }
+}
+
+impl Commit {
+    /// Builds the commit of a transition; `history` is the attempt's history entry and `children`
+    /// the records of the children it spawns (ids already chosen, deterministically).
+    pub fn new(
+        t: &Transition,
+        history: &Value,
+        children: Vec<CommitChild>,
+        parent: &str,
+    ) -> Result<Commit> {
+        let (wait, signal, join) = match &t.wait {
+            Wait::None => ("none", None, None),
+            Wait::Signal { name } => ("signal", Some(name.clone()), None),
+            Wait::Children { join } => (
+                "children",
+                None,
+                Some(match join {
+                    drover_workflows::JoinPolicy::All => "all",
+                    drover_workflows::JoinPolicy::FailFast => "fail-fast",
+                }),
+            ),
+        };
+        let result = match (&t.output, t.state) {
+            (Some((_, v)), State::Succeeded) => Some(serde_json::to_string(v)?),
+            _ => None,
+        };
+        Ok(Commit {
+            state: t.state.as_str(),
+            step: t.step,
+            attempt: t.attempt,
+            phase: phase_str(t.phase),
+            cause: t.cause.map(cause_str),
+            output_step: t.output.as_ref().map(|(s, _)| *s),
+            output: t
+                .output
+                .as_ref()
+                .map(|(_, v)| serde_json::to_string(v))
+                .transpose()?,
+            progress: t.progress.as_ref().map(serde_json::to_string).transpose()?,
+            error: t.error.as_ref().map(serde_json::to_string).transpose()?,
+            task: t.next.as_ref().map(serde_json::to_string).transpose()?,
+            due: t.next.as_ref().map(|n| n.due_ms).unwrap_or(0),
+            wait,
+            signal,
+            join,
+            children: children
+                .iter()
+                .map(|c| c.0.to_record(Some(parent)))
+                .collect::<Result<Vec<_>>>()?,
+            history: serde_json::to_string(history)?,
+            resume_from: t.resume_from,
+            handles_cancel: t.handles_cancel,
+            result,
+        })
+    }
+}
+
+impl Store {
+    /// Claims the most urgent runnable task, promoting due timers and reclaiming expired leases first
+    /// (each bounded by `batch`).
+    pub async fn claim(
+        &self,
+        worker: &str,
+        now_ms: u64,
+        lease: Duration,
+        batch: u32,
+    ) -> Result<ClaimResult> {
+        let mut conn = self.conn.clone();
+        let reply: RValue = self
+            .fcall("drover_claim", &self.key("ready"))
+            .arg(worker)
+            .arg(now_ms)
+            .arg(lease.as_millis() as u64)
+            .arg(batch)
+            .arg(16)
+            .arg(self.history_max)
+            .query_async(&mut conn)
+            .await?;
+        parse_claim(reply)
+    }
+
+    /// Extends the lease of a running attempt.
+    pub async fn renew(
+        &self,
+        id: &str,
+        token: u64,
+        now_ms: u64,
+        lease: Duration,
+    ) -> Result<Renewal> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = self
+            .fcall("drover_renew", &self.wf_key(id))
+            .arg(id)
+            .arg(token)
+            .arg(now_ms)
+            .arg(lease.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(match reply.as_slice() {
+            [1, cancel, ..] => Renewal::Held {
+                cancel_requested: *cancel == 1,
+            },
+            _ => Renewal::Lost,
+        })
+    }
+
+    /// Commits an attempt, fenced by its token.
+    pub async fn commit(
+        &self,
+        id: &str,
+        token: u64,
+        now_ms: u64,
+        commit: &Commit,
+    ) -> Result<CommitResult> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .fcall("drover_commit", &self.wf_key(id))
+            .arg(id)
+            .arg(token)
+            .arg(now_ms)
+            .arg(self.history_max)
+            .arg(serde_json::to_string(commit)?)
+            .query_async(&mut conn)
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("ok") if reply.get(1).map(String::as_str) == Some("duplicate") => {
+                CommitResult::Duplicate
+            }
+            Some("ok") => CommitResult::Applied,
+            Some("stale") => CommitResult::Stale,
+            _ => CommitResult::Gone,
+        })
+    }
+}
+
+pub(crate) fn text(v: &RValue) -> Option<String> {
+    match v {
+        RValue::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        RValue::SimpleString(s) => Some(s.clone()),
+        RValue::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// A flat HGETALL reply as a map.
+pub(crate) fn pairs(v: &RValue) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    match v {
+        RValue::Array(items) => {
+            for kv in items.chunks(2) {
+                if let [k, v] = kv
+                    && let (Some(k), Some(v)) = (text(k), text(v))
+                {
+                    map.insert(k, v);
+                }
+            }
+        }
+        RValue::Map(items) => {
+            for (k, v) in items {
+                if let (Some(k), Some(v)) = (text(k), text(v)) {
+                    map.insert(k, v);
+                }
+            }
+        }
+        _ => {}
+    }
+    map
+}
+
+fn parse_claim(reply: RValue) -> Result<ClaimResult> {
+    let RValue::Array(items) = reply else {
+        return Err(Error::Corrupt {
+            id: String::new(),
+            reason: "claim reply is not an array".into(),
+        });
+    };
+    let Some(id) = items.first().and_then(text) else {
+        let next_due_ms = items.get(1).and_then(text).and_then(|s| s.parse().ok());
+        return Ok(ClaimResult::Idle { next_due_ms });
+    };
+    let corrupt = |reason: String| Error::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let token: u64 = items
+        .get(1)
+        .and_then(text)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| corrupt("token".into()))?;
+    let rec = items.get(2).map(pairs).unwrap_or_default();
+    let field = |name: &str| {
+        rec.get(name)
+            .cloned()
+            .ok_or_else(|| corrupt(format!("missing field {name}")))
+    };
+    let task: Task = serde_json::from_str(&field("task")?)?;
+    let step: usize = field("step")?.parse().map_err(|_| corrupt("step".into()))?;
+    let outputs = items
+        .get(3)
+        .map(pairs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, serde_json::from_str(&v).ok()?)))
+        .collect();
+    let prefix = format!("{step}:");
+    let signals = items
+        .get(4)
+        .map(pairs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.strip_prefix(&prefix)?.to_string(),
+                serde_json::from_str(&v).ok()?,
+            ))
+        })
+        .collect();
+    let claim = Claim {
+        token,
+        kind: field("kind")?,
+        input: serde_json::from_str(&field("input")?)?,
+        state: State::parse(&field("state")?).ok_or_else(|| corrupt("state".into()))?,
+        step,
+        attempt: field("attempt")?
+            .parse()
+            .map_err(|_| corrupt("attempt".into()))?,
+        phase: if rec.get("phase").map(String::as_str) == Some("compensate") {
+            Phase::Compensate
+        } else {
+            Phase::Forward
+        },
+        cause: match rec.get("cause").map(String::as_str) {
+            Some("failed") => Some(Cause::Failed),
+            Some("cancelled") => Some(Cause::Cancelled),
+            _ => None,
+        },
+        cancel_requested: rec.get("cancel").map(String::as_str) == Some("1"),
+        error: rec.get("error").and_then(|e| serde_json::from_str(e).ok()),
+        task,
+        outputs,
+        signals,
+        kids_step: rec.get("kids_step").and_then(|s| s.parse().ok()),
+        lease_start_ms: rec
+            .get("lease_start")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        priority: rec
+            .get("priority")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        id,
+    };
+    Ok(ClaimResult::Claimed(Box::new(claim)))
+}

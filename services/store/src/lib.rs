@@ -1,0 +1,206 @@
+//! Drover's Redis store. Every change of a workflow is one call of a function of the Lua library in
+//! `lua/` (loaded with `FUNCTION LOAD REPLACE`), so each transition is atomic; reads are plain
+//! commands. The store knows the record layout and the queues; what a transition *means* is decided by
+//! the pure engine core in `drover-workflows`.
+//!
+//! Key schema: see ARCHITECTURE.md. Every key of a workflow and the queues it sits in share one hash
+//! tag, the shard's (`drover:{0}:`).
+
+mod claim;
+mod control;
+mod query;
+mod submit;
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use claim::{Claim, ClaimResult, Commit, CommitChild, CommitResult, Renewal};
+pub use control::ControlResult;
+pub use query::{Filter, Page, WorkflowView};
+pub use submit::{NewWorkflow, Submitted};
+
+/// The function library: shared helpers first, then one file per function.
+const LIBRARY: [&str; 6] = [
+    include_str!("../lua/lib.lua"),
+    include_str!("../lua/submit.lua"),
+    include_str!("../lua/claim.lua"),
+    include_str!("../lua/commit.lua"),
+    include_str!("../lua/renew.lua"),
+    include_str!("../lua/control.lua"),
+];
+const TRIM: &str = include_str!("../lua/trim.lua");
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("corrupt record for workflow {id}: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Whether retrying the same call later may succeed (the connection dropped, Redis restarted).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    )
+                    || e.to_string().contains("LOADING")
+                    || e.to_string().contains("TRYAGAIN")
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the store reaches and lays out Redis.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub url: String,
+    /// Shard prefix, hash tag included.
+    pub prefix: String,
+    /// History entries kept per workflow (oldest dropped first).
+    pub history_max: u32,
+    /// Per-command response timeout.
+    pub response_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(url: impl Into<String>) -> Config {
+        Config {
+            url: url.into(),
+            prefix: "drover:{0}:".to_string(),
+            history_max: 1000,
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A handle on the store; cheap to clone (connections are shared and reconnect by themselves).
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    client: redis::Client,
+    prefix: String,
+    history_max: u32,
+}
+
+impl Store {
+    /// Connects and loads the function library.
+    pub async fn connect(config: &Config) -> Result<Store> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let store = Store {
+            conn,
+            client,
+            prefix: config.prefix.clone(),
+            history_max: config.history_max,
+        };
+        store.load_functions().await?;
+        Ok(store)
+    }
+
+    /// Loads (or replaces) the function library. Functions persist in Redis's AOF and RDB.
+    pub async fn load_functions(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let library = LIBRARY.join("\n") + "\n" + TRIM;
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(library)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// A dedicated connection for blocking waits, so they never stall other commands.
+    pub async fn waiter(&self, block: Duration) -> Result<Waiter> {
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(block + Duration::from_secs(5)))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        Ok(Waiter {
+            conn,
+            key: self.key("wake"),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Deletes up to `batch` workflows that finished before `cutoff_ms`; returns how many.
+    pub async fn trim(&self, cutoff_ms: u64, batch: u32) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let n: u64 = redis::cmd("FCALL")
+            .arg("drover_trim")
+            .arg(1)
+            .arg(self.key("finished"))
+            .arg(&self.prefix)
+            .arg(cutoff_ms)
+            .arg(batch)
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    fn wf_key(&self, id: &str) -> String {
+        format!("{}wf:{id}", self.prefix)
+    }
+
+    fn fcall(&self, name: &str, key: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(name).arg(1).arg(key).arg(&self.prefix);
+        cmd
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The raw connection, for tests and tools that inspect the schema.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Blocks until new work is signalled or the timeout passes.
+pub struct Waiter {
+    conn: ConnectionManager,
+    key: String,
+}
+
+impl Waiter {
+    /// Returns true when woken by new work, false on timeout.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let secs = timeout.as_secs_f64().max(0.001);
+        let popped: Option<(String, String)> = self.conn.blpop(&self.key, secs).await?;
+        Ok(popped.is_some())
+    }
+}

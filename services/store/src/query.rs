@@ -1,0 +1,278 @@
+//! Reads for the API and the worker: one workflow with its steps and history, filtered pages of
+//! workflows, and the children of a step. Reads never change anything.
+
+use std::collections::BTreeMap;
+
+use drover_workflows::{ChildStatus, State};
+use redis::AsyncCommands;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::claim::pairs;
+use crate::{Result, Store};
+
+/// A workflow as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowView {
+    pub id: String,
+    pub kind: String,
+    pub state: State,
+    pub paused: bool,
+    pub cancel_requested: bool,
+    pub priority: i32,
+    pub labels: BTreeMap<String, String>,
+    pub input: Value,
+    pub step: usize,
+    pub attempt: u32,
+    pub phase: String,
+    /// Where the current task is: ready, delayed, leased, paused, sem:NAME, signal:NAME, children.
+    pub waiting_on: Option<String>,
+    pub lease_worker: Option<String>,
+    pub error: Option<Value>,
+    pub progress: Option<Value>,
+    pub result: Option<Value>,
+    pub resume_from: Option<usize>,
+    pub parent: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub finished_ms: Option<u64>,
+    /// Step outputs by step index (detail view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<usize, Value>>,
+    /// Every recorded attempt, oldest first (detail view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<String>>,
+}
+
+/// Which workflows to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub state: Option<State>,
+    pub paused: Option<bool>,
+    pub kind: Option<String>,
+    pub label: Option<(String, String)>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub items: Vec<WorkflowView>,
+    /// Pass back as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn json_field(rec: &BTreeMap<String, String>, name: &str) -> Option<Value> {
+    rec.get(name).and_then(|s| serde_json::from_str(s).ok())
+}
+
+fn num<T: std::str::FromStr>(rec: &BTreeMap<String, String>, name: &str) -> Option<T> {
+    rec.get(name).and_then(|s| s.parse().ok())
+}
+
+fn view(rec: &BTreeMap<String, String>) -> Option<WorkflowView> {
+    Some(WorkflowView {
+        id: rec.get("id")?.clone(),
+        kind: rec.get("kind")?.clone(),
+        state: State::parse(rec.get("state")?)?,
+        paused: rec.get("paused").map(String::as_str) == Some("1"),
+        cancel_requested: rec.get("cancel").map(String::as_str) == Some("1"),
+        priority: num(rec, "priority").unwrap_or(0),
+        labels: json_field(rec, "labels")
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        input: json_field(rec, "input").unwrap_or(Value::Null),
+        step: num(rec, "step").unwrap_or(0),
+        attempt: num(rec, "attempt").unwrap_or(1),
+        phase: rec.get("phase").cloned().unwrap_or_default(),
+        waiting_on: rec.get("loc").filter(|l| !l.is_empty()).cloned(),
+        lease_worker: rec.get("lease_worker").cloned(),
+        error: json_field(rec, "error"),
+        progress: json_field(rec, "progress"),
+        result: json_field(rec, "result"),
+        resume_from: num(rec, "resume_from"),
+        parent: rec.get("parent").cloned(),
+        created_ms: num(rec, "created_ms").unwrap_or(0),
+        updated_ms: num(rec, "updated_ms").unwrap_or(0),
+        finished_ms: num(rec, "finished_ms"),
+        outputs: None,
+        history: None,
+        children: None,
+    })
+}
+
+const SUMMARY_FIELDS: [&str; 19] = [
+    "id",
+    "kind",
+    "state",
+    "paused",
+    "cancel",
+    "priority",
+    "labels",
+    "input",
+    "step",
+    "attempt",
+    "phase",
+    "loc",
+    "lease_worker",
+    "error",
+    "progress",
+    "result",
+    "created_ms",
+    "updated_ms",
+    "finished_ms",
+];
+
+impl Store {
+    /// One workflow with its outputs, history and children.
+    pub async fn get(&self, id: &str) -> Result<Option<WorkflowView>> {
+        let mut conn = self.conn.clone();
+        let wk = self.wf_key(id);
+        let (rec, out, hist, kids): (redis::Value, redis::Value, Vec<String>, Vec<String>) =
+            redis::pipe()
+                .hgetall(&wk)
+                .hgetall(format!("{wk}:out"))
+                .lrange(format!("{wk}:hist"), 0, -1)
+                .lrange(format!("{wk}:kids"), 0, -1)
+                .query_async(&mut conn)
+                .await?;
+        let Some(mut v) = view(&pairs(&rec)) else {
+            return Ok(None);
+        };
+        v.outputs = Some(
+            pairs(&out)
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, serde_json::from_str(&v).ok()?)))
+                .collect(),
+        );
+        v.history = Some(
+            hist.iter()
+                .filter_map(|h| serde_json::from_str(h).ok())
+                .collect(),
+        );
+        v.children = Some(kids);
+        Ok(Some(v))
+    }
+
+    /// The children a workflow started, with their states and results.
+    pub async fn children(&self, id: &str) -> Result<Vec<ChildStatus>> {
+        let mut conn = self.conn.clone();
+        let kids: Vec<String> = conn
+            .lrange(format!("{}:kids", self.wf_key(id)), 0, -1)
+            .await?;
+        if kids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for kid in &kids {
+            pipe.cmd("HMGET")
+                .arg(self.wf_key(kid))
+                .arg(&["kind", "state", "result", "error"][..]);
+        }
+        let rows: Vec<(
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        )> = pipe.query_async(&mut conn).await?;
+        Ok(kids
+            .into_iter()
+            .zip(rows)
+            .map(|(id, (kind, state, result, error))| ChildStatus {
+                id,
+                kind: kind.unwrap_or_default(),
+                state: state
+                    .as_deref()
+                    .and_then(State::parse)
+                    .unwrap_or(State::Cancelled),
+                result: result.and_then(|r| serde_json::from_str(&r).ok()),
+                error: error
+                    .and_then(|e| serde_json::from_str::<Value>(&e).ok())
+                    .and_then(|e| e.get("message").and_then(Value::as_str).map(str::to_string)),
+            })
+            .collect())
+    }
+
+    /// A page of workflows matching `filter`, newest first. The most selective index is scanned and
+    /// the other conditions are checked on the records, so a page may hold fewer than `limit` items
+    /// while `next_cursor` is still set.
+    pub async fn list(&self, filter: &Filter, limit: usize, cursor: Option<&str>) -> Result<Page> {
+        let mut conn = self.conn.clone();
+        let index = if let Some((k, v)) = &filter.label {
+            self.key(&format!("idx:label:{k}={v}"))
+        } else if let Some(kind) = &filter.kind {
+            self.key(&format!("idx:kind:{kind}"))
+        } else if filter.paused == Some(true) {
+            self.key("idx:paused")
+        } else if let Some(state) = filter.state {
+            self.key(&format!("idx:state:{}", state.as_str()))
+        } else {
+            self.key("idx:all")
+        };
+        let (max, after_id) = match cursor.and_then(|c| c.split_once(':')) {
+            Some((score, id)) => (score.to_string(), Some(id.to_string())),
+            None => ("+inf".to_string(), None),
+        };
+        const SLACK: usize = 64;
+        let rows: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(&index)
+            .arg(&max)
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1 + SLACK)
+            .query_async(&mut conn)
+            .await?;
+        let max_score: Option<f64> = max.parse().ok();
+        let rows: Vec<(String, f64)> = rows
+            .into_iter()
+            .filter(|(id, score)| match (&after_id, max_score) {
+                (Some(after), Some(ms)) => *score < ms || id < after,
+                _ => true,
+            })
+            .take(limit + 1)
+            .collect();
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        let mut pipe = redis::pipe();
+        for (id, _) in rows {
+            pipe.cmd("HMGET")
+                .arg(self.wf_key(id))
+                .arg(&SUMMARY_FIELDS[..]);
+        }
+        let records: Vec<Vec<Option<String>>> = if rows.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        let items = records
+            .into_iter()
+            .filter_map(|fields| {
+                let rec: BTreeMap<String, String> = SUMMARY_FIELDS
+                    .iter()
+                    .zip(fields)
+                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                    .collect();
+                view(&rec)
+            })
+            .filter(|v| filter.state.is_none_or(|s| s == v.state))
+            .filter(|v| filter.paused.is_none_or(|p| p == v.paused))
+            .filter(|v| filter.kind.as_ref().is_none_or(|k| *k == v.kind))
+            .filter(|v| {
+                filter
+                    .label
+                    .as_ref()
+                    .is_none_or(|(k, val)| v.labels.get(k) == Some(val))
+            })
+            .collect();
+        let next_cursor = if more {
+            rows.last()
+                .map(|(id, score)| format!("{}:{id}", *score as u64))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}

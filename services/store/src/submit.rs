@@ -1,0 +1,73 @@
+//! Submitting a workflow: its record and first task are written by one function call, so an
+//! acknowledged submission is always runnable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_workflows::Task;
+use serde_json::{Value, json};
+
+use crate::{Result, Store};
+
+/// A workflow to create.
+#[derive(Debug, Clone)]
+pub struct NewWorkflow {
+    pub id: String,
+    pub kind: String,
+    pub input: Value,
+    pub priority: i32,
+    pub labels: BTreeMap<String, String>,
+    pub task: Task,
+}
+
+/// The outcome of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub id: String,
+    /// False when the idempotency key (or the id) already named a workflow: nothing was written.
+    pub created: bool,
+}
+
+impl NewWorkflow {
+    /// The record as the `create` helper of the Lua library reads it.
+    pub(crate) fn to_record(&self, parent: Option<&str>) -> Result<Value> {
+        let mut rec = json!({
+            "id": self.id,
+            "kind": self.kind,
+            "input": serde_json::to_string(&self.input)?,
+            "priority": self.priority,
+            "labels": self.labels,
+            "task": serde_json::to_string(&self.task)?,
+            "due": self.task.due_ms,
+        });
+        if let Some(parent) = parent {
+            rec["parent"] = json!(parent);
+        }
+        Ok(rec)
+    }
+}
+
+impl Store {
+    /// Creates the workflow unless the idempotency key (kept for `ttl`) or the id already exists.
+    pub async fn submit(
+        &self,
+        wf: &NewWorkflow,
+        idempotency: Option<(&str, Duration)>,
+        now_ms: u64,
+    ) -> Result<Submitted> {
+        let mut conn = self.conn.clone();
+        let (key, ttl) = idempotency.unwrap_or(("", Duration::ZERO));
+        let reply: (String, String) = self
+            .fcall("drover_submit", &self.wf_key(&wf.id))
+            .arg(serde_json::to_string(&wf.to_record(None)?)?)
+            .arg(key)
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg(now_ms)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Submitted {
+            id: reply.1,
+            created: reply.0 == "created",
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! [`StoreBackend`]: the Drover store as an apalis `Backend`. apalis asks for a task only when its
+//! concurrency layer has room, so a claim (which starts a lease) is made only when a step can start
+//! right away. An idle backend blocks on the store's wake list, so new work is noticed at once and a
+//! delayed task is picked up when it falls due, without polling.
+//!
+//! Redis errors never reach apalis (which would stop the worker): the backend logs them and retries
+//! with backoff, so a Redis restart only pauses claiming.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::task::Task;
+use apalis_core::task::task_id::RandomId;
+use apalis_core::worker::context::WorkerContext;
+use drover_store::{Claim, ClaimResult};
+use tracing::{debug, warn};
+
+use crate::service::CommitLayer;
+use crate::{Runner, now_ms};
+
+type Fetch = Pin<Box<dyn Future<Output = Box<Claim>> + Send>>;
+
+/// The apalis backend over the Drover store.
+pub struct StoreBackend {
+    runner: Arc<Runner>,
+    fetch: Option<Fetch>,
+}
+
+/// The backend never fails towards apalis; this type only satisfies the trait.
+#[derive(Debug, thiserror::Error)]
+#[error("store backend: {0}")]
+pub struct BackendError(String);
+
+impl StoreBackend {
+    pub fn new(runner: Arc<Runner>) -> StoreBackend {
+        StoreBackend {
+            runner,
+            fetch: None,
+        }
+    }
+}
+
+/// Claims until a task is found, blocking on the wake list in between.
+async fn next_claim(runner: Arc<Runner>) -> Box<Claim> {
+    let config = &runner.config;
+    let idle_max = Duration::from_millis(config.idle_wait_ms);
+    let mut waiter = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let now = now_ms();
+        match runner
+            .store
+            .claim(&runner.worker_id, now, config.lease(), config.claim_batch)
+            .await
+        {
+            Ok(ClaimResult::Claimed(claim)) => return claim,
+            Ok(ClaimResult::Idle { next_due_ms }) => {
+                backoff = Duration::from_millis(50);
+                let until_due =
+                    next_due_ms.map(|due| Duration::from_millis(due.saturating_sub(now)));
+                let wait = until_due
+                    .map_or(idle_max, |d| d.min(idle_max))
+                    .max(Duration::from_millis(1));
+                if waiter.is_none() {
+                    match runner.store.waiter(idle_max).await {
+                        Ok(w) => waiter = Some(w),
+                        Err(e) => {
+                            warn!(error = %e, "Cannot open the wake connection; retrying.");
+                            tokio::time::sleep(backoff).await;
+                            continue;
+                        }
+                    }
+                }
+                if let Some(w) = waiter.as_mut()
+                    && let Err(e) = w.wait(wait).await
+                {
+                    debug!(error = %e, "Wake wait failed; claiming again.");
+                    waiter = None;
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Claim failed; retrying.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+impl Backend for StoreBackend {
+    type Task = Task<Claim>;
+    type Error = BackendError;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        let runner = self.runner.clone();
+        let fetch = self
+            .fetch
+            .get_or_insert_with(|| Box::pin(next_claim(runner)));
+        match fetch.as_mut().poll(cx) {
+            Poll::Ready(claim) => {
+                self.fetch = None;
+                Poll::Ready(Some(Ok(Task::new(*claim))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_close(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        self.fetch = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl BackendConfig for StoreBackend {
+    type Args = Claim;
+    type Id = RandomId;
+    type Kind = Ephemeral;
+    type Config = ();
+    type Layer = CommitLayer;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        CommitLayer::new(self.runner.clone())
+    }
+}

@@ -1,0 +1,175 @@
+//! Drover's worker: apalis 1.0 is the runtime (WorkerBuilder, Monitor, tower layers for timeout,
+//! concurrency, tracing and catch-panic, graceful shutdown); the task source is the Drover store,
+//! plugged in through apalis-core's `Backend` trait ([`backend::StoreBackend`]).
+//!
+//! One attempt goes: the backend claims a task (lease + permits + fencing token) -> the layers run
+//! [`service::StepService`] (the workflow's step) -> the backend's middleware
+//! ([`service::CommitLayer`]) renews the lease meanwhile, feeds the result to the pure engine core and
+//! commits the transition, fenced by the token.
+
+pub mod backend;
+pub mod ports;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apalis::prelude::*;
+use drover_store::Store;
+use drover_workflows::Registry;
+use drover_workflows::ports::Ports;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+/// Worker settings (`[worker]` in the config file, `DROVER_WORKER_*` in the environment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Steps run at once by this process.
+    pub concurrency: usize,
+    /// Lease length in ms; a running step renews it every third of that. A step whose worker died
+    /// resumes elsewhere within this plus one idle wait.
+    pub lease_ms: u64,
+    /// Longest a single step run may take before it is cut off and retried, in ms.
+    pub step_timeout_ms: u64,
+    /// Most delayed tasks promoted, and expired leases reclaimed, per claim.
+    pub claim_batch: u32,
+    /// Longest an idle worker blocks before claiming again, in ms.
+    pub idle_wait_ms: u64,
+    /// How long finished workflows are kept, in seconds.
+    pub retention_secs: u64,
+    /// How long a graceful shutdown waits for running steps, in ms.
+    pub shutdown_grace_ms: u64,
+    /// Name of this worker in leases and history; defaults to host-pid-random.
+    pub name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            concurrency: 16,
+            lease_ms: 15_000,
+            step_timeout_ms: 600_000,
+            claim_batch: 100,
+            idle_wait_ms: 1_000,
+            retention_secs: 7 * 24 * 3600,
+            shutdown_grace_ms: 30_000,
+            name: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("worker.concurrency must be at least 1".into());
+        }
+        if self.lease_ms < 300 {
+            return Err(format!(
+                "worker.lease_ms must be at least 300, got {}",
+                self.lease_ms
+            ));
+        }
+        if self.claim_batch == 0 || self.claim_batch > 1000 {
+            return Err(format!(
+                "worker.claim_batch must be within 1..=1000, got {}",
+                self.claim_batch
+            ));
+        }
+        if self.idle_wait_ms == 0 {
+            return Err("worker.idle_wait_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What every attempt of this process shares.
+pub struct Runner {
+    pub store: Store,
+    pub registry: Registry,
+    pub ports: Ports,
+    pub config: Config,
+    pub worker_id: String,
+}
+
+/// Errors that stop a worker process.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store: {0}")]
+    Store(#[from] drover_store::Error),
+    #[error("worker runtime: {0}")]
+    Runtime(String),
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!(
+        "{}-{}-{:04x}",
+        if host.is_empty() { "worker" } else { host },
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Runs a worker until `shutdown` resolves, then stops claiming and lets running steps finish (up to
+/// the grace period; a step cut off there is resumed elsewhere when its lease expires).
+pub async fn run(
+    store: Store,
+    registry: Registry,
+    ports: Ports,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    config.validate().map_err(Error::Runtime)?;
+    let worker_id = config.name.clone().unwrap_or_else(default_name);
+    let runner = Arc::new(Runner {
+        store,
+        registry,
+        ports,
+        config,
+        worker_id: worker_id.clone(),
+    });
+    info!(worker = %worker_id, concurrency = runner.config.concurrency, "Worker started.");
+
+    let housekeeping = tokio::spawn(service::housekeeping(runner.clone()));
+    let factory_runner = runner.clone();
+    let monitor = Monitor::new()
+        .register(move |_| {
+            let runner = factory_runner.clone();
+            WorkerBuilder::new(runner.worker_id.clone())
+                .backend(backend::StoreBackend::new(runner.clone()))
+                .catch_panic()
+                .timeout(Duration::from_millis(runner.config.step_timeout_ms))
+                .concurrency(runner.config.concurrency)
+                .enable_tracing()
+                .build(service::StepService::new(runner))
+        })
+        .shutdown_timeout(Duration::from_millis(runner.config.shutdown_grace_ms));
+    let result = monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            info!("Worker stopping: no new claims; running steps finish.");
+            Ok(())
+        })
+        .await;
+    housekeeping.abort();
+    if let Err(e) = result {
+        warn!(error = %e, "Worker monitor ended with an error.");
+        return Err(Error::Runtime(e.to_string()));
+    }
+    info!(worker = %worker_id, "Worker stopped.");
+    Ok(())
+}

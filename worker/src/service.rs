@@ -1,0 +1,357 @@
+//! The two tower services of an attempt. [`StepService`] (innermost, under apalis's timeout,
+//! catch-panic, concurrency and tracing layers) runs the workflow's step and says what happened.
+//! [`CommitLayer`] (the backend's middleware, outside every other layer) keeps the lease alive while
+//! that runs, turns whatever came back (an outcome, a timeout, a panic) into the engine core's
+//! transition and commits it, fenced by the lease's token.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use drover_store::{Claim, Commit, CommitChild, CommitResult, NewWorkflow, Renewal};
+use drover_workflows::{Event, Outcome, Phase, StepContext, decide};
+use serde_json::{Value, json};
+use tower::{Layer, Service};
+use tracing::{debug, info, warn};
+
+use crate::{Runner, now_ms};
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Runs one attempt of a step and returns the event for the engine core.
+#[derive(Clone)]
+pub struct StepService {
+    runner: Arc<Runner>,
+}
+
+impl StepService {
+    pub fn new(runner: Arc<Runner>) -> StepService {
+        StepService { runner }
+    }
+}
+
+impl Service<Task<Claim>> for StepService {
+    type Response = Event;
+    type Error = BoxDynError;
+    type Future = BoxFut<Result<Event, BoxDynError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: Task<Claim>) -> Self::Future {
+        let runner = self.runner.clone();
+        Box::pin(async move { Ok(run_step(&runner, &task.args).await) })
+    }
+}
+
+async fn run_step(runner: &Runner, claim: &Claim) -> Event {
+    let workflow = match runner.registry.get(&claim.kind) {
+        Ok(w) => w.clone(),
+        Err(e) => {
+            return Event::Outcome(Outcome::Fail {
+                error: e.to_string(),
+            });
+        }
+    };
+    if claim.cancel_requested && claim.phase == Phase::Forward {
+        return Event::Cancel;
+    }
+    let steps = workflow.steps(&claim.input);
+    let Some(def) = steps.get(claim.step) else {
+        return Event::Outcome(Outcome::Fail {
+            error: format!(
+                "step {} does not exist in this version of {}",
+                claim.step, claim.kind
+            ),
+        });
+    };
+    if claim.attempt > def.retry.max_attempts {
+        return Event::Exhausted {
+            error: format!(
+                "{} attempts used (the last ones died with their workers)",
+                claim.attempt - 1
+            ),
+        };
+    }
+    let children = if claim.kids_step == Some(claim.step) {
+        match runner.store.children(&claim.id).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Event::Outcome(Outcome::Retry {
+                    error: format!("reading children: {e}"),
+                    after: None,
+                });
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let outputs: BTreeMap<String, Value> = claim
+        .outputs
+        .iter()
+        .filter_map(|(i, v)| Some((steps.get(*i)?.name.clone(), v.clone())))
+        .collect();
+    let ctx = StepContext {
+        workflow_id: &claim.id,
+        input: &claim.input,
+        step: claim.step,
+        attempt: claim.attempt,
+        phase: claim.phase,
+        token: claim.token,
+        worker: &runner.worker_id,
+        outputs: &outputs,
+        signals: &claim.signals,
+        children: &children,
+        ports: &runner.ports,
+    };
+    let outcome = match claim.phase {
+        Phase::Forward => workflow.run(&ctx).await,
+        Phase::Compensate => workflow.compensate(&ctx).await,
+    };
+    Event::Outcome(outcome)
+}
+
+/// The backend's middleware: lease renewal and commit around everything else.
+#[derive(Clone)]
+pub struct CommitLayer {
+    runner: Arc<Runner>,
+}
+
+impl CommitLayer {
+    pub fn new(runner: Arc<Runner>) -> CommitLayer {
+        CommitLayer { runner }
+    }
+}
+
+impl<S> Layer<S> for CommitLayer {
+    type Service = CommitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CommitService {
+            inner,
+            runner: self.runner.clone(),
+        }
+    }
+}
+
+/// See [`CommitLayer`].
+#[derive(Clone)]
+pub struct CommitService<S> {
+    inner: S,
+    runner: Arc<Runner>,
+}
+
+impl<S> Service<Task<Claim>> for CommitService<S>
+where
+    S: Service<Task<Claim>, Response = Event>,
+    S::Error: Into<BoxDynError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = BoxDynError;
+    type Future = BoxFut<Result<(), BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Claim>) -> Self::Future {
+        let claim = task.args.clone();
+        let runner = self.runner.clone();
+        let attempt = self.inner.call(task);
+        Box::pin(async move {
+            let lease_lost = hold_lease(&runner, &claim);
+            tokio::pin!(attempt);
+            tokio::pin!(lease_lost);
+            let event = tokio::select! {
+                result = &mut attempt => match result {
+                    Ok(event) => event,
+                    Err(e) => {
+                        let error: BoxDynError = e.into();
+                        warn!(workflow_id = %claim.id, step = claim.step, error = %error, "Step attempt aborted.");
+                        Event::Outcome(Outcome::Retry { error: format!("attempt aborted: {error}"), after: None })
+                    }
+                },
+                () = &mut lease_lost => {
+                    warn!(workflow_id = %claim.id, step = claim.step, token = claim.token, "Lease lost; abandoning the attempt.");
+                    return Ok(());
+                }
+            };
+            finish(&runner, &claim, event).await;
+            Ok(())
+        })
+    }
+}
+
+/// Renews the lease every third of its length; resolves only when the lease is lost.
+async fn hold_lease(runner: &Runner, claim: &Claim) {
+    let lease = runner.config.lease();
+    let mut deadline = claim.lease_start_ms + lease.as_millis() as u64;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let now = now_ms();
+        match runner.store.renew(&claim.id, claim.token, now, lease).await {
+            Ok(Renewal::Held { .. }) => deadline = now + lease.as_millis() as u64,
+            Ok(Renewal::Lost) => return,
+            Err(e) => {
+                warn!(workflow_id = %claim.id, error = %e, "Lease renewal failed; will retry.");
+                if now_ms() >= deadline {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Decides the transition for `event` and commits it, retrying transient store errors while the
+/// lease can still be valid (a commit is idempotent per token).
+pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
+    let started = std::time::Instant::now();
+    let Ok(workflow) = runner.registry.get(&claim.kind).cloned() else {
+        warn!(workflow_id = %claim.id, kind = %claim.kind, "Unknown kind at commit; leaving the lease to expire.");
+        return;
+    };
+    let steps = workflow.steps(&claim.input);
+    let input = claim.input.clone();
+    let permits = move |step: usize, phase: Phase| workflow.permits(step, phase, &input);
+    let mut event = event;
+    // Children get their first task now, validated like a submission.
+    let mut children = Vec::new();
+    if let Event::Outcome(Outcome::Spawn {
+        children: specs, ..
+    }) = &event
+    {
+        let now = now_ms();
+        let mut built = Vec::new();
+        for (k, spec) in specs.iter().enumerate() {
+            match runner.registry.first_task(&spec.kind, &spec.input, now) {
+                Ok(task) => built.push(CommitChild(NewWorkflow {
+                    id: format!("{}.s{}t{}.{k}", claim.id, claim.step, claim.token),
+                    kind: spec.kind.clone(),
+                    input: spec.input.clone(),
+                    priority: spec.priority,
+                    labels: BTreeMap::from([("parent".to_string(), claim.id.clone())]),
+                    task,
+                })),
+                Err(e) => {
+                    built.clear();
+                    event = Event::Outcome(Outcome::Fail {
+                        error: format!("child {k}: {e}"),
+                    });
+                    break;
+                }
+            }
+        }
+        children = built;
+    }
+    let now = now_ms();
+    let transition = decide(
+        &claim.snapshot(),
+        &steps,
+        event,
+        now,
+        rand::random::<f64>(),
+        &permits,
+    );
+    let history = json!({
+        "step": claim.step,
+        "name": steps.get(claim.step).map(|s| s.name.as_str()).unwrap_or("?"),
+        "attempt": claim.attempt,
+        "phase": claim.phase,
+        "worker": runner.worker_id,
+        "token": claim.token,
+        "start_ms": claim.lease_start_ms,
+        "end_ms": now,
+        "outcome": transition.outcome,
+        "error": transition.attempt_error,
+    });
+    let commit = match Commit::new(&transition, &history, children, &claim.id) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(workflow_id = %claim.id, error = %e, "Cannot encode the commit; the lease will expire.");
+            return;
+        }
+    };
+    let give_up = started + Duration::from_millis(runner.config.lease_ms * 2);
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match runner
+            .store
+            .commit(&claim.id, claim.token, now_ms(), &commit)
+            .await
+        {
+            Ok(CommitResult::Applied | CommitResult::Duplicate) => {
+                debug!(workflow_id = %claim.id, step = claim.step, attempt = claim.attempt, outcome = %transition.outcome, state = transition.state.as_str(), "Step committed.");
+                if transition.is_terminal() {
+                    info!(workflow_id = %claim.id, kind = %claim.kind, state = transition.state.as_str(), "Workflow finished.");
+                }
+                if matches!(
+                    transition.state,
+                    drover_workflows::State::Compensating
+                        | drover_workflows::State::Failed
+                        | drover_workflows::State::Cancelled
+                ) && claim.phase == Phase::Forward
+                {
+                    cancel_children(runner, &claim.id).await;
+                }
+                return;
+            }
+            Ok(CommitResult::Stale) => {
+                warn!(workflow_id = %claim.id, step = claim.step, token = claim.token, "Commit refused: the lease moved on; result discarded.");
+                return;
+            }
+            Ok(CommitResult::Gone) => return,
+            Err(e) if e.is_transient() && std::time::Instant::now() < give_up => {
+                warn!(workflow_id = %claim.id, error = %e, "Commit failed; retrying.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => {
+                warn!(workflow_id = %claim.id, error = %e, "Commit failed; the lease will expire and the attempt rerun.");
+                return;
+            }
+        }
+    }
+}
+
+/// Children outlive nothing: when their parent fails or is cancelled, they are cancelled too.
+async fn cancel_children(runner: &Runner, id: &str) {
+    let Ok(children) = runner.store.children(id).await else {
+        return;
+    };
+    for child in children.iter().filter(|c| !c.state.is_terminal()) {
+        if let Err(e) = runner.store.cancel(&child.id, now_ms()).await {
+            warn!(workflow_id = %id, child = %child.id, error = %e, "Cannot cancel a child.");
+        }
+    }
+}
+
+/// Periodic upkeep: trims finished workflows past the retention.
+pub async fn housekeeping(runner: Arc<Runner>) {
+    let retention_ms = runner.config.retention_secs * 1000;
+    loop {
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        loop {
+            match runner.store.trim(cutoff, 500).await {
+                Ok(n) if n == 500 => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        info!(deleted = n, "Trimmed finished workflows past retention.");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    debug!(error = %e, "Trim failed; will retry.");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}

@@ -1,0 +1,327 @@
+//! `synthetic`: a workflow kind whose steps only take time, fail on purpose and hold permits. It drives
+//! `drover dev`'s demo, the crash and semaphore tests and the benchmarks, so it exercises every engine
+//! feature (retries, compensation, signals, fan-out, permits) without any external system.
+//!
+//! Randomness is derived from (workflow id, step, attempt), so a run is reproducible and a re-run of
+//! the same attempt behaves the same.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::kind::{StepContext, StepDef, Workflow};
+use crate::model::{ChildSpec, JoinPolicy, Outcome, Permit, Phase, RetryPolicy};
+use crate::ports::ProbeEvent;
+
+/// The `synthetic` kind.
+pub struct Synthetic;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    /// Number of steps, 1..=100.
+    steps: usize,
+    /// Each step sleeps a pseudo-random time in [min_ms, max_ms].
+    #[serde(default)]
+    min_ms: u64,
+    #[serde(default)]
+    max_ms: u64,
+    /// Probability that an attempt fails with a retryable error.
+    #[serde(default)]
+    fail_rate: f64,
+    /// Attempts per step before giving up.
+    #[serde(default = "default_attempts")]
+    max_attempts: u32,
+    /// Delay before a retry, in ms.
+    #[serde(default = "default_retry_ms")]
+    retry_ms: u64,
+    /// Permits every step needs.
+    #[serde(default)]
+    permits: Vec<Permit>,
+    /// Step that fails permanently (after which compensation runs).
+    #[serde(default)]
+    fail_step: Option<usize>,
+    /// Whether steps declare a compensation.
+    #[serde(default)]
+    compensate: bool,
+    /// A step that waits for this signal before completing: {"step": 1, "name": "approve"}.
+    #[serde(default)]
+    signal: Option<SignalAt>,
+    /// A step that starts children and waits for them.
+    #[serde(default)]
+    fan_out: Option<FanOut>,
+    /// Report permit holding to the probe port.
+    #[serde(default)]
+    probe: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalAt {
+    step: usize,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FanOut {
+    step: usize,
+    children: usize,
+    #[serde(default)]
+    fail_fast: bool,
+    child: Value,
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_retry_ms() -> u64 {
+    100
+}
+
+fn parse(input: &Value) -> Result<Input, String> {
+    let parsed: Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
+    if !(1..=100).contains(&parsed.steps) {
+        return Err(format!(
+            "steps must be between 1 and 100, got {}",
+            parsed.steps
+        ));
+    }
+    if parsed.max_ms < parsed.min_ms {
+        return Err(format!(
+            "max_ms ({}) is below min_ms ({})",
+            parsed.max_ms, parsed.min_ms
+        ));
+    }
+    if !(0.0..=1.0).contains(&parsed.fail_rate) {
+        return Err(format!(
+            "fail_rate must be within [0, 1], got {}",
+            parsed.fail_rate
+        ));
+    }
+    if parsed.max_attempts == 0 {
+        return Err("max_attempts must be at least 1".to_string());
+    }
+    if let Some(p) = parsed
+        .permits
+        .iter()
+        .find(|p| p.capacity == 0 || p.name.is_empty())
+    {
+        return Err(format!(
+            "permit {:?} needs a name and a capacity of at least 1",
+            p.name
+        ));
+    }
+    if let Some(f) = &parsed.fan_out {
+        if f.children > crate::model::MAX_CHILDREN {
+            return Err(format!(
+                "fan_out.children must be at most {}",
+                crate::model::MAX_CHILDREN
+            ));
+        }
+        parse(&f.child).map_err(|e| format!("fan_out.child: {e}"))?;
+    }
+    Ok(parsed)
+}
+
+/// A number in [0, 1) derived from the arguments (FNV-1a, then a final mix).
+fn unit(id: &str, step: usize, attempt: u32, salt: u64) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for b in id
+        .bytes()
+        .chain(step.to_le_bytes())
+        .chain(attempt.to_le_bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[async_trait]
+impl Workflow for Synthetic {
+    fn kind(&self) -> &'static str {
+        "synthetic"
+    }
+
+    fn validate(&self, input: &Value) -> Result<(), String> {
+        parse(input).map(|_| ())
+    }
+
+    fn steps(&self, input: &Value) -> Vec<StepDef> {
+        let Ok(input) = parse(input) else {
+            return Vec::new();
+        };
+        let retry = RetryPolicy {
+            max_attempts: input.max_attempts,
+            initial: Duration::from_millis(input.retry_ms),
+            max: Duration::from_millis(input.retry_ms.saturating_mul(8)),
+            multiplier: 2.0,
+            jitter: 0.2,
+        };
+        (0..input.steps)
+            .map(|i| {
+                let def = StepDef::new(format!("step-{i}")).retry(retry);
+                if input.compensate {
+                    def.compensable()
+                } else {
+                    def
+                }
+            })
+            .collect()
+    }
+
+    fn permits(&self, _step: usize, phase: Phase, input: &Value) -> Vec<Permit> {
+        match (phase, parse(input)) {
+            (Phase::Forward, Ok(input)) => input.permits,
+            _ => Vec::new(),
+        }
+    }
+
+    async fn run(&self, ctx: &StepContext<'_>) -> Outcome {
+        let input = match parse(ctx.input) {
+            Ok(input) => input,
+            Err(e) => return Outcome::Fail { error: e },
+        };
+        if let Some(f) = input.fan_out.as_ref().filter(|f| f.step == ctx.step) {
+            return fan_out(ctx, f);
+        }
+        if let Some(s) = input.signal.as_ref().filter(|s| s.step == ctx.step) {
+            match ctx.signals.get(&s.name) {
+                Some(payload) => return Outcome::Done(json!({ "signal": payload })),
+                None => {
+                    return Outcome::WaitSignal {
+                        name: s.name.clone(),
+                    };
+                }
+            }
+        }
+        let span = input.max_ms - input.min_ms;
+        let duration =
+            input.min_ms + (unit(ctx.workflow_id, ctx.step, ctx.attempt, 1) * span as f64) as u64;
+        let permits: Vec<String> = input.permits.iter().map(|p| p.name.clone()).collect();
+        if input.probe {
+            probe(ctx, "enter", &permits).await;
+        }
+        if duration > 0 {
+            ctx.ports.clock.sleep(Duration::from_millis(duration)).await;
+        }
+        if input.probe {
+            probe(ctx, "exit", &permits).await;
+        }
+        if input.fail_step == Some(ctx.step) {
+            return Outcome::Fail {
+                error: format!("step {} fails on purpose", ctx.step),
+            };
+        }
+        if unit(ctx.workflow_id, ctx.step, ctx.attempt, 2) < input.fail_rate {
+            return Outcome::Retry {
+                error: format!("injected failure at attempt {}", ctx.attempt),
+                after: None,
+            };
+        }
+        Outcome::Done(json!({
+            "step": ctx.step,
+            "attempt": ctx.attempt,
+            "worker": ctx.worker,
+            "token": ctx.token,
+            "slept_ms": duration,
+        }))
+    }
+
+    async fn compensate(&self, ctx: &StepContext<'_>) -> Outcome {
+        Outcome::Done(json!({ "compensated": ctx.step, "token": ctx.token }))
+    }
+}
+
+fn fan_out(ctx: &StepContext<'_>, f: &FanOut) -> Outcome {
+    if ctx.children.is_empty() {
+        let children = (0..f.children)
+            .map(|_| ChildSpec {
+                kind: "synthetic".to_string(),
+                input: f.child.clone(),
+                priority: 0,
+            })
+            .collect();
+        let join = if f.fail_fast {
+            JoinPolicy::FailFast
+        } else {
+            JoinPolicy::All
+        };
+        return Outcome::Spawn { children, join };
+    }
+    let failed: Vec<&str> = ctx
+        .children
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.state,
+                crate::model::State::Failed | crate::model::State::Cancelled
+            )
+        })
+        .map(|c| c.id.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Outcome::Fail {
+            error: format!("children failed: {}", failed.join(", ")),
+        };
+    }
+    Outcome::Done(json!({ "children": ctx.children.len() }))
+}
+
+async fn probe(ctx: &StepContext<'_>, what: &str, permits: &[String]) {
+    if let Some(probe) = &ctx.ports.probe {
+        probe
+            .record(ProbeEvent {
+                what: what.to_string(),
+                workflow_id: ctx.workflow_id.to_string(),
+                step: ctx.step,
+                attempt: ctx.attempt,
+                token: ctx.token,
+                worker: ctx.worker.to_string(),
+                permits: permits.to_vec(),
+                at_ms: ctx.ports.clock.now_ms(),
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_says_what_to_fix() {
+        let s = Synthetic;
+        assert!(s.validate(&json!({"steps": 3})).is_ok());
+        assert!(
+            s.validate(&json!({"steps": 0}))
+                .unwrap_err()
+                .contains("between 1 and 100")
+        );
+        assert!(
+            s.validate(&json!({"steps": 2, "bogus": 1}))
+                .unwrap_err()
+                .contains("bogus")
+        );
+        assert!(
+            s.validate(&json!({"steps": 2, "min_ms": 5, "max_ms": 1}))
+                .unwrap_err()
+                .contains("max_ms")
+        );
+        assert!(s.validate(&json!("x")).is_err());
+    }
+
+    #[test]
+    fn unit_is_deterministic_and_spread() {
+        assert_eq!(unit("a", 1, 1, 0), unit("a", 1, 1, 0));
+        let n = (0..1000).filter(|i| unit("wf", *i, 1, 2) < 0.2).count();
+        assert!((120..280).contains(&n), "{n}");
+    }
+}
