@@ -1,1 +1,130 @@
-fn main() {}
+//! `drover`: one binary, a subcommand per role so roles scale separately. `main` only parses the
+//! command line and the config, then hands over to the role's `run`.
+
+mod config;
+mod dev;
+mod redis_server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use drover_workflows::Registry;
+use drover_workflows::ports::Ports;
+use tracing::error;
+
+#[derive(Parser)]
+#[command(name = "drover", version, about = "Durable workflows for KubeVirt-on-bare-metal operations")]
+struct Cli {
+    /// Config file (TOML). Also DROVER_CONFIG.
+    #[arg(long, global = true, env = "DROVER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST API.
+    Api,
+    /// Run steps: claim, run, commit.
+    Worker,
+    /// Everything on one machine with no configuration: a private Redis (unless REDIS_URL is set), the
+    /// API, workers and a demo workflow with live progress.
+    Dev(dev::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_json = std::env::var("DROVER_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drover: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Api => run_api(cli.config.as_deref()).await,
+            Command::Worker => run_worker(cli.config.as_deref()).await,
+            Command::Dev(args) => dev::run(args, cli.config.as_deref()).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("drover: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn connect(redis_url: &str) -> anyhow::Result<drover_store::Store> {
+    let store = drover_store::Store::connect(&drover_store::Config::new(redis_url))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {e}", config::redact_url(redis_url)))?;
+    Ok(store)
+}
+
+pub fn worker_ports(store: &drover_store::Store) -> Ports {
+    Ports {
+        clock: Arc::new(drover_worker::ports::TokioClock),
+        probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(store.clone()))),
+    }
+}
+
+async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = config::load(path)?;
+    config.api.validate().map_err(anyhow::Error::msg)?;
+    let redis_url = config.require_redis()?;
+    let listener = tokio::net::TcpListener::bind(&config.api.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api.listen))?;
+    let store = connect(&redis_url).await?;
+    tracing::info!(listen = %config.api.listen, "API listening.");
+    let state = Arc::new(drover_api::AppState { store, registry: Registry::builtin(), config: config.api });
+    drover_api::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = config::load(path)?;
+    config.worker.validate().map_err(anyhow::Error::msg)?;
+    let redis_url = config.require_redis()?;
+    let store = connect(&redis_url).await?;
+    let ports = worker_ports(&store);
+    drover_worker::run(store, Registry::builtin(), ports, config.worker, shutdown_signal()).await?;
+    Ok(())
+}

@@ -15,7 +15,8 @@ use std::time::Duration;
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::task::Task;
-use apalis_core::task::task_id::RandomId;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::task_id::{RandomId, TaskId};
 use apalis_core::worker::context::WorkerContext;
 use drover_store::{Claim, ClaimResult};
 use tracing::{debug, warn};
@@ -117,7 +118,9 @@ impl Backend for StoreBackend {
         match fetch.as_mut().poll(cx) {
             Poll::Ready(claim) => {
                 self.fetch = None;
-                Poll::Ready(Some(Ok(Task::new(*claim))))
+                // The task id names the attempt: workflow, step, fencing token.
+                let id = TaskId::String(format!("{}/{}#{}", claim.id, claim.step, claim.token));
+                Poll::Ready(Some(Ok(TaskBuilder::new(*claim).task_id(id).build())))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -151,9 +151,9 @@ pub async fn run(
             let runner = factory_runner.clone();
             WorkerBuilder::new(runner.worker_id.clone())
                 .backend(backend::StoreBackend::new(runner.clone()))
-                .catch_panic()
-                .timeout(Duration::from_millis(runner.config.step_timeout_ms))
                 .concurrency(runner.config.concurrency)
+                .timeout(Duration::from_millis(runner.config.step_timeout_ms))
+                .catch_panic()
                 .enable_tracing()
                 .build(service::StepService::new(runner))
         })

@@ -72,6 +72,9 @@ redis.register_function('drover_claim', function(keys, args)
         if blocked then
           redis.call('ZADD', P .. 'semwait:' .. blocked, sc, id)
           redis.call('HSET', wk, 'loc', 'sem:' .. blocked)
+          if f[4] == 'pending' or f[4] == 'running' then
+            set_state(P, id, 'waiting')
+          end
           -- A slot this task could not use must not strand the waiters queued behind it.
           for _, p in ipairs(permits) do
             local sk = P .. 'sem:' .. p.name

@@ -1,0 +1,307 @@
+//! Routes and handlers. Each handler authorizes first, validates everything it was sent, and only then
+//! calls the store, so a refused request writes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use drover_store::{ControlResult, Filter, NewWorkflow};
+use drover_workflows::{Phase, State as WfState, resume_task};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::auth::{Role, authorize};
+use crate::{ApiError, AppState};
+
+type Shared = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/workflows", post(submit).get(list))
+        .route("/v1/workflows/{id}", get(get_one))
+        .route("/v1/workflows/{id}/cancel", post(cancel))
+        .route("/v1/workflows/{id}/retry", post(retry))
+        .route("/v1/workflows/{id}/pause", post(pause))
+        .route("/v1/workflows/{id}/resume", post(resume))
+        .route("/v1/workflows/{id}/signals/{name}", post(signal))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route; see README.md for the API")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload too large",
+            format!("the body is larger than {limit} bytes; send a smaller input"),
+        )
+    } else {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+async fn readyz(State(state): Shared) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready", "the workflow store does not answer")
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    kind: String,
+    input: Value,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+fn valid_label_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if labels.len() > 16 {
+        return Err(ApiError::bad_request(format!("at most 16 labels, got {}", labels.len())));
+    }
+    for (k, v) in labels {
+        if !valid_label_part(k) || !valid_label_part(v) {
+            return Err(ApiError::bad_request(format!(
+                "label {k:?}={v:?}: keys and values are 1-63 characters of letters, digits, '-', '_', '.', '/'"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn submit(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
+    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+    let req: SubmitBody = parse_json(&body)?;
+    if !(-100..=100).contains(&req.priority) {
+        return Err(ApiError::bad_request(format!("priority must be within -100..=100, got {}", req.priority)));
+    }
+    check_labels(&req.labels)?;
+    let idempotency = match headers.get("idempotency-key") {
+        Some(v) => {
+            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
+                ApiError::bad_request("Idempotency-Key must be 1-200 visible ASCII characters")
+            })?;
+            Some(key.to_string())
+        }
+        None => None,
+    };
+    let now = now_ms();
+    let task = state.registry.first_task(&req.kind, &req.input, now).map_err(|e| match e {
+        drover_workflows::registry::Error::UnknownKind { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown kind", e.to_string())
+        }
+        drover_workflows::registry::Error::InvalidInput { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid input", e.to_string())
+        }
+    })?;
+    let wf = NewWorkflow {
+        id: uuid::Uuid::now_v7().to_string(),
+        kind: req.kind,
+        input: req.input,
+        priority: req.priority,
+        labels: req.labels,
+        task,
+    };
+    let submitted =
+        state.store.submit(&wf, idempotency.as_deref().map(|k| (k, state.idempotency_ttl())), now).await?;
+    if submitted.created {
+        info!(workflow_id = %submitted.id, kind = %wf.kind, by = %who.name, "Workflow submitted.");
+        Ok((StatusCode::CREATED, Json(json!({ "id": submitted.id }))).into_response())
+    } else {
+        Ok((StatusCode::OK, Json(json!({ "id": submitted.id, "existing": true }))).into_response())
+    }
+}
+
+async fn get_one(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    authorize(&headers, &state.config.tokens, Role::Viewer)?;
+    let view = state.store.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
+    let steps = state.registry.get(&view.kind).map(|w| w.steps(&view.input)).unwrap_or_default();
+    let outputs = view.outputs.clone().unwrap_or_default();
+    let history = view.history.clone().unwrap_or_default();
+    let step_rows: Vec<Value> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let attempts: Vec<&Value> = history.iter().filter(|h| h["step"] == json!(i)).collect();
+            let status = if view.phase == "compensate" && i >= view.step && outputs.contains_key(&i) {
+                if i == view.step && !view.state.is_terminal() { "compensating" } else { "compensated" }
+            } else if outputs.contains_key(&i) {
+                "done"
+            } else if i == view.step && !view.state.is_terminal() {
+                "current"
+            } else if i == view.step && view.state == WfState::Failed {
+                "failed"
+            } else {
+                "pending"
+            };
+            json!({
+                "index": i,
+                "name": s.name,
+                "status": status,
+                "output": outputs.get(&i),
+                "attempts": attempts.len(),
+                "started_ms": attempts.first().map(|h| h["start_ms"].clone()),
+                "ended_ms": attempts.last().map(|h| h["end_ms"].clone()),
+            })
+        })
+        .collect();
+    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    body["steps"] = Value::Array(step_rows);
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    kind: Option<String>,
+    label: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): Shared,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &state.config.tokens, Role::Viewer)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut filter = Filter::default();
+    match q.state.as_deref() {
+        None => {}
+        Some("paused") => filter.paused = Some(true),
+        Some(s) => {
+            filter.state = Some(WfState::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unknown state {s:?}; use one of pending, running, waiting, compensating, succeeded, failed, cancelled, paused"
+                ))
+            })?)
+        }
+    }
+    filter.kind = q.kind;
+    if let Some(label) = q.label {
+        let (k, v) = label
+            .split_once('=')
+            .ok_or_else(|| ApiError::bad_request(format!("label {label:?} must look like key=value")))?;
+        filter.label = Some((k.to_string(), v.to_string()));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be within 1..=500, got {limit}")));
+    }
+    if let Some(c) = &q.cursor
+        && c.split_once(':').is_none_or(|(s, _)| s.parse::<u64>().is_err())
+    {
+        return Err(ApiError::bad_request("cursor is not one this API returned"));
+    }
+    let page = state.store.list(&filter, limit, q.cursor.as_deref()).await?;
+    Ok(Json(page).into_response())
+}
+
+fn control_response(id: &str, result: ControlResult, action: &str) -> Result<Response, ApiError> {
+    match result {
+        ControlResult::Ok(detail) => Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "accepted": action, "detail": detail }))).into_response()),
+        ControlResult::NotFound => Err(ApiError::not_found(id)),
+        ControlResult::Terminal(s) => {
+            Err(ApiError::conflict(format!("workflow {id} has already ended ({}); cannot {action}", s.as_str())))
+        }
+        ControlResult::WrongState(s) => {
+            Err(ApiError::conflict(format!("workflow {id} is {s}; only a failed workflow can be retried")))
+        }
+    }
+}
+
+async fn cancel(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
+    let result = state.store.cancel(&id, now_ms()).await?;
+    info!(workflow_id = %id, by = %who.name, "Cancellation requested.");
+    control_response(&id, result, "cancel")
+}
+
+async fn pause(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
+    let result = state.store.pause(&id, now_ms()).await?;
+    info!(workflow_id = %id, by = %who.name, "Workflow paused.");
+    control_response(&id, result, "pause")
+}
+
+async fn resume(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
+    let result = state.store.resume(&id, now_ms()).await?;
+    info!(workflow_id = %id, by = %who.name, "Workflow resumed.");
+    control_response(&id, result, "resume")
+}
+
+async fn retry(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
+    let view = state.store.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
+    if view.state != WfState::Failed {
+        return control_response(&id, ControlResult::WrongState(view.state.as_str().to_string()), "retry");
+    }
+    let workflow = state
+        .registry
+        .get(&view.kind)
+        .map_err(|e| ApiError::conflict(format!("cannot retry: {e}")))?;
+    let step = view.resume_from.unwrap_or(view.step);
+    let task = resume_task(step, now_ms(), workflow.permits(step, Phase::Forward, &view.input));
+    let result = state.store.retry(&id, &task, now_ms()).await?;
+    info!(workflow_id = %id, step, by = %who.name, "Workflow retried.");
+    control_response(&id, result, "retry")
+}
+
+async fn signal(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
+    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+    if !valid_label_part(&name) {
+        return Err(ApiError::bad_request("signal names are 1-63 characters of letters, digits, '-', '_', '.', '/'"));
+    }
+    let payload: Value = if body.is_empty() { Value::Null } else { parse_json(&body)? };
+    let result = state.store.signal(&id, &name, &payload, now_ms()).await?;
+    info!(workflow_id = %id, signal = %name, by = %who.name, "Signal sent.");
+    control_response(&id, result, "signal")
+}

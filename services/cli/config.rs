@@ -1,0 +1,101 @@
+//! The process configuration: defaults, then a TOML file, then `DROVER_*` environment variables,
+//! validated once before any port is bound. Unknown keys are errors, so a typo never goes unnoticed.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Redis URL (`redis://127.0.0.1:6379/0`). Also DROVER_REDIS_URL or REDIS_URL.
+    pub redis_url: Option<String>,
+    pub api: drover_api::Config,
+    pub worker: drover_worker::Config,
+}
+
+impl Config {
+    pub fn require_redis(&self) -> anyhow::Result<String> {
+        match &self.redis_url {
+            Some(url) => Ok(url.clone()),
+            None => bail!("no Redis configured: set redis_url in the config file, or DROVER_REDIS_URL"),
+        }
+    }
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, into: &mut T) -> anyhow::Result<()> {
+    if let Some(v) = env(name) {
+        *into = v.parse().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
+    }
+    Ok(())
+}
+
+/// Loads defaults <- file <- environment.
+pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(url) = env("DROVER_REDIS_URL").or_else(|| env("REDIS_URL")) {
+        config.redis_url = Some(url);
+    }
+    if let Some(listen) = env("DROVER_API_LISTEN") {
+        config.api.listen = listen;
+    }
+    if let Some(token) = env("DROVER_API_TOKEN") {
+        config.api.tokens.push(drover_api::Token {
+            name: "env-operator".into(),
+            token,
+            role: drover_api::Role::Operator,
+        });
+    }
+    if let Some(token) = env("DROVER_API_VIEWER_TOKEN") {
+        config.api.tokens.push(drover_api::Token {
+            name: "env-viewer".into(),
+            token,
+            role: drover_api::Role::Viewer,
+        });
+    }
+    env_num("DROVER_WORKER_CONCURRENCY", &mut config.worker.concurrency)?;
+    env_num("DROVER_WORKER_LEASE_MS", &mut config.worker.lease_ms)?;
+    env_num("DROVER_WORKER_IDLE_WAIT_MS", &mut config.worker.idle_wait_ms)?;
+    env_num("DROVER_WORKER_RETENTION_SECS", &mut config.worker.retention_secs)?;
+    env_num("DROVER_WORKER_SHUTDOWN_GRACE_MS", &mut config.worker.shutdown_grace_ms)?;
+    if let Some(name) = env("DROVER_WORKER_NAME") {
+        config.worker.name = Some(name);
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+}

@@ -1,0 +1,179 @@
+//! `drover dev`: the whole service on one machine with no configuration. It starts a private Redis
+//! (AOF in a data directory, so a restart resumes where it stopped) unless REDIS_URL is set, the API,
+//! a few workers, and submits a demo workflow whose progress it prints live through the API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use drover_workflows::Registry;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::redis_server::RedisServer;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the private Redis keeps its data.
+    #[arg(long, default_value = ".drover/dev")]
+    data_dir: PathBuf,
+    /// Address of the API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Worker runtimes to start in this process.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Do not submit the demo workflow.
+    #[arg(long)]
+    no_demo: bool,
+    /// Stop once the demo workflow has finished (exit code 0 only if it succeeded).
+    #[arg(long)]
+    exit_after_demo: bool,
+}
+
+pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
+    let mut config = crate::config::load(config_path)?;
+    config.api.listen = args.listen.clone();
+    let token = match config.api.tokens.iter().find(|t| t.role == drover_api::Role::Operator) {
+        Some(t) => t.token.clone(),
+        None => {
+            let token = format!("dev-{:032x}", rand::random::<u128>());
+            config.api.tokens.push(drover_api::Token {
+                name: "dev".into(),
+                token: token.clone(),
+                role: drover_api::Role::Operator,
+            });
+            token
+        }
+    };
+    config.api.validate().map_err(anyhow::Error::msg)?;
+    config.worker.validate().map_err(anyhow::Error::msg)?;
+
+    let listener = tokio::net::TcpListener::bind(&config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (use --listen to pick another address)", config.api.listen))?;
+    let (_redis, redis_url) = match &config.redis_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let server = RedisServer::start(&args.data_dir.join("redis")).await?;
+            let url = server.url.clone();
+            (Some(server), url)
+        }
+    };
+    let store = crate::connect(&redis_url).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let state = Arc::new(drover_api::AppState { store: store.clone(), registry: Registry::builtin(), config: config.api.clone() });
+    let api = tokio::spawn(drover_api::serve(listener, state, stopped(stop_rx.clone())));
+    let mut workers = Vec::new();
+    for i in 0..args.workers.max(1) {
+        let mut wc = config.worker.clone();
+        wc.name = Some(format!("dev-worker-{i}"));
+        let ports = crate::worker_ports(&store);
+        workers.push(tokio::spawn(drover_worker::run(store.clone(), Registry::builtin(), ports, wc, stopped(stop_rx.clone()))));
+    }
+
+    let base = format!("http://{}", config.api.listen);
+    println!("Drover dev is up.");
+    println!("  API       {base}   (token: {token})");
+    println!("  Redis     {}", crate::config::redact_url(&redis_url));
+    println!("  Workers   {}", args.workers.max(1));
+    println!("  Try:      curl -H 'Authorization: Bearer {token}' {base}/v1/workflows");
+
+    let demo_ok = if args.no_demo {
+        true
+    } else {
+        match demo(&base, &token).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                eprintln!("demo: {e:#}");
+                false
+            }
+        }
+    };
+    if !args.exit_after_demo {
+        println!("Running; Ctrl-C to stop.");
+        crate::shutdown_signal().await;
+    }
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = api.await;
+    if args.exit_after_demo && !demo_ok {
+        anyhow::bail!("the demo workflow did not succeed");
+    }
+    Ok(())
+}
+
+/// Submits a demo workflow (retries, fan-out under a semaphore, a signal) and prints its progress.
+async fn demo(base: &str, token: &str) -> anyhow::Result<bool> {
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let input = json!({
+        "steps": 5, "min_ms": 200, "max_ms": 700, "fail_rate": 0.25, "compensate": true,
+        "fan_out": {"step": 2, "children": 6, "child": {
+            "steps": 3, "min_ms": 300, "max_ms": 900, "fail_rate": 0.2,
+            "permits": [{"name": "demo-migrations", "capacity": 2}]
+        }},
+        "signal": {"step": 3, "name": "approve"}
+    });
+    let resp = http
+        .post(format!("{base}/v1/workflows"))
+        .header("Authorization", &auth)
+        .header("Idempotency-Key", format!("dev-demo-{}", std::process::id()))
+        .json(&json!({"kind": "synthetic", "input": input, "labels": {"demo": "yes"}}))
+        .send()
+        .await?;
+    let body: Value = resp.json().await?;
+    let id = body["id"].as_str().context("no id in the submission reply")?.to_string();
+    println!("Demo workflow {id}: 5 steps; step 2 fans out 6 children (at most 2 at once); step 3 waits for the signal 'approve'.");
+    let start = Instant::now();
+    let mut last = String::new();
+    let mut signalled = false;
+    loop {
+        let wf: Value = http.get(format!("{base}/v1/workflows/{id}")).header("Authorization", &auth).send().await?.json().await?;
+        let state = wf["state"].as_str().unwrap_or("?").to_string();
+        let steps: Vec<String> = wf["steps"]
+            .as_array()
+            .map(|s| s.iter().map(|s| format!("{}:{}", s["name"].as_str().unwrap_or("?"), s["status"].as_str().unwrap_or("?"))).collect())
+            .unwrap_or_default();
+        let mut children = String::new();
+        if let Some(kids) = wf["children"].as_array().filter(|k| !k.is_empty()) {
+            let mut done = 0;
+            let mut running = 0;
+            for kid in kids {
+                let k: Value = http.get(format!("{base}/v1/workflows/{}", kid.as_str().unwrap_or(""))).header("Authorization", &auth).send().await?.json().await?;
+                match k["state"].as_str() {
+                    Some("succeeded") => done += 1,
+                    Some("running") => running += 1,
+                    _ => {}
+                }
+            }
+            children = format!("  children {done}/{} done, {running} running", kids.len());
+        }
+        let line = format!("{state:<12} {}{children}  waiting on {}", steps.join(" "), wf["waiting_on"].as_str().unwrap_or("-"));
+        if line != last {
+            println!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
+            last = line;
+        }
+        if !signalled && wf["waiting_on"] == json!("signal:approve") {
+            println!("[{:>5.1}s] sending signal 'approve'", start.elapsed().as_secs_f64());
+            http.post(format!("{base}/v1/workflows/{id}/signals/approve"))
+                .header("Authorization", &auth)
+                .json(&json!({"by": "drover dev"}))
+                .send()
+                .await?;
+            signalled = true;
+        }
+        if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+            println!("Demo workflow {state} after {:.1}s. Inspect it: GET {base}/v1/workflows/{id}", start.elapsed().as_secs_f64());
+            return Ok(state == "succeeded");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
