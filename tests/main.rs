@@ -1,1 +1,8 @@
+//! Drover's integration tests: one test binary (every extra one re-links the whole dependency set).
+//! They use real components only: a private redis-server per test on a free port, the real `drover`
+//! binary for crash tests (killed with SIGKILL), the API over real HTTP on 127.0.0.1:0.
 
+mod api;
+mod crash;
+mod engine;
+mod harness;

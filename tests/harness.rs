@@ -1,0 +1,245 @@
+//! Test harness: private Redis servers that can be killed and restarted on the same data, worker
+//! processes of the real binary, in-process workers and API servers, and waiting on conditions with
+//! deadlines instead of bare sleeps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drover_store::{NewWorkflow, Store};
+use drover_workflows::Registry;
+use drover_workflows::ports::Ports;
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// A private redis-server on a free loopback port, killed on drop. A missing redis-server is a
+/// failure with instructions, not a skip.
+pub struct Redis {
+    pub port: u16,
+    pub dir: PathBuf,
+    aof_always: bool,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(false)
+    }
+
+    /// With `aof_always`, every acknowledged write is on disk before the reply (appendfsync always).
+    pub fn start_with(aof_always: bool) -> Redis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("drover-test-redis-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create redis dir");
+        let mut redis = Redis { port, dir, aof_always, child: None };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.aof_always {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}): install it (apt-get install redis-server); the tests need a real Redis")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown save, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&drover_store::Config::new(self.url())).await.expect("connect store")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub fn now_ms() -> u64 {
+    drover_worker::now_ms()
+}
+
+/// Waits until `cond` holds, failing the test with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Worker settings for tests: short leases so crash recovery is quick.
+pub fn worker_config(name: &str) -> drover_worker::Config {
+    drover_worker::Config {
+        concurrency: 8,
+        lease_ms: 1500,
+        idle_wait_ms: 500,
+        shutdown_grace_ms: 5000,
+        name: Some(name.to_string()),
+        ..drover_worker::Config::default()
+    }
+}
+
+/// A worker runtime inside the test process; stops on drop.
+pub struct InProcessWorker {
+    stop: watch::Sender<bool>,
+    handle: Option<tokio::task::JoinHandle<Result<(), drover_worker::Error>>>,
+}
+
+impl InProcessWorker {
+    pub fn start(store: &Store, config: drover_worker::Config) -> InProcessWorker {
+        let (stop, rx) = watch::channel(false);
+        let ports = Ports {
+            clock: Arc::new(drover_worker::ports::TokioClock),
+            probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(store.clone()))),
+        };
+        let mut rx2 = rx.clone();
+        let handle = tokio::spawn(drover_worker::run(store.clone(), Registry::builtin(), ports, config, async move {
+            let _ = rx2.wait_for(|s| *s).await;
+        }));
+        drop(rx);
+        InProcessWorker { stop, handle: Some(handle) }
+    }
+
+    /// Graceful stop: no new claims, running steps finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for InProcessWorker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// A worker process of the real binary.
+pub struct WorkerProcess {
+    pub name: String,
+    child: Child,
+}
+
+impl WorkerProcess {
+    pub fn spawn(redis_url: &str, name: &str, log_dir: &Path) -> WorkerProcess {
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("worker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .arg("worker")
+            .env("DROVER_REDIS_URL", redis_url)
+            .env("DROVER_WORKER_NAME", name)
+            .env("DROVER_WORKER_LEASE_MS", "1500")
+            .env("DROVER_WORKER_CONCURRENCY", "8")
+            .env("DROVER_WORKER_IDLE_WAIT_MS", "300")
+            .env("DROVER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn drover worker");
+        WorkerProcess { name: name.to_string(), child }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Submits a workflow straight through the store (as the API does after validation).
+pub async fn submit(store: &Store, kind: &str, input: Value, priority: i32) -> String {
+    let registry = Registry::builtin();
+    let now = now_ms();
+    let task = registry.first_task(kind, &input, now).expect("valid input");
+    let wf = NewWorkflow {
+        id: uuid_like(),
+        kind: kind.to_string(),
+        input,
+        priority,
+        labels: BTreeMap::new(),
+        task,
+    };
+    store.submit(&wf, None, now).await.expect("submit").id
+}
+
+pub fn uuid_like() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Waits until every workflow in `ids` has ended; returns their final views.
+pub async fn wait_all_finished(store: &Store, ids: &[String], timeout: Duration) -> Vec<drover_store::WorkflowView> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut views = Vec::with_capacity(ids.len());
+        let mut open = 0;
+        for id in ids {
+            let v = store.get(id).await.expect("get").unwrap_or_else(|| panic!("workflow {id} vanished"));
+            if !v.state.is_terminal() {
+                open += 1;
+            }
+            views.push(v);
+        }
+        if open == 0 {
+            return views;
+        }
+        assert!(Instant::now() < deadline, "{open} of {} workflows still open after {timeout:?}", ids.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
