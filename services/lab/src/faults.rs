@@ -1,0 +1,354 @@
+//! Fault injection: random rates from the scenario plus targeted faults set through the lab admin
+//! endpoint (`POST /lab/faults`) or in-process. HTTP faults answer a request with an error before it
+//! reaches a handler; simulation faults are consulted by the simulator (migration failures,
+//! unschedulable targets, MAAS deploy failures and hangs, watch disconnects).
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::scenario::FaultRates;
+use crate::sim::migration::Phase;
+
+/// Which API a fault aims at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    Kube,
+    Maas,
+}
+
+/// A targeted fault. `count` is how many times it fires (default 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Answer matching requests with `status` (and `Retry-After` when given).
+    Http {
+        api: Api,
+        #[serde(default)]
+        method: Option<String>,
+        #[serde(default)]
+        path_contains: Option<String>,
+        status: u16,
+        #[serde(default)]
+        retry_after: Option<u64>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// Fail the next migration of a VMI (`namespace/name` or `name`; any VMI when omitted) on
+    /// entering `phase` (default Running).
+    MigrationFailure {
+        #[serde(default)]
+        vmi: Option<String>,
+        #[serde(default)]
+        phase: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next admitted migrations find no target node and time out unschedulable.
+    UnschedulableTarget {
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// End the next watches after `after_ms` milliseconds.
+    WatchDisconnect {
+        #[serde(default)]
+        after_ms: u64,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next deploy of a machine (hostname or system_id; any when omitted) fails.
+    MaasDeployFailure {
+        #[serde(default)]
+        machine: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next deploy of a machine hangs until `node_timeout` turns it into Failed deployment.
+    MaasDeployHang {
+        #[serde(default)]
+        machine: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// Applied at once: a node goes NotReady (kubelet stops posting status).
+    NodeNotReady { node: String },
+    /// Applied at once: a node becomes Ready again.
+    NodeReady { node: String },
+    /// Applied at once: a machine goes Broken.
+    MaasMachineBroken { machine: String },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The fault registry.
+#[derive(Debug, Default)]
+pub struct Faults {
+    rates: Mutex<FaultRates>,
+    targeted: Mutex<Vec<Fault>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::random::<f64>() < rate
+}
+
+impl Faults {
+    /// A registry with the scenario's rates.
+    pub fn new(rates: FaultRates) -> Self {
+        Faults {
+            rates: Mutex::new(rates),
+            targeted: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replace the random rates.
+    pub fn set_rates(&self, rates: FaultRates) {
+        *lock(&self.rates) = rates;
+    }
+
+    /// The random rates.
+    pub fn rates(&self) -> FaultRates {
+        lock(&self.rates).clone()
+    }
+
+    /// Queue a targeted fault (immediate ones are applied by the caller).
+    pub fn add(&self, fault: Fault) {
+        lock(&self.targeted).push(fault);
+    }
+
+    /// Targeted faults still armed.
+    pub fn list(&self) -> Vec<Fault> {
+        lock(&self.targeted).clone()
+    }
+
+    /// Disarm everything targeted and zero the rates.
+    pub fn clear(&self) {
+        lock(&self.targeted).clear();
+        *lock(&self.rates) = FaultRates::default();
+    }
+
+    /// Take the first armed fault `pick` accepts, decrementing its count.
+    fn take<T>(&self, mut pick: impl FnMut(&Fault) -> Option<T>) -> Option<T> {
+        let mut faults = lock(&self.targeted);
+        let mut hit = None;
+        for (i, f) in faults.iter_mut().enumerate() {
+            if let Some(v) = pick(f) {
+                hit = Some((i, v));
+                break;
+            }
+        }
+        let (i, v) = hit?;
+        let spent = match &mut faults[i] {
+            Fault::Http { count, .. }
+            | Fault::MigrationFailure { count, .. }
+            | Fault::UnschedulableTarget { count }
+            | Fault::WatchDisconnect { count, .. }
+            | Fault::MaasDeployFailure { count, .. }
+            | Fault::MaasDeployHang { count, .. } => {
+                *count = count.saturating_sub(1);
+                *count == 0
+            }
+            _ => true,
+        };
+        if spent {
+            faults.remove(i);
+        }
+        Some(v)
+    }
+
+    /// Latency to add to a request (uniform jitter up to the configured maximum).
+    pub fn latency(&self) -> Option<Duration> {
+        let max = lock(&self.rates).latency_jitter_ms;
+        (max > 0).then(|| Duration::from_millis(rand::random_range(0..=max)))
+    }
+
+    /// An error to answer an HTTP request with, if a fault fires.
+    pub fn http(&self, api: Api, method: &str, path: &str) -> Option<Error> {
+        let targeted = self.take(|f| match f {
+            Fault::Http {
+                api: a,
+                method: m,
+                path_contains,
+                status,
+                retry_after,
+                message,
+                ..
+            } if *a == api
+                && m.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path_contains.as_deref().is_none_or(|p| path.contains(p)) =>
+            {
+                Some(injected(api, *status, *retry_after, message.clone()))
+            }
+            _ => None,
+        });
+        if targeted.is_some() {
+            return targeted;
+        }
+        let r = lock(&self.rates).clone();
+        let writes = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
+        match api {
+            Api::Kube => {
+                if roll(r.kube_429) {
+                    return Some(injected(api, 429, Some(1), None));
+                }
+                if roll(r.kube_500) {
+                    return Some(injected(api, 500, None, None));
+                }
+                if roll(r.kube_503) {
+                    return Some(injected(api, 503, Some(1), None));
+                }
+                if writes && roll(r.kube_409) {
+                    return Some(injected(api, 409, None, None));
+                }
+            }
+            Api::Maas => {
+                if roll(r.maas_503) {
+                    return Some(injected(api, 503, Some(10), None));
+                }
+                if writes && roll(r.maas_409) {
+                    return Some(injected(api, 409, Some(5), None));
+                }
+            }
+        }
+        None
+    }
+
+    /// A watch disconnect: how long the next watch may live.
+    pub fn watch_disconnect(&self) -> Option<Duration> {
+        let targeted = self.take(|f| match f {
+            Fault::WatchDisconnect { after_ms, .. } => Some(Duration::from_millis(*after_ms)),
+            _ => None,
+        });
+        if targeted.is_some() {
+            return targeted;
+        }
+        roll(lock(&self.rates).watch_disconnect)
+            .then(|| Duration::from_millis(rand::random_range(100..5000)))
+    }
+
+    /// Whether (and in which phase) a new migration of `ns/vmi` fails.
+    pub fn migration_failure(&self, ns: &str, vmi: &str) -> Option<Phase> {
+        let full = format!("{ns}/{vmi}");
+        let targeted = self.take(|f| match f {
+            Fault::MigrationFailure { vmi: v, phase, .. }
+                if v.as_deref().is_none_or(|v| v == vmi || v == full) =>
+            {
+                Some(
+                    phase
+                        .as_deref()
+                        .and_then(Phase::parse)
+                        .unwrap_or(Phase::Running),
+                )
+            }
+            _ => None,
+        });
+        if targeted.is_some() {
+            return targeted;
+        }
+        if roll(lock(&self.rates).migration_failure) {
+            let phases = [Phase::Scheduling, Phase::PreparingTarget, Phase::Running];
+            return Some(phases[rand::random_range(0..phases.len())]);
+        }
+        None
+    }
+
+    /// Whether the next admitted migration finds no target.
+    pub fn take_unschedulable_target(&self) -> bool {
+        self.take(|f| matches!(f, Fault::UnschedulableTarget { .. }).then_some(()))
+            .is_some()
+    }
+
+    /// Whether a deploy of this machine fails (`Some(false)`), hangs (`Some(true)`) or proceeds.
+    pub fn maas_deploy(&self, hostname: &str, system_id: &str) -> Option<bool> {
+        let matches =
+            |m: &Option<String>| m.as_deref().is_none_or(|m| m == hostname || m == system_id);
+        let targeted = self.take(|f| match f {
+            Fault::MaasDeployFailure { machine, .. } if matches(machine) => Some(false),
+            Fault::MaasDeployHang { machine, .. } if matches(machine) => Some(true),
+            _ => None,
+        });
+        if targeted.is_some() {
+            return targeted;
+        }
+        let r = lock(&self.rates).clone();
+        if roll(r.maas_deploy_failure) {
+            return Some(false);
+        }
+        if roll(r.maas_deploy_hang) {
+            return Some(true);
+        }
+        None
+    }
+
+    /// Whether a machine goes Broken now (random rate, per deployed machine per pass).
+    pub fn maas_machine_broken(&self, per_pass_scale: f64) -> bool {
+        roll(lock(&self.rates).maas_machine_broken * per_pass_scale)
+    }
+}
+
+fn injected(api: Api, code: u16, retry_after: Option<u64>, message: Option<String>) -> Error {
+    let default = match (api, code) {
+        (Api::Maas, 503) => "Unable to connect to any rack controller; no connections available.",
+        (Api::Maas, 409) => "Conflict error. Please try again.",
+        (_, 429) => "Too many requests, please try again later.",
+        (_, 409) => {
+            "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again"
+        }
+        (_, 503) => "the server is currently unable to handle the request",
+        _ => "Internal error occurred: injected fault",
+    };
+    Error::Injected {
+        code,
+        message: message.unwrap_or_else(|| default.to_string()),
+        retry_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targeted_faults_fire_count_times() {
+        let f = Faults::default();
+        f.add(Fault::Http {
+            api: Api::Maas,
+            method: Some("POST".into()),
+            path_contains: Some("op=deploy".into()),
+            status: 503,
+            retry_after: Some(10),
+            message: None,
+            count: 2,
+        });
+        assert!(f.http(Api::Kube, "POST", "/x?op=deploy").is_none());
+        assert!(f.http(Api::Maas, "GET", "/x?op=deploy").is_none());
+        assert!(matches!(
+            f.http(Api::Maas, "POST", "/x?op=deploy"),
+            Some(Error::Injected {
+                code: 503,
+                retry_after: Some(10),
+                ..
+            })
+        ));
+        assert!(f.http(Api::Maas, "POST", "/x?op=deploy").is_some());
+        assert!(f.http(Api::Maas, "POST", "/x?op=deploy").is_none());
+        f.add(Fault::MigrationFailure {
+            vmi: Some("ns/a".into()),
+            phase: Some("Scheduling".into()),
+            count: 1,
+        });
+        assert_eq!(f.migration_failure("ns", "b"), None);
+        assert_eq!(f.migration_failure("ns", "a"), Some(Phase::Scheduling));
+        assert_eq!(f.migration_failure("ns", "a"), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! The lab: a simulated MAAS region and Kubernetes/KubeVirt cluster served over real HTTP on
+//! 127.0.0.1, close enough to the real systems that unmodified clients (kubectl, the Python
+//! `kubernetes` client, python-libmaas, kube-rs) work against it. Drover's adapters are developed,
+//! tested, demonstrated and benchmarked against it instead of a datacenter.
+//!
+//! Start it in-process with [`Lab::start`]; the [`LabHandle`] gives the URLs, a kubeconfig, the MAAS
+//! API key, fault injection and the audit, and shuts the lab down.
+
+pub mod admin;
+pub mod audit;
+pub mod clock;
+pub mod error;
+pub mod faults;
+pub mod http;
+pub mod kube;
+pub mod maas;
+pub mod scenario;
+pub mod server;
+pub mod sim;
+pub mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::{Error, Result};
+pub use faults::{Api, Fault};
+pub use scenario::Scenario;
+
+use state::Shared;
+
+/// How to run a lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// The inventory, timings and fault rates.
+    pub scenario: Scenario,
+    /// Address to bind; `127.0.0.1:0` picks a free port.
+    pub bind: SocketAddr,
+    /// Watch events kept for resumption (older resourceVersions get 410 Gone).
+    pub watch_history: usize,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            scenario: scenario::reference_architecture(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            watch_history: 50_000,
+        }
+    }
+}
+
+impl LabConfig {
+    /// The reference-architecture scenario.
+    pub fn reference() -> Self {
+        LabConfig::default()
+    }
+
+    /// A scenario file (`.json` or `.toml`).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Ok(LabConfig {
+            scenario: Scenario::from_file(path)?,
+            ..LabConfig::default()
+        })
+    }
+
+    /// The same config with another time scale.
+    pub fn with_time_scale(mut self, scale: f64) -> Self {
+        self.scenario.time_scale = scale;
+        self
+    }
+}
+
+/// Entry point.
+pub struct Lab;
+
+impl Lab {
+    /// Load the scenario, bind, and start serving and simulating.
+    pub async fn start(config: LabConfig) -> Result<LabHandle> {
+        config.scenario.validate()?;
+        let clock = clock::Clock::new(config.scenario.time_scale);
+        let shared = Arc::new(Shared {
+            maas: Mutex::new(maas::Region::new(&config.scenario.maas)),
+            store: store::Store::new(clock.clone(), config.watch_history),
+            faults: faults::Faults::new(config.scenario.faults.clone()),
+            audit: audit::Audit::default(),
+            sim: Mutex::new(sim::engine::SimState::default()),
+            clock,
+            scenario: config.scenario.clone(),
+        });
+        sim::load::load(&shared, &config.scenario)?;
+        let listener = tokio::net::TcpListener::bind(config.bind).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let app = server::app(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let mut server_rx = rx.clone();
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = server_rx.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "Lab server stopped.");
+            }
+        });
+        let sim = tokio::spawn(sim::engine::run(shared.clone(), rx));
+        tracing::info!(%addr, scenario = %config.scenario.name, "Lab started.");
+        Ok(LabHandle {
+            shared,
+            addr,
+            shutdown: tx,
+            server,
+            sim,
+        })
+    }
+}
+
+/// A running lab.
+pub struct LabHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    sim: JoinHandle<()>,
+}
+
+impl LabHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Kubernetes API server URL (`http://127.0.0.1:PORT`).
+    pub fn kube_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The MAAS URL as clients expect it (`http://127.0.0.1:PORT/MAAS/`).
+    pub fn maas_url(&self) -> String {
+        format!("http://{}/MAAS/", self.addr)
+    }
+
+    /// The MAAS API key (`consumer:token:secret`).
+    pub fn maas_api_key(&self) -> String {
+        self.shared.scenario.maas.api_key.clone()
+    }
+
+    /// A kubeconfig pointing at the lab.
+    pub fn kubeconfig(&self) -> String {
+        admin::kubeconfig(&self.kube_url())
+    }
+
+    /// Write the kubeconfig to a file.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.kubeconfig())?;
+        Ok(())
+    }
+
+    /// Every audited mutating request so far.
+    pub fn audit(&self) -> Vec<audit::Entry> {
+        self.shared.audit.entries()
+    }
+
+    /// Migration concurrency counters (peaks, current, history).
+    pub fn counters(&self) -> audit::Counters {
+        self.shared.audit.counters()
+    }
+
+    /// Arm a targeted fault or apply an immediate one.
+    pub fn inject(&self, fault: Fault) -> Result<()> {
+        admin::inject(&self.shared, fault)
+    }
+
+    /// Replace the random fault rates.
+    pub fn set_fault_rates(&self, rates: scenario::FaultRates) {
+        self.shared.faults.set_rates(rates);
+    }
+
+    /// Disarm every fault.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// One Kubernetes object by store key (`pods`, `virtualmachineinstances.kubevirt.io`, ...).
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.store.get(resource, namespace, name)
+    }
+
+    /// Kubernetes objects by store key, optionally in one namespace.
+    pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<Value> {
+        self.shared.store.list(resource, namespace, |_| true).0
+    }
+
+    /// Simulated seconds since start.
+    pub fn sim_time(&self) -> f64 {
+        self.shared.clock.now()
+    }
+
+    /// The scenario the lab runs.
+    pub fn scenario(&self) -> &Scenario {
+        &self.shared.scenario
+    }
+
+    /// Stop serving and simulating. Open watches are cut after a short grace period.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.sim.await;
+        let abort = self.server.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), self.server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Admission webhooks the lab enforces on create, as KubeVirt installs them: a migration of a VMI
+//! that does not exist or is not live-migratable is refused with 422 and KubeVirt's message.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::kube::resources::{ResourceDef, keys};
+use crate::state::Shared;
+
+const MIGRATION_WEBHOOK: &str =
+    "admission webhook \"migration-create-validator.kubevirt.io\" denied the request";
+
+/// Validate an object about to be created.
+pub fn validate_create(shared: &Shared, def: &ResourceDef, obj: &Value) -> Result<()> {
+    if def.qualified() != keys::VMIMS {
+        return Ok(());
+    }
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let vmi_name = obj
+        .pointer("/spec/vmiName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if vmi_name.is_empty() {
+        return Err(Error::Unprocessable(format!(
+            "{MIGRATION_WEBHOOK}: spec.vmiName is a required field"
+        )));
+    }
+    let Some(vmi) = shared.store.get(keys::VMIS, ns, vmi_name) else {
+        return Err(Error::Unprocessable(format!(
+            "{MIGRATION_WEBHOOK}: the VMI \"{ns}/{vmi_name}\" does not exist"
+        )));
+    };
+    let cond = vmi["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "LiveMigratable"))
+        .cloned();
+    if let Some(c) = cond.filter(|c| c["status"] == "False") {
+        return Err(Error::Unprocessable(format!(
+            "{MIGRATION_WEBHOOK}: Cannot migrate VMI, Reason: {}, Message: {}",
+            c["reason"].as_str().unwrap_or(""),
+            c["message"].as_str().unwrap_or("")
+        )));
+    }
+    Ok(())
+}

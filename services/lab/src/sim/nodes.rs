@@ -1,0 +1,133 @@
+//! Kubernetes nodes: the Node objects the scenario and MAAS deployments create, their Ready
+//! condition (kubelet heartbeats, NotReady faults), and the virt-handler DaemonSet pod each worker
+//! runs.
+
+use serde_json::{Value, json};
+
+use crate::error::Result;
+use crate::kube::resources::keys;
+use crate::state::Shared;
+use crate::store::generate_name;
+
+/// What a node is built from.
+#[derive(Debug, Clone)]
+pub struct NodeParams<'a> {
+    pub name: &'a str,
+    pub cpu: u32,
+    pub memory_gib: u64,
+    pub role: &'a str,
+    pub ip: &'a str,
+    pub labels: Vec<(String, String)>,
+    pub ready: bool,
+    pub provider_id: String,
+}
+
+/// Build a Node object.
+pub fn node_object(p: &NodeParams<'_>, kubelet_version: &str) -> Value {
+    let mut labels = json!({
+        "kubernetes.io/hostname": p.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
+    });
+    labels[format!("node-role.kubernetes.io/{}", p.role)] = json!("");
+    if p.role == "worker" {
+        labels["kubevirt.io/schedulable"] = json!("true");
+    }
+    for (k, v) in &p.labels {
+        labels[k] = json!(v);
+    }
+    let mem = format!("{}Ki", p.memory_gib * 1024 * 1024);
+    let mut spec = json!({"podCIDR": "10.244.0.0/24", "providerID": p.provider_id});
+    if p.role == "control-plane" {
+        spec["taints"] =
+            json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]);
+    }
+    let mut node = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": p.name, "labels": labels, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": spec,
+        "status": {
+            "capacity": {"cpu": p.cpu.to_string(), "memory": mem, "pods": "250", "ephemeral-storage": "467345856Ki"},
+            "allocatable": {"cpu": p.cpu.to_string(), "memory": mem, "pods": "250", "ephemeral-storage": "430708704Ki"},
+            "addresses": [{"type": "InternalIP", "address": p.ip}, {"type": "Hostname", "address": p.name}],
+            "nodeInfo": {
+                "kubeletVersion": kubelet_version,
+                "kubeProxyVersion": kubelet_version,
+                "osImage": "Ubuntu 22.04.4 LTS",
+                "kernelVersion": "5.15.0-105-generic",
+                "containerRuntimeVersion": "containerd://1.7.13",
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "machineID": "", "systemUUID": "", "bootID": ""
+            },
+            "conditions": []
+        }
+    });
+    set_ready_condition(&mut node, p.ready);
+    node
+}
+
+/// Set the kubelet conditions for a Ready or NotReady node.
+pub fn set_ready_condition(node: &mut Value, ready: bool) {
+    let conds = if ready {
+        json!([
+            {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
+            {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure"},
+            {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available"},
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}
+        ])
+    } else {
+        json!([
+            {"type": "MemoryPressure", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."},
+            {"type": "DiskPressure", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."},
+            {"type": "PIDPressure", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."},
+            {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}
+        ])
+    };
+    node["status"]["conditions"] = conds;
+    let taints: Vec<Value> = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t["key"] != "node.kubernetes.io/unreachable")
+        .chain(
+            (!ready)
+                .then(|| json!({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"})),
+        )
+        .collect();
+    if taints.is_empty() {
+        if let Some(spec) = node["spec"].as_object_mut() {
+            spec.remove("taints");
+        }
+    } else {
+        node["spec"]["taints"] = Value::Array(taints);
+    }
+}
+
+/// Mark a node Ready or NotReady.
+pub fn set_ready(shared: &Shared, name: &str, ready: bool) -> Result<Value> {
+    shared.store.modify(keys::NODES, "", name, |n| {
+        set_ready_condition(n, ready);
+        Ok(())
+    })
+}
+
+/// The virt-handler DaemonSet pod of a worker.
+pub fn virt_handler_pod(node: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": generate_name("virt-handler-"),
+            "namespace": "kubevirt",
+            "labels": {"kubevirt.io": "virt-handler", "app.kubernetes.io/component": "kubevirt"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "virt-handler", "uid": "00000000-0000-0000-0000-00000000d5e7", "controller": true, "blockOwnerDeletion": true}]
+        },
+        "spec": {"nodeName": node, "containers": [{"name": "virt-handler", "image": "quay.io/kubevirt/virt-handler:v1.5.0"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "virt-handler", "ready": true, "restartCount": 0, "state": {"running": {}}}]}
+    })
+}

@@ -1,0 +1,557 @@
+//! KubeVirt's VM and VMI controllers, simulated: a VirtualMachine that should run gets a VMI, the
+//! VMI is scheduled and gets a virt-launcher pod on its node, its `LiveMigratable` condition follows
+//! its disks and interfaces, and the VM's printable status follows the VMI. Also the builders for
+//! the objects (VM, VMI, launcher pod) the scenario loader shares.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+
+use crate::clock::SimTime;
+use crate::kube::resources::keys;
+use crate::sim::{migratable, placement, quantity};
+use crate::state::Shared;
+use crate::store::generate_name;
+
+/// Seconds from a VMI being scheduled to it running.
+pub const VMI_START_SECS: f64 = 5.0;
+/// virt-launcher image reported on pods.
+pub const LAUNCHER_IMAGE: &str = "quay.io/kubevirt/virt-launcher:v1.5.0";
+/// KubeVirt's default `cpuAllocationRatio`: a vCPU requests a tenth of a core.
+pub const CPU_ALLOCATION_RATIO: f64 = 10.0;
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The VM's effective run strategy (`spec.runStrategy`, or the deprecated `spec.running`).
+pub fn run_strategy(vm: &Value) -> String {
+    if let Some(rs) = vm.pointer("/spec/runStrategy").and_then(Value::as_str) {
+        return rs.to_string();
+    }
+    match vm.pointer("/spec/running").and_then(Value::as_bool) {
+        Some(true) => "Always".into(),
+        _ => "Halted".into(),
+    }
+}
+
+/// Set (or add) a condition on an object's status.
+pub fn set_condition(obj: &mut Value, kind: &str, status: bool, reason: &str, message: &str) {
+    if !obj["status"].is_object() {
+        obj["status"] = json!({});
+    }
+    let conds = obj["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let want = if status { "True" } else { "False" };
+    let mut out: Vec<Value> = conds.into_iter().filter(|c| c["type"] != kind).collect();
+    let mut c =
+        json!({"type": kind, "status": want, "lastProbeTime": null, "lastTransitionTime": null});
+    if !reason.is_empty() {
+        c["reason"] = json!(reason);
+    }
+    if !message.is_empty() {
+        c["message"] = json!(message);
+    }
+    out.push(c);
+    out.sort_by(|a, b| s(a, "/type").cmp(s(b, "/type")));
+    obj["status"]["conditions"] = Value::Array(out);
+}
+
+/// The condition's status, if present.
+pub fn condition(obj: &Value, kind: &str) -> Option<bool> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .map(|c| c["status"] == "True")
+}
+
+/// CPU (cores) and memory (bytes) a VMI's launcher pod requests.
+pub fn vmi_demand(vmi: &Value) -> (f64, f64) {
+    let spec = &vmi["spec"]["domain"];
+    let memory = quantity::from_json(spec.pointer("/resources/requests/memory"))
+        .or_else(|| quantity::from_json(spec.pointer("/memory/guest")))
+        .unwrap_or(0.0);
+    let cores = spec
+        .pointer("/cpu/cores")
+        .and_then(Value::as_f64)
+        .unwrap_or(1.0)
+        * spec
+            .pointer("/cpu/sockets")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0)
+        * spec
+            .pointer("/cpu/threads")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0);
+    let cpu = quantity::from_json(spec.pointer("/resources/requests/cpu"))
+        .unwrap_or(cores / CPU_ALLOCATION_RATIO);
+    (cpu, memory)
+}
+
+/// The scheduler's view of every node, with VMI requests (and reserved migration targets)
+/// subtracted.
+pub fn node_views(
+    shared: &Shared,
+    vmis: &[Value],
+    reserved: &[(String, f64, f64)],
+) -> Vec<placement::NodeView> {
+    let (nodes, _) = shared.store.list(keys::NODES, None, |_| true);
+    let mut used: HashMap<String, (f64, f64)> = HashMap::new();
+    for v in vmis {
+        let node = s(v, "/status/nodeName");
+        if node.is_empty() {
+            continue;
+        }
+        let (c, m) = vmi_demand(v);
+        let e = used.entry(node.to_string()).or_default();
+        e.0 += c;
+        e.1 += m;
+    }
+    for (node, c, m) in reserved {
+        let e = used.entry(node.clone()).or_default();
+        e.0 += c;
+        e.1 += m;
+    }
+    nodes
+        .iter()
+        .map(|n| {
+            let name = s(n, "/metadata/name").to_string();
+            let labels: BTreeMap<String, String> = n
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|l| {
+                    l.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (uc, um) = used.get(&name).copied().unwrap_or_default();
+            let cpu = quantity::from_json(n.pointer("/status/allocatable/cpu")).unwrap_or(0.0);
+            let mem = quantity::from_json(n.pointer("/status/allocatable/memory")).unwrap_or(0.0);
+            let drain_taint = n["spec"]["taints"].as_array().is_some_and(|t| {
+                t.iter().any(|t| {
+                    t["key"] == "kubevirt.io/drain"
+                        || t["key"] == "node.kubernetes.io/unschedulable"
+                })
+            });
+            placement::NodeView {
+                ready: condition(n, "Ready") == Some(true),
+                unschedulable: n.pointer("/spec/unschedulable") == Some(&json!(true))
+                    || drain_taint,
+                kubevirt_schedulable: labels.get("kubevirt.io/schedulable").map(String::as_str)
+                    == Some("true"),
+                labels,
+                free_cpu: cpu - uc,
+                free_memory: mem - um,
+                name,
+            }
+        })
+        .collect()
+}
+
+/// Build a VMI from its VM.
+pub fn vmi_from_vm(vm: &Value) -> Value {
+    let name = s(vm, "/metadata/name");
+    let ns = s(vm, "/metadata/namespace");
+    let mut labels = vm
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    labels["kubevirt.io/vm"] = json!(name);
+    let annotations = vm
+        .pointer("/spec/template/metadata/annotations")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": labels,
+            "annotations": annotations,
+            "finalizers": ["kubevirt.io/virtualMachineControllerFinalize", "foregroundDeleteVirtualMachine"],
+            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name, "uid": s(vm, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true}]
+        },
+        "spec": vm.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({})),
+        "status": {"phase": "Pending", "phaseTransitionTimestamps": []}
+    })
+}
+
+/// Build a virt-launcher pod for a VMI on a node.
+pub fn launcher_pod(
+    vmi: &Value,
+    node: &str,
+    ip: &str,
+    running: bool,
+    migration_target: bool,
+) -> Value {
+    let name = s(vmi, "/metadata/name");
+    let (cpu, mem) = vmi_demand(vmi);
+    let mut labels = json!({
+        "kubevirt.io": "virt-launcher",
+        "kubevirt.io/created-by": s(vmi, "/metadata/uid"),
+        "vm.kubevirt.io/name": name,
+    });
+    if migration_target {
+        labels["kubevirt.io/migrationTarget"] = json!("true");
+    }
+    let phase = if running { "Running" } else { "Pending" };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": generate_name(&format!("virt-launcher-{name}-")),
+            "namespace": s(vmi, "/metadata/namespace"),
+            "labels": labels,
+            "annotations": {"kubevirt.io/domain": name, "kubectl.kubernetes.io/default-container": "compute"},
+            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": name, "uid": s(vmi, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true}]
+        },
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "schedulerName": "default-scheduler",
+            "serviceAccountName": "default",
+            "terminationGracePeriodSeconds": 30,
+            "containers": [{
+                "name": "compute",
+                "image": LAUNCHER_IMAGE,
+                "resources": {"requests": {"cpu": format!("{}m", (cpu * 1000.0).round()), "memory": quantity::bytes_to_string(mem + 256.0 * 1048576.0)}}
+            }],
+            "volumes": [
+                {"name": "private", "emptyDir": {}},
+                {"name": "public", "emptyDir": {}},
+                {"name": "sockets", "emptyDir": {}}
+            ]
+        },
+        "status": {
+            "phase": phase,
+            "podIP": if running { json!(ip) } else { Value::Null },
+            "hostIP": Value::Null,
+            "qosClass": "Burstable",
+            "conditions": [{"type": "Ready", "status": if running { "True" } else { "False" }}],
+            "containerStatuses": [{"name": "compute", "ready": running, "restartCount": 0, "image": LAUNCHER_IMAGE, "state": if running { json!({"running": {}}) } else { json!({"waiting": {"reason": "ContainerCreating"}}) }}]
+        }
+    })
+}
+
+/// A pod IP on the cluster's pod network, derived from a counter.
+pub fn pod_ip(n: u64) -> String {
+    format!("10.244.{}.{}", (n / 250) % 250, n % 250 + 2)
+}
+
+/// LiveMigratable for a VMI, with PVC access modes read from the store.
+pub fn migratable_for(shared: &Shared, vmi: &Value) -> migratable::Migratable {
+    let ns = s(vmi, "/metadata/namespace").to_string();
+    migratable::live_migratable(vmi, |claim| {
+        shared.store.get(keys::PVCS, &ns, claim).map(|pvc| {
+            pvc.pointer("/spec/accessModes")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    })
+}
+
+/// Refresh conditions, volume status and labels of a running VMI on `node`.
+pub fn running_status(shared: &Shared, vmi: &mut Value, node: &str, ip: &str) {
+    let m = migratable_for(shared, vmi);
+    set_condition(vmi, "Ready", true, "", "");
+    set_condition(vmi, "AgentConnected", true, "", "");
+    set_condition(vmi, "LiveMigratable", m.ok, m.reason, &m.message);
+    vmi["status"]["phase"] = json!("Running");
+    vmi["status"]["nodeName"] = json!(node);
+    vmi["status"]["migrationMethod"] = json!("LiveMigration");
+    vmi["status"]["qosClass"] = json!("Burstable");
+    vmi["status"]["launcherContainerImageVersion"] = json!(LAUNCHER_IMAGE);
+    vmi["metadata"]["labels"]["kubevirt.io/nodeName"] = json!(node);
+    let ifaces: Vec<Value> = vmi["spec"]["networks"]
+        .as_array()
+        .map(|nets| {
+            nets.iter()
+                .map(|n| {
+                    let mut i = json!({"name": n["name"], "infoSource": "domain, guest-agent", "queueCount": 1});
+                    if n.get("pod").is_some() {
+                        i["ipAddress"] = json!(ip);
+                        i["ipAddresses"] = json!([ip]);
+                        i["interfaceName"] = json!("eth0");
+                    }
+                    i
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    vmi["status"]["interfaces"] = Value::Array(ifaces);
+    let ns = s(vmi, "/metadata/namespace").to_string();
+    let mut statuses = Vec::new();
+    for vol in vmi["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let name = vol["name"].clone();
+        let claim = vol
+            .pointer("/persistentVolumeClaim/claimName")
+            .or_else(|| vol.pointer("/dataVolume/name"))
+            .and_then(Value::as_str);
+        let mut st = json!({"name": name, "target": ""});
+        if let Some(pvc) = claim.and_then(|c| shared.store.get(keys::PVCS, &ns, c)) {
+            st["persistentVolumeClaimInfo"] = json!({
+                "claimName": claim,
+                "accessModes": pvc["spec"]["accessModes"],
+                "volumeMode": pvc["spec"]["volumeMode"],
+                "capacity": pvc["status"]["capacity"],
+                "requests": pvc["spec"]["resources"]["requests"]
+            });
+        }
+        // Hotplugged volumes keep the phase the volume controller gave them.
+        if let Some(old) = vmi["status"]["volumeStatus"]
+            .as_array()
+            .and_then(|a| a.iter().find(|v| v["name"] == name))
+        {
+            for k in ["phase", "reason", "message", "hotplugVolume"] {
+                if let Some(x) = old.get(k) {
+                    st[k] = x.clone();
+                }
+            }
+        }
+        statuses.push(st);
+    }
+    vmi["status"]["volumeStatus"] = Value::Array(statuses);
+}
+
+/// Recompute a running VMI's status outside the store lock (it reads PVCs), then write it back if
+/// nobody changed the VMI meanwhile (a conflict is retried on the next pass).
+pub fn refresh_running(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    node: &str,
+    ip: &str,
+    extra: impl FnOnce(&mut Value),
+) {
+    let Some(mut vmi) = shared.store.get(keys::VMIS, ns, name) else {
+        return;
+    };
+    running_status(shared, &mut vmi, node, ip);
+    extra(&mut vmi);
+    let _ = shared.store.update(keys::VMIS, vmi, true);
+}
+
+/// One reconcile pass over VMs, VMIs and launcher pods. Returns whether timed work is pending.
+pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -> bool) -> bool {
+    let mut busy = false;
+    let (vms, _) = shared.store.list(keys::VMS, None, |_| true);
+    let (vmis, _) = shared.store.list(keys::VMIS, None, |_| true);
+    let (pods, _) = shared.store.list(keys::PODS, None, |p| {
+        s(p, "/metadata/labels/kubevirt.io") == "virt-launcher"
+    });
+    let vmi_by: HashMap<(String, String), &Value> = vmis
+        .iter()
+        .map(|v| {
+            (
+                (
+                    s(v, "/metadata/namespace").to_string(),
+                    s(v, "/metadata/name").to_string(),
+                ),
+                v,
+            )
+        })
+        .collect();
+    let vm_keys: std::collections::HashSet<(String, String)> = vms
+        .iter()
+        .map(|v| {
+            (
+                s(v, "/metadata/namespace").to_string(),
+                s(v, "/metadata/name").to_string(),
+            )
+        })
+        .collect();
+
+    // VMs: start and stop VMIs, mirror their state.
+    for vm in &vms {
+        let ns = s(vm, "/metadata/namespace");
+        let name = s(vm, "/metadata/name");
+        let strategy = run_strategy(vm);
+        let vmi = vmi_by.get(&(ns.to_string(), name.to_string()));
+        let want = matches!(strategy.as_str(), "Always" | "RerunOnFailure");
+        if want && vmi.is_none() {
+            let _ = shared.store.create(keys::VMIS, vmi_from_vm(vm));
+            busy = true;
+        } else if strategy == "Halted" && vmi.is_some() {
+            let _ = shared.store.delete(keys::VMIS, ns, name);
+            busy = true;
+        }
+        let (printable, ready) = match vmi {
+            None if want => ("Starting", false),
+            None => ("Stopped", false),
+            Some(v) => match s(v, "/status/phase") {
+                "Running" if migrating(ns, name) => ("Migrating", true),
+                "Running" if condition(v, "Paused") == Some(true) => ("Paused", true),
+                "Running" => ("Running", true),
+                "Scheduling" if condition(v, "PodScheduled") == Some(false) => {
+                    ("ErrorUnschedulable", false)
+                }
+                _ => ("Starting", false),
+            },
+        };
+        if s(vm, "/status/printableStatus") != printable
+            || vm.pointer("/status/ready") != Some(&json!(ready))
+        {
+            let _ = shared.store.modify(keys::VMS, ns, name, |v| {
+                v["status"]["printableStatus"] = json!(printable);
+                v["status"]["ready"] = json!(ready);
+                v["status"]["created"] = json!(vmi.is_some());
+                v["status"]["runStrategy"] = json!(strategy);
+                set_condition(v, "Ready", ready, "", "");
+                Ok(())
+            });
+        }
+    }
+
+    // VMIs: garbage-collect orphans, schedule, start, keep conditions current.
+    let mut placed: Vec<Value> = vmis.clone();
+    let mut ip_counter = shared.store.resource_version();
+    for vmi in &vmis {
+        let ns = s(vmi, "/metadata/namespace").to_string();
+        let name = s(vmi, "/metadata/name").to_string();
+        let owned_by_vm = vmi
+            .pointer("/metadata/ownerReferences/0/kind")
+            .and_then(Value::as_str)
+            == Some("VirtualMachine");
+        if owned_by_vm && !vm_keys.contains(&(ns.clone(), name.clone())) {
+            let _ = shared.store.delete(keys::VMIS, &ns, &name);
+            continue;
+        }
+        let phase = s(vmi, "/status/phase");
+        let uid = s(vmi, "/metadata/uid");
+        let my_pods: Vec<&Value> = pods
+            .iter()
+            .filter(|p| {
+                s(p, "/metadata/namespace") == ns
+                    && s(p, "/metadata/labels/kubevirt.io~1created-by") == uid
+            })
+            .collect();
+        match phase {
+            "" | "Pending" | "Scheduling" => {
+                busy = true;
+                let (cpu, memory) = vmi_demand(vmi);
+                let selector: BTreeMap<String, String> = vmi
+                    .pointer("/spec/nodeSelector")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let demand = placement::Demand {
+                    cpu,
+                    memory,
+                    node_selector: selector,
+                    exclude: None,
+                };
+                let views = node_views(shared, &placed, &[]);
+                match placement::choose(&views, &demand) {
+                    Some(node) => {
+                        ip_counter += 1;
+                        let ip = pod_ip(ip_counter);
+                        let _ = shared
+                            .store
+                            .create(keys::PODS, launcher_pod(vmi, &node, &ip, true, false));
+                        if let Ok(updated) = shared.store.modify(keys::VMIS, &ns, &name, |v| {
+                            v["status"]["phase"] = json!("Scheduled");
+                            v["status"]["nodeName"] = json!(node);
+                            v["metadata"]["annotations"]["lab.drover.dev/scheduled-at"] =
+                                json!(now.to_string());
+                            v["metadata"]["annotations"]["lab.drover.dev/ip"] = json!(ip);
+                            set_condition(v, "PodScheduled", true, "", "");
+                            Ok(())
+                        }) {
+                            placed.push(updated);
+                        }
+                    }
+                    None => {
+                        let msg = placement::unschedulable_message(&views, &demand);
+                        let _ = shared.store.modify(keys::VMIS, &ns, &name, |v| {
+                            v["status"]["phase"] = json!("Scheduling");
+                            set_condition(v, "PodScheduled", false, "Unschedulable", &msg);
+                            Ok(())
+                        });
+                    }
+                }
+            }
+            "Scheduled" => {
+                busy = true;
+                let since: f64 = s(vmi, "/metadata/annotations/lab.drover.dev~1scheduled-at")
+                    .parse()
+                    .unwrap_or(0.0);
+                if now - since >= VMI_START_SECS {
+                    let node = s(vmi, "/status/nodeName").to_string();
+                    let ip = s(vmi, "/metadata/annotations/lab.drover.dev~1ip").to_string();
+                    refresh_running(shared, &ns, &name, &node, &ip, |_| {});
+                }
+            }
+            "Running" => {
+                let node = s(vmi, "/status/nodeName");
+                let has_pod = my_pods
+                    .iter()
+                    .any(|p| s(p, "/spec/nodeName") == node && s(p, "/status/phase") == "Running");
+                if !has_pod && !migrating(&ns, &name) {
+                    // The launcher pod was deleted or evicted: the guest is gone.
+                    let _ = shared.store.delete(keys::VMIS, &ns, &name);
+                    continue;
+                }
+                let m = migratable_for(shared, vmi);
+                let cur = condition(vmi, "LiveMigratable");
+                let stale_hotplug = vmi["status"]["volumeStatus"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|v| v.get("hotplugVolume").is_some() && v["phase"] != "Ready")
+                });
+                let vol_names: Vec<&Value> = vmi["spec"]["volumes"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| &v["name"]).collect())
+                    .unwrap_or_default();
+                let status_names: Vec<&Value> = vmi["status"]["volumeStatus"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| &v["name"]).collect())
+                    .unwrap_or_default();
+                if cur != Some(m.ok) || stale_hotplug || vol_names != status_names {
+                    busy |= stale_hotplug;
+                    let node = node.to_string();
+                    let ip = s(vmi, "/status/interfaces/0/ipAddress").to_string();
+                    refresh_running(
+                        shared,
+                        &ns,
+                        &name,
+                        &node,
+                        &ip,
+                        crate::sim::volumes::advance_hotplug,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Launcher pods of VMIs that no longer exist terminate.
+    let live_uids: std::collections::HashSet<&str> =
+        vmis.iter().map(|v| s(v, "/metadata/uid")).collect();
+    for p in &pods {
+        if !live_uids.contains(s(p, "/metadata/labels/kubevirt.io~1created-by")) {
+            let _ = shared.store.delete(
+                keys::PODS,
+                s(p, "/metadata/namespace"),
+                s(p, "/metadata/name"),
+            );
+        }
+    }
+    busy
+}
