@@ -128,6 +128,6 @@ pub fn virt_handler_pod(node: &str) -> Value {
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "virt-handler", "uid": "00000000-0000-0000-0000-00000000d5e7", "controller": true, "blockOwnerDeletion": true}]
         },
         "spec": {"nodeName": node, "containers": [{"name": "virt-handler", "image": "quay.io/kubevirt/virt-handler:v1.5.0"}]},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "virt-handler", "ready": true, "restartCount": 0, "state": {"running": {}}}]}
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "virt-handler", "image": "quay.io/kubevirt/virt-handler:v1.5.0", "imageID": "quay.io/kubevirt/virt-handler@sha256:0", "ready": true, "restartCount": 0, "state": {"running": {}}}]}
     })
 }

@@ -233,7 +233,7 @@ pub fn launcher_pod(
             "hostIP": Value::Null,
             "qosClass": "Burstable",
             "conditions": [{"type": "Ready", "status": if running { "True" } else { "False" }}],
-            "containerStatuses": [{"name": "compute", "ready": running, "restartCount": 0, "image": LAUNCHER_IMAGE, "state": if running { json!({"running": {}}) } else { json!({"waiting": {"reason": "ContainerCreating"}}) }}]
+            "containerStatuses": [{"name": "compute", "ready": running, "restartCount": 0, "image": LAUNCHER_IMAGE, "imageID": format!("{LAUNCHER_IMAGE}@sha256:0"), "started": running, "state": if running { json!({"running": {}}) } else { json!({"waiting": {"reason": "ContainerCreating"}}) }}]
         }
     })
 }

@@ -1,1 +1,8 @@
-fn main() {}
+//! Conformance of the lab with clients nobody here wrote: kubectl, the Python `kubernetes` client
+//! and python-libmaas, plus the apiserver and MAAS error contracts over real HTTP. Every test
+//! starts its own lab on 127.0.0.1:0; missing clients fail the test with the command to install them.
+
+mod api;
+mod kubectl;
+mod python_kube;
+mod support;

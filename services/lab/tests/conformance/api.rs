@@ -1,0 +1,476 @@
+//! The apiserver contract over raw HTTP: Status errors as kube-apiserver writes them, optimistic
+//! concurrency, selectors, patches, watches resumed from a resourceVersion (and 410 when too old),
+//! KubeVirt's eviction and migrate semantics, faults, and a short fuzz of request parsing.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use drover_lab::{Fault, Lab, LabConfig};
+
+use crate::support;
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.expect("request");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_errors_and_concurrency() {
+    let lab = support::lab(60.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    let (code, body) = send(c.get(format!("{base}/api/v1/namespaces/vmo-prod/pods/nope"))).await;
+    assert_eq!(code, 404);
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "NotFound");
+    assert_eq!(body["message"], "pods \"nope\" not found");
+    let (code, body) = send(c.get(format!(
+        "{base}/apis/kubevirt.io/v1/namespaces/vmo-prod/virtualmachineinstances/nope"
+    )))
+    .await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (
+            404,
+            Some("virtualmachineinstances.kubevirt.io \"nope\" not found")
+        )
+    );
+    assert_eq!(body["details"]["group"], "kubevirt.io");
+
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1"}, "data": {"a": "1"}});
+    let url = format!("{base}/api/v1/namespaces/default/configmaps");
+    let (code, created) = send(c.post(&url).json(&cm)).await;
+    assert_eq!(code, 201);
+    let (code, body) = send(c.post(&url).json(&cm)).await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    assert_eq!(body["message"], "configmaps \"c1\" already exists");
+    let mut stale = created.clone();
+    stale["data"]["a"] = json!("2");
+    let (code, _) = send(c.put(format!("{url}/c1")).json(&stale)).await;
+    assert_eq!(code, 200);
+    let (code, body) = send(c.put(format!("{url}/c1")).json(&stale)).await;
+    assert_eq!((code, body["reason"].as_str()), (409, Some("Conflict")));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the object has been modified")
+    );
+    let (code, body) = send(
+        c.post(format!("{base}/api/v1/namespaces/nowhere/configmaps"))
+            .json(&cm),
+    )
+    .await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (404, Some("namespaces \"nowhere\" not found"))
+    );
+    let (code, body) = send(c.post(&url).body("{not json")).await;
+    assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")));
+    let (code, body) = send(
+        c.post(&url)
+            .json(&json!({"metadata": {"name": "Bad_Name"}})),
+    )
+    .await;
+    assert_eq!((code, body["reason"].as_str()), (422, Some("Invalid")));
+
+    let (code, body) = send(c.get(format!("{base}/api/v1/pods?labelSelector=a%20in%20b"))).await;
+    assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")));
+    let (code, body) =
+        send(c.get(format!("{base}/api/v1/pods?fieldSelector=spec.bogus%3Dx"))).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (400, Some("field label not supported: spec.bogus"))
+    );
+    let (code, list) = send(c.get(format!("{base}/api/v1/pods?fieldSelector=spec.nodeName%3Dworker-01&labelSelector=kubevirt.io%3Dvirt-launcher"))).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(20));
+
+    let node = format!("{base}/api/v1/nodes/worker-01");
+    let (code, body) = send(
+        c.patch(&node)
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op":"remove","path":"/spec/nothing"}]"#),
+    )
+    .await;
+    assert_eq!((code, body["kind"].as_str()), (422, Some("Status")));
+    let (code, _) = send(
+        c.patch(&node)
+            .header("content-type", "text/plain")
+            .body("x"),
+    )
+    .await;
+    assert_eq!(code, 415);
+    let (code, body) = send(
+        c.patch(&node)
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op":"add","path":"/metadata/labels/x","value":"y"}]"#),
+    )
+    .await;
+    assert_eq!(
+        (code, body["metadata"]["labels"]["x"].as_str()),
+        (200, Some("y"))
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_creates_then_merges() {
+    let lab = support::lab(60.0).await;
+    let c = support::http();
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps/applied?fieldManager=drover&force=true",
+        lab.kube_url()
+    );
+    let apply = |data: Value| {
+        c.patch(&url).header("content-type", "application/apply-patch+yaml").json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": data}))
+    };
+    let (code, _) = send(apply(json!({"a": "1"}))).await;
+    assert_eq!(code, 201);
+    let (code, body) = send(apply(json!({"b": "2"}))).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["data"], json!({"a": "1", "b": "2"}));
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_and_expires() {
+    support::crypto();
+    let lab = Lab::start(LabConfig {
+        watch_history: 64,
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab");
+    let c = support::http();
+    let base = lab.kube_url();
+    let (_, list) = send(c.get(format!("{base}/api/v1/namespaces/default/configmaps"))).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let (code, _) = send(
+        c.post(format!("{base}/api/v1/namespaces/default/configmaps"))
+            .json(&json!({"metadata": {"name": "w1"}})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let resp = c.get(format!("{base}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1")).send().await.expect("watch");
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("events");
+    let first: Value = serde_json::from_str(text.lines().next().expect("one event")).expect("json");
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["metadata"]["name"], "w1");
+    for i in 0..80 {
+        let (code, _) = send(
+            c.post(format!("{base}/api/v1/namespaces/default/configmaps"))
+                .json(&json!({"metadata": {"name": format!("x{i}")}})),
+        )
+        .await;
+        assert_eq!(code, 201);
+    }
+    let text = c
+        .get(format!(
+            "{base}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}"
+        ))
+        .send()
+        .await
+        .expect("watch")
+        .text()
+        .await
+        .expect("body");
+    let ev: Value = serde_json::from_str(text.lines().next().expect("error event")).expect("json");
+    assert_eq!(ev["type"], "ERROR");
+    assert_eq!(ev["object"]["code"], 410);
+    assert_eq!(ev["object"]["reason"], "Expired");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evictions_follow_kubevirt() {
+    let lab = support::lab(120.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    let pod_of = |vmi: &str| {
+        lab.list("pods", Some("vmo-prod"))
+            .into_iter()
+            .find(|p| p["metadata"]["ownerReferences"][0]["name"] == vmi)
+            .and_then(|p| p["metadata"]["name"].as_str().map(String::from))
+            .expect("launcher pod")
+    };
+    let evict = |pod: String| {
+        c.post(format!("{base}/api/v1/namespaces/vmo-prod/pods/{pod}/eviction"))
+            .json(&json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": "vmo-prod"}}))
+    };
+    // vm-05-19 sits on an RWO volume: not live-migratable, so drain can never evict it.
+    let (code, body) = send(evict(pod_of("vm-05-19"))).await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (429, Some("TooManyRequests"))
+    );
+    assert_eq!(
+        body["message"],
+        "admission webhook \"virt-launcher-eviction-interceptor.kubevirt.io\" denied the request: VMI vm-05-19 is configured with an eviction strategy but is not live-migratable"
+    );
+    let pod = pod_of("vm-01-00");
+    let (code, body) = send(evict(pod.clone())).await;
+    assert_eq!(code, 429);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("Eviction triggered evacuation of VMI \"vmo-prod/vm-01-00\""),
+        "{body}"
+    );
+    let (code, body) = send(evict(pod.clone())).await;
+    assert_eq!(code, 429);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Evacuation in progress"),
+        "{body}"
+    );
+    support::wait_for(
+        "the evacuation to move vm-01-00",
+        Duration::from_secs(30),
+        || async {
+            let v = lab.get(
+                "virtualmachineinstances.kubevirt.io",
+                "vmo-prod",
+                "vm-01-00",
+            )?;
+            (v["status"]["nodeName"] != "worker-01"
+                && v["status"]["migrationState"]["completed"] == true)
+                .then_some(())
+        },
+    )
+    .await;
+    let (code, _) = send(evict(pod)).await;
+    assert_eq!(code, 404, "the source pod is gone once migrated");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_subresource_honours_added_node_selector_and_faults() {
+    let lab = support::lab(120.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    let vm_url = |vm: &str, action: &str| {
+        format!(
+            "{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/{vm}/{action}"
+        )
+    };
+    let (code, _) = send(
+        c.put(vm_url("vm-01-01", "migrate"))
+            .json(&json!({"addedNodeSelector": {"topology.kubernetes.io/zone": "az2"}})),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let vmi = support::wait_for("vm-01-01 to migrate", Duration::from_secs(30), || async {
+        let v = lab.get(
+            "virtualmachineinstances.kubevirt.io",
+            "vmo-prod",
+            "vm-01-01",
+        )?;
+        (v["status"]["migrationState"]["completed"] == true).then_some(v)
+    })
+    .await;
+    let target = vmi["status"]["nodeName"]
+        .as_str()
+        .expect("node")
+        .to_string();
+    let node = lab.get("nodes", "", &target).expect("target node");
+    assert_eq!(
+        node["metadata"]["labels"]["topology.kubernetes.io/zone"], "az2",
+        "target {target}"
+    );
+    let m = lab
+        .list(
+            "virtualmachineinstancemigrations.kubevirt.io",
+            Some("vmo-prod"),
+        )
+        .into_iter()
+        .next()
+        .expect("vmim");
+    assert!(
+        m["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("kubevirt-migrate-vm-")
+    );
+    let phases: Vec<&str> = m["status"]["phaseTransitionTimestamps"]
+        .as_array()
+        .expect("timestamps")
+        .iter()
+        .filter_map(|p| p["phase"].as_str())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "Pending",
+            "Scheduling",
+            "Scheduled",
+            "PreparingTarget",
+            "TargetReady",
+            "Running",
+            "Succeeded"
+        ]
+    );
+
+    lab.inject(Fault::MigrationFailure {
+        vmi: Some("vmo-prod/vm-01-02".into()),
+        phase: Some("PreparingTarget".into()),
+        count: 1,
+    })
+    .expect("fault");
+    let (code, _) = send(c.put(vm_url("vm-01-02", "migrate")).body("{}")).await;
+    assert_eq!(code, 202);
+    support::wait_for(
+        "vm-01-02's migration to fail",
+        Duration::from_secs(30),
+        || async {
+            let v = lab.get(
+                "virtualmachineinstances.kubevirt.io",
+                "vmo-prod",
+                "vm-01-02",
+            )?;
+            (v["status"]["migrationState"]["failed"] == true).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        lab.get(
+            "virtualmachineinstances.kubevirt.io",
+            "vmo-prod",
+            "vm-01-02"
+        )
+        .expect("vmi")["status"]["nodeName"],
+        "worker-01"
+    );
+
+    let (code, body) = send(c.put(vm_url("vm-05-19", "migrate")).body("{}")).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("DisksNotLiveMigratable")
+    );
+    let (code, body) = send(c.put(vm_url("nope", "start")).body("{}")).await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = send(c.put(vm_url("vm-01-03", "start")).body("{}")).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (409, Some("VM is already running"))
+    );
+
+    lab.inject(Fault::Http {
+        api: drover_lab::Api::Kube,
+        method: Some("GET".into()),
+        path_contains: Some("/api/v1/nodes".into()),
+        status: 503,
+        retry_after: Some(3),
+        message: None,
+        count: 1,
+    })
+    .expect("fault");
+    let resp = c
+        .get(format!("{base}/api/v1/nodes"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("3")
+    );
+    assert_eq!(
+        c.get(format!("{base}/api/v1/nodes"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzed_requests_never_break_the_server() {
+    let lab = support::lab(60.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    let paths = [
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces/default/configmaps/x",
+        "/api/v1/nodes/worker-01",
+        "/api/v1/namespaces/vmo-prod/pods/p/eviction",
+        "/apis/kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-01-00",
+        "/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-01-00/migrate",
+        "/api/v1/pods?labelSelector=%28%28%28&fieldSelector=%3D%3D",
+        "/apis/kubevirt.io/v1/virtualmachineinstances?watch=true&resourceVersion=abc",
+        "/MAAS/api/2.0/machines/?op=allocate",
+        "/apis/x/y/z/w/v/u/t",
+    ];
+    let methods = [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+        reqwest::Method::GET,
+    ];
+    let types = [
+        "application/json",
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
+    for i in 0..400u32 {
+        let path = paths[rand::random_range(0..paths.len())];
+        let method = methods[rand::random_range(0..methods.len())].clone();
+        let body: Vec<u8> = match i % 4 {
+            0 => (0..rand::random_range(0..64))
+                .map(|_| rand::random::<u8>())
+                .collect(),
+            1 => br#"{"metadata":{"name":[1,2]},"spec":null}"#.to_vec(),
+            2 => br#"[{"op":"move","from":"/a/b","path":"/a/b/c"},{"op":"add"}]"#.to_vec(),
+            _ => br#"{"apiVersion":"v1","kind":"Eviction","metadata":{"name":7}}"#.to_vec(),
+        };
+        let resp = c
+            .request(method.clone(), format!("{base}{path}"))
+            .header("content-type", types[rand::random_range(0..types.len())])
+            .body(body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(resp) = resp {
+            assert!(
+                resp.status().as_u16() < 500,
+                "{method} {path} -> {}",
+                resp.status()
+            );
+        }
+    }
+    assert_eq!(
+        c.get(format!("{base}/api/v1/nodes"))
+            .send()
+            .await
+            .expect("alive")
+            .status(),
+        200
+    );
+    lab.shutdown().await;
+}
