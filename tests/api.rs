@@ -22,24 +22,49 @@ struct Api {
 async fn start_api(store: &drover_store::Store) -> Api {
     let config = drover_api::Config {
         tokens: vec![
-            drover_api::Token { name: "ops".into(), token: OPERATOR.into(), role: drover_api::Role::Operator },
-            drover_api::Token { name: "ro".into(), token: VIEWER.into(), role: drover_api::Role::Viewer },
+            drover_api::Token {
+                name: "ops".into(),
+                token: OPERATOR.into(),
+                role: drover_api::Role::Operator,
+            },
+            drover_api::Token {
+                name: "ro".into(),
+                token: VIEWER.into(),
+                role: drover_api::Role::Viewer,
+            },
         ],
         ..drover_api::Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = Arc::new(drover_api::AppState { store: store.clone(), registry: Registry::builtin(), config });
+    let state = Arc::new(drover_api::AppState {
+        store: store.clone(),
+        registry: Registry::builtin(),
+        config,
+    });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(drover_api::serve(listener, state, async move {
         let _ = rx.await;
     }));
-    Api { base, http: reqwest::Client::new(), _stop: tx }
+    Api {
+        base,
+        http: reqwest::Client::new(),
+        _stop: tx,
+    }
 }
 
 impl Api {
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> (StatusCode, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -52,11 +77,21 @@ impl Api {
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.call("POST", path, Some(token), Some(serde_json::to_vec(&body).unwrap()), &[]).await
+        self.call(
+            "POST",
+            path,
+            Some(token),
+            Some(serde_json::to_vec(&body).unwrap()),
+            &[],
+        )
+        .await
     }
 }
 
@@ -73,32 +108,108 @@ async fn refusals_are_4xx_with_a_message_and_write_nothing() {
     let before = key_count(&store).await;
     let good = json!({"kind": "synthetic", "input": {"steps": 2}});
     let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
-        ("no token", None, serde_json::to_vec(&good).unwrap(), StatusCode::UNAUTHORIZED, "Bearer"),
-        ("wrong token", Some("nope-nope-nope-nope"), serde_json::to_vec(&good).unwrap(), StatusCode::UNAUTHORIZED, "not valid"),
-        ("viewer submits", Some(VIEWER), serde_json::to_vec(&good).unwrap(), StatusCode::FORBIDDEN, "operator"),
-        ("malformed JSON", Some(OPERATOR), b"{\"kind\": \"synthetic\", ".to_vec(), StatusCode::BAD_REQUEST, "invalid JSON"),
-        ("unknown field", Some(OPERATOR), br#"{"kind":"synthetic","input":{"steps":1},"extra":1}"#.to_vec(), StatusCode::BAD_REQUEST, "extra"),
-        ("unknown kind", Some(OPERATOR), br#"{"kind":"teleport","input":{}}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "known kinds: synthetic"),
-        ("invalid input", Some(OPERATOR), br#"{"kind":"synthetic","input":{"steps":0}}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "between 1 and 100"),
-        ("bad priority", Some(OPERATOR), br#"{"kind":"synthetic","input":{"steps":1},"priority":1000}"#.to_vec(), StatusCode::BAD_REQUEST, "priority"),
-        ("bad label", Some(OPERATOR), br#"{"kind":"synthetic","input":{"steps":1},"labels":{"a b":"c"}}"#.to_vec(), StatusCode::BAD_REQUEST, "label"),
-        ("oversized body", Some(OPERATOR), {
-            let big = "x".repeat(1 << 20);
-            serde_json::to_vec(&json!({"kind": "synthetic", "input": {"steps": 1, "pad": big}})).unwrap()
-        }, StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+        (
+            "no token",
+            None,
+            serde_json::to_vec(&good).unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "Bearer",
+        ),
+        (
+            "wrong token",
+            Some("nope-nope-nope-nope"),
+            serde_json::to_vec(&good).unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "not valid",
+        ),
+        (
+            "viewer submits",
+            Some(VIEWER),
+            serde_json::to_vec(&good).unwrap(),
+            StatusCode::FORBIDDEN,
+            "operator",
+        ),
+        (
+            "malformed JSON",
+            Some(OPERATOR),
+            b"{\"kind\": \"synthetic\", ".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            "unknown field",
+            Some(OPERATOR),
+            br#"{"kind":"synthetic","input":{"steps":1},"extra":1}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "extra",
+        ),
+        (
+            "unknown kind",
+            Some(OPERATOR),
+            br#"{"kind":"teleport","input":{}}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "known kinds: synthetic",
+        ),
+        (
+            "invalid input",
+            Some(OPERATOR),
+            br#"{"kind":"synthetic","input":{"steps":0}}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "between 1 and 100",
+        ),
+        (
+            "bad priority",
+            Some(OPERATOR),
+            br#"{"kind":"synthetic","input":{"steps":1},"priority":1000}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "priority",
+        ),
+        (
+            "bad label",
+            Some(OPERATOR),
+            br#"{"kind":"synthetic","input":{"steps":1},"labels":{"a b":"c"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "label",
+        ),
+        (
+            "oversized body",
+            Some(OPERATOR),
+            {
+                let big = "x".repeat(1 << 20);
+                serde_json::to_vec(&json!({"kind": "synthetic", "input": {"steps": 1, "pad": big}}))
+                    .unwrap()
+            },
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
     ];
     for (name, token, body, status, needle) in cases {
-        let (got, body) = api.call("POST", "/v1/workflows", token, Some(body), &[]).await;
+        let (got, body) = api
+            .call("POST", "/v1/workflows", token, Some(body), &[])
+            .await;
         assert_eq!(got, status, "{name}: {body}");
         assert!(body["error"].is_string(), "{name}: {body}");
-        assert!(body["detail"].to_string().contains(needle), "{name}: {body}");
+        assert!(
+            body["detail"].to_string().contains(needle),
+            "{name}: {body}"
+        );
     }
-    assert_eq!(key_count(&store).await, before, "a refused request wrote to Redis");
-    let (status, body) = api.call("GET", "/v1/workflows/nope", Some(VIEWER), None, &[]).await;
+    assert_eq!(
+        key_count(&store).await,
+        before,
+        "a refused request wrote to Redis"
+    );
+    let (status, body) = api
+        .call("GET", "/v1/workflows/nope", Some(VIEWER), None, &[])
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, _) = api.call("GET", "/v1/workflows?state=bogus", Some(VIEWER), None, &[]).await;
+    let (status, _) = api
+        .call("GET", "/v1/workflows?state=bogus", Some(VIEWER), None, &[])
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = api.call("POST", "/v1/workflows/x/cancel", Some(VIEWER), None, &[]).await;
+    let (status, _) = api
+        .call("POST", "/v1/workflows/x/cancel", Some(VIEWER), None, &[])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
@@ -107,51 +218,118 @@ async fn idempotent_submission_listing_and_controls() {
     let redis = Redis::start();
     let store = redis.store().await;
     let api = start_api(&store).await;
-    let body = serde_json::to_vec(&json!({"kind": "synthetic", "input": {"steps": 2}, "labels": {"ticket": "OPS-1"}})).unwrap();
-    let (s1, r1) = api.call("POST", "/v1/workflows", Some(OPERATOR), Some(body.clone()), &[("Idempotency-Key", "k-1")]).await;
-    let (s2, r2) = api.call("POST", "/v1/workflows", Some(OPERATOR), Some(body.clone()), &[("Idempotency-Key", "k-1")]).await;
+    let body = serde_json::to_vec(
+        &json!({"kind": "synthetic", "input": {"steps": 2}, "labels": {"ticket": "OPS-1"}}),
+    )
+    .unwrap();
+    let (s1, r1) = api
+        .call(
+            "POST",
+            "/v1/workflows",
+            Some(OPERATOR),
+            Some(body.clone()),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    let (s2, r2) = api
+        .call(
+            "POST",
+            "/v1/workflows",
+            Some(OPERATOR),
+            Some(body.clone()),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
     assert_eq!(r1["id"], r2["id"], "same key, same workflow");
     let id = r1["id"].as_str().unwrap().to_string();
     for _ in 0..4 {
-        api.post("/v1/workflows", OPERATOR, json!({"kind": "synthetic", "input": {"steps": 1}})).await;
+        api.post(
+            "/v1/workflows",
+            OPERATOR,
+            json!({"kind": "synthetic", "input": {"steps": 1}}),
+        )
+        .await;
     }
     let mut conn = store.connection();
-    let all: u64 = redis::cmd("ZCARD").arg(format!("{}idx:all", store.prefix())).query_async(&mut conn).await.unwrap();
+    let all: u64 = redis::cmd("ZCARD")
+        .arg(format!("{}idx:all", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(all, 5);
 
     // Label filter and pagination (2 per page over 5).
-    let (_, page) = api.call("GET", "/v1/workflows?label=ticket=OPS-1", Some(VIEWER), None, &[]).await;
+    let (_, page) = api
+        .call(
+            "GET",
+            "/v1/workflows?label=ticket=OPS-1",
+            Some(VIEWER),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let path = match &cursor { Some(c) => format!("/v1/workflows?limit=2&cursor={c}"), None => "/v1/workflows?limit=2".into() };
+        let path = match &cursor {
+            Some(c) => format!("/v1/workflows?limit=2&cursor={c}"),
+            None => "/v1/workflows?limit=2".into(),
+        };
         let (status, page) = api.call("GET", &path, Some(VIEWER), None, &[]).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
-        match page["next_cursor"].as_str() { Some(c) => cursor = Some(c.to_string()), None => break }
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
     }
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 5, "every workflow once across pages");
 
     // Controls: pause, resume, cancel; cancel of an ended workflow is a conflict.
-    let (s, _) = api.post(&format!("/v1/workflows/{id}/pause"), OPERATOR, json!(null)).await;
+    let (s, _) = api
+        .post(&format!("/v1/workflows/{id}/pause"), OPERATOR, json!(null))
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (_, list) = api.call("GET", "/v1/workflows?state=paused", Some(VIEWER), None, &[]).await;
+    let (_, list) = api
+        .call("GET", "/v1/workflows?state=paused", Some(VIEWER), None, &[])
+        .await;
     assert_eq!(list["items"][0]["id"], json!(id));
-    let (s, _) = api.post(&format!("/v1/workflows/{id}/cancel"), OPERATOR, json!(null)).await;
+    let (s, _) = api
+        .post(&format!("/v1/workflows/{id}/cancel"), OPERATOR, json!(null))
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let worker = InProcessWorker::start(&store, worker_config("api-w"));
     wait_for(Duration::from_secs(10), "the cancellation", || async {
         store.get(&id).await.unwrap().unwrap().state == drover_workflows::State::Cancelled
-    }).await;
-    let (s, body) = api.post(&format!("/v1/workflows/{id}/cancel"), OPERATOR, json!(null)).await;
+    })
+    .await;
+    let (s, body) = api
+        .post(&format!("/v1/workflows/{id}/cancel"), OPERATOR, json!(null))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
-    let (s, body) = api.post(&format!("/v1/workflows/{id}/retry"), OPERATOR, json!(null)).await;
+    let (s, body) = api
+        .post(&format!("/v1/workflows/{id}/retry"), OPERATOR, json!(null))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
-    let (s, detail) = api.call("GET", &format!("/v1/workflows/{id}"), Some(VIEWER), None, &[]).await;
+    let (s, detail) = api
+        .call(
+            "GET",
+            &format!("/v1/workflows/{id}"),
+            Some(VIEWER),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(detail["state"], "cancelled");
     assert_eq!(detail["steps"].as_array().unwrap().len(), 2);

@@ -29,7 +29,11 @@ async fn chaos(
     let mut kills = Vec::new();
     let mut generation = 1;
     while !done().await {
-        assert!(Instant::now() < deadline, "workflows did not finish in time; {} kills so far", kills.len());
+        assert!(
+            Instant::now() < deadline,
+            "workflows did not finish in time; {} kills so far",
+            kills.len()
+        );
         tokio::time::sleep(every).await;
         let i = rand::rng().random_range(0..workers.len());
         workers[i].kill9();
@@ -44,7 +48,11 @@ async fn all_finished(store: &drover_store::Store, n: usize) -> bool {
     let mut conn = store.connection();
     let mut finished = 0u64;
     for s in ["succeeded", "failed", "cancelled"] {
-        let c: u64 = redis::cmd("ZCARD").arg(format!("{}idx:state:{s}", store.prefix())).query_async(&mut conn).await.unwrap();
+        let c: u64 = redis::cmd("ZCARD")
+            .arg(format!("{}idx:state:{s}", store.prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         finished += c;
     }
     finished as usize >= n
@@ -55,32 +63,65 @@ async fn killed_workers_lose_nothing_and_commit_each_step_once() {
     let redis = Redis::start();
     let store = redis.store().await;
     let logs = log_dir("crash");
-    let mut workers: Vec<WorkerProcess> = (0..3).map(|i| WorkerProcess::spawn(&redis.url(), &format!("w{i}-0"), &logs)).collect();
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|i| WorkerProcess::spawn(&redis.url(), &format!("w{i}-0"), &logs))
+        .collect();
     let input = json!({"steps": 5, "min_ms": 20, "max_ms": 400, "fail_rate": 0.15, "max_attempts": 12, "retry_ms": 50});
     let mut ids = Vec::new();
     for _ in 0..200 {
         ids.push(submit(&store, "synthetic", input.clone(), 0).await);
     }
     let deadline = Instant::now() + Duration::from_secs(240);
-    let kills = chaos(&redis.url(), &mut workers, Duration::from_secs(2), &logs, deadline, async || all_finished(&store, 200).await).await;
-    assert!(kills.len() >= 3, "the run was too short to kill workers mid-flight ({} kills)", kills.len());
+    let kills = chaos(
+        &redis.url(),
+        &mut workers,
+        Duration::from_secs(2),
+        &logs,
+        deadline,
+        async || all_finished(&store, 200).await,
+    )
+    .await;
+    assert!(
+        kills.len() >= 3,
+        "the run was too short to kill workers mid-flight ({} kills)",
+        kills.len()
+    );
 
     let views = wait_all_finished(&store, &ids, Duration::from_secs(30)).await;
     let mut expired = 0;
     for v in &views {
         assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
         let history = v.history.as_ref().unwrap();
-        expired += history.iter().filter(|h| h["outcome"] == "lease-expired").count();
+        expired += history
+            .iter()
+            .filter(|h| h["outcome"] == "lease-expired")
+            .count();
         let outputs = v.outputs.as_ref().unwrap();
         for step in 0..5u64 {
-            let commits: Vec<&Value> = history.iter().filter(|h| h["step"] == step && h["outcome"] == "done").collect();
-            assert_eq!(commits.len(), 1, "{} step {step} committed {} times", v.id, commits.len());
+            let commits: Vec<&Value> = history
+                .iter()
+                .filter(|h| h["step"] == step && h["outcome"] == "done")
+                .collect();
+            assert_eq!(
+                commits.len(),
+                1,
+                "{} step {step} committed {} times",
+                v.id,
+                commits.len()
+            );
             let out = &outputs[&(step as usize)];
-            assert_eq!(out["token"], commits[0]["token"], "{} step {step}: output not from the lease holder", v.id);
+            assert_eq!(
+                out["token"], commits[0]["token"],
+                "{} step {step}: output not from the lease holder",
+                v.id
+            );
             assert_eq!(out["worker"], commits[0]["worker"], "{} step {step}", v.id);
         }
     }
-    assert!(expired > 0, "no attempt died with its worker: the kills did not hit running steps");
+    assert!(
+        expired > 0,
+        "no attempt died with its worker: the kills did not hit running steps"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,18 +129,32 @@ async fn permits_never_exceed_capacity_and_never_leak_under_crashes() {
     let redis = Redis::start();
     let store = redis.store().await;
     let logs = log_dir("sem");
-    let mut workers: Vec<WorkerProcess> = (0..3).map(|i| WorkerProcess::spawn(&redis.url(), &format!("w{i}-0"), &logs)).collect();
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|i| WorkerProcess::spawn(&redis.url(), &format!("w{i}-0"), &logs))
+        .collect();
     let cluster = json!({"name": "cluster", "capacity": 3});
     let node = json!({"name": "node-a", "capacity": 1, "scope": "workflow"});
     let mut ids = Vec::new();
     for i in 0..60 {
-        let permits = if i % 3 == 0 { json!([cluster, node]) } else { json!([cluster]) };
+        let permits = if i % 3 == 0 {
+            json!([cluster, node])
+        } else {
+            json!([cluster])
+        };
         let input = json!({"steps": 3, "min_ms": 50, "max_ms": 300, "fail_rate": 0.1, "max_attempts": 12,
             "retry_ms": 50, "probe": true, "permits": permits});
         ids.push(submit(&store, "synthetic", input, 0).await);
     }
     let deadline = Instant::now() + Duration::from_secs(240);
-    let kills = chaos(&redis.url(), &mut workers, Duration::from_millis(1500), &logs, deadline, async || all_finished(&store, 60).await).await;
+    let kills = chaos(
+        &redis.url(),
+        &mut workers,
+        Duration::from_millis(1500),
+        &logs,
+        deadline,
+        async || all_finished(&store, 60).await,
+    )
+    .await;
     for v in wait_all_finished(&store, &ids, Duration::from_secs(30)).await {
         assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
     }
@@ -108,25 +163,58 @@ async fn permits_never_exceed_capacity_and_never_leak_under_crashes() {
     // Rebuild who held what when, from the steps' own reports; a killed worker held until it died.
     let died: HashMap<String, u64> = kills.into_iter().collect();
     let mut conn = store.connection();
-    let events: Vec<String> = redis::cmd("LRANGE").arg(format!("{}probe", store.prefix())).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    let events: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}probe", store.prefix()))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let mut open: BTreeMap<(String, u64), Value> = BTreeMap::new();
     let mut intervals: Vec<(u64, u64, Vec<String>, String)> = Vec::new();
-    for e in events.iter().map(|e| serde_json::from_str::<Value>(e).unwrap()) {
-        let key = (e["workflow_id"].as_str().unwrap().to_string(), e["token"].as_u64().unwrap());
+    for e in events
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+    {
+        let key = (
+            e["workflow_id"].as_str().unwrap().to_string(),
+            e["token"].as_u64().unwrap(),
+        );
         if e["what"] == "enter" {
             open.insert(key, e);
         } else if let Some(start) = open.remove(&key) {
-            intervals.push((start["at_ms"].as_u64().unwrap(), e["at_ms"].as_u64().unwrap(), names(&start), key.0));
+            intervals.push((
+                start["at_ms"].as_u64().unwrap(),
+                e["at_ms"].as_u64().unwrap(),
+                names(&start),
+                key.0,
+            ));
         }
     }
     for (_, start) in open {
         let worker = start["worker"].as_str().unwrap();
-        let end = *died.get(worker).unwrap_or_else(|| panic!("an attempt of live worker {worker} never ended"));
-        intervals.push((start["at_ms"].as_u64().unwrap(), end, names(&start), start["workflow_id"].as_str().unwrap().into()));
+        let end = *died
+            .get(worker)
+            .unwrap_or_else(|| panic!("an attempt of live worker {worker} never ended"));
+        intervals.push((
+            start["at_ms"].as_u64().unwrap(),
+            end,
+            names(&start),
+            start["workflow_id"].as_str().unwrap().into(),
+        ));
     }
-    assert_eq!(max_overlap(&intervals, "cluster"), 3.min(max_overlap(&intervals, "cluster")));
-    assert!(max_overlap(&intervals, "cluster") <= 3, "cluster semaphore exceeded");
-    assert!(max_overlap(&intervals, "cluster") >= 2, "the test never ran steps concurrently");
+    assert_eq!(
+        max_overlap(&intervals, "cluster"),
+        3.min(max_overlap(&intervals, "cluster"))
+    );
+    assert!(
+        max_overlap(&intervals, "cluster") <= 3,
+        "cluster semaphore exceeded"
+    );
+    assert!(
+        max_overlap(&intervals, "cluster") >= 2,
+        "the test never ran steps concurrently"
+    );
     // The node lock is held per workflow: no two workflows' spans on node-a overlap.
     let mut spans: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (s, e, permits, wf) in &intervals {
@@ -136,18 +224,37 @@ async fn permits_never_exceed_capacity_and_never_leak_under_crashes() {
             span.1 = span.1.max(*e);
         }
     }
-    let spans: Vec<(u64, u64, Vec<String>, String)> = spans.into_iter().map(|(wf, (s, e))| (s, e, vec!["node-a".to_string()], wf)).collect();
-    assert!(max_overlap(&spans, "node-a") <= 1, "two workflows held the node lock at once");
+    let spans: Vec<(u64, u64, Vec<String>, String)> = spans
+        .into_iter()
+        .map(|(wf, (s, e))| (s, e, vec!["node-a".to_string()], wf))
+        .collect();
+    assert!(
+        max_overlap(&spans, "node-a") <= 1,
+        "two workflows held the node lock at once"
+    );
 
     // Nothing leaked: no holders, no waiters, no held sets.
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}sem*", store.prefix())).query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}sem*", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(keys.is_empty(), "permits or waiters left behind: {keys:?}");
-    let held: Vec<String> = redis::cmd("KEYS").arg(format!("{}wf:*:held", store.prefix())).query_async(&mut conn).await.unwrap();
+    let held: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}wf:*:held", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(held.is_empty(), "workflow locks left behind: {held:?}");
 }
 
 fn names(e: &Value) -> Vec<String> {
-    e["permits"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect()
+    e["permits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Most intervals holding `name` at one instant (an interval ending at t frees before one starting at t).
@@ -172,7 +279,9 @@ async fn redis_killed_mid_run_loses_no_acknowledged_submission() {
     let mut redis = Redis::start_with(true);
     let store = redis.store().await;
     let logs = log_dir("redis-restart");
-    let workers: Vec<WorkerProcess> = (0..2).map(|i| WorkerProcess::spawn(&redis.url(), &format!("r{i}"), &logs)).collect();
+    let workers: Vec<WorkerProcess> = (0..2)
+        .map(|i| WorkerProcess::spawn(&redis.url(), &format!("r{i}"), &logs))
+        .collect();
     let submitter = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -182,7 +291,14 @@ async fn redis_killed_mid_run_loses_no_acknowledged_submission() {
             let end = Instant::now() + Duration::from_secs(6);
             while Instant::now() < end {
                 let task = registry.first_task("synthetic", &input, now_ms()).unwrap();
-                let wf = drover_store::NewWorkflow { id: uuid_like(), kind: "synthetic".into(), input: input.clone(), priority: 0, labels: Default::default(), task };
+                let wf = drover_store::NewWorkflow {
+                    id: uuid_like(),
+                    kind: "synthetic".into(),
+                    input: input.clone(),
+                    priority: 0,
+                    labels: Default::default(),
+                    task,
+                };
                 if let Ok(s) = store.submit(&wf, None, now_ms()).await {
                     acked.push(s.id);
                 }
@@ -196,10 +312,101 @@ async fn redis_killed_mid_run_loses_no_acknowledged_submission() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     redis.restart();
     let acked = submitter.await.unwrap();
-    assert!(acked.len() > 100, "too few submissions to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 100,
+        "too few submissions to mean anything: {}",
+        acked.len()
+    );
     let views = wait_all_finished(&store, &acked, Duration::from_secs(120)).await;
     for v in views {
         assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
     }
     drop(workers);
+}
+
+async fn wait_leased(store: &drover_store::Store, id: &str) -> String {
+    wait_for(Duration::from_secs(10), "the step to be leased", || async {
+        store.get(id).await.unwrap().unwrap().waiting_on.as_deref() == Some("leased")
+    })
+    .await;
+    store
+        .get(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease_worker
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_claiming_and_lets_the_running_step_finish() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let logs = log_dir("sigterm");
+    let mut worker = WorkerProcess::spawn(&redis.url(), "graceful", &logs);
+    let id = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 2, "min_ms": 1500, "max_ms": 1500}),
+        0,
+    )
+    .await;
+    wait_leased(&store, &id).await;
+    worker.terminate();
+    assert!(
+        worker.wait_exit(Duration::from_secs(15)).await,
+        "graceful stop must exit 0"
+    );
+    let v = store.get(&id).await.unwrap().unwrap();
+    let history = v.history.unwrap();
+    assert_eq!(
+        history.len(),
+        1,
+        "the running step finished and nothing new started: {history:?}"
+    );
+    assert_eq!(history[0]["outcome"], "done");
+    assert_eq!(history[0]["worker"], "graceful");
+    assert_eq!(v.step, 1, "the next step is queued for another worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_step_resumes_within_the_lease_plus_one_idle_wait() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let logs = log_dir("recovery");
+    let mut workers = vec![
+        WorkerProcess::spawn(&redis.url(), "rec-a", &logs),
+        WorkerProcess::spawn(&redis.url(), "rec-b", &logs),
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 1, "min_ms": 5000, "max_ms": 5000}),
+        0,
+    )
+    .await;
+    let holder = wait_leased(&store, &id).await;
+    let victim = workers
+        .iter_mut()
+        .find(|w| w.name == holder)
+        .expect("holder is one of ours");
+    victim.kill9();
+    let killed = Instant::now();
+    wait_for(
+        Duration::from_secs(10),
+        "another worker to take the step over",
+        || async {
+            let v = store.get(&id).await.unwrap().unwrap();
+            v.waiting_on.as_deref() == Some("leased")
+                && v.lease_worker.as_deref().is_some_and(|w| w != holder)
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    // Lease 1500 ms + idle wait 300 ms, with room for a loaded 2-core machine.
+    assert!(
+        took < Duration::from_millis(1500 + 300 + 1500),
+        "resumed after {took:?}"
+    );
 }

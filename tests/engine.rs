@@ -15,22 +15,41 @@ fn lease() -> Duration {
 }
 
 async fn claim(store: &drover_store::Store, worker: &str) -> Option<drover_store::Claim> {
-    match store.claim(worker, now_ms(), lease(), 100).await.expect("claim") {
+    match store
+        .claim(worker, now_ms(), lease(), 100)
+        .await
+        .expect("claim")
+    {
         ClaimResult::Claimed(c) => Some(*c),
         ClaimResult::Idle { .. } => None,
     }
 }
 
 /// Commits `outcome` for `c` the way the worker does.
-async fn commit(store: &drover_store::Store, c: &drover_store::Claim, outcome: Outcome) -> CommitResult {
+async fn commit(
+    store: &drover_store::Store,
+    c: &drover_store::Claim,
+    outcome: Outcome,
+) -> CommitResult {
     let registry = drover_workflows::Registry::builtin();
     let wf = registry.get(&c.kind).unwrap().clone();
     let steps = wf.steps(&c.input);
     let input = c.input.clone();
-    let t = decide(&c.snapshot(), &steps, Event::Outcome(outcome), now_ms(), 0.5, &|s, p| wf.permits(s, p, &input));
-    let history = json!({"step": c.step, "attempt": c.attempt, "token": c.token, "outcome": t.outcome});
+    let t = decide(
+        &c.snapshot(),
+        &steps,
+        Event::Outcome(outcome),
+        now_ms(),
+        0.5,
+        &|s, p| wf.permits(s, p, &input),
+    );
+    let history =
+        json!({"step": c.step, "attempt": c.attempt, "token": c.token, "outcome": t.outcome});
     let commit = Commit::new(&t, &history, Vec::new(), &c.id).unwrap();
-    store.commit(&c.id, c.token, now_ms(), &commit).await.unwrap()
+    store
+        .commit(&c.id, c.token, now_ms(), &commit)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -43,15 +62,26 @@ async fn stale_token_is_refused_and_a_rerun_cannot_fork_the_next_step() {
     assert_eq!((first.id.as_str(), first.step), (id.as_str(), 0));
     // The lease expires without renewal; another worker reclaims the same step with a newer token.
     tokio::time::sleep(lease() + Duration::from_millis(100)).await;
-    let second = claim(&store, "b").await.expect("step 0 reclaimed after lease expiry");
+    let second = claim(&store, "b")
+        .await
+        .expect("step 0 reclaimed after lease expiry");
     assert_eq!(second.step, 0);
     assert!(second.token > first.token, "fencing tokens must grow");
     assert_eq!(second.attempt, 2, "a lease expiry counts an attempt");
 
     // The old holder's commit is refused; the new holder's applies exactly once.
-    assert_eq!(commit(&store, &first, Outcome::Done(json!("old"))).await, CommitResult::Stale);
-    assert_eq!(commit(&store, &second, Outcome::Done(json!("new"))).await, CommitResult::Applied);
-    assert_eq!(commit(&store, &second, Outcome::Done(json!("new"))).await, CommitResult::Duplicate);
+    assert_eq!(
+        commit(&store, &first, Outcome::Done(json!("old"))).await,
+        CommitResult::Stale
+    );
+    assert_eq!(
+        commit(&store, &second, Outcome::Done(json!("new"))).await,
+        CommitResult::Applied
+    );
+    assert_eq!(
+        commit(&store, &second, Outcome::Done(json!("new"))).await,
+        CommitResult::Duplicate
+    );
 
     // Exactly one task exists for step 1.
     let next = claim(&store, "c").await.expect("step 1");
@@ -60,7 +90,13 @@ async fn stale_token_is_refused_and_a_rerun_cannot_fork_the_next_step() {
     let view = store.get(&id).await.unwrap().unwrap();
     assert_eq!(view.outputs.unwrap().get(&0), Some(&json!("new")));
     let hist = view.history.unwrap();
-    assert_eq!(hist.iter().filter(|h| h["outcome"] == "lease-expired").count(), 1, "{hist:?}");
+    assert_eq!(
+        hist.iter()
+            .filter(|h| h["outcome"] == "lease-expired")
+            .count(),
+        1,
+        "{hist:?}"
+    );
 }
 
 #[tokio::test]
@@ -71,22 +107,40 @@ async fn a_full_semaphore_makes_steps_wait_not_fail_and_release_wakes_them() {
     let ids: Vec<String> = futures_ids(&store, &input, 3).await;
     let a = claim(&store, "w").await.expect("first permit");
     let b = claim(&store, "w").await.expect("second permit");
-    assert!(claim(&store, "w").await.is_none(), "the third must wait for a permit");
-    let waiting: Vec<_> = futures_views(&store, &ids).await.into_iter().filter(|v| v.waiting_on.as_deref() == Some("sem:migrations")).collect();
+    assert!(
+        claim(&store, "w").await.is_none(),
+        "the third must wait for a permit"
+    );
+    let waiting: Vec<_> = futures_views(&store, &ids)
+        .await
+        .into_iter()
+        .filter(|v| v.waiting_on.as_deref() == Some("sem:migrations"))
+        .collect();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].state, State::Waiting);
-    assert_eq!(commit(&store, &a, Outcome::Done(json!(1))).await, CommitResult::Applied);
-    let c = claim(&store, "w").await.expect("released permit goes to the waiter");
+    assert_eq!(
+        commit(&store, &a, Outcome::Done(json!(1))).await,
+        CommitResult::Applied
+    );
+    let c = claim(&store, "w")
+        .await
+        .expect("released permit goes to the waiter");
     assert_eq!(c.id, waiting[0].id);
     // A crashed holder's permit comes back with its lease.
     drop(b);
     assert!(claim(&store, "w").await.is_none());
     tokio::time::sleep(lease() + Duration::from_millis(100)).await;
-    let again = claim(&store, "w").await.expect("expired lease frees its permit for reclaim");
+    let again = claim(&store, "w")
+        .await
+        .expect("expired lease frees its permit for reclaim");
     assert_eq!(again.attempt, 2);
 }
 
-async fn futures_ids(store: &drover_store::Store, input: &serde_json::Value, n: usize) -> Vec<String> {
+async fn futures_ids(
+    store: &drover_store::Store,
+    input: &serde_json::Value,
+    n: usize,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..n {
         ids.push(submit(store, "synthetic", input.clone(), 0).await);
@@ -94,7 +148,10 @@ async fn futures_ids(store: &drover_store::Store, input: &serde_json::Value, n: 
     ids
 }
 
-async fn futures_views(store: &drover_store::Store, ids: &[String]) -> Vec<drover_store::WorkflowView> {
+async fn futures_views(
+    store: &drover_store::Store,
+    ids: &[String],
+) -> Vec<drover_store::WorkflowView> {
     let mut v = Vec::new();
     for id in ids {
         v.push(store.get(id).await.unwrap().unwrap());
@@ -109,10 +166,14 @@ async fn higher_priority_first_then_due_order() {
     let low1 = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
     let low2 = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
     let high = submit(&store, "synthetic", json!({"steps": 1}), 50).await;
-    let order: Vec<String> = [claim(&store, "w").await, claim(&store, "w").await, claim(&store, "w").await]
-        .into_iter()
-        .map(|c| c.unwrap().id)
-        .collect();
+    let order: Vec<String> = [
+        claim(&store, "w").await,
+        claim(&store, "w").await,
+        claim(&store, "w").await,
+    ]
+    .into_iter()
+    .map(|c| c.unwrap().id)
+    .collect();
     assert_eq!(order, vec![high, low1, low2]);
 }
 
@@ -133,16 +194,30 @@ async fn idle_workers_wake_on_new_work_and_timers_without_polling() {
     .await;
     let new_work = submitted.elapsed();
     // A retry scheduled 300 ms ahead is picked up when due, not at the next 10 s poll.
-    let id = submit(&store, "synthetic", json!({"steps": 1, "fail_rate": 1.0, "max_attempts": 2, "retry_ms": 300}), 0).await;
+    let id = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 1, "fail_rate": 1.0, "max_attempts": 2, "retry_ms": 300}),
+        0,
+    )
+    .await;
     let started = Instant::now();
-    wait_for(Duration::from_secs(5), "the delayed retry to run", || async {
-        store.get(&id).await.unwrap().unwrap().state == State::Failed
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "the delayed retry to run",
+        || async { store.get(&id).await.unwrap().unwrap().state == State::Failed },
+    )
     .await;
     let timer = started.elapsed();
     worker.stop().await;
-    assert!(new_work < Duration::from_secs(2), "new work noticed after {new_work:?}");
-    assert!(timer < Duration::from_secs(3), "delayed retry (due at ~300 ms) ran after {timer:?}");
+    assert!(
+        new_work < Duration::from_secs(2),
+        "new work noticed after {new_work:?}"
+    );
+    assert!(
+        timer < Duration::from_secs(3),
+        "delayed retry (due at ~300 ms) ran after {timer:?}"
+    );
 }
 
 #[tokio::test]
@@ -152,50 +227,143 @@ async fn retries_compensation_cancel_signal_pause_and_fan_out() {
     let worker = InProcessWorker::start(&store, worker_config("w1"));
 
     // Permanent failure at step 2 compensates steps 1 and 0, in that order.
-    let failing = submit(&store, "synthetic", json!({"steps": 4, "fail_step": 2, "compensate": true}), 0).await;
+    let failing = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 4, "fail_step": 2, "compensate": true}),
+        0,
+    )
+    .await;
     // A signal sent before the wait begins is delivered exactly once.
-    let signalled = submit(&store, "synthetic", json!({"steps": 2, "min_ms": 300, "max_ms": 300, "signal": {"step": 1, "name": "go"}}), 0).await;
-    assert!(matches!(store.signal(&signalled, "go", &json!({"n": 1}), now_ms()).await.unwrap(), ControlResult::Ok(_)));
+    let signalled = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 2, "min_ms": 300, "max_ms": 300, "signal": {"step": 1, "name": "go"}}),
+        0,
+    )
+    .await;
+    assert!(matches!(
+        store
+            .signal(&signalled, "go", &json!({"n": 1}), now_ms())
+            .await
+            .unwrap(),
+        ControlResult::Ok(_)
+    ));
     // Fan-out that fails fast.
-    let fan = submit(&store, "synthetic", json!({"steps": 2, "fan_out": {"step": 0, "children": 4, "fail_fast": true,
-        "child": {"steps": 1, "fail_step": 0}}}), 0).await;
-    let views = wait_all_finished(&store, &[failing.clone(), signalled.clone(), fan.clone()], Duration::from_secs(30)).await;
+    let fan = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 2, "fan_out": {"step": 0, "children": 4, "fail_fast": true,
+        "child": {"steps": 1, "fail_step": 0}}}),
+        0,
+    )
+    .await;
+    let views = wait_all_finished(
+        &store,
+        &[failing.clone(), signalled.clone(), fan.clone()],
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(views[0].state, State::Failed);
-    let comp: Vec<u64> = views[0].history.as_ref().unwrap().iter()
-        .filter(|h| h["phase"] == "compensate").map(|h| h["step"].as_u64().unwrap()).collect();
+    let comp: Vec<u64> = views[0]
+        .history
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|h| h["phase"] == "compensate")
+        .map(|h| h["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(comp, vec![1, 0], "compensations run in reverse order");
-    assert_eq!(views[0].error.as_ref().unwrap()["message"], "step 2 fails on purpose");
+    assert_eq!(
+        views[0].error.as_ref().unwrap()["message"],
+        "step 2 fails on purpose"
+    );
     assert_eq!(views[1].state, State::Succeeded);
-    assert_eq!(views[1].outputs.as_ref().unwrap()[&1], json!({"signal": {"n": 1}}));
+    assert_eq!(
+        views[1].outputs.as_ref().unwrap()[&1],
+        json!({"signal": {"n": 1}})
+    );
     assert_eq!(views[2].state, State::Failed);
-    assert!(views[2].error.as_ref().unwrap()["message"].as_str().unwrap().contains("children failed"));
+    assert!(
+        views[2].error.as_ref().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("children failed")
+    );
 
     // Retry resumes the failed workflow; it fails again the same way, with a fresh attempt budget.
     let task = drover_workflows::resume_task(views[0].resume_from.unwrap(), now_ms(), vec![]);
-    assert_eq!(store.retry(&failing, &task, now_ms()).await.unwrap(), ControlResult::Ok(None));
-    assert_eq!(wait_all_finished(&store, &[failing.clone()], Duration::from_secs(20)).await[0].state, State::Failed);
+    assert_eq!(
+        store.retry(&failing, &task, now_ms()).await.unwrap(),
+        ControlResult::Ok(None)
+    );
+    assert_eq!(
+        wait_all_finished(&store, &[failing.clone()], Duration::from_secs(20)).await[0].state,
+        State::Failed
+    );
 
     // Waiting for a signal, then cancelled: compensation runs and the workflow ends cancelled.
-    let waiting = submit(&store, "synthetic", json!({"steps": 3, "compensate": true, "signal": {"step": 1, "name": "never"}}), 0).await;
+    let waiting = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 3, "compensate": true, "signal": {"step": 1, "name": "never"}}),
+        0,
+    )
+    .await;
     wait_for(Duration::from_secs(10), "the signal wait", || async {
-        store.get(&waiting).await.unwrap().unwrap().waiting_on.as_deref() == Some("signal:never")
-    }).await;
+        store
+            .get(&waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting_on
+            .as_deref()
+            == Some("signal:never")
+    })
+    .await;
     store.cancel(&waiting, now_ms()).await.unwrap();
     let v = &wait_all_finished(&store, &[waiting.clone()], Duration::from_secs(10)).await[0];
     assert_eq!(v.state, State::Cancelled);
-    assert!(v.history.as_ref().unwrap().iter().any(|h| h["phase"] == "compensate" && h["step"] == 0));
+    assert!(
+        v.history
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|h| h["phase"] == "compensate" && h["step"] == 0)
+    );
 
     // Pause holds the next step back; resume lets it go on.
-    let paused = submit(&store, "synthetic", json!({"steps": 3, "min_ms": 200, "max_ms": 200}), 0).await;
+    let paused = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 3, "min_ms": 200, "max_ms": 200}),
+        0,
+    )
+    .await;
     store.pause(&paused, now_ms()).await.unwrap();
     wait_for(Duration::from_secs(10), "the workflow to park", || async {
-        store.get(&paused).await.unwrap().unwrap().waiting_on.as_deref() == Some("paused")
-    }).await;
+        store
+            .get(&paused)
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting_on
+            .as_deref()
+            == Some("paused")
+    })
+    .await;
     let step_when_parked = store.get(&paused).await.unwrap().unwrap().step;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(store.get(&paused).await.unwrap().unwrap().step, step_when_parked, "no step starts while paused");
+    assert_eq!(
+        store.get(&paused).await.unwrap().unwrap().step,
+        step_when_parked,
+        "no step starts while paused"
+    );
     store.resume(&paused, now_ms()).await.unwrap();
-    assert_eq!(wait_all_finished(&store, &[paused], Duration::from_secs(10)).await[0].state, State::Succeeded);
+    assert_eq!(
+        wait_all_finished(&store, &[paused], Duration::from_secs(10)).await[0].state,
+        State::Succeeded
+    );
     worker.stop().await;
 }
 
@@ -209,18 +377,30 @@ async fn a_backlog_of_20000_steps_all_run_with_bounded_scripts() {
         ids.push(submit(&store, "synthetic", json!({"steps": 1}), 0).await);
     }
     let mut conn = store.connection();
-    let queued: u64 = redis::cmd("ZCARD").arg(format!("{}ready", store.prefix())).query_async(&mut conn).await.unwrap();
+    let queued: u64 = redis::cmd("ZCARD")
+        .arg(format!("{}ready", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(queued, n as u64);
     let mut config = worker_config("bulk");
     config.concurrency = 64;
     let w1 = InProcessWorker::start(&store, config.clone());
     config.name = Some("bulk2".into());
     let w2 = InProcessWorker::start(&store, config);
-    wait_for(Duration::from_secs(240), "20,000 workflows to succeed", || async {
-        let mut conn = store.connection();
-        let done: u64 = redis::cmd("ZCARD").arg(format!("{}idx:state:succeeded", store.prefix())).query_async(&mut conn).await.unwrap();
-        done == n as u64
-    })
+    wait_for(
+        Duration::from_secs(240),
+        "20,000 workflows to succeed",
+        || async {
+            let mut conn = store.connection();
+            let done: u64 = redis::cmd("ZCARD")
+                .arg(format!("{}idx:state:succeeded", store.prefix()))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            done == n as u64
+        },
+    )
     .await;
     w1.stop().await;
     w2.stop().await;
@@ -234,16 +414,29 @@ async fn due_timers_past_8000_are_promoted_in_bounded_batches() {
     let due = now_ms() + 500;
     let registry = drover_workflows::Registry::builtin();
     for _ in 0..n {
-        let mut task = registry.first_task("synthetic", &json!({"steps": 1}), now_ms()).unwrap();
+        let mut task = registry
+            .first_task("synthetic", &json!({"steps": 1}), now_ms())
+            .unwrap();
         task.due_ms = due;
-        let wf = drover_store::NewWorkflow { id: uuid_like(), kind: "synthetic".into(), input: json!({"steps": 1}), priority: 0, labels: Default::default(), task };
+        let wf = drover_store::NewWorkflow {
+            id: uuid_like(),
+            kind: "synthetic".into(),
+            input: json!({"steps": 1}),
+            priority: 0,
+            labels: Default::default(),
+            task,
+        };
         store.submit(&wf, None, now_ms()).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     // All 10,000 are due at once; each claim promotes at most `batch` and still hands out work.
     let mut claimed = 0;
     for _ in 0..300 {
-        if let ClaimResult::Claimed(_) = store.claim("w", now_ms(), Duration::from_secs(60), 100).await.unwrap() {
+        if let ClaimResult::Claimed(_) = store
+            .claim("w", now_ms(), Duration::from_secs(60), 100)
+            .await
+            .unwrap()
+        {
             claimed += 1;
         }
     }
@@ -256,13 +449,42 @@ async fn finished_workflows_are_trimmed_after_retention() {
     let store = redis.store().await;
     let id = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
     let c = claim(&store, "w").await.unwrap();
-    assert_eq!(commit(&store, &c, Outcome::Done(json!(1))).await, CommitResult::Applied);
-    assert_eq!(store.trim(now_ms() - 60_000, 100).await.unwrap(), 0, "younger than retention: kept");
+    assert_eq!(
+        commit(&store, &c, Outcome::Done(json!(1))).await,
+        CommitResult::Applied
+    );
+    assert_eq!(
+        store.trim(now_ms() - 60_000, 100).await.unwrap(),
+        0,
+        "younger than retention: kept"
+    );
     assert_eq!(store.trim(now_ms() + 1, 100).await.unwrap(), 1);
     assert!(store.get(&id).await.unwrap().is_none());
     let mut conn = store.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{id}*")).query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{id}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(keys.is_empty(), "keys left behind: {keys:?}");
-    let members: u64 = redis::cmd("ZCARD").arg(format!("{}idx:all", store.prefix())).query_async(&mut conn).await.unwrap();
+    let members: u64 = redis::cmd("ZCARD")
+        .arg(format!("{}idx:all", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(members, 0);
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_the_function_library_gets_it_back() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let mut conn = store.connection();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let id = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
+    assert_eq!(claim(&store, "w").await.map(|c| c.id), Some(id));
 }

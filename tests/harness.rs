@@ -31,21 +31,34 @@ impl Redis {
     /// With `aof_always`, every acknowledged write is on disk before the reply (appendfsync always).
     pub fn start_with(aof_always: bool) -> Redis {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("drover-test-redis-{port}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("drover-test-redis-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create redis dir");
-        let mut redis = Redis { port, dir, aof_always, child: None };
+        let mut redis = Redis {
+            port,
+            dir,
+            aof_always,
+            child: None,
+        };
         redis.spawn();
         redis
     }
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if self.aof_always {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -57,7 +70,11 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -81,7 +98,9 @@ impl Redis {
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&drover_store::Config::new(self.url())).await.expect("connect store")
+        Store::connect(&drover_store::Config::new(self.url()))
+            .await
+            .expect("connect store")
     }
 }
 
@@ -93,7 +112,10 @@ impl Drop for Redis {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub fn now_ms() -> u64 {
@@ -111,7 +133,10 @@ where
         if cond().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -139,14 +164,25 @@ impl InProcessWorker {
         let (stop, rx) = watch::channel(false);
         let ports = Ports {
             clock: Arc::new(drover_worker::ports::TokioClock),
-            probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(store.clone()))),
+            probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(
+                store.clone(),
+            ))),
         };
         let mut rx2 = rx.clone();
-        let handle = tokio::spawn(drover_worker::run(store.clone(), Registry::builtin(), ports, config, async move {
-            let _ = rx2.wait_for(|s| *s).await;
-        }));
+        let handle = tokio::spawn(drover_worker::run(
+            store.clone(),
+            Registry::builtin(),
+            ports,
+            config,
+            async move {
+                let _ = rx2.wait_for(|s| *s).await;
+            },
+        ));
         drop(rx);
-        InProcessWorker { stop, handle: Some(handle) }
+        InProcessWorker {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Graceful stop: no new claims, running steps finish.
@@ -188,12 +224,41 @@ impl WorkerProcess {
             .stderr(log)
             .spawn()
             .expect("spawn drover worker");
-        WorkerProcess { name: name.to_string(), child }
+        WorkerProcess {
+            name: name.to_string(),
+            child,
+        }
     }
 
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the graceful stop an orchestrator sends.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns whether it exited successfully.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {} did not exit within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -224,13 +289,21 @@ pub fn uuid_like() -> String {
 }
 
 /// Waits until every workflow in `ids` has ended; returns their final views.
-pub async fn wait_all_finished(store: &Store, ids: &[String], timeout: Duration) -> Vec<drover_store::WorkflowView> {
+pub async fn wait_all_finished(
+    store: &Store,
+    ids: &[String],
+    timeout: Duration,
+) -> Vec<drover_store::WorkflowView> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut views = Vec::with_capacity(ids.len());
         let mut open = 0;
         for id in ids {
-            let v = store.get(id).await.expect("get").unwrap_or_else(|| panic!("workflow {id} vanished"));
+            let v = store
+                .get(id)
+                .await
+                .expect("get")
+                .unwrap_or_else(|| panic!("workflow {id} vanished"));
             if !v.state.is_terminal() {
                 open += 1;
             }
@@ -239,7 +312,11 @@ pub async fn wait_all_finished(store: &Store, ids: &[String], timeout: Duration)
         if open == 0 {
             return views;
         }
-        assert!(Instant::now() < deadline, "{open} of {} workflows still open after {timeout:?}", ids.len());
+        assert!(
+            Instant::now() < deadline,
+            "{open} of {} workflows still open after {timeout:?}",
+            ids.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -3,6 +3,7 @@
 //! binary for crash tests (killed with SIGKILL), the API over real HTTP on 127.0.0.1:0.
 
 mod api;
+mod cli;
 mod crash;
 mod engine;
 mod harness;

@@ -20,7 +20,9 @@ impl Config {
     pub fn require_redis(&self) -> anyhow::Result<String> {
         match &self.redis_url {
             Some(url) => Ok(url.clone()),
-            None => bail!("no Redis configured: set redis_url in the config file, or DROVER_REDIS_URL"),
+            None => {
+                bail!("no Redis configured: set redis_url in the config file, or DROVER_REDIS_URL")
+            }
         }
     }
 }
@@ -43,7 +45,9 @@ fn env(name: &str) -> Option<String> {
 
 fn env_num<T: std::str::FromStr>(name: &str, into: &mut T) -> anyhow::Result<()> {
     if let Some(v) = env(name) {
-        *into = v.parse().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
+        *into = v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
     }
     Ok(())
 }
@@ -54,7 +58,8 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
         }
         None => Config::default(),
     };
@@ -80,9 +85,18 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     }
     env_num("DROVER_WORKER_CONCURRENCY", &mut config.worker.concurrency)?;
     env_num("DROVER_WORKER_LEASE_MS", &mut config.worker.lease_ms)?;
-    env_num("DROVER_WORKER_IDLE_WAIT_MS", &mut config.worker.idle_wait_ms)?;
-    env_num("DROVER_WORKER_RETENTION_SECS", &mut config.worker.retention_secs)?;
-    env_num("DROVER_WORKER_SHUTDOWN_GRACE_MS", &mut config.worker.shutdown_grace_ms)?;
+    env_num(
+        "DROVER_WORKER_IDLE_WAIT_MS",
+        &mut config.worker.idle_wait_ms,
+    )?;
+    env_num(
+        "DROVER_WORKER_RETENTION_SECS",
+        &mut config.worker.retention_secs,
+    )?;
+    env_num(
+        "DROVER_WORKER_SHUTDOWN_GRACE_MS",
+        &mut config.worker.shutdown_grace_ms,
+    )?;
     if let Some(name) = env("DROVER_WORKER_NAME") {
         config.worker.name = Some(name);
     }

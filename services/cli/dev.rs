@@ -35,7 +35,12 @@ pub struct Args {
 pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut config = crate::config::load(config_path)?;
     config.api.listen = args.listen.clone();
-    let token = match config.api.tokens.iter().find(|t| t.role == drover_api::Role::Operator) {
+    let token = match config
+        .api
+        .tokens
+        .iter()
+        .find(|t| t.role == drover_api::Role::Operator)
+    {
         Some(t) => t.token.clone(),
         None => {
             let token = format!("dev-{:032x}", rand::random::<u128>());
@@ -52,7 +57,12 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&config.api.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (use --listen to pick another address)", config.api.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (use --listen to pick another address)",
+                config.api.listen
+            )
+        })?;
     let (_redis, redis_url) = match &config.redis_url {
         Some(url) => (None, url.clone()),
         None => {
@@ -67,14 +77,24 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let state = Arc::new(drover_api::AppState { store: store.clone(), registry: Registry::builtin(), config: config.api.clone() });
+    let state = Arc::new(drover_api::AppState {
+        store: store.clone(),
+        registry: Registry::builtin(),
+        config: config.api.clone(),
+    });
     let api = tokio::spawn(drover_api::serve(listener, state, stopped(stop_rx.clone())));
     let mut workers = Vec::new();
     for i in 0..args.workers.max(1) {
         let mut wc = config.worker.clone();
         wc.name = Some(format!("dev-worker-{i}"));
         let ports = crate::worker_ports(&store);
-        workers.push(tokio::spawn(drover_worker::run(store.clone(), Registry::builtin(), ports, wc, stopped(stop_rx.clone()))));
+        workers.push(tokio::spawn(drover_worker::run(
+            store.clone(),
+            Registry::builtin(),
+            ports,
+            wc,
+            stopped(stop_rx.clone()),
+        )));
     }
 
     let base = format!("http://{}", config.api.listen);
@@ -125,29 +145,62 @@ async fn demo(base: &str, token: &str) -> anyhow::Result<bool> {
     let resp = http
         .post(format!("{base}/v1/workflows"))
         .header("Authorization", &auth)
-        .header("Idempotency-Key", format!("dev-demo-{}", std::process::id()))
+        .header(
+            "Idempotency-Key",
+            format!("dev-demo-{}", std::process::id()),
+        )
         .json(&json!({"kind": "synthetic", "input": input, "labels": {"demo": "yes"}}))
         .send()
         .await?;
     let body: Value = resp.json().await?;
-    let id = body["id"].as_str().context("no id in the submission reply")?.to_string();
-    println!("Demo workflow {id}: 5 steps; step 2 fans out 6 children (at most 2 at once); step 3 waits for the signal 'approve'.");
+    let id = body["id"]
+        .as_str()
+        .context("no id in the submission reply")?
+        .to_string();
+    println!(
+        "Demo workflow {id}: 5 steps; step 2 fans out 6 children (at most 2 at once); step 3 waits for the signal 'approve'."
+    );
     let start = Instant::now();
     let mut last = String::new();
     let mut signalled = false;
     loop {
-        let wf: Value = http.get(format!("{base}/v1/workflows/{id}")).header("Authorization", &auth).send().await?.json().await?;
+        let wf: Value = http
+            .get(format!("{base}/v1/workflows/{id}"))
+            .header("Authorization", &auth)
+            .send()
+            .await?
+            .json()
+            .await?;
         let state = wf["state"].as_str().unwrap_or("?").to_string();
         let steps: Vec<String> = wf["steps"]
             .as_array()
-            .map(|s| s.iter().map(|s| format!("{}:{}", s["name"].as_str().unwrap_or("?"), s["status"].as_str().unwrap_or("?"))).collect())
+            .map(|s| {
+                s.iter()
+                    .map(|s| {
+                        format!(
+                            "{}:{}",
+                            s["name"].as_str().unwrap_or("?"),
+                            s["status"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let mut children = String::new();
         if let Some(kids) = wf["children"].as_array().filter(|k| !k.is_empty()) {
             let mut done = 0;
             let mut running = 0;
             for kid in kids {
-                let k: Value = http.get(format!("{base}/v1/workflows/{}", kid.as_str().unwrap_or(""))).header("Authorization", &auth).send().await?.json().await?;
+                let k: Value = http
+                    .get(format!(
+                        "{base}/v1/workflows/{}",
+                        kid.as_str().unwrap_or("")
+                    ))
+                    .header("Authorization", &auth)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 match k["state"].as_str() {
                     Some("succeeded") => done += 1,
                     Some("running") => running += 1,
@@ -156,13 +209,20 @@ async fn demo(base: &str, token: &str) -> anyhow::Result<bool> {
             }
             children = format!("  children {done}/{} done, {running} running", kids.len());
         }
-        let line = format!("{state:<12} {}{children}  waiting on {}", steps.join(" "), wf["waiting_on"].as_str().unwrap_or("-"));
+        let line = format!(
+            "{state:<12} {}{children}  waiting on {}",
+            steps.join(" "),
+            wf["waiting_on"].as_str().unwrap_or("-")
+        );
         if line != last {
             println!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
             last = line;
         }
         if !signalled && wf["waiting_on"] == json!("signal:approve") {
-            println!("[{:>5.1}s] sending signal 'approve'", start.elapsed().as_secs_f64());
+            println!(
+                "[{:>5.1}s] sending signal 'approve'",
+                start.elapsed().as_secs_f64()
+            );
             http.post(format!("{base}/v1/workflows/{id}/signals/approve"))
                 .header("Authorization", &auth)
                 .json(&json!({"by": "drover dev"}))
@@ -171,7 +231,10 @@ async fn demo(base: &str, token: &str) -> anyhow::Result<bool> {
             signalled = true;
         }
         if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
-            println!("Demo workflow {state} after {:.1}s. Inspect it: GET {base}/v1/workflows/{id}", start.elapsed().as_secs_f64());
+            println!(
+                "Demo workflow {state} after {:.1}s. Inspect it: GET {base}/v1/workflows/{id}",
+                start.elapsed().as_secs_f64()
+            );
             return Ok(state == "succeeded");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -15,7 +15,11 @@ use drover_workflows::ports::Ports;
 use tracing::error;
 
 #[derive(Parser)]
-#[command(name = "drover", version, about = "Durable workflows for KubeVirt-on-bare-metal operations")]
+#[command(
+    name = "drover",
+    version,
+    about = "Durable workflows for KubeVirt-on-bare-metal operations"
+)]
 struct Cli {
     /// Config file (TOML). Also DROVER_CONFIG.
     #[arg(long, global = true, env = "DROVER_CONFIG")]
@@ -40,13 +44,18 @@ fn main() -> ExitCode {
     let log_json = std::env::var("DROVER_LOG_FORMAT").is_ok_and(|f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if log_json {
         builder.json().init();
     } else {
         builder.init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("drover: cannot start the async runtime: {e}");
@@ -75,13 +84,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -94,14 +104,21 @@ pub async fn shutdown_signal() {
 async fn connect(redis_url: &str) -> anyhow::Result<drover_store::Store> {
     let store = drover_store::Store::connect(&drover_store::Config::new(redis_url))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {e}", config::redact_url(redis_url)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach Redis at {}: {e}",
+                config::redact_url(redis_url)
+            )
+        })?;
     Ok(store)
 }
 
 pub fn worker_ports(store: &drover_store::Store) -> Ports {
     Ports {
         clock: Arc::new(drover_worker::ports::TokioClock),
-        probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(store.clone()))),
+        probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(
+            store.clone(),
+        ))),
     }
 }
 
@@ -114,7 +131,11 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api.listen))?;
     let store = connect(&redis_url).await?;
     tracing::info!(listen = %config.api.listen, "API listening.");
-    let state = Arc::new(drover_api::AppState { store, registry: Registry::builtin(), config: config.api });
+    let state = Arc::new(drover_api::AppState {
+        store,
+        registry: Registry::builtin(),
+        config: config.api,
+    });
     drover_api::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }
@@ -125,6 +146,13 @@ async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let redis_url = config.require_redis()?;
     let store = connect(&redis_url).await?;
     let ports = worker_ports(&store);
-    drover_worker::run(store, Registry::builtin(), ports, config.worker, shutdown_signal()).await?;
+    drover_worker::run(
+        store,
+        Registry::builtin(),
+        ports,
+        config.worker,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

@@ -15,8 +15,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start(data_dir: &Path) -> anyhow::Result<RedisServer> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "yes"])
             .args(["--appendfsync", "everysec", "--dir"])
@@ -34,13 +37,17 @@ impl RedisServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
                 if pong.is_ok() {
                     break;
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("redis-server did not answer within 10 s; see {}/redis.log", data_dir.display());
+                bail!(
+                    "redis-server did not answer within 10 s; see {}/redis.log",
+                    data_dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

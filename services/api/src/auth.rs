@@ -28,7 +28,11 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("name", &self.name).field("token", &"<redacted>").field("role", &self.role).finish()
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
     }
 }
 
@@ -37,24 +41,41 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks the request's bearer token against `tokens` and the role the route needs.
-pub fn authorize<'a>(headers: &HeaderMap, tokens: &'a [Token], needed: Role) -> Result<&'a Token, ApiError> {
+pub fn authorize<'a>(
+    headers: &HeaderMap,
+    tokens: &'a [Token],
+    needed: Role,
+) -> Result<&'a Token, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send an Authorization: Bearer <token> header")
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send an Authorization: Bearer <token> header",
+            )
         })?;
     let token = tokens
         .iter()
         .find(|t| same(t.token.as_bytes(), presented.as_bytes()))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the bearer token is not valid",
+            )
+        })?;
     if token.role < needed {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("token {:?} has the viewer role; this needs operator", token.name),
+            format!(
+                "token {:?} has the viewer role; this needs operator",
+                token.name
+            ),
         ));
     }
     Ok(token)

@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, detail: impl Into<Value>) -> ApiError {
-        ApiError { status, error, detail: detail.into() }
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+        }
     }
 
     pub fn bad_request(detail: impl Into<Value>) -> ApiError {
@@ -24,7 +28,11 @@ impl ApiError {
     }
 
     pub fn not_found(id: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not found", format!("no workflow with id {id:?}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not found",
+            format!("no workflow with id {id:?}"),
+        )
     }
 
     pub fn conflict(detail: impl Into<Value>) -> ApiError {
@@ -35,14 +43,25 @@ impl ApiError {
 impl From<drover_store::Error> for ApiError {
     fn from(e: drover_store::Error) -> ApiError {
         error!(error = %e, "Store call failed.");
-        let status =
-            if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-        ApiError::new(status, "store unavailable", "the workflow store did not answer; retry later")
+        let status = if e.is_transient() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError::new(
+            status,
+            "store unavailable",
+            "the workflow store did not answer; retry later",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.error, "detail": self.detail }))).into_response()
+        (
+            self.status,
+            axum::Json(json!({ "error": self.error, "detail": self.detail })),
+        )
+            .into_response()
     }
 }

@@ -52,7 +52,10 @@ impl Config {
         }
         for t in &self.tokens {
             if t.token.len() < 16 {
-                return Err(format!("api token {:?} is shorter than 16 characters", t.name));
+                return Err(format!(
+                    "api token {:?} is shorter than 16 characters",
+                    t.name
+                ));
             }
         }
         Ok(())
@@ -83,5 +86,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -35,7 +35,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/workflows/{id}/resume", post(resume))
         .route("/v1/workflows/{id}/signals/{name}", post(signal))
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route; see README.md for the API")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not found",
+                "no such route; see README.md for the API",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -61,14 +65,19 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 async fn readyz(State(state): Shared) -> Response {
     match state.store.ping().await {
         Ok(()) => "ready".into_response(),
-        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready", "the workflow store does not answer")
-            .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready",
+            "the workflow store does not answer",
+        )
+        .into_response(),
     }
 }
 
@@ -86,12 +95,16 @@ struct SubmitBody {
 fn valid_label_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
 }
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if labels.len() > 16 {
-        return Err(ApiError::bad_request(format!("at most 16 labels, got {}", labels.len())));
+        return Err(ApiError::bad_request(format!(
+            "at most 16 labels, got {}",
+            labels.len()
+        )));
     }
     for (k, v) in labels {
         if !valid_label_part(k) || !valid_label_part(v) {
@@ -112,27 +125,41 @@ async fn submit(
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     let req: SubmitBody = parse_json(&body)?;
     if !(-100..=100).contains(&req.priority) {
-        return Err(ApiError::bad_request(format!("priority must be within -100..=100, got {}", req.priority)));
+        return Err(ApiError::bad_request(format!(
+            "priority must be within -100..=100, got {}",
+            req.priority
+        )));
     }
     check_labels(&req.labels)?;
     let idempotency = match headers.get("idempotency-key") {
         Some(v) => {
-            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
-                ApiError::bad_request("Idempotency-Key must be 1-200 visible ASCII characters")
-            })?;
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Idempotency-Key must be 1-200 visible ASCII characters")
+                })?;
             Some(key.to_string())
         }
         None => None,
     };
     let now = now_ms();
-    let task = state.registry.first_task(&req.kind, &req.input, now).map_err(|e| match e {
-        drover_workflows::registry::Error::UnknownKind { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown kind", e.to_string())
-        }
-        drover_workflows::registry::Error::InvalidInput { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid input", e.to_string())
-        }
-    })?;
+    let task = state
+        .registry
+        .first_task(&req.kind, &req.input, now)
+        .map_err(|e| match e {
+            drover_workflows::registry::Error::UnknownKind { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown kind",
+                e.to_string(),
+            ),
+            drover_workflows::registry::Error::InvalidInput { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid input",
+                e.to_string(),
+            ),
+        })?;
     let wf = NewWorkflow {
         id: uuid::Uuid::now_v7().to_string(),
         kind: req.kind,
@@ -141,20 +168,42 @@ async fn submit(
         labels: req.labels,
         task,
     };
-    let submitted =
-        state.store.submit(&wf, idempotency.as_deref().map(|k| (k, state.idempotency_ttl())), now).await?;
+    let submitted = state
+        .store
+        .submit(
+            &wf,
+            idempotency.as_deref().map(|k| (k, state.idempotency_ttl())),
+            now,
+        )
+        .await?;
     if submitted.created {
         info!(workflow_id = %submitted.id, kind = %wf.kind, by = %who.name, "Workflow submitted.");
         Ok((StatusCode::CREATED, Json(json!({ "id": submitted.id }))).into_response())
     } else {
-        Ok((StatusCode::OK, Json(json!({ "id": submitted.id, "existing": true }))).into_response())
+        Ok((
+            StatusCode::OK,
+            Json(json!({ "id": submitted.id, "existing": true })),
+        )
+            .into_response())
     }
 }
 
-async fn get_one(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_one(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     authorize(&headers, &state.config.tokens, Role::Viewer)?;
-    let view = state.store.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
-    let steps = state.registry.get(&view.kind).map(|w| w.steps(&view.input)).unwrap_or_default();
+    let view = state
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    let steps = state
+        .registry
+        .get(&view.kind)
+        .map(|w| w.steps(&view.input))
+        .unwrap_or_default();
     let outputs = view.outputs.clone().unwrap_or_default();
     let history = view.history.clone().unwrap_or_default();
     let step_rows: Vec<Value> = steps
@@ -162,8 +211,13 @@ async fn get_one(State(state): Shared, headers: HeaderMap, Path(id): Path<String
         .enumerate()
         .map(|(i, s)| {
             let attempts: Vec<&Value> = history.iter().filter(|h| h["step"] == json!(i)).collect();
-            let status = if view.phase == "compensate" && i >= view.step && outputs.contains_key(&i) {
-                if i == view.step && !view.state.is_terminal() { "compensating" } else { "compensated" }
+            let status = if view.phase == "compensate" && i >= view.step && outputs.contains_key(&i)
+            {
+                if i == view.step && !view.state.is_terminal() {
+                    "compensating"
+                } else {
+                    "compensated"
+                }
             } else if outputs.contains_key(&i) {
                 "done"
             } else if i == view.step && !view.state.is_terminal() {
@@ -220,70 +274,109 @@ async fn list(
     }
     filter.kind = q.kind;
     if let Some(label) = q.label {
-        let (k, v) = label
-            .split_once('=')
-            .ok_or_else(|| ApiError::bad_request(format!("label {label:?} must look like key=value")))?;
+        let (k, v) = label.split_once('=').ok_or_else(|| {
+            ApiError::bad_request(format!("label {label:?} must look like key=value"))
+        })?;
         filter.label = Some((k.to_string(), v.to_string()));
     }
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be within 1..=500, got {limit}")));
+        return Err(ApiError::bad_request(format!(
+            "limit must be within 1..=500, got {limit}"
+        )));
     }
     if let Some(c) = &q.cursor
-        && c.split_once(':').is_none_or(|(s, _)| s.parse::<u64>().is_err())
+        && c.split_once(':')
+            .is_none_or(|(s, _)| s.parse::<u64>().is_err())
     {
         return Err(ApiError::bad_request("cursor is not one this API returned"));
     }
-    let page = state.store.list(&filter, limit, q.cursor.as_deref()).await?;
+    let page = state
+        .store
+        .list(&filter, limit, q.cursor.as_deref())
+        .await?;
     Ok(Json(page).into_response())
 }
 
 fn control_response(id: &str, result: ControlResult, action: &str) -> Result<Response, ApiError> {
     match result {
-        ControlResult::Ok(detail) => Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "accepted": action, "detail": detail }))).into_response()),
+        ControlResult::Ok(detail) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "accepted": action, "detail": detail })),
+        )
+            .into_response()),
         ControlResult::NotFound => Err(ApiError::not_found(id)),
-        ControlResult::Terminal(s) => {
-            Err(ApiError::conflict(format!("workflow {id} has already ended ({}); cannot {action}", s.as_str())))
-        }
-        ControlResult::WrongState(s) => {
-            Err(ApiError::conflict(format!("workflow {id} is {s}; only a failed workflow can be retried")))
-        }
+        ControlResult::Terminal(s) => Err(ApiError::conflict(format!(
+            "workflow {id} has already ended ({}); cannot {action}",
+            s.as_str()
+        ))),
+        ControlResult::WrongState(s) => Err(ApiError::conflict(format!(
+            "workflow {id} is {s}; only a failed workflow can be retried"
+        ))),
     }
 }
 
-async fn cancel(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
     let result = state.store.cancel(&id, now_ms()).await?;
     info!(workflow_id = %id, by = %who.name, "Cancellation requested.");
     control_response(&id, result, "cancel")
 }
 
-async fn pause(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn pause(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
     let result = state.store.pause(&id, now_ms()).await?;
     info!(workflow_id = %id, by = %who.name, "Workflow paused.");
     control_response(&id, result, "pause")
 }
 
-async fn resume(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn resume(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
     let result = state.store.resume(&id, now_ms()).await?;
     info!(workflow_id = %id, by = %who.name, "Workflow resumed.");
     control_response(&id, result, "resume")
 }
 
-async fn retry(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn retry(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
-    let view = state.store.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
+    let view = state
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&id))?;
     if view.state != WfState::Failed {
-        return control_response(&id, ControlResult::WrongState(view.state.as_str().to_string()), "retry");
+        return control_response(
+            &id,
+            ControlResult::WrongState(view.state.as_str().to_string()),
+            "retry",
+        );
     }
     let workflow = state
         .registry
         .get(&view.kind)
         .map_err(|e| ApiError::conflict(format!("cannot retry: {e}")))?;
     let step = view.resume_from.unwrap_or(view.step);
-    let task = resume_task(step, now_ms(), workflow.permits(step, Phase::Forward, &view.input));
+    let task = resume_task(
+        step,
+        now_ms(),
+        workflow.permits(step, Phase::Forward, &view.input),
+    );
     let result = state.store.retry(&id, &task, now_ms()).await?;
     info!(workflow_id = %id, step, by = %who.name, "Workflow retried.");
     control_response(&id, result, "retry")
@@ -298,9 +391,15 @@ async fn signal(
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     if !valid_label_part(&name) {
-        return Err(ApiError::bad_request("signal names are 1-63 characters of letters, digits, '-', '_', '.', '/'"));
+        return Err(ApiError::bad_request(
+            "signal names are 1-63 characters of letters, digits, '-', '_', '.', '/'",
+        ));
     }
-    let payload: Value = if body.is_empty() { Value::Null } else { parse_json(&body)? };
+    let payload: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        parse_json(&body)?
+    };
     let result = state.store.signal(&id, &name, &payload, now_ms()).await?;
     info!(workflow_id = %id, signal = %name, by = %who.name, "Signal sent.");
     control_response(&id, result, "signal")

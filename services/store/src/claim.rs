@@ -201,7 +201,6 @@ impl Store {
         lease: Duration,
         batch: u32,
     ) -> Result<ClaimResult> {
-        let mut conn = self.conn.clone();
         let reply: RValue = self
             .fcall("drover_claim", &self.key("ready"))
             .arg(worker)
@@ -210,7 +209,7 @@ impl Store {
             .arg(batch)
             .arg(16)
             .arg(self.history_max)
-            .query_async(&mut conn)
+            .run()
             .await?;
         parse_claim(reply)
     }
@@ -223,14 +222,13 @@ impl Store {
         now_ms: u64,
         lease: Duration,
     ) -> Result<Renewal> {
-        let mut conn = self.conn.clone();
         let reply: Vec<i64> = self
             .fcall("drover_renew", &self.wf_key(id))
             .arg(id)
             .arg(token)
             .arg(now_ms)
             .arg(lease.as_millis() as u64)
-            .query_async(&mut conn)
+            .run()
             .await?;
         Ok(match reply.as_slice() {
             [1, cancel, ..] => Renewal::Held {
@@ -248,7 +246,6 @@ impl Store {
         now_ms: u64,
         commit: &Commit,
     ) -> Result<CommitResult> {
-        let mut conn = self.conn.clone();
         let reply: Vec<String> = self
             .fcall("drover_commit", &self.wf_key(id))
             .arg(id)
@@ -256,7 +253,7 @@ impl Store {
             .arg(now_ms)
             .arg(self.history_max)
             .arg(serde_json::to_string(commit)?)
-            .query_async(&mut conn)
+            .run()
             .await?;
         Ok(match reply.first().map(String::as_str) {
             Some("ok") if reply.get(1).map(String::as_str) == Some("duplicate") => {

@@ -40,14 +40,11 @@ impl Store {
         extra: &[String],
         now_ms: u64,
     ) -> Result<ControlResult> {
-        let mut conn = self.conn.clone();
-        let mut cmd = self.fcall(name, &self.wf_key(id));
-        cmd.arg(id);
+        let mut call = self.fcall(name, &self.wf_key(id)).arg(id);
         for e in extra {
-            cmd.arg(e);
+            call = call.arg(e);
         }
-        cmd.arg(now_ms);
-        let reply: Vec<String> = cmd.query_async(&mut conn).await?;
+        let reply: Vec<String> = call.arg(now_ms).run().await?;
         Ok(parse(reply))
     }
 
@@ -76,14 +73,13 @@ impl Store {
 
     /// Resumes a failed workflow with `task` (built by the engine core from its resume point).
     pub async fn retry(&self, id: &str, task: &Task, now_ms: u64) -> Result<ControlResult> {
-        let mut conn = self.conn.clone();
         let reply: Vec<String> = self
             .fcall("drover_retry", &self.wf_key(id))
             .arg(id)
             .arg(now_ms)
             .arg(serde_json::to_string(task)?)
             .arg(task.step)
-            .query_async(&mut conn)
+            .run()
             .await?;
         Ok(parse(reply))
     }

@@ -153,17 +153,11 @@ impl Store {
 
     /// Deletes up to `batch` workflows that finished before `cutoff_ms`; returns how many.
     pub async fn trim(&self, cutoff_ms: u64, batch: u32) -> Result<u64> {
-        let mut conn = self.conn.clone();
-        let n: u64 = redis::cmd("FCALL")
-            .arg("drover_trim")
-            .arg(1)
-            .arg(self.key("finished"))
-            .arg(&self.prefix)
+        self.fcall("drover_trim", &self.key("finished"))
             .arg(cutoff_ms)
             .arg(batch)
-            .query_async(&mut conn)
-            .await?;
-        Ok(n)
+            .run()
+            .await
     }
 
     fn key(&self, suffix: &str) -> String {
@@ -174,10 +168,10 @@ impl Store {
         format!("{}wf:{id}", self.prefix)
     }
 
-    fn fcall(&self, name: &str, key: &str) -> redis::Cmd {
+    fn fcall(&self, name: &str, key: &str) -> Call<'_> {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(name).arg(1).arg(key).arg(&self.prefix);
-        cmd
+        Call { cmd, store: self }
     }
 
     pub fn prefix(&self) -> &str {
@@ -187,6 +181,31 @@ impl Store {
     /// The raw connection, for tests and tools that inspect the schema.
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+}
+
+/// One call of a library function. If Redis lost the library (restarted without persistence, or
+/// flushed), it is loaded again and the call retried once.
+pub(crate) struct Call<'a> {
+    cmd: redis::Cmd,
+    store: &'a Store,
+}
+
+impl Call<'_> {
+    pub(crate) fn arg<T: redis::ToRedisArgs>(mut self, arg: T) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub(crate) async fn run<T: redis::FromRedisValue>(self) -> Result<T> {
+        let mut conn = self.store.conn.clone();
+        match self.cmd.query_async(&mut conn).await {
+            Err(e) if e.to_string().contains("Function not found") => {
+                self.store.load_functions().await?;
+                Ok(self.cmd.query_async(&mut conn).await?)
+            }
+            other => Ok(other?),
+        }
     }
 }
 

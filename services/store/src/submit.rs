@@ -55,7 +55,6 @@ impl Store {
         idempotency: Option<(&str, Duration)>,
         now_ms: u64,
     ) -> Result<Submitted> {
-        let mut conn = self.conn.clone();
         let (key, ttl) = idempotency.unwrap_or(("", Duration::ZERO));
         let reply: (String, String) = self
             .fcall("drover_submit", &self.wf_key(&wf.id))
@@ -63,7 +62,7 @@ impl Store {
             .arg(key)
             .arg(ttl.as_millis().max(1) as u64)
             .arg(now_ms)
-            .query_async(&mut conn)
+            .run()
             .await?;
         Ok(Submitted {
             id: reply.1,

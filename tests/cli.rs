@@ -1,0 +1,92 @@
+//! The `drover` binary's configuration handling: invalid config is reported clearly and stops the
+//! process before it binds a port or touches Redis.
+
+use std::process::Command;
+
+fn drover(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+    cmd.args(args)
+        .env_remove("DROVER_REDIS_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("DROVER_API_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run drover");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_config_says_what_is_wrong_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("drover-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "redis_url = \"redis://127.0.0.1:1\"\n[worker]\nconcurency = 4\n",
+    )
+    .unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec!["worker", "--config", bad.to_str().unwrap()],
+            vec![],
+            "unknown field `concurency`",
+        ),
+        (
+            vec!["worker"],
+            vec![("DROVER_WORKER_CONCURRENCY", "lots")],
+            "DROVER_WORKER_CONCURRENCY",
+        ),
+        (
+            vec!["worker"],
+            vec![("DROVER_WORKER_CONCURRENCY", "0")],
+            "concurrency must be at least 1",
+        ),
+        (vec!["worker"], vec![], "no Redis configured"),
+        (
+            vec!["api"],
+            vec![("DROVER_REDIS_URL", "redis://127.0.0.1:1")],
+            "api.tokens is empty",
+        ),
+        (
+            vec!["api"],
+            vec![("DROVER_API_TOKEN", "short")],
+            "shorter than 16",
+        ),
+        (
+            vec!["api"],
+            vec![
+                ("DROVER_API_TOKEN", "0123456789abcdef0"),
+                ("DROVER_API_LISTEN", "nowhere"),
+            ],
+            "not an address",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let (ok, stderr) = drover(&args, &env);
+        assert!(!ok, "{args:?} {env:?} should fail");
+        assert!(
+            stderr.contains(needle),
+            "{args:?} {env:?}: expected {needle:?} in {stderr}"
+        );
+        assert!(
+            !stderr.contains("0123456789abcdef0"),
+            "a token leaked into the error: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/drover.example.toml");
+    // A valid config gets as far as connecting to Redis (nothing listens on port 1).
+    let (ok, stderr) = drover(
+        &["worker", "--config", example],
+        &[("DROVER_REDIS_URL", "redis://127.0.0.1:1/0")],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+}
