@@ -20,7 +20,7 @@ fn log_dir(name: &str) -> std::path::PathBuf {
 /// returns (worker name, time of death) for each kill.
 async fn chaos(
     url: &str,
-    workers: &mut Vec<WorkerProcess>,
+    workers: &mut [WorkerProcess],
     every: Duration,
     logs: &std::path::Path,
     deadline: Instant,
@@ -260,8 +260,7 @@ fn names(e: &Value) -> Vec<String> {
 /// Most intervals holding `name` at one instant (an interval ending at t frees before one starting at t).
 fn max_overlap(intervals: &[(u64, u64, Vec<String>, String)], name: &str) -> usize {
     let mut points: Vec<(u64, i32)> = Vec::new();
-    for (s, e, permits, _) in intervals.iter().filter(|i| i.2.iter().any(|p| p == name)) {
-        let _ = permits;
+    for (s, e, _, _) in intervals.iter().filter(|i| i.2.iter().any(|p| p == name)) {
         points.push((*s, 1));
         points.push((*e, -1));
     }

@@ -339,7 +339,7 @@ pub async fn housekeeping(runner: Arc<Runner>) {
         let cutoff = now_ms().saturating_sub(retention_ms);
         loop {
             match runner.store.trim(cutoff, 500).await {
-                Ok(n) if n == 500 => continue,
+                Ok(500) => continue,
                 Ok(n) => {
                     if n > 0 {
                         info!(deleted = n, "Trimmed finished workflows past retention.");

@@ -170,12 +170,8 @@ impl Store {
                 .arg(self.wf_key(kid))
                 .arg(&["kind", "state", "result", "error"][..]);
         }
-        let rows: Vec<(
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        )> = pipe.query_async(&mut conn).await?;
+        type Row = (Option<String>, Option<String>, Option<String>, Option<String>);
+        let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
         Ok(kids
             .into_iter()
             .zip(rows)
