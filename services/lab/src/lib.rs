@@ -6,6 +6,8 @@
 //! Start it in-process with [`Lab::start`]; the [`LabHandle`] gives the URLs, a kubeconfig, the MAAS
 //! API key, fault injection and the audit, and shuts the lab down.
 
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod audit;
 pub mod clock;

@@ -1,47 +1,274 @@
-//! The simulated MAAS region API 2.0 under `/MAAS/api/2.0/`.
+//! The simulated MAAS region API 2.0 under `/MAAS/api/2.0/`: OAuth1 authentication, `describe/` for
+//! python-libmaas, machines and their ops, pools, zones, tags, fabrics, VLANs, subnets and
+//! interfaces. Ops arrive as `?op=<name>` (query or form field) or as a `/op-<name>` path suffix.
+//! Errors are MAAS's text/plain bodies (JSON for form validation).
 
+pub mod auth;
+pub mod describe;
+pub mod form;
+pub mod machines;
+pub mod model;
+pub mod network;
 pub mod sim;
 
 use axum::body::Body;
-use axum::http::Response;
+use axum::http::{HeaderValue, Method, Response};
+use serde_json::{Value, json};
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::http::{self, Req};
-use crate::scenario::MaasSettings;
 use crate::state::Shared;
-
-/// The region's state.
-#[derive(Debug, Default)]
-pub struct Region {
-    machines: Vec<()>,
-}
-
-impl Region {
-    /// Build from the scenario.
-    pub fn new(_settings: &MaasSettings) -> Self {
-        Region::default()
-    }
-
-    /// Number of machines.
-    pub fn machine_count(&self) -> usize {
-        self.machines.len()
-    }
-}
+pub use model::Region;
 
 /// Serve a MAAS request.
-pub async fn handle(_shared: &Shared, _req: &Req) -> Response<Body> {
-    http::text(404, "Not Found")
+pub async fn handle(shared: &Shared, req: &Req) -> Response<Body> {
+    match route(shared, req) {
+        Ok(v) => http::json(200, &v),
+        Err(e) => error_response(&e),
+    }
 }
 
-/// A MAAS error response.
+/// A MAAS error response: text/plain, except JSON for validation errors.
 pub fn error_response(err: &Error) -> Response<Body> {
-    http::with_retry_after(
-        http::text(err.status_code(), &err.to_string()),
-        err.retry_after(),
-    )
+    let resp = match err {
+        Error::Validation(v) => http::json(400, v),
+        Error::NotFound { resource, .. } => {
+            http::text(404, &format!("No {resource} matches the given query."))
+        }
+        Error::NoRoute => http::text(404, "Not Found"),
+        other => http::text(other.status_code(), &other.to_string()),
+    };
+    let mut resp = http::with_retry_after(resp, err.retry_after());
+    if matches!(err, Error::Unauthorized(_)) {
+        resp.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("OAuth realm=\"OAuth\""),
+        );
+    }
+    resp
 }
 
-/// (verb, object) of a mutating MAAS request.
-pub fn audit_verb(_req: &Req) -> Option<(String, String)> {
-    None
+/// Split the path below the API root into segments and an `op-<name>` suffix.
+fn split_path(path: &str) -> Option<(Vec<String>, Option<String>)> {
+    let rest = path
+        .strip_prefix(model::ROOT)
+        .or_else(|| (path == "/MAAS/api/2.0").then_some(""))?;
+    let mut segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let op = match segs.last().and_then(|l| l.strip_prefix("op-")) {
+        Some(op) => Some(op.to_string()),
+        None => None,
+    };
+    if op.is_some() {
+        segs.pop();
+    }
+    Some((segs, op))
+}
+
+/// (verb, object) of a mutating MAAS request, for the audit.
+pub fn audit_verb(req: &Req) -> Option<(String, String)> {
+    if req.method == Method::GET {
+        return None;
+    }
+    let (segs, path_op) = split_path(&req.path)?;
+    let verb = path_op
+        .or_else(|| req.q("op").map(String::from))
+        .unwrap_or_else(|| {
+            match req.method {
+                Method::POST => "create",
+                Method::PUT => "update",
+                Method::DELETE => "delete",
+                _ => "other",
+            }
+            .to_string()
+        });
+    Some((verb, format!("{}/", segs.join("/"))))
+}
+
+fn unrecognised(method: &Method, op: Option<&str>) -> Error {
+    Error::BadRequest(format!(
+        "Unrecognised signature: method={} op={}",
+        method,
+        op.unwrap_or("None")
+    ))
+}
+
+fn route(shared: &Shared, req: &Req) -> Result<Value> {
+    let (segs, path_op) = split_path(&req.path).ok_or(Error::NoRoute)?;
+    let params = form::params(req)?;
+    let op = path_op.or_else(|| params.get("op").map(String::from));
+    let op = op.as_deref();
+    let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let method = &req.method;
+    let get = *method == Method::GET;
+    match seg.as_slice() {
+        ["describe"] if get => return Ok(describe::describe(&req.host)),
+        ["version"] if get => {
+            return Ok(json!({
+                "capabilities": ["networks-management", "static-ipaddresses", "ipv6-deployment-ubuntu", "devices-management", "storage-deployment-ubuntu", "network-deployment-ubuntu", "bridging-interface-ubuntu", "bridging-automatic-ubuntu", "authenticate-api"],
+                "version": "3.5.4",
+                "subversion": "drover-lab"
+            }));
+        }
+        _ => {}
+    }
+    // Everything else needs a valid OAuth signature.
+    let mut signed_params = req.query.clone();
+    if req
+        .header("content-type")
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        signed_params.extend(form_urlencoded::parse(&req.body).into_owned());
+    }
+    let api_key = shared.scenario.maas.api_key.clone();
+    auth::verify(
+        req.header("authorization"),
+        &api_key,
+        &auth::Signed {
+            method: method.as_str(),
+            base_url: format!("http://{}{}", req.host, req.path),
+            params: signed_params,
+        },
+    )?;
+    let user = shared.scenario.maas.user.clone();
+    let now = shared.clock.now();
+    let mut r = shared
+        .maas
+        .lock()
+        .map_err(|_| Error::Internal("maas state poisoned".into()))?;
+    let r = &mut *r;
+    match (method.clone(), seg.as_slice(), op) {
+        (Method::GET, ["users"], Some("whoami")) => Ok(
+            json!({"username": user, "email": format!("{user}@lab.drover.dev"), "is_superuser": true, "is_local": true, "resource_uri": format!("{}users/{user}/", model::ROOT)}),
+        ),
+        (Method::GET, ["users"], None) => Ok(
+            json!([{"username": user, "email": format!("{user}@lab.drover.dev"), "is_superuser": true, "is_local": true}]),
+        ),
+        (Method::GET, ["maas"], Some("get_config")) => Ok(match params.get("name").unwrap_or("") {
+            "default_distro_series" => json!("jammy"),
+            "default_osystem" => json!("ubuntu"),
+            "maas_name" => json!("drover-lab"),
+            "node_timeout" => json!(r.settings.node_timeout_minutes),
+            "commissioning_distro_series" => json!("jammy"),
+            _ => Value::Null,
+        }),
+        (Method::GET, ["machines"] | ["nodes"], None) => machines::list(r, &params),
+        (Method::GET, ["machines"], Some("list_allocated")) => {
+            let mine = form::Params(vec![("owner".into(), user.clone())]);
+            machines::list(r, &mine)
+        }
+        (Method::GET, ["machines"], Some("power_parameters")) => Ok(json!({})),
+        (Method::POST, ["machines"], Some("allocate")) => machines::allocate(r, &params, &user),
+        (Method::POST, ["machines"], Some("release")) => machines::release_many(r, &params, now),
+        (Method::POST, ["machines"], None) => Err(Error::Validation(
+            json!({"power_type": ["This field is required."]}),
+        )),
+        (Method::GET, ["machines", id], None) => r
+            .machine(id)
+            .map(|m| r.machine_json(m))
+            .ok_or_else(|| Error::NotFound {
+                resource: "Machine".into(),
+                name: id.to_string(),
+            }),
+        (Method::PUT, ["machines", id], None) => machines::update(r, id, &params),
+        (Method::DELETE, ["machines", id], None) => {
+            let before = r.machines.len();
+            r.machines.retain(|m| m.system_id != *id);
+            if before == r.machines.len() {
+                return Err(Error::NotFound {
+                    resource: "Machine".into(),
+                    name: id.to_string(),
+                });
+            }
+            Ok(Value::Null)
+        }
+        (Method::GET, ["machines", id], Some("query_power_state")) => {
+            machines::power(r, id, "query_power_state")
+        }
+        (Method::GET, ["machines", id], Some("details")) => r
+            .machine(id)
+            .map(|_| json!({"lshw": "", "lldp": ""}))
+            .ok_or_else(|| Error::NotFound {
+                resource: "Machine".into(),
+                name: id.to_string(),
+            }),
+        (Method::GET, ["machines", id], Some("power_parameters")) => r
+            .machine(id)
+            .map(|_| json!({"power_address": "10.0.0.1", "power_user": "admin"}))
+            .ok_or_else(|| Error::NotFound {
+                resource: "Machine".into(),
+                name: id.to_string(),
+            }),
+        (Method::POST, ["machines", id], Some(op)) => {
+            let id = id.to_string();
+            match op {
+                "deploy" => {
+                    let (host, sid) = r
+                        .machine(&id)
+                        .map(|m| (m.hostname.clone(), m.system_id.clone()))
+                        .ok_or_else(|| Error::NotFound {
+                            resource: "Machine".into(),
+                            name: id.clone(),
+                        })?;
+                    let fault = shared.faults.maas_deploy(&host, &sid);
+                    machines::deploy(r, &id, &params, &user, now, fault)
+                }
+                "release" => machines::release(r, &id, &params, now),
+                "abort" => machines::abort(r, &id),
+                "mark_broken" => machines::mark_broken(r, &id, &params, &user),
+                "mark_fixed" => machines::mark_fixed(r, &id),
+                "power_on" | "power_off" => machines::power(r, &id, op),
+                "lock" => machines::lock(r, &id, true),
+                "unlock" => machines::lock(r, &id, false),
+                "set_owner_data"
+                | "clear_default_gateways"
+                | "restore_default_configuration"
+                | "restore_networking_configuration"
+                | "restore_storage_configuration" => r
+                    .machine(&id)
+                    .map(|m| r.machine_json(m))
+                    .ok_or_else(|| Error::NotFound {
+                        resource: "Machine".into(),
+                        name: id.clone(),
+                    }),
+                other => Err(unrecognised(method, Some(other))),
+            }
+        }
+        (
+            Method::GET,
+            [what @ ("resourcepools" | "zones" | "tags" | "fabrics" | "subnets")],
+            None,
+        ) => Ok(network::list(r, what)),
+        (Method::POST, [what @ ("resourcepools" | "zones" | "tags")], None) => {
+            network::create_named(r, what, &params)
+        }
+        (Method::GET, ["resourcepool", id], None) => network::pool(r, id),
+        (Method::GET, ["zones", name], None) => network::zone(r, name),
+        (Method::GET, ["tags", name], op) => network::tag(r, name, op, &params),
+        (Method::POST, ["tags", name], Some("update_nodes")) => {
+            network::tag(r, name, Some("update_nodes"), &params)
+        }
+        (Method::GET, ["fabrics", id], None) => network::fabric(r, id),
+        (Method::GET, ["fabrics", id, "vlans"], None) => network::vlans(r, id, None),
+        (Method::POST, ["fabrics", id, "vlans"], None) => network::vlans(r, id, Some(&params)),
+        (Method::GET, ["fabrics", id, "vlans", vid], None) => network::vlan(r, id, vid, None),
+        (Method::PUT, ["fabrics", id, "vlans", vid], None) => {
+            network::vlan(r, id, vid, Some(&params))
+        }
+        (Method::GET, ["subnets", id], None) => network::subnet(r, id),
+        (Method::GET, ["nodes", sid, "interfaces"], None) => {
+            network::interfaces(r, sid, None, &params)
+        }
+        (Method::POST, ["nodes", sid, "interfaces"], Some(op)) => {
+            network::interfaces(r, sid, Some(op), &params)
+        }
+        (m, ["nodes", sid, "interfaces", iid], op) => {
+            network::interface(r, sid, iid, m.as_str(), op, &params)
+        }
+        (m, ["machines" | "tags" | "users" | "maas", ..], op) => Err(unrecognised(&m, op)),
+        _ => Err(Error::NoRoute),
+    }
 }

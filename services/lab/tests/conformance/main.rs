@@ -4,5 +4,7 @@
 
 mod api;
 mod kubectl;
+mod libmaas;
+mod maas_api;
 mod python_kube;
 mod support;

@@ -1,0 +1,320 @@
+//! The MAAS contract over raw HTTP: OAuth PLAINTEXT and HMAC-SHA1, `?op=` and `/op-<name>` forms,
+//! MAAS's 400/409 texts, node_timeout turning a hung deploy into Failed deployment, and 503 faults
+//! with Retry-After.
+
+use std::time::Duration;
+
+use base64::Engine;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use drover_lab::{Api, Fault, LabHandle};
+
+use crate::support;
+
+const OAUTH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, OAUTH).to_string()
+}
+
+fn plaintext(key: &str) -> String {
+    let k: Vec<&str> = key.split(':').collect();
+    format!(
+        r#"OAuth realm="", oauth_version="1.0", oauth_signature_method="PLAINTEXT", oauth_consumer_key="{}", oauth_token="{}", oauth_signature="%26{}", oauth_nonce="{}", oauth_timestamp="{}""#,
+        k[0],
+        k[1],
+        k[2],
+        rand::random::<u32>(),
+        1_700_000_000
+    )
+}
+
+/// HMAC-SHA1 as spectrocloud/maas-client-go signs: base string over method, URL and sorted params.
+fn hmac(key: &str, method: &str, url: &str, query: &[(&str, &str)]) -> String {
+    let k: Vec<&str> = key.split(':').collect();
+    let nonce = rand::random::<u32>().to_string();
+    let mut params: Vec<(String, String)> = vec![
+        ("oauth_consumer_key".into(), k[0].into()),
+        ("oauth_token".into(), k[1].into()),
+        ("oauth_signature_method".into(), "HMAC-SHA1".into()),
+        ("oauth_timestamp".into(), "1700000000".into()),
+        ("oauth_nonce".into(), nonce.clone()),
+        ("oauth_version".into(), "1.0".into()),
+    ];
+    params.extend(query.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+    let mut encoded: Vec<(String, String)> = params.iter().map(|(a, b)| (enc(a), enc(b))).collect();
+    encoded.sort();
+    let normalized: Vec<String> = encoded.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    let base = format!("{method}&{}&{}", enc(url), enc(&normalized.join("&")));
+    let signing = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        format!("&{}", enc(k[2])).as_bytes(),
+    );
+    let sig = base64::engine::general_purpose::STANDARD
+        .encode(ring::hmac::sign(&signing, base.as_bytes()).as_ref());
+    format!(
+        r#"OAuth oauth_consumer_key="{}", oauth_token="{}", oauth_signature_method="HMAC-SHA1", oauth_timestamp="1700000000", oauth_nonce="{nonce}", oauth_version="1.0", oauth_signature="{}""#,
+        k[0],
+        k[1],
+        enc(&sig)
+    )
+}
+
+async fn call(
+    lab: &LabHandle,
+    method: reqwest::Method,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let url = format!("{}api/2.0/{path}", lab.maas_url());
+    let resp = support::http()
+        .request(method, url)
+        .header("authorization", plaintext(&lab.maas_api_key()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        )
+        .send()
+        .await
+        .expect("request");
+    let (code, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (code, resp.text().await.expect("body"), headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_signatures() {
+    let lab = support::lab(60.0).await;
+    let c = support::http();
+    let base = format!("{}api/2.0/machines/", lab.maas_url());
+    let resp = c.get(&base).send().await.expect("anonymous");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.text().await.expect("body"),
+        "Authorization Error: Invalid API key."
+    );
+    let resp = c
+        .get(&base)
+        .header("authorization", plaintext("lab-consumer:lab-token:nope"))
+        .send()
+        .await
+        .expect("bad");
+    assert_eq!(resp.status(), 401);
+    let resp = c
+        .get(&base)
+        .header("authorization", plaintext(&lab.maas_api_key()))
+        .send()
+        .await
+        .expect("plaintext");
+    assert_eq!(resp.status(), 200);
+    let machines: Value = resp.json().await.expect("json");
+    assert_eq!(machines.as_array().map(Vec::len), Some(15));
+    let whoami = format!("{}api/2.0/users/", lab.maas_url());
+    let auth = hmac(&lab.maas_api_key(), "GET", &whoami, &[("op", "whoami")]);
+    let resp = c
+        .get(format!("{whoami}?op=whoami"))
+        .header("authorization", auth.clone())
+        .send()
+        .await
+        .expect("hmac");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json")["username"],
+        "admin"
+    );
+    let resp = c
+        .get(format!("{whoami}?op=whoami&x=1"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .expect("hmac tampered");
+    assert_eq!(
+        resp.status(),
+        401,
+        "a signature over other parameters is refused"
+    );
+    let describe: Value = c
+        .get(format!("{}api/2.0/describe/", lab.maas_url()))
+        .send()
+        .await
+        .expect("describe")
+        .json()
+        .await
+        .expect("json");
+    let machine = describe["handlers"]
+        .as_array()
+        .expect("handlers")
+        .iter()
+        .find(|h| h["name"] == "MachineHandler")
+        .expect("MachineHandler");
+    assert_eq!(
+        machine["uri"],
+        format!("{}api/2.0/machines/{{system_id}}/", lab.maas_url())
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_status_codes_and_messages() {
+    let lab = support::lab(600.0).await;
+    let post = reqwest::Method::POST;
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        "machines/?op=allocate",
+        &[("tags", "nope")],
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (400, r#"{"tags":["No such tag(s): 'nope'."]}"#)
+    );
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        "machines/?op=allocate",
+        &[("pool", "spare"), ("tags", "gpu")],
+    )
+    .await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        body,
+        r#"No available machine matches constraints: [('pool', ['spare']), ('tags', ['gpu'])] (resolved to "pool=spare tags=gpu")"#
+    );
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        "machines/op-allocate",
+        &[("pool", "spare"), ("zone", "az2")],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let m: Value = serde_json::from_str(&body).expect("machine");
+    let id = m["system_id"].as_str().expect("id").to_string();
+    assert_eq!(m["status_name"], "Allocated");
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("machines/{id}/?op=frobnicate"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (400, "Unrecognised signature: method=POST op=frobnicate")
+    );
+    let (code, body, _) = call(&lab, reqwest::Method::GET, "machines/zzzzzz/", &[]).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (404, "No Machine matches the given query.")
+    );
+
+    // A deploy that hangs becomes Failed deployment at node_timeout, and cannot be redeployed.
+    lab.inject(Fault::MaasDeployHang {
+        machine: Some(id.clone()),
+        count: 1,
+    })
+    .expect("fault");
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("machines/{id}/?op=deploy"),
+        &[("distro_series", "jammy")],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let failed = support::wait_for(
+        "node_timeout to fail the hung deploy",
+        Duration::from_secs(30),
+        || async {
+            let (_, body, _) =
+                call(&lab, reqwest::Method::GET, &format!("machines/{id}/"), &[]).await;
+            let m: Value = serde_json::from_str(&body).ok()?;
+            (m["status_name"] == "Failed deployment").then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(failed["status"], 11);
+    assert_eq!(
+        failed["status_message"],
+        "Marking node failed - Node operation 'Deploying' timed out after 30 minutes."
+    );
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("machines/{id}/?op=deploy"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            409,
+            "Can't deploy a machine that is in the 'Failed deployment' state"
+        )
+    );
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("machines/{id}/?op=mark_fixed"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (409, "Can't mark a non-broken node as 'Ready'.")
+    );
+    let (code, _, _) = call(
+        &lab,
+        post.clone(),
+        &format!("machines/{id}/?op=mark_broken"),
+        &[("comment", "bad disk")],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, body, _) = call(&lab, post.clone(), &format!("machines/{id}/?op=abort"), &[]).await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        body,
+        format!("Cannot abort in current state: node {id} is in state Broken.")
+    );
+
+    lab.inject(Fault::Http {
+        api: Api::Maas,
+        method: Some("POST".into()),
+        path_contains: Some("op=allocate".into()),
+        status: 503,
+        retry_after: Some(10),
+        message: None,
+        count: 1,
+    })
+    .expect("fault");
+    let (code, _, headers) = call(&lab, post.clone(), "machines/?op=allocate", &[]).await;
+    assert_eq!(code, 503);
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("10")
+    );
+    let audit: Vec<_> = lab
+        .audit()
+        .into_iter()
+        .filter(|e| e.api == "maas")
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.verb == "allocate" && e.outcome == 503)
+    );
+    assert!(
+        audit.iter().any(|e| e.verb == "deploy"
+            && e.object == format!("machines/{id}/")
+            && e.outcome == 200)
+    );
+    lab.shutdown().await;
+}
