@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use drover_store::{ClaimResult, Commit, CommitResult, ControlResult};
+use drover_store::{Commit, CommitResult, ControlResult};
 use drover_workflows::{Event, Outcome, State, decide};
 use serde_json::json;
 
@@ -15,14 +15,12 @@ fn lease() -> Duration {
 }
 
 async fn claim(store: &drover_store::Store, worker: &str) -> Option<drover_store::Claim> {
-    match store
-        .claim(worker, now_ms(), lease(), 100)
+    store
+        .claim(worker, now_ms(), lease(), 100, 1)
         .await
         .expect("claim")
-    {
-        ClaimResult::Claimed(c) => Some(*c),
-        ClaimResult::Idle { .. } => None,
-    }
+        .claims
+        .pop()
 }
 
 /// Commits `outcome` for `c` the way the worker does.
@@ -432,15 +430,20 @@ async fn due_timers_past_8000_are_promoted_in_bounded_batches() {
     // All 10,000 are due at once; each claim promotes at most `batch` and still hands out work.
     let mut claimed = 0;
     for _ in 0..300 {
-        if let ClaimResult::Claimed(_) = store
-            .claim("w", now_ms(), Duration::from_secs(60), 100)
+        claimed += store
+            .claim("w", now_ms(), Duration::from_secs(60), 100, 1)
             .await
             .unwrap()
-        {
-            claimed += 1;
-        }
+            .claims
+            .len();
     }
     assert_eq!(claimed, 300);
+    // A batch claim hands out several at once.
+    let batch = store
+        .claim("w", now_ms(), Duration::from_secs(60), 100, 50)
+        .await
+        .unwrap();
+    assert_eq!(batch.claims.len(), 50);
 }
 
 #[tokio::test]

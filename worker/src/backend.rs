@@ -6,9 +6,11 @@
 //! Redis errors never reach apalis (which would stop the worker): the backend logs them and retries
 //! with backoff, so a Redis restart only pauses claiming.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,18 +20,21 @@ use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::{RandomId, TaskId};
 use apalis_core::worker::context::WorkerContext;
-use drover_store::{Claim, ClaimResult};
+use drover_store::Claim;
 use tracing::{debug, warn};
 
 use crate::service::CommitLayer;
 use crate::{Runner, now_ms};
 
-type Fetch = Pin<Box<dyn Future<Output = Box<Claim>> + Send>>;
+type Fetch = Pin<Box<dyn Future<Output = Vec<Claim>> + Send>>;
 
 /// The apalis backend over the Drover store.
 pub struct StoreBackend {
     runner: Arc<Runner>,
     fetch: Option<Fetch>,
+    /// Claimed tasks not yet handed to apalis; never more than the free concurrency slots, so every
+    /// claimed task starts at once.
+    buffer: VecDeque<Claim>,
 }
 
 /// The backend never fails towards apalis; this type only satisfies the trait.
@@ -42,28 +47,46 @@ impl StoreBackend {
         StoreBackend {
             runner,
             fetch: None,
+            buffer: VecDeque::new(),
         }
     }
 }
 
-/// Claims until a task is found, blocking on the wake list in between.
-async fn next_claim(runner: Arc<Runner>) -> Box<Claim> {
+/// Claims until at least one task is found (as many as there are free slots), blocking on the wake
+/// list in between. Claimed tasks count as in flight from here until their commit.
+async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
     let config = &runner.config;
     let idle_max = Duration::from_millis(config.idle_wait_ms);
     let mut waiter = None;
     let mut backoff = Duration::from_millis(50);
     loop {
         let now = now_ms();
+        let free = config
+            .concurrency
+            .saturating_sub(runner.in_flight.load(Ordering::Acquire))
+            .max(1);
         match runner
             .store
-            .claim(&runner.worker_id, now, config.lease(), config.claim_batch)
+            .claim(
+                &runner.worker_id,
+                now,
+                config.lease(),
+                config.claim_batch,
+                free as u32,
+            )
             .await
         {
-            Ok(ClaimResult::Claimed(claim)) => return claim,
-            Ok(ClaimResult::Idle { next_due_ms }) => {
+            Ok(claimed) if !claimed.claims.is_empty() => {
+                runner
+                    .in_flight
+                    .fetch_add(claimed.claims.len(), Ordering::AcqRel);
+                return claimed.claims;
+            }
+            Ok(claimed) => {
                 backoff = Duration::from_millis(50);
-                let until_due =
-                    next_due_ms.map(|due| Duration::from_millis(due.saturating_sub(now)));
+                let until_due = claimed
+                    .next_due_ms
+                    .map(|due| Duration::from_millis(due.saturating_sub(now)));
                 let wait = until_due
                     .map_or(idle_max, |d| d.min(idle_max))
                     .max(Duration::from_millis(1));
@@ -111,18 +134,26 @@ impl Backend for StoreBackend {
         cx: &mut Context<'_>,
         _worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
-        let runner = self.runner.clone();
-        let fetch = self
-            .fetch
-            .get_or_insert_with(|| Box::pin(next_claim(runner)));
-        match fetch.as_mut().poll(cx) {
-            Poll::Ready(claim) => {
-                self.fetch = None;
+        if self.buffer.is_empty() {
+            let runner = self.runner.clone();
+            let fetch = self
+                .fetch
+                .get_or_insert_with(|| Box::pin(next_claims(runner)));
+            match fetch.as_mut().poll(cx) {
+                Poll::Ready(claims) => {
+                    self.fetch = None;
+                    self.buffer.extend(claims);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self.buffer.pop_front() {
+            Some(claim) => {
                 // The task id names the attempt: workflow, step, fencing token.
                 let id = TaskId::String(format!("{}/{}#{}", claim.id, claim.step, claim.token));
-                Poll::Ready(Some(Ok(TaskBuilder::new(*claim).task_id(id).build())))
+                Poll::Ready(Some(Ok(TaskBuilder::new(claim).task_id(id).build())))
             }
-            Poll::Pending => Poll::Pending,
+            None => Poll::Pending,
         }
     }
 
@@ -131,7 +162,15 @@ impl Backend for StoreBackend {
         _cx: &mut Context<'_>,
         _worker: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
+        // Claimed but never started: their leases expire and they run elsewhere.
+        if !self.buffer.is_empty() {
+            warn!(
+                tasks = self.buffer.len(),
+                "Shutting down with claimed tasks not started."
+            );
+        }
         self.fetch = None;
+        self.buffer.clear();
         Poll::Ready(Ok(()))
     }
 }

@@ -12,6 +12,7 @@ pub mod ports;
 pub mod service;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::*;
@@ -102,6 +103,8 @@ pub struct Runner {
     pub ports: Ports,
     pub config: Config,
     pub worker_id: String,
+    /// Tasks claimed by this process and not yet committed or abandoned.
+    pub in_flight: AtomicUsize,
 }
 
 /// Errors that stop a worker process.
@@ -141,6 +144,7 @@ pub async fn run(
         ports,
         config,
         worker_id: worker_id.clone(),
+        in_flight: AtomicUsize::new(0),
     });
     info!(worker = %worker_id, concurrency = runner.config.concurrency, "Worker started.");
 

@@ -166,6 +166,7 @@ where
         let runner = self.runner.clone();
         let attempt = self.inner.call(task);
         Box::pin(async move {
+            let _slot = InFlight(&runner);
             let lease_lost = hold_lease(&runner, &claim);
             tokio::pin!(attempt);
             tokio::pin!(lease_lost);
@@ -186,6 +187,17 @@ where
             finish(&runner, &claim, event).await;
             Ok(())
         })
+    }
+}
+
+/// Frees the claim's slot when the attempt ends, however it ends.
+struct InFlight<'a>(&'a Runner);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

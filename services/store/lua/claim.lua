@@ -1,10 +1,11 @@
 --[[
-drover_claim: hand the most urgent runnable task to a worker under a fresh lease.
+drover_claim: hand up to `max` of the most urgent runnable tasks to a worker, each under a fresh lease.
 KEYS[1]  P.."ready"
 ARGV     P, worker id, now, lease ms, batch (max items promoted or reclaimed per call), scan (max
-         candidates examined), history max
-Returns  {id, token, record (flat HGETALL), outputs (flat HGETALL), signals (flat HGETALL)} or
-         {false, next} where next is the earliest time (ms) a delayed task or a lease falls due, or false
+         candidates examined), history max, max (tasks to claim)
+Returns  {next, claim...} where next is the earliest time (ms) a delayed task or a lease falls due (or
+         false) and each claim is {id, token, record (flat HGETALL), outputs (flat HGETALL), signals
+         (flat HGETALL)}
 Invariants:
   - bounded: at most `batch` delayed tasks promoted, `batch` expired leases reclaimed and `scan`
     candidates examined per call, whatever the backlog;
@@ -16,6 +17,8 @@ Invariants:
 redis.register_function('drover_claim', function(keys, args)
   local P, worker, now, lease_ms = args[1], args[2], tonumber(args[3]), tonumber(args[4])
   local batch, scan, hist_max = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
+  local max = tonumber(args[8])
+  local claimed = {}
 
   -- Promote due delayed tasks.
   local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
@@ -43,6 +46,9 @@ redis.register_function('drover_claim', function(keys, args)
   end
 
   for _ = 1, scan do
+    if #claimed >= max then
+      break
+    end
     local top = redis.call('ZPOPMIN', P .. 'ready', 1)
     if not top[1] then
       break
@@ -100,8 +106,8 @@ redis.register_function('drover_claim', function(keys, args)
           if f[4] == 'pending' or f[4] == 'waiting' then
             set_state(P, id, 'running')
           end
-          return {id, token, redis.call('HGETALL', wk), redis.call('HGETALL', wk .. ':out'),
-            redis.call('HGETALL', wk .. ':rx')}
+          claimed[#claimed + 1] = {id, token, redis.call('HGETALL', wk),
+            redis.call('HGETALL', wk .. ':out'), redis.call('HGETALL', wk .. ':rx')}
         end
       end
     end
@@ -116,5 +122,9 @@ redis.register_function('drover_claim', function(keys, args)
   if l[2] and (not next or tonumber(l[2]) < next) then
     next = tonumber(l[2])
   end
-  return {false, next}
+  local reply = {next}
+  for _, c in ipairs(claimed) do
+    reply[#reply + 1] = c
+  end
+  return reply
 end)

@@ -55,13 +55,11 @@ impl Claim {
 }
 
 /// What a claim found.
-#[derive(Debug)]
-pub enum ClaimResult {
-    Claimed(Box<Claim>),
-    /// Nothing runnable; `next_due_ms` is when a delayed task or a lease next falls due.
-    Idle {
-        next_due_ms: Option<u64>,
-    },
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub claims: Vec<Claim>,
+    /// When a delayed task or a lease next falls due, if any.
+    pub next_due_ms: Option<u64>,
 }
 
 /// Whether a lease is still held.
@@ -192,26 +190,44 @@ impl Commit {
 }
 
 impl Store {
-    /// Claims the most urgent runnable task, promoting due timers and reclaiming expired leases first
-    /// (each bounded by `batch`).
+    /// Claims up to `max` of the most urgent runnable tasks, promoting due timers and reclaiming
+    /// expired leases first (each bounded by `batch`).
     pub async fn claim(
         &self,
         worker: &str,
         now_ms: u64,
         lease: Duration,
         batch: u32,
-    ) -> Result<ClaimResult> {
+        max: u32,
+    ) -> Result<Claimed> {
         let reply: RValue = self
             .fcall("drover_claim", &self.key("ready"))
             .arg(worker)
             .arg(now_ms)
             .arg(lease.as_millis() as u64)
             .arg(batch)
-            .arg(16)
+            .arg(max + 16)
             .arg(self.history_max)
+            .arg(max.max(1))
             .run()
             .await?;
-        parse_claim(reply)
+        let RValue::Array(items) = reply else {
+            return Err(Error::Corrupt {
+                id: String::new(),
+                reason: "claim reply is not an array".into(),
+            });
+        };
+        let mut items = items.into_iter();
+        let next_due_ms = items
+            .next()
+            .as_ref()
+            .and_then(text)
+            .and_then(|s| s.parse().ok());
+        let claims = items.map(parse_claim).collect::<Result<Vec<_>>>()?;
+        Ok(Claimed {
+            claims,
+            next_due_ms,
+        })
     }
 
     /// Extends the lease of a running attempt.
@@ -300,16 +316,18 @@ pub(crate) fn pairs(v: &RValue) -> BTreeMap<String, String> {
     map
 }
 
-fn parse_claim(reply: RValue) -> Result<ClaimResult> {
+fn parse_claim(reply: RValue) -> Result<Claim> {
     let RValue::Array(items) = reply else {
         return Err(Error::Corrupt {
             id: String::new(),
-            reason: "claim reply is not an array".into(),
+            reason: "claim entry is not an array".into(),
         });
     };
     let Some(id) = items.first().and_then(text) else {
-        let next_due_ms = items.get(1).and_then(text).and_then(|s| s.parse().ok());
-        return Ok(ClaimResult::Idle { next_due_ms });
+        return Err(Error::Corrupt {
+            id: String::new(),
+            reason: "claim entry without an id".into(),
+        });
     };
     let corrupt = |reason: String| Error::Corrupt {
         id: id.clone(),
@@ -383,5 +401,5 @@ fn parse_claim(reply: RValue) -> Result<ClaimResult> {
             .unwrap_or(0),
         id,
     };
-    Ok(ClaimResult::Claimed(Box::new(claim)))
+    Ok(claim)
 }

@@ -170,7 +170,12 @@ impl Store {
                 .arg(self.wf_key(kid))
                 .arg(&["kind", "state", "result", "error"][..]);
         }
-        type Row = (Option<String>, Option<String>, Option<String>, Option<String>);
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
         let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
         Ok(kids
             .into_iter()
