@@ -54,6 +54,13 @@ async fn route(shared: &Shared, req: &Req) -> Result<Response<Body>, Error> {
         ["api"] if get => Ok(http::json(200, &discovery::core_versions(&req.host))),
         ["apis"] if get => Ok(http::json(200, &discovery::groups())),
         ["healthz" | "livez" | "readyz"] if get => Ok(http::text(200, "ok")),
+        // An empty OpenAPI v2 document (protobuf, as client-go asks for it): kubectl finds no
+        // schemas, skips client-side validation and computes apply patches from its built-in types.
+        ["openapi", "v2"] if get => Ok(http::bytes_response(
+            200,
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            bytes::Bytes::new(),
+        )),
         ["api", "v1"] if get => discovery::resource_list("", "v1")
             .map(|v| http::json(200, &v))
             .ok_or(Error::NoRoute),

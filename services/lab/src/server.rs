@@ -88,10 +88,25 @@ async fn entry(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Res
             return resp;
         }
     }
-    let resp = match api {
-        Some(Api::Maas) => maas::handle(&shared, &req).await,
-        Some(Api::Kube) => kube::handle(&shared, &req).await,
-        None => admin::handle(&shared, &req).await,
+    // Handlers validate their input; this net turns a missed case into a 500 instead of a dropped
+    // connection.
+    let handled = std::panic::AssertUnwindSafe(async {
+        match api {
+            Some(Api::Maas) => maas::handle(&shared, &req).await,
+            Some(Api::Kube) => kube::handle(&shared, &req).await,
+            None => admin::handle(&shared, &req).await,
+        }
+    });
+    let resp = match futures::FutureExt::catch_unwind(handled).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!(path = %req.path, method = %req.method, "A lab handler panicked.");
+            let err = crate::error::Error::Internal("handler panicked".into());
+            match api {
+                Some(Api::Maas) => maas::error_response(&err),
+                _ => kube::status::response(&err),
+            }
+        }
     };
     if let Some(api) = api {
         audit(&shared, &req, api, resp.status().as_u16());

