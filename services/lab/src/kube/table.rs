@@ -55,8 +55,8 @@ pub fn render(def: &ResourceDef, items: &[Value], rv: u64, shared: &Shared) -> V
                     .map(|c| s(c, "/status").to_string());
                 let mut st = match ready.as_deref() {
                     Some("True") => "Ready".to_string(),
-                    Some("False") => "NotReady".to_string(),
-                    _ => "Unknown".to_string(),
+                    Some(_) => "NotReady".to_string(),
+                    None => "Unknown".to_string(),
                 };
                 if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
                     st.push_str(",SchedulingDisabled");

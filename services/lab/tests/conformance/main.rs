@@ -7,4 +7,5 @@ mod kubectl;
 mod libmaas;
 mod maas_api;
 mod python_kube;
+mod sim;
 mod support;

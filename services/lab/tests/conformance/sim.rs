@@ -1,0 +1,362 @@
+//! Simulated behaviour through the public API: storage phases (PVC binding, CDI progress,
+//! snapshots), volume hotplug, faults aimed at nodes and migrations, aborting a migration by
+//! deleting it, the admin endpoints (audit, counters, faults) and scenario files with a time scale.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use drover_lab::{Lab, LabConfig, Scenario};
+
+use crate::support;
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.expect("request");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_imports_snapshots_and_hotplug() {
+    let lab = support::lab(120.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    let dv = json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "rhel9"},
+        "spec": {"source": {"http": {"url": "http://images.example/rhel9.qcow2"}}, "storage": {"storageClassName": "px-rwx", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "30Gi"}}}}
+    });
+    let (code, _) = send(
+        c.post(format!(
+            "{base}/apis/cdi.kubevirt.io/v1beta1/namespaces/vmo-prod/datavolumes"
+        ))
+        .json(&dv),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let mut seen_progress = Vec::new();
+    support::wait_for("the import to succeed", Duration::from_secs(30), || {
+        let d = lab.get("datavolumes.cdi.kubevirt.io", "vmo-prod", "rhel9");
+        let phase = d
+            .as_ref()
+            .map(|d| d["status"]["phase"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default();
+        if phase == "ImportInProgress" {
+            seen_progress.push(
+                d.as_ref()
+                    .map(|d| d["status"]["progress"].as_str().unwrap_or("").to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        async move { (phase == "Succeeded").then_some(()) }
+    })
+    .await;
+    assert!(
+        seen_progress
+            .iter()
+            .any(|p| p.ends_with('%') && p.contains('.') && p != "100.0%"),
+        "{seen_progress:?}"
+    );
+    let d = lab
+        .get("datavolumes.cdi.kubevirt.io", "vmo-prod", "rhel9")
+        .expect("dv");
+    assert_eq!(d["status"]["progress"], "100.0%");
+    let pvc = lab
+        .get("persistentvolumeclaims", "vmo-prod", "rhel9")
+        .expect("pvc");
+    assert_eq!(pvc["status"]["phase"], "Bound");
+
+    let snap = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot", "metadata": {"name": "s1"}, "spec": {"source": {"persistentVolumeClaimName": "rhel9"}, "volumeSnapshotClassName": "px-csi-snapclass"}});
+    let (code, _) = send(
+        c.post(format!(
+            "{base}/apis/snapshot.storage.k8s.io/v1/namespaces/vmo-prod/volumesnapshots"
+        ))
+        .json(&snap),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let s = support::wait_for(
+        "the snapshot to be ready",
+        Duration::from_secs(10),
+        || async {
+            let s = lab.get("volumesnapshots.snapshot.storage.k8s.io", "vmo-prod", "s1")?;
+            (s["status"]["readyToUse"] == true).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(s["status"]["restoreSize"], "30Gi");
+
+    let add = json!({"name": "data1", "disk": {"disk": {"bus": "scsi"}}, "volumeSource": {"persistentVolumeClaim": {"claimName": "rhel9"}}});
+    let url = format!(
+        "{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-01-04/addvolume"
+    );
+    let (code, _) = send(c.put(&url).json(&add)).await;
+    assert_eq!(code, 202);
+    let (code, body) = send(c.put(&url).json(&add)).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (
+            409,
+            Some("Unable to add volume [data1] because volume with that name already exists")
+        )
+    );
+    let (code, body) = send(c.put(&url).json(&json!({"name": "x"}))).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (400, Some("AddVolumeOptions requires disk to not be nil"))
+    );
+    let status = support::wait_for(
+        "the hotplugged volume to be ready",
+        Duration::from_secs(10),
+        || async {
+            let v = lab.get(
+                "virtualmachineinstances.kubevirt.io",
+                "vmo-prod",
+                "vm-01-04",
+            )?;
+            v["status"]["volumeStatus"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "data1" && s["phase"] == "Ready")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(status["reason"], "VolumeReady");
+    assert_eq!(
+        status["message"],
+        "Successfully attach hotplugged volume data1 to VM"
+    );
+    let vm = lab
+        .get("virtualmachines.kubevirt.io", "vmo-prod", "vm-01-04")
+        .expect("vm");
+    assert!(
+        vm["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == "data1" && v["persistentVolumeClaim"]["hotpluggable"] == true)
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_admin_endpoints_and_audit() {
+    let lab = support::lab(120.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    // A node going NotReady is not a migration target; a migration aimed there cannot be placed.
+    let (code, _) = send(
+        c.post(format!("{base}/lab/faults"))
+            .json(&json!({"kind": "node_not_ready", "node": "worker-02"})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let kc = support::kubeconfig(&lab, "faults");
+    let nodes = support::ok_stdout(
+        "kubectl get nodes",
+        &support::kubectl(&kc, &["get", "node", "worker-02"], Duration::from_secs(30)).await,
+    );
+    assert!(nodes.contains("NotReady"), "{nodes}");
+    let migrate = |vm: &str, body: Value| {
+        c.put(format!("{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/{vm}/migrate")).json(&body)
+    };
+    let (code, _) = send(migrate(
+        "vm-01-06",
+        json!({"addedNodeSelector": {"kubernetes.io/hostname": "worker-02"}}),
+    ))
+    .await;
+    assert_eq!(code, 202);
+    let m = support::wait_for(
+        "the unplaceable migration to time out",
+        Duration::from_secs(30),
+        || async {
+            lab.list(
+                "virtualmachineinstancemigrations.kubevirt.io",
+                Some("vmo-prod"),
+            )
+            .into_iter()
+            .find(|m| m["spec"]["vmiName"] == "vm-01-06" && m["status"]["phase"] == "Failed")
+        },
+    )
+    .await;
+    assert!(
+        m["status"]["migrationState"]["failureReason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unschedulable"),
+        "{m}"
+    );
+
+    // Deleting a running migration aborts it.
+    let (code, _) = send(
+        c.post(format!("{base}/lab/faults"))
+            .json(&json!({"kind": "unschedulable_target", "count": 1})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, _) = send(migrate("vm-01-07", json!({}))).await;
+    assert_eq!(code, 202);
+    let name = support::wait_for(
+        "the stuck migration to be admitted",
+        Duration::from_secs(10),
+        || async {
+            lab.list(
+                "virtualmachineinstancemigrations.kubevirt.io",
+                Some("vmo-prod"),
+            )
+            .into_iter()
+            .find(|m| m["spec"]["vmiName"] == "vm-01-07" && m["status"]["phase"] == "Scheduling")
+            .and_then(|m| m["metadata"]["name"].as_str().map(String::from))
+        },
+    )
+    .await;
+    let (code, _) = send(c.delete(format!(
+        "{base}/apis/kubevirt.io/v1/namespaces/vmo-prod/virtualmachineinstancemigrations/{name}"
+    )))
+    .await;
+    assert_eq!(code, 200);
+    let vmi = support::wait_for(
+        "the abort to be recorded",
+        Duration::from_secs(10),
+        || async {
+            let v = lab.get(
+                "virtualmachineinstances.kubevirt.io",
+                "vmo-prod",
+                "vm-01-07",
+            )?;
+            (v["status"]["migrationState"]["abortStatus"] == "Succeeded").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(vmi["status"]["nodeName"], "worker-01");
+
+    let (code, audit) = send(c.get(format!("{base}/lab/audit?api=kube&verb=migrate"))).await;
+    assert_eq!(code, 200);
+    let entries = audit.as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert!(
+        entries.iter().all(
+            |e| e["outcome"] == 202 && e["client"].as_str().unwrap_or("").contains("127.0.0.1")
+        )
+    );
+    let (code, deleted) = send(c.get(format!(
+        "{base}/lab/audit?verb=delete&object=virtualmachineinstancemigrations"
+    )))
+    .await;
+    assert_eq!((code, deleted.as_array().map(Vec::len)), (200, Some(1)));
+    let (code, counters) = send(c.get(format!("{base}/lab/counters"))).await;
+    assert_eq!(code, 200);
+    assert!(
+        counters["max_cluster"].as_u64().is_some_and(|n| n >= 1),
+        "{counters}"
+    );
+    let (code, faults) = send(c.get(format!("{base}/lab/faults"))).await;
+    assert_eq!(
+        (code, faults["targeted"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let (code, body) = send(
+        c.post(format!("{base}/lab/faults"))
+            .json(&json!({"kind": "bogus"})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let kubeconfig = c
+        .get(format!("{base}/lab/kubeconfig"))
+        .send()
+        .await
+        .expect("kubeconfig")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        kubeconfig.contains(&format!("server: {base}")),
+        "{kubeconfig}"
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_file_and_time_scale() {
+    support::crypto();
+    let dir = support::temp_dir("scenario");
+    let path = dir.join("tiny.toml");
+    std::fs::write(
+        &path,
+        r#"
+name = "tiny"
+time_scale = 600.0
+namespaces = ["default", "apps"]
+
+[migrations]
+parallel_per_cluster = 1
+parallel_outbound_per_node = 1
+
+[[storage_classes]]
+name = "shared"
+default = true
+
+[[nodes]]
+name = "n1"
+memory_gib = 64
+
+[[nodes]]
+name = "n2"
+memory_gib = 64
+
+[[vm_groups]]
+prefix = "app"
+namespace = "apps"
+nodes = ["n1"]
+per_node = 3
+memory_gib = 4.0
+
+[[maas.machines]]
+hostname = "n1"
+status = "deployed"
+"#,
+    )
+    .expect("scenario written");
+    let lab = Lab::start(LabConfig::from_file(&path).expect("scenario parses"))
+        .await
+        .expect("lab");
+    assert_eq!(lab.scenario().name, "tiny");
+    assert_eq!(
+        lab.list("virtualmachineinstances.kubevirt.io", Some("apps"))
+            .len(),
+        3
+    );
+    let kc = support::kubeconfig(&lab, "tiny");
+    let out = support::kubectl(
+        &kc,
+        &[
+            "drain",
+            "n1",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--pod-selector=kubevirt.io=virt-launcher",
+            "--timeout=60s",
+        ],
+        Duration::from_secs(90),
+    )
+    .await;
+    support::ok_stdout("kubectl drain n1", &out);
+    let counters = lab.counters();
+    assert_eq!(
+        counters.max_cluster, 1,
+        "parallel_per_cluster = 1 held: {counters:?}"
+    );
+    assert!(
+        lab.list("virtualmachineinstances.kubevirt.io", Some("apps"))
+            .iter()
+            .all(|v| v["status"]["nodeName"] == "n2")
+    );
+    lab.shutdown().await;
+    assert!(Scenario::from_toml("time_scale = 0.0").is_err());
+    assert!(LabConfig::from_file(&dir.join("missing.json")).is_err());
+}
