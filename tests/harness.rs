@@ -164,6 +164,7 @@ impl InProcessWorker {
         let (stop, rx) = watch::channel(false);
         let ports = Ports {
             clock: Arc::new(drover_worker::ports::TokioClock),
+            kube: None,
             probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(
                 store.clone(),
             ))),

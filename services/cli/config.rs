@@ -14,6 +14,41 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub api: drover_api::Config,
     pub worker: drover_worker::Config,
+    pub kube: KubeConfig,
+}
+
+/// Where workers find the Kubernetes cluster (`[kube]`). Nothing set: no cluster, and workflows that
+/// need one fail with a message saying so.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeConfig {
+    /// A kubeconfig file. Also DROVER_KUBECONFIG.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// A plain API server URL without credentials (the lab). Also DROVER_KUBE_URL.
+    pub url: Option<String>,
+    /// Use the in-cluster service account, else $KUBECONFIG / ~/.kube/config.
+    pub infer: bool,
+}
+
+impl KubeConfig {
+    pub fn target(&self) -> anyhow::Result<Option<drover_kube::Target>> {
+        let set = [self.kubeconfig.is_some(), self.url.is_some(), self.infer]
+            .iter()
+            .filter(|s| **s)
+            .count();
+        if set > 1 {
+            bail!("kube: set only one of kubeconfig, url and infer");
+        }
+        Ok(if let Some(path) = &self.kubeconfig {
+            Some(drover_kube::Target::Kubeconfig(path.clone()))
+        } else if let Some(url) = &self.url {
+            Some(drover_kube::Target::Url(url.clone()))
+        } else if self.infer {
+            Some(drover_kube::Target::Infer)
+        } else {
+            None
+        })
+    }
 }
 
 impl Config {
@@ -99,6 +134,12 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     )?;
     if let Some(name) = env("DROVER_WORKER_NAME") {
         config.worker.name = Some(name);
+    }
+    if let Some(path) = env("DROVER_KUBECONFIG") {
+        config.kube.kubeconfig = Some(path.into());
+    }
+    if let Some(url) = env("DROVER_KUBE_URL") {
+        config.kube.url = Some(url);
     }
     Ok(config)
 }

@@ -113,13 +113,27 @@ async fn connect(redis_url: &str) -> anyhow::Result<drover_store::Store> {
     Ok(store)
 }
 
-pub fn worker_ports(store: &drover_store::Store) -> Ports {
-    Ports {
+/// The ports a worker process offers its steps.
+pub async fn worker_ports(
+    store: &drover_store::Store,
+    kube: &config::KubeConfig,
+) -> anyhow::Result<Ports> {
+    let kube = match kube.target()? {
+        Some(target) => Some(
+            drover_kube::Cluster::connect(&target)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?
+                .port(),
+        ),
+        None => None,
+    };
+    Ok(Ports {
         clock: Arc::new(drover_worker::ports::TokioClock),
         probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(
             store.clone(),
         ))),
-    }
+        kube,
+    })
 }
 
 async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -143,9 +157,10 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
 async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config.worker.validate().map_err(anyhow::Error::msg)?;
+    config.kube.target()?;
     let redis_url = config.require_redis()?;
     let store = connect(&redis_url).await?;
-    let ports = worker_ports(&store);
+    let ports = worker_ports(&store, &config.kube).await?;
     drover_worker::run(
         store,
         Registry::builtin(),

@@ -6,7 +6,9 @@
 //! runs steps and feeds their outcomes back into [`decide`].
 
 pub mod decide;
+pub mod drain_node;
 pub mod kind;
+pub mod migrate_vmi;
 pub mod model;
 pub mod ports;
 pub mod registry;

@@ -108,6 +108,7 @@ pub struct ChildSpec {
 pub struct ChildStatus {
     pub id: String,
     pub kind: String,
+    pub input: Value,
     pub state: State,
     pub result: Option<Value>,
     pub error: Option<String>,

@@ -1,6 +1,8 @@
 //! Port traits: the only way a step reaches the world outside the engine. Adapters in `services/` and
 //! `worker/` implement them over real protocols; the workflows crate only names them.
 
+pub mod kube;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,9 +39,11 @@ pub struct ProbeEvent {
     pub at_ms: u64,
 }
 
-/// Everything a step may use, handed to it by the worker.
+/// Everything a step may use, handed to it by the worker. Ports a process has not configured are
+/// `None`; a step that needs one fails permanently with a message saying what to configure.
 #[derive(Clone)]
 pub struct Ports {
     pub clock: Arc<dyn Clock>,
     pub probe: Option<Arc<dyn Probe>>,
+    pub kube: Option<Arc<dyn kube::Kube>>,
 }

@@ -28,6 +28,8 @@ impl Registry {
     pub fn builtin() -> Registry {
         let mut registry = Registry::default();
         registry.register(Arc::new(crate::synthetic::Synthetic));
+        registry.register(Arc::new(crate::drain_node::DrainNode));
+        registry.register(Arc::new(crate::migrate_vmi::MigrateVmi));
         registry
     }
 

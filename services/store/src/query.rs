@@ -168,9 +168,10 @@ impl Store {
         for kid in &kids {
             pipe.cmd("HMGET")
                 .arg(self.wf_key(kid))
-                .arg(&["kind", "state", "result", "error"][..]);
+                .arg(&["kind", "state", "result", "error", "input"][..]);
         }
         type Row = (
+            Option<String>,
             Option<String>,
             Option<String>,
             Option<String>,
@@ -180,9 +181,12 @@ impl Store {
         Ok(kids
             .into_iter()
             .zip(rows)
-            .map(|(id, (kind, state, result, error))| ChildStatus {
+            .map(|(id, (kind, state, result, error, input))| ChildStatus {
                 id,
                 kind: kind.unwrap_or_default(),
+                input: input
+                    .and_then(|i| serde_json::from_str(&i).ok())
+                    .unwrap_or(Value::Null),
                 state: state
                     .as_deref()
                     .and_then(State::parse)

@@ -1,0 +1,178 @@
+//! VMIs, their migrations, and VM start/stop through the KubeVirt subresource API.
+
+use std::collections::BTreeMap;
+
+use drover_workflows::ports::kube::{KubeError, MigrationInfo, VmiInfo};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+
+use crate::error::{classify, retrying};
+use crate::resources::{
+    MigrationSpec, VirtualMachineInstance, VirtualMachineInstanceMigration, quantity,
+};
+
+fn vmi_info(v: &VirtualMachineInstance) -> VmiInfo {
+    let status = v.status.clone().unwrap_or_default();
+    let not_migratable = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "LiveMigratable" && c.status == "False")
+        .map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        });
+    let domain = &v.spec["domain"];
+    let requests = &domain["resources"]["requests"];
+    let memory = requests["memory"]
+        .as_str()
+        .or(domain["memory"]["guest"].as_str())
+        .and_then(|q| quantity(q, false))
+        .unwrap_or(0);
+    let cpu = requests["cpu"]
+        .as_str()
+        .and_then(|q| quantity(q, true))
+        .or_else(|| domain["cpu"]["cores"].as_u64().map(|c| c * 1000))
+        .unwrap_or(0);
+    VmiInfo {
+        namespace: v.metadata.namespace.clone().unwrap_or_default(),
+        name: v.metadata.name.clone().unwrap_or_default(),
+        node: status.node_name.clone(),
+        phase: status.phase.clone().unwrap_or_default(),
+        not_migratable,
+        cpu_millis: cpu,
+        memory_bytes: memory,
+        vm: v
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.iter().find(|o| o.kind == "VirtualMachine"))
+            .map(|o| o.name.clone()),
+    }
+}
+
+fn migration_info(m: &VirtualMachineInstanceMigration) -> MigrationInfo {
+    let status = m.status.clone().unwrap_or_default();
+    let state = status.migration_state.unwrap_or_default();
+    MigrationInfo {
+        namespace: m.metadata.namespace.clone().unwrap_or_default(),
+        name: m.metadata.name.clone().unwrap_or_default(),
+        vmi: m.spec.vmi_name.clone(),
+        phase: status.phase.unwrap_or_else(|| "Pending".to_string()),
+        target_node: state.target_node,
+        source_node: state.source_node,
+        failure: state.failure_reason.or_else(|| {
+            state
+                .failed
+                .filter(|f| *f)
+                .map(|_| "migration failed".to_string())
+        }),
+    }
+}
+
+pub async fn list(client: &kube::Client, node: Option<&str>) -> Result<Vec<VmiInfo>, KubeError> {
+    let api: Api<VirtualMachineInstance> = Api::all(client.clone());
+    let params = match node {
+        Some(n) => ListParams::default().labels(&format!("kubevirt.io/nodeName={n}")),
+        None => ListParams::default(),
+    };
+    let vmis = retrying("list vmis", || api.list(&params)).await?;
+    // The label is KubeVirt's; the status is the truth.
+    Ok(vmis
+        .items
+        .iter()
+        .map(vmi_info)
+        .filter(|v| node.is_none() || v.node.as_deref() == node)
+        .collect())
+}
+
+pub async fn create_migration(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    vmi: &str,
+    added_node_selector: &BTreeMap<String, String>,
+) -> Result<MigrationInfo, KubeError> {
+    let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), namespace);
+    let mut object = VirtualMachineInstanceMigration {
+        spec: MigrationSpec {
+            vmi_name: vmi.to_string(),
+            added_node_selector: added_node_selector.clone(),
+        },
+        ..Default::default()
+    };
+    object.metadata.name = Some(name.to_string());
+    object.metadata.namespace = Some(namespace.to_string());
+    object.metadata.labels = Some(BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_string(),
+        "drover".to_string(),
+    )]));
+    match api.create(&PostParams::default(), &object).await {
+        Ok(m) => Ok(migration_info(&m)),
+        Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => {
+            retrying("get migration", || api.get(name))
+                .await
+                .map(|m| migration_info(&m))
+        }
+        Err(e) => Err(classify(e)),
+    }
+}
+
+pub async fn get_migration(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<MigrationInfo>, KubeError> {
+    let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), namespace);
+    match retrying("get migration", || api.get(name)).await {
+        Ok(m) => Ok(Some(migration_info(&m))),
+        Err(KubeError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn delete_migration(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), KubeError> {
+    let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams::default();
+    match retrying("delete migration", || api.delete(name, &params)).await {
+        Ok(_) | Err(KubeError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn set_vm_running(
+    client: &kube::Client,
+    namespace: &str,
+    vm: &str,
+    running: bool,
+) -> Result<(), KubeError> {
+    let verb = if running { "start" } else { "stop" };
+    let url = format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{vm}/{verb}"
+    );
+    let result = retrying(verb, || {
+        let request = http::Request::put(url.as_str())
+            .header("content-type", "application/json")
+            .body(b"{}".to_vec())
+            .map_err(kube::Error::HttpError);
+        async move { client.request_text(request?).await }
+    })
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Starting a running VM or stopping a stopped one: already where we want it.
+        Err(KubeError::Transient { message, .. } | KubeError::Permanent(message))
+            if message.contains("already running")
+                || message.contains("not running")
+                || message.contains("already stopped") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}

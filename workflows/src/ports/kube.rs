@@ -1,0 +1,126 @@
+//! The Kubernetes/KubeVirt port: what the maintenance workflows need to read and change in a
+//! cluster, in the workflows' own terms. `services/kube` implements it with kube-rs; the workflows
+//! crate never sees kube types.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::BoxFuture;
+
+/// Why a cluster call failed, classified for the engine.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KubeError {
+    /// Worth retrying: 429, 5xx, connection trouble, conflicts. `retry_after` honours the server.
+    #[error("transient: {message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Retrying cannot help: 4xx other than the above, invalid objects.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A node as the drain planner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub unschedulable: bool,
+    pub ready: bool,
+    pub labels: BTreeMap<String, String>,
+    /// Allocatable CPU in millicores and memory in bytes.
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// A running VM instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmiInfo {
+    pub namespace: String,
+    pub name: String,
+    pub node: Option<String>,
+    pub phase: String,
+    /// The `LiveMigratable` condition: None when migratable, else KubeVirt's reason and message.
+    pub not_migratable: Option<(String, String)>,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    /// Whether a VirtualMachine owns it (so it can be stopped and started through the VM).
+    pub vm: Option<String>,
+}
+
+/// A VirtualMachineInstanceMigration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationInfo {
+    pub namespace: String,
+    pub name: String,
+    pub vmi: String,
+    /// Pending, Scheduling, Scheduled, PreparingTarget, TargetReady, Running, Succeeded, Failed.
+    pub phase: String,
+    pub target_node: Option<String>,
+    pub source_node: Option<String>,
+    pub failure: Option<String>,
+}
+
+/// A pod on a node, as the eviction step sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    /// Kind of the controlling owner, if any (DaemonSet pods are never evicted).
+    pub owner_kind: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What an eviction did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Eviction {
+    Evicted,
+    /// The pod is already gone.
+    Gone,
+    /// Refused for now (PodDisruptionBudget, KubeVirt evacuation): try again later.
+    Refused {
+        message: String,
+    },
+}
+
+/// The cluster operations maintenance workflows use. Every call is idempotent or says how it was not.
+pub trait Kube: Send + Sync {
+    fn get_node(&self, name: &str) -> BoxFuture<'_, Result<NodeInfo, KubeError>>;
+    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, KubeError>>;
+    /// Sets `spec.unschedulable`.
+    fn set_unschedulable(
+        &self,
+        node: &str,
+        unschedulable: bool,
+    ) -> BoxFuture<'_, Result<(), KubeError>>;
+    fn list_vmis(&self, node: Option<&str>) -> BoxFuture<'_, Result<Vec<VmiInfo>, KubeError>>;
+    /// Creates a migration; an existing one of the same name is returned as it is.
+    fn create_migration(
+        &self,
+        namespace: &str,
+        name: &str,
+        vmi: &str,
+        added_node_selector: &BTreeMap<String, String>,
+    ) -> BoxFuture<'_, Result<MigrationInfo, KubeError>>;
+    fn get_migration(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>>;
+    /// Deletes a migration (KubeVirt aborts it if still running); a missing one is fine.
+    fn delete_migration(&self, namespace: &str, name: &str)
+    -> BoxFuture<'_, Result<(), KubeError>>;
+    /// Stops or starts a VirtualMachine through its subresource.
+    fn set_vm_running(
+        &self,
+        namespace: &str,
+        vm: &str,
+        running: bool,
+    ) -> BoxFuture<'_, Result<(), KubeError>>;
+    fn list_pods(&self, node: &str) -> BoxFuture<'_, Result<Vec<PodInfo>, KubeError>>;
+    fn evict_pod(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<Eviction, KubeError>>;
+}
