@@ -161,7 +161,6 @@ pub struct InProcessWorker {
 
 impl InProcessWorker {
     pub fn start(store: &Store, config: drover_worker::Config) -> InProcessWorker {
-        let (stop, rx) = watch::channel(false);
         let ports = Ports {
             clock: Arc::new(drover_worker::ports::TokioClock),
             kube: None,
@@ -169,6 +168,15 @@ impl InProcessWorker {
                 store.clone(),
             ))),
         };
+        InProcessWorker::start_with_ports(store, config, ports)
+    }
+
+    pub fn start_with_ports(
+        store: &Store,
+        config: drover_worker::Config,
+        ports: Ports,
+    ) -> InProcessWorker {
+        let (stop, rx) = watch::channel(false);
         let mut rx2 = rx.clone();
         let handle = tokio::spawn(drover_worker::run(
             store.clone(),

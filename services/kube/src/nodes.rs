@@ -30,6 +30,17 @@ fn info(node: &Node) -> NodeInfo {
             .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
             .is_some_and(|c| c.status == "True"),
         labels: node.metadata.labels.clone().unwrap_or_default(),
+        taints: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|t| {
+                t.iter()
+                    .filter(|t| t.effect != "PreferNoSchedule")
+                    .map(|t| t.key.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
         cpu_millis: get("cpu", true),
         memory_bytes: get("memory", false),
     }

@@ -11,6 +11,9 @@ use crate::resources::{
     MigrationSpec, VirtualMachineInstance, VirtualMachineInstanceMigration, quantity,
 };
 
+/// KubeVirt's default `cpuAllocationRatio`: a vCPU requests a tenth of a core.
+const CPU_ALLOCATION_RATIO: u64 = 10;
+
 fn vmi_info(v: &VirtualMachineInstance) -> VmiInfo {
     let status = v.status.clone().unwrap_or_default();
     let not_migratable = status
@@ -33,8 +36,13 @@ fn vmi_info(v: &VirtualMachineInstance) -> VmiInfo {
     let cpu = requests["cpu"]
         .as_str()
         .and_then(|q| quantity(q, true))
-        .or_else(|| domain["cpu"]["cores"].as_u64().map(|c| c * 1000))
-        .unwrap_or(0);
+        .unwrap_or_else(|| {
+            let topology: u64 = ["cores", "sockets", "threads"]
+                .iter()
+                .map(|k| domain["cpu"][*k].as_u64().unwrap_or(1))
+                .product();
+            topology * 1000 / CPU_ALLOCATION_RATIO
+        });
     VmiInfo {
         namespace: v.metadata.namespace.clone().unwrap_or_default(),
         name: v.metadata.name.clone().unwrap_or_default(),

@@ -32,9 +32,27 @@ pub struct NodeInfo {
     pub unschedulable: bool,
     pub ready: bool,
     pub labels: BTreeMap<String, String>,
+    /// Keys of NoSchedule and NoExecute taints (VMs tolerate none of them by default).
+    #[serde(default)]
+    pub taints: Vec<String>,
     /// Allocatable CPU in millicores and memory in bytes.
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+}
+
+impl NodeInfo {
+    /// Whether new VMs can land here: ready, not cordoned, untainted, and running virt-handler
+    /// (KubeVirt labels such nodes `kubevirt.io/schedulable=true`).
+    pub fn takes_vms(&self) -> bool {
+        self.ready
+            && !self.unschedulable
+            && self.taints.is_empty()
+            && self
+                .labels
+                .get("kubevirt.io/schedulable")
+                .map(String::as_str)
+                == Some("true")
+    }
 }
 
 /// A running VM instance.
@@ -46,6 +64,8 @@ pub struct VmiInfo {
     pub phase: String,
     /// The `LiveMigratable` condition: None when migratable, else KubeVirt's reason and message.
     pub not_migratable: Option<(String, String)>,
+    /// What the VMI's launcher pod requests: explicit requests, else vCPUs / 10 (KubeVirt's default
+    /// cpuAllocationRatio) and the guest memory.
     pub cpu_millis: u64,
     pub memory_bytes: u64,
     /// Whether a VirtualMachine owns it (so it can be stopped and started through the VM).
