@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 pub struct Rig {
+    #[allow(dead_code)]
     pub redis: Redis,
     pub store: drover_store::Store,
     pub lab: LabHandle,
@@ -188,4 +189,147 @@ async fn rwo_vms_are_handled_by_policy() {
 
     assert_eq!(views[2].state, State::Succeeded, "{:?}", views[2].error);
     assert_eq!(vmis_on(&rig.lab, "worker-07"), vec!["vm-07-19".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_migrations_are_retried_under_new_names() {
+    let rig = rig(2).await;
+    rig.lab.set_fault_rates(drover_lab::scenario::FaultRates {
+        migration_failure: 0.1,
+        ..Default::default()
+    });
+    let node = "worker-02";
+    let before = vmis_on(&rig.lab, node);
+    let id = submit(&rig.store, "drain-node", drain_input(node, "fail"), 0).await;
+    let v = &wait_all_finished(&rig.store, &[id], Duration::from_secs(120)).await[0];
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    assert!(vmis_on(&rig.lab, node).is_empty());
+    let failed = rig
+        .lab
+        .list("virtualmachineinstancemigrations.kubevirt.io", None)
+        .into_iter()
+        .filter(|m| m["status"]["phase"] == json!("Failed"))
+        .count();
+    assert!(
+        failed > 0,
+        "no migration failed: the fault rate did not bite"
+    );
+    let per = migrations_per_vmi(&rig.lab);
+    for vmi in &before {
+        assert_eq!(per.get(vmi), Some(&1), "{vmi}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_mid_drain_uncordons_and_leaves_no_migration_running() {
+    let rig = rig(2).await;
+    let node = "worker-03";
+    let id = submit(&rig.store, "drain-node", drain_input(node, "fail"), 0).await;
+    wait_for(
+        Duration::from_secs(30),
+        "migrations to be under way",
+        || async { rig.lab.counters().current_cluster > 0 && unschedulable(&rig.lab, node) },
+    )
+    .await;
+    rig.store.cancel(&id, now_ms()).await.unwrap();
+    let v = &wait_all_finished(
+        &rig.store,
+        std::slice::from_ref(&id),
+        Duration::from_secs(60),
+    )
+    .await[0];
+    assert_eq!(v.state, State::Cancelled, "{:?}", v.error);
+    assert!(
+        !unschedulable(&rig.lab, node),
+        "the drain cordoned the node, so cancelling uncordons it"
+    );
+    for child in v.children.as_ref().unwrap() {
+        wait_for(Duration::from_secs(30), "children to end", || async {
+            rig.store
+                .get(child)
+                .await
+                .unwrap()
+                .unwrap()
+                .state
+                .is_terminal()
+        })
+        .await;
+    }
+    let running: Vec<String> = rig
+        .lab
+        .list("virtualmachineinstancemigrations.kubevirt.io", None)
+        .into_iter()
+        .filter(|m| {
+            !matches!(
+                m["status"]["phase"].as_str(),
+                Some("Succeeded") | Some("Failed")
+            )
+        })
+        .map(|m| {
+            m["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(running.is_empty(), "migrations left running: {running:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_drain_resumes_without_duplicate_migrations() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let lab = Lab::start(LabConfig::reference().with_time_scale(300.0))
+        .await
+        .unwrap();
+    let logs = std::env::temp_dir().join(format!("drover-drain-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let url = lab.kube_url();
+    let env = [("DROVER_KUBE_URL", url.as_str())];
+    let mut workers = vec![
+        WorkerProcess::spawn_with(&redis.url(), "dk-0", &logs, &env),
+        WorkerProcess::spawn_with(&redis.url(), "dk-1", &logs, &env),
+    ];
+    let node = "worker-04";
+    let before = vmis_on(&lab, node);
+    let id = submit(&store, "drain-node", drain_input(node, "fail"), 0).await;
+    wait_for(
+        Duration::from_secs(30),
+        "migrations to be under way",
+        || async { lab.counters().current_cluster > 0 },
+    )
+    .await;
+    workers[0].kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    workers[1].kill9();
+    workers[1] = WorkerProcess::spawn_with(&redis.url(), "dk-2", &logs, &env);
+    let v = &wait_all_finished(&store, &[id], Duration::from_secs(120)).await[0];
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    assert!(vmis_on(&lab, node).is_empty());
+    // One migration object per attempt: the lab holds exactly the objects the drain's children name
+    // (a re-run of a step finds its own object instead of making another).
+    let mut expected = std::collections::BTreeSet::new();
+    for child in v.children.as_ref().unwrap() {
+        let c = store.get(child).await.unwrap().unwrap();
+        expected.insert(drover_workflows::migrate_vmi::migration_name(
+            &c.id,
+            c.input["vmi"].as_str().unwrap(),
+        ));
+    }
+    let actual: std::collections::BTreeSet<String> = lab
+        .list("virtualmachineinstancemigrations.kubevirt.io", None)
+        .into_iter()
+        .map(|m| {
+            m["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(actual, expected);
+    let per = migrations_per_vmi(&lab);
+    for vmi in &before {
+        assert_eq!(per.get(vmi), Some(&1), "{vmi}");
+    }
+    drop(workers);
 }

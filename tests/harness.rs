@@ -220,9 +220,20 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn spawn(redis_url: &str, name: &str, log_dir: &Path) -> WorkerProcess {
+        WorkerProcess::spawn_with(redis_url, name, log_dir, &[])
+    }
+
+    /// With extra environment (`DROVER_KUBE_URL` for the lab, say).
+    pub fn spawn_with(
+        redis_url: &str,
+        name: &str,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("worker log");
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .arg("worker")
+            .envs(env.iter().copied())
             .env("DROVER_REDIS_URL", redis_url)
             .env("DROVER_WORKER_NAME", name)
             .env("DROVER_WORKER_LEASE_MS", "1500")
