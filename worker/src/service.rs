@@ -108,6 +108,7 @@ async fn run_step(runner: &Runner, claim: &Claim) -> Event {
         outputs: &outputs,
         signals: &claim.signals,
         children: &children,
+        resumes: claim.resumes,
         ports: &runner.ports,
     };
     let outcome = match claim.phase {

@@ -193,6 +193,13 @@ impl Decider<'_> {
                 }
                 t
             }
+            Outcome::Pause { reason } => {
+                let mut t = self.base(self.waiting_state(phase), "pause");
+                t.next = Some(self.task(step, self.snap.attempt, phase, Duration::ZERO));
+                t.wait = Wait::Pause;
+                t.progress = Some(serde_json::json!({ "paused": reason }));
+                t
+            }
             Outcome::WaitSignal { name } => {
                 let mut t = self.base(self.waiting_state(phase), "wait-signal");
                 t.next = Some(self.task(step, self.snap.attempt, phase, Duration::ZERO));
@@ -587,6 +594,14 @@ mod tests {
         assert_eq!(p.delay(9, 0.5), Duration::from_secs(10));
         assert_eq!(p.delay(2, 0.0), Duration::from_millis(800));
         assert!(p.delay(2, 0.999) > Duration::from_millis(1190));
+    }
+
+    #[test]
+    fn a_step_can_pause_its_workflow() {
+        let t = run(&snap(2, 1, Phase::Forward, &[0, 1]), outcome(Outcome::Pause { reason: "budget".into() }));
+        assert_eq!(t.wait, Wait::Pause);
+        assert_eq!(t.state, State::Waiting);
+        assert_eq!(t.next.as_ref().map(|n| (n.step, n.attempt)), Some((2, 1)));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct StepContext<'a> {
     pub signals: &'a BTreeMap<String, Value>,
     /// Children this step started, once it has started some.
     pub children: &'a [ChildStatus],
+    /// How many times an operator resumed the workflow.
+    pub resumes: u32,
     pub ports: &'a Ports,
 }
 

@@ -81,6 +81,9 @@ pub enum Outcome {
     },
     /// Wait durably until the named signal is delivered, then run this step again.
     WaitSignal { name: String },
+    /// Pause the workflow (state `paused` in the API) until an operator resumes it, then run this
+    /// step again; [`crate::StepContext::resumes`] tells the step how often it was resumed.
+    Pause { reason: String },
 }
 
 /// How a step waits for the children it spawned.
@@ -253,6 +256,8 @@ pub enum Wait {
     Children {
         join: JoinPolicy,
     },
+    /// Parked until resumed through the API.
+    Pause,
 }
 
 /// The result of [`crate::decide`]: everything the store writes in one atomic commit.

@@ -52,6 +52,9 @@ struct Input {
     /// A step that starts children and waits for them.
     #[serde(default)]
     fan_out: Option<FanOut>,
+    /// A step that pauses the workflow until an operator resumes it.
+    #[serde(default)]
+    pause_step: Option<usize>,
     /// Report permit holding to the probe port.
     #[serde(default)]
     probe: bool,
@@ -191,6 +194,9 @@ impl Workflow for Synthetic {
         };
         if let Some(f) = input.fan_out.as_ref().filter(|f| f.step == ctx.step) {
             return fan_out(ctx, f);
+        }
+        if input.pause_step == Some(ctx.step) && ctx.resumes == 0 {
+            return Outcome::Pause { reason: format!("step {} asks for an operator", ctx.step) };
         }
         if let Some(s) = input.signal.as_ref().filter(|s| s.step == ctx.step) {
             match ctx.signals.get(&s.name) {

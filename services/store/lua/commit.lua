@@ -4,7 +4,7 @@ KEYS[1]  the workflow record
 ARGV     P, id, fencing token, now, history max, commit (json, built by the worker from the pure
          engine's Transition):
            state, step, attempt, phase, cause?, output_step?, output?, progress?, error?, task?, due,
-           wait ("none" | "signal" | "children"), signal?, join?, children [{id, kind, input,
+           wait ("none" | "signal" | "children" | "pause"), signal?, join?, children [{id, kind, input,
            priority, labels, task, due}], history, resume_from?, handles_cancel, result?
 Returns  {"ok"}, {"ok", "duplicate"} for a retried commit that already applied, {"stale"} when the
          token is not the current lease's (the attempt's result is discarded), or {"gone"}
@@ -83,6 +83,10 @@ redis.register_function('drover_commit', function(keys, args)
     else
       redis.call('HSET', wk, 'loc', 'children')
     end
+  elseif c.wait == 'pause' and not cancel_pending then
+    redis.call('HSET', wk, 'paused', '1', 'loc', 'paused')
+    redis.call('SADD', P .. 'paused', id)
+    redis.call('ZADD', P .. 'idx:paused', redis.call('HGET', wk, 'created_ms'), id)
   elseif cancel_pending then
     -- A cancellation arrived while the step ran: hand it to a worker right away.
     enqueue_ready(P, id, now)

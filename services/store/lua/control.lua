@@ -60,7 +60,9 @@ redis.register_function('drover_resume', function(keys, args)
   if refused then
     return refused
   end
-  redis.call('HDEL', keys[1], 'paused')
+  if redis.call('HDEL', keys[1], 'paused') == 1 then
+    redis.call('HINCRBY', keys[1], 'resumes', 1)
+  end
   redis.call('HSET', keys[1], 'updated_ms', now)
   redis.call('ZREM', P .. 'idx:paused', id)
   if redis.call('HGET', keys[1], 'loc') == 'paused' then

@@ -33,6 +33,8 @@ pub struct Claim {
     pub kids_step: Option<usize>,
     pub lease_start_ms: u64,
     pub priority: i32,
+    /// How many times an operator resumed the workflow.
+    pub resumes: u32,
 }
 
 impl Claim {
@@ -144,6 +146,7 @@ impl Commit {
     ) -> Result<Commit> {
         let (wait, signal, join) = match &t.wait {
             Wait::None => ("none", None, None),
+            Wait::Pause => ("pause", None, None),
             Wait::Signal { name } => ("signal", Some(name.clone()), None),
             Wait::Children { join } => (
                 "children",
@@ -399,6 +402,7 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
             .get("priority")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0),
+        resumes: rec.get("resumes").and_then(|s| s.parse().ok()).unwrap_or(0),
         id,
     };
     Ok(claim)
