@@ -333,3 +333,126 @@ async fn a_worker_killed_mid_drain_resumes_without_duplicate_migrations() {
     }
     drop(workers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_maintenance_moves_each_vm_once_within_the_limits() {
+    let rig = rig(2).await;
+    let nodes = ["worker-01", "worker-02", "worker-03", "worker-04"];
+    let before: Vec<String> = nodes.iter().flat_map(|n| vmis_on(&rig.lab, n)).collect();
+    assert_eq!(before.len(), 80);
+    let input = json!({"nodes": nodes, "max_in_maintenance": 2, "poll_ms": 100});
+    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
+    let v = &wait_all_finished(
+        &rig.store,
+        std::slice::from_ref(&id),
+        Duration::from_secs(240),
+    )
+    .await[0];
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    let report = v.result.as_ref().unwrap();
+    assert_eq!(report["planned_second_moves"], json!([]), "{report}");
+    let per = migrations_per_vmi(&rig.lab);
+    for vmi in &before {
+        assert_eq!(
+            per.get(vmi),
+            Some(&1),
+            "{vmi} moved {:?} times",
+            per.get(vmi)
+        );
+    }
+    for n in nodes {
+        assert!(!unschedulable(&rig.lab, n), "{n} returned to service");
+    }
+    let counters = rig.lab.counters();
+    assert!(
+        counters.max_cluster <= 5,
+        "cluster limit exceeded: {}",
+        counters.max_cluster
+    );
+    assert!(
+        counters.max_per_node.values().all(|m| *m <= 2),
+        "per-node limit exceeded: {:?}",
+        counters.max_per_node
+    );
+    assert!(
+        counters.max_cluster > 2,
+        "two nodes in maintenance at once should overlap migrations"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_waits_for_its_signal_and_the_node_returns() {
+    let rig = rig(2).await;
+    let node = "worker-08";
+    let input = json!({"node": node, "non_migratable": "skip", "maintenance": "wait-for-signal", "uncordon": true, "poll_ms": 100});
+    let id = submit(&rig.store, "drain-node", input, 0).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the node to be in maintenance",
+        || async {
+            rig.store
+                .get(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .waiting_on
+                .as_deref()
+                == Some("signal:maintenance-done")
+        },
+    )
+    .await;
+    assert!(
+        unschedulable(&rig.lab, node),
+        "cordoned while in maintenance"
+    );
+    assert_eq!(
+        vmis_on(&rig.lab, node),
+        vec!["vm-08-19".to_string()],
+        "only the skipped RWO VM stays"
+    );
+    rig.store
+        .signal(&id, "maintenance-done", &json!({"by": "test"}), now_ms())
+        .await
+        .unwrap();
+    let v = &wait_all_finished(
+        &rig.store,
+        std::slice::from_ref(&id),
+        Duration::from_secs(30),
+    )
+    .await[0];
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    assert!(!unschedulable(&rig.lab, node), "returned to service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_failure_budget_pauses_the_rollout_until_resumed() {
+    let rig = rig(2).await;
+    // worker-05 holds an RWO VM and the policy is fail: its drain fails; the budget is 0.
+    let input = json!({"nodes": ["worker-05", "worker-01"], "max_in_maintenance": 1, "failure_budget": 0, "poll_ms": 100});
+    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
+    wait_for(Duration::from_secs(120), "the rollout to pause", || async {
+        let v = rig.store.get(&id).await.unwrap().unwrap();
+        v.paused && v.waiting_on.as_deref() == Some("paused")
+    })
+    .await;
+    let v = rig.store.get(&id).await.unwrap().unwrap();
+    assert!(
+        v.progress.as_ref().unwrap()["paused"]
+            .as_str()
+            .unwrap()
+            .contains("worker-05"),
+        "{:?}",
+        v.progress
+    );
+    rig.store.resume(&id, now_ms()).await.unwrap();
+    let v = &wait_all_finished(
+        &rig.store,
+        std::slice::from_ref(&id),
+        Duration::from_secs(120),
+    )
+    .await[0];
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    let nodes = &v.result.as_ref().unwrap()["nodes"];
+    assert_eq!(nodes["worker-05"], json!("failed"), "{nodes}");
+    assert_eq!(nodes["worker-01"], json!("succeeded"), "{nodes}");
+}

@@ -365,16 +365,28 @@ async fn retries_compensation_cancel_signal_pause_and_fan_out() {
 
     // A step can pause its own workflow; resuming runs the step again, knowing it was resumed.
     let self_paused = submit(&store, "synthetic", json!({"steps": 3, "pause_step": 1}), 0).await;
-    wait_for(Duration::from_secs(10), "the workflow to pause itself", || async {
-        let v = store.get(&self_paused).await.unwrap().unwrap();
-        v.paused && v.waiting_on.as_deref() == Some("paused") && v.step == 1
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the workflow to pause itself",
+        || async {
+            let v = store.get(&self_paused).await.unwrap().unwrap();
+            v.paused && v.waiting_on.as_deref() == Some("paused") && v.step == 1
+        },
+    )
     .await;
-    let filter = drover_store::Filter { paused: Some(true), ..Default::default() };
+    let filter = drover_store::Filter {
+        paused: Some(true),
+        ..Default::default()
+    };
     let listed = store.list(&filter, 10, None).await.unwrap();
     assert!(listed.items.iter().any(|v| v.id == self_paused));
     store.resume(&self_paused, now_ms()).await.unwrap();
-    let done = wait_all_finished(&store, std::slice::from_ref(&self_paused), Duration::from_secs(10)).await;
+    let done = wait_all_finished(
+        &store,
+        std::slice::from_ref(&self_paused),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(done[0].state, State::Succeeded);
     worker.stop().await;
 }

@@ -108,10 +108,7 @@ impl Decider<'_> {
             cause: self.snap.cause,
             output: None,
             progress: None,
-            error: self.snap.error.clone().map(|message| ErrorInfo {
-                step: self.name(self.snap.step),
-                message,
-            }),
+            error: self.snap.error.clone(),
             next: None,
             wait: Wait::None,
             spawn: Vec::new(),
@@ -598,7 +595,12 @@ mod tests {
 
     #[test]
     fn a_step_can_pause_its_workflow() {
-        let t = run(&snap(2, 1, Phase::Forward, &[0, 1]), outcome(Outcome::Pause { reason: "budget".into() }));
+        let t = run(
+            &snap(2, 1, Phase::Forward, &[0, 1]),
+            outcome(Outcome::Pause {
+                reason: "budget".into(),
+            }),
+        );
         assert_eq!(t.wait, Wait::Pause);
         assert_eq!(t.state, State::Waiting);
         assert_eq!(t.next.as_ref().map(|n| (n.step, n.attempt)), Some((2, 1)));

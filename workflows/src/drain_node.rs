@@ -10,8 +10,10 @@
 //!                failed migrations are retried as new children up to a limit, then the policy applies.
 //! 3 `stop-blocked` per policy, stops the VMs that cannot move (compensation starts them again).
 //! 4 `evict`      evicts the remaining non-DaemonSet pods through the Eviction API (429: wait, retry).
-//! 5 `verify`     checks no VMI is left, starts the stopped VMs (they land elsewhere) and uncordons if
-//!                asked.
+//! 5 `verify`     checks no VMI is left and starts the stopped VMs (they land elsewhere).
+//! 6 `maintenance` with `wait-for-signal`, waits for the signal `maintenance-done` (sent through the
+//!                API when the node is back); with `none`, goes straight on.
+//! 7 `return`     uncordons if asked and waits for the node to be Ready again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,6 +43,19 @@ pub enum Policy {
     Skip,
 }
 
+/// What happens to a drained node before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Maintenance {
+    #[default]
+    None,
+    /// Wait for the signal `maintenance-done`.
+    WaitForSignal,
+}
+
+/// The signal that ends a `wait-for-signal` maintenance.
+pub const MAINTENANCE_DONE: &str = "maintenance-done";
+
 /// Input of `drain-node`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +72,13 @@ pub struct Input {
     /// Uncordon at the end instead of leaving the node cordoned for maintenance.
     #[serde(default)]
     pub uncordon: bool,
+    /// Destination per VMI (`namespace/name` -> node), pinned through the migration's
+    /// addedNodeSelector on `kubernetes.io/hostname`; VMIs not listed go where the scheduler puts them.
+    #[serde(default)]
+    pub targets: BTreeMap<String, String>,
+    /// What happens while the node is drained.
+    #[serde(default)]
+    pub maintenance: Maintenance,
     #[serde(default = "default_attempts")]
     pub max_migration_attempts: u32,
     #[serde(default = "default_cluster_limit")]
@@ -110,13 +132,15 @@ struct Preflight {
     blocked: Vec<Blocked>,
 }
 
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 8] = [
     "preflight",
     "cordon",
     "migrate",
     "stop-blocked",
     "evict",
     "verify",
+    "maintenance",
+    "return",
 ];
 
 fn output<T: serde::de::DeserializeOwned + Default>(ctx: &StepContext<'_>, step: &str) -> T {
@@ -183,7 +207,9 @@ impl Workflow for DrainNode {
             2 => migrate(kube, ctx, &input).await,
             3 => stop_blocked(kube, ctx, &input).await,
             4 => evict(kube, &input).await,
-            _ => verify(kube, ctx, &input).await,
+            5 => verify(kube, ctx, &input).await,
+            6 => Ok(maintenance(ctx, &input)),
+            _ => node_return(kube, &input).await,
         };
         result.unwrap_or_else(|o| o)
     }
@@ -334,14 +360,20 @@ async fn cordon(kube: &dyn Kube, input: &Input, pre: &Preflight) -> Step {
 }
 
 async fn migrate(kube: &dyn Kube, ctx: &StepContext<'_>, input: &Input) -> Step {
-    let child = |v: &(String, String)| ChildSpec {
-        kind: "migrate-vmi".into(),
-        input: json!({
-            "namespace": v.0, "vmi": v.1, "source_node": input.node,
-            "added_node_selector": input.target_selector,
-            "cluster_limit": input.cluster_limit, "node_limit": input.node_limit, "poll_ms": input.poll_ms,
-        }),
-        priority: 0,
+    let child = |v: &(String, String)| {
+        let mut selector = input.target_selector.clone();
+        if let Some(target) = input.targets.get(&format!("{}/{}", v.0, v.1)) {
+            selector.insert("kubernetes.io/hostname".into(), target.clone());
+        }
+        ChildSpec {
+            kind: "migrate-vmi".into(),
+            input: json!({
+                "namespace": v.0, "vmi": v.1, "source_node": input.node,
+                "added_node_selector": selector,
+                "cluster_limit": input.cluster_limit, "node_limit": input.node_limit, "poll_ms": input.poll_ms,
+            }),
+            priority: 0,
+        }
     };
     if ctx.children.is_empty() {
         let vmis = kube
@@ -548,15 +580,39 @@ async fn verify(kube: &dyn Kube, ctx: &StepContext<'_>, input: &Input) -> Step {
                 .map_err(outcome_of)?;
         }
     }
+    Ok(Outcome::Done(json!({
+        "node": input.node,
+        "restarted": stopped.len(),
+        "skipped": skipped,
+    })))
+}
+
+fn maintenance(ctx: &StepContext<'_>, input: &Input) -> Outcome {
+    match input.maintenance {
+        Maintenance::None => Outcome::Done(json!({ "maintenance": "none" })),
+        Maintenance::WaitForSignal => match ctx.signals.get(MAINTENANCE_DONE) {
+            Some(payload) => Outcome::Done(json!({ "maintenance": payload })),
+            None => Outcome::WaitSignal {
+                name: MAINTENANCE_DONE.into(),
+            },
+        },
+    }
+}
+
+async fn node_return(kube: &dyn Kube, input: &Input) -> Step {
     if input.uncordon {
         kube.set_unschedulable(&input.node, false)
             .await
             .map_err(outcome_of)?;
     }
-    Ok(Outcome::Done(json!({
-        "node": input.node,
-        "restarted": stopped.len(),
-        "skipped": skipped,
-        "uncordoned": input.uncordon,
-    })))
+    let node = kube.get_node(&input.node).await.map_err(outcome_of)?;
+    if !node.ready {
+        return Ok(Outcome::Poll {
+            after: Duration::from_millis(input.poll_ms),
+            progress: Some(json!({ "waiting": format!("{} to be Ready", input.node) })),
+        });
+    }
+    Ok(Outcome::Done(
+        json!({ "node": input.node, "uncordoned": input.uncordon, "ready": true }),
+    ))
 }

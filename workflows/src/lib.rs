@@ -10,8 +10,10 @@ pub mod drain_node;
 pub mod kind;
 pub mod migrate_vmi;
 pub mod model;
+pub mod plan;
 pub mod ports;
 pub mod registry;
+pub mod rolling_maintenance;
 pub mod synthetic;
 
 pub use decide::{Event, decide, first_task, resume_task};

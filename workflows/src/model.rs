@@ -234,7 +234,8 @@ pub struct Snapshot {
     /// Indexes of the steps that completed (have an output), ascending.
     pub completed: Vec<usize>,
     pub cancel_requested: bool,
-    pub error: Option<String>,
+    /// The error that started a compensation, with the step it happened in.
+    pub error: Option<ErrorInfo>,
 }
 
 /// Why a workflow stopped (or a step failed), as stored and shown.

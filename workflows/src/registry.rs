@@ -30,6 +30,7 @@ impl Registry {
         registry.register(Arc::new(crate::synthetic::Synthetic));
         registry.register(Arc::new(crate::drain_node::DrainNode));
         registry.register(Arc::new(crate::migrate_vmi::MigrateVmi));
+        registry.register(Arc::new(crate::rolling_maintenance::RollingMaintenance));
         registry
     }
 

@@ -196,7 +196,9 @@ impl Workflow for Synthetic {
             return fan_out(ctx, f);
         }
         if input.pause_step == Some(ctx.step) && ctx.resumes == 0 {
-            return Outcome::Pause { reason: format!("step {} asks for an operator", ctx.step) };
+            return Outcome::Pause {
+                reason: format!("step {} asks for an operator", ctx.step),
+            };
         }
         if let Some(s) = input.signal.as_ref().filter(|s| s.step == ctx.step) {
             match ctx.signals.get(&s.name) {

@@ -51,7 +51,7 @@ impl Claim {
             cause: self.cause,
             completed: self.outputs.keys().copied().collect(),
             cancel_requested: self.cancel_requested,
-            error: self.error.as_ref().map(|e| e.message.clone()),
+            error: self.error.clone(),
         }
     }
 }

@@ -1,0 +1,273 @@
+//! The rolling-maintenance planner: the order in which nodes are drained and where each VM goes, so
+//! that each VM migrates at most once whenever capacity allows. A VM leaving a node goes to a node
+//! already maintained or outside the plan; only when none of those has room does it go to a node
+//! still to be maintained (and it is reported as a second move). Pure and table-tested.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A node as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanNode {
+    pub name: String,
+    /// Allocatable CPU (mCPU) and memory (bytes).
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    /// Whether VMs may land here (outside the plan: ready, untainted, uncordoned).
+    pub takes_vms: bool,
+}
+
+/// A VM as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanVm {
+    /// `namespace/name`.
+    pub key: String,
+    pub node: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub migratable: bool,
+}
+
+/// The plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Nodes in drain order.
+    pub order: Vec<String>,
+    /// For each node, where each of its VMs goes when it is drained.
+    pub targets: BTreeMap<String, BTreeMap<String, String>>,
+    /// VMs the plan must move twice, for lack of room elsewhere.
+    pub second_moves: Vec<String>,
+    /// VMs with no room anywhere.
+    pub unplaced: Vec<String>,
+    /// Migrations the plan makes (the naive count for comparison is the sum over nodes of the VMs
+    /// each holds when drained with no destinations chosen).
+    pub migrations: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Free {
+    cpu: i128,
+    mem: i128,
+}
+
+fn fits(free: &BTreeMap<&str, Free>, node: &str, v: &PlanVm) -> bool {
+    free.get(node)
+        .is_some_and(|f| f.cpu >= i128::from(v.cpu_millis) && f.mem >= i128::from(v.memory_bytes))
+}
+
+/// The candidate with the most free memory that fits `v` (ties: first by name).
+fn roomiest<'a>(cands: &[&'a str], free: &BTreeMap<&str, Free>, v: &PlanVm) -> Option<&'a str> {
+    cands
+        .iter()
+        .copied()
+        .filter(|n| fits(free, n, v))
+        .max_by_key(|n| (free[n].mem, std::cmp::Reverse(*n)))
+}
+
+/// Plans the maintenance of `in_plan` (names of nodes) over the cluster `nodes` and `vms`, draining
+/// `wave` nodes at a time: nodes of one wave never receive each other's VMs (they are all cordoned).
+pub fn plan(nodes: &[PlanNode], vms: &[PlanVm], in_plan: &[String], wave: usize) -> Plan {
+    let wave = wave.max(1);
+    let mut free: BTreeMap<&str, Free> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.as_str(),
+                Free {
+                    cpu: i128::from(n.cpu_millis),
+                    mem: i128::from(n.memory_bytes),
+                },
+            )
+        })
+        .collect();
+    for v in vms {
+        if let Some(f) = free.get_mut(v.node.as_str()) {
+            f.cpu -= i128::from(v.cpu_millis);
+            f.mem -= i128::from(v.memory_bytes);
+        }
+    }
+    let load = |node: &str| {
+        vms.iter()
+            .filter(|v| v.node == node)
+            .map(|v| v.memory_bytes)
+            .sum::<u64>()
+    };
+    let mut order: Vec<String> = in_plan.to_vec();
+    // Least loaded first: the first node's VMs are the ones that may lack a maintained destination.
+    order.sort_by(|a, b| load(a).cmp(&load(b)).then(a.cmp(b)));
+
+    let outside: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.takes_vms && !in_plan.contains(&n.name))
+        .map(|n| n.name.as_str())
+        .collect();
+    let mut placement: BTreeMap<String, String> = vms
+        .iter()
+        .map(|v| (v.key.clone(), v.node.clone()))
+        .collect();
+    let mut moved: BTreeMap<String, usize> = BTreeMap::new();
+    let mut result = Plan {
+        order: order.clone(),
+        ..Plan::default()
+    };
+    for (i, node) in order.iter().enumerate() {
+        let wave_start = i - i % wave;
+        let wave_end = (wave_start + wave).min(order.len());
+        let maintained: Vec<&str> = order[..wave_start].iter().map(String::as_str).collect();
+        let leaving: Vec<&PlanVm> = vms
+            .iter()
+            .filter(|v| v.migratable && placement.get(&v.key) == Some(node))
+            .collect();
+        let mut targets = BTreeMap::new();
+        for v in leaving {
+            let settled: Vec<&str> = maintained.iter().chain(outside.iter()).copied().collect();
+            let target = roomiest(&settled, &free, v).or_else(|| {
+                // Forced: a node of a later wave, the last one first (it is drained last).
+                order[wave_end..]
+                    .iter()
+                    .rev()
+                    .map(String::as_str)
+                    .find(|n| fits(&free, n, v))
+            });
+            match target {
+                Some(t) => {
+                    let f = free.get_mut(t).expect("target exists");
+                    f.cpu -= i128::from(v.cpu_millis);
+                    f.mem -= i128::from(v.memory_bytes);
+                    targets.insert(v.key.clone(), t.to_string());
+                    placement.insert(v.key.clone(), t.to_string());
+                    let n = moved.entry(v.key.clone()).or_insert(0);
+                    *n += 1;
+                    if *n == 2 {
+                        result.second_moves.push(v.key.clone());
+                    }
+                    result.migrations += 1;
+                }
+                None => result.unplaced.push(v.key.clone()),
+            }
+            if let Some(f) = free.get_mut(node.as_str()) {
+                f.cpu += i128::from(v.cpu_millis);
+                f.mem += i128::from(v.memory_bytes);
+            }
+        }
+        result.targets.insert(node.clone(), targets);
+    }
+    // A VM forced onto a later node is moved again when that node drains: recorded above when its
+    // second target was chosen.
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn node(name: &str, mem_gib: u64, takes: bool) -> PlanNode {
+        PlanNode {
+            name: name.into(),
+            cpu_millis: 64_000,
+            memory_bytes: mem_gib * GIB,
+            takes_vms: takes,
+        }
+    }
+
+    fn vms(node: &str, n: usize) -> Vec<PlanVm> {
+        (0..n)
+            .map(|i| PlanVm {
+                key: format!("ns/{node}-{i}"),
+                node: node.into(),
+                cpu_millis: 400,
+                memory_bytes: 8 * GIB,
+                migratable: true,
+            })
+            .collect()
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn with_a_spare_node_every_vm_moves_once() {
+        let nodes = vec![
+            node("a", 256, true),
+            node("b", 256, true),
+            node("c", 256, true),
+            node("spare", 256, true),
+        ];
+        let all: Vec<PlanVm> = ["a", "b", "c"].iter().flat_map(|n| vms(n, 20)).collect();
+        let p = plan(&nodes, &all, &names(&["a", "b", "c"]), 1);
+        assert!(p.second_moves.is_empty(), "{:?}", p.second_moves);
+        assert!(p.unplaced.is_empty());
+        assert_eq!(p.migrations, 60);
+        // The first node's VMs go to the spare; later ones to maintained nodes.
+        let first = &p.order[0];
+        assert!(p.targets[first].values().all(|t| t == "spare"));
+        let second = &p.order[1];
+        assert!(
+            p.targets[second]
+                .values()
+                .all(|t| t == first || t == "spare")
+        );
+    }
+
+    #[test]
+    fn without_room_outside_the_first_node_s_vms_move_twice() {
+        let nodes = vec![
+            node("a", 256, true),
+            node("b", 256, true),
+            node("c", 256, true),
+        ];
+        let all: Vec<PlanVm> = ["a", "b", "c"].iter().flat_map(|n| vms(n, 10)).collect();
+        let p = plan(&nodes, &all, &names(&["a", "b", "c"]), 1);
+        assert!(p.unplaced.is_empty());
+        assert_eq!(
+            p.second_moves.len(),
+            10,
+            "only the first node's VMs move twice"
+        );
+        assert_eq!(p.migrations, 40);
+    }
+
+    #[test]
+    fn nodes_of_one_wave_never_receive_each_other_s_vms() {
+        let nodes: Vec<PlanNode> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|n| node(n, 256, true))
+            .collect();
+        let all: Vec<PlanVm> = ["a", "b", "c", "d"]
+            .iter()
+            .flat_map(|n| vms(n, 10))
+            .collect();
+        let p = plan(&nodes, &all, &names(&["a", "b", "c", "d"]), 2);
+        let (w1, w2) = (&p.order[..2], &p.order[2..]);
+        for n in w1 {
+            assert!(
+                p.targets[n].values().all(|t| t == "e"),
+                "first wave goes outside: {:?}",
+                p.targets[n]
+            );
+        }
+        for n in w2 {
+            assert!(
+                p.targets[n].values().all(|t| w1.contains(t) || t == "e"),
+                "{:?}",
+                p.targets[n]
+            );
+        }
+        assert!(p.second_moves.is_empty());
+    }
+
+    #[test]
+    fn least_loaded_node_goes_first_and_full_clusters_report_unplaced() {
+        let nodes = vec![node("a", 80, true), node("b", 80, true)];
+        let mut all = vms("a", 10);
+        all.extend(vms("b", 2));
+        let p = plan(&nodes, &all, &names(&["a", "b"]), 1);
+        assert_eq!(p.order, names(&["b", "a"]));
+        // a's 10 VMs (80 GiB) fit on b only after b's own 2 VMs moved to a... which then has no room.
+        assert!(!p.unplaced.is_empty() || !p.second_moves.is_empty());
+    }
+}

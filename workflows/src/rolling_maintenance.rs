@@ -1,0 +1,293 @@
+//! `rolling-maintenance`: drain, maintain and return a set of nodes, a few at a time, moving each VM
+//! at most once whenever capacity allows.
+//!
+//! 0 `plan`     resolves the nodes (a list or a label selector), reads the cluster and plans the order
+//!              and every VM's destination ([`crate::plan`]).
+//! 1 `rollout`  a reconciler over its `drain-node` children: it starts the next wave (at most
+//!              `max_in_maintenance` nodes) once the previous one ended and the nodes already
+//!              maintained pass the health gate (Ready, their VMs Running); when more drains failed
+//!              than the failure budget allows, it pauses the workflow (resume through the API grants
+//!              another budget's worth).
+//! 2 `report`   per-node results, the planned and actual migrations.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::drain_node::{Maintenance, Policy};
+use crate::kind::{StepContext, StepDef, Workflow};
+use crate::migrate_vmi::{kube, outcome_of};
+use crate::model::{ChildSpec, JoinPolicy, Outcome, RetryPolicy, State};
+use crate::plan::{Plan, PlanNode, PlanVm, plan};
+
+/// The `rolling-maintenance` kind.
+pub struct RollingMaintenance;
+
+/// Input of `rolling-maintenance`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// The nodes, by name...
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// ...or by labels (all must match).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    pub max_in_maintenance: u32,
+    #[serde(default)]
+    pub maintenance: Maintenance,
+    /// Failed drains tolerated before the rollout pauses.
+    #[serde(default)]
+    pub failure_budget: u32,
+    #[serde(default)]
+    pub non_migratable: Policy,
+    /// Pin destinations to plan each VM's single move (false: let the scheduler choose, the naive way).
+    #[serde(default = "yes")]
+    pub pin_destinations: bool,
+    #[serde(default = "five")]
+    pub cluster_limit: u32,
+    #[serde(default = "two")]
+    pub node_limit: u32,
+    #[serde(default = "poll")]
+    pub poll_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn five() -> u32 {
+    5
+}
+fn yes() -> bool {
+    true
+}
+fn poll() -> u64 {
+    1000
+}
+
+fn parse(input: &Value) -> Result<Input, String> {
+    let i: Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
+    if i.nodes.is_empty() == i.selector.is_empty() {
+        return Err("give either nodes (a list of names) or selector (labels), not both".into());
+    }
+    if i.max_in_maintenance == 0 {
+        return Err("max_in_maintenance must be at least 1".into());
+    }
+    Ok(i)
+}
+
+#[async_trait]
+impl Workflow for RollingMaintenance {
+    fn kind(&self) -> &'static str {
+        "rolling-maintenance"
+    }
+
+    fn validate(&self, input: &Value) -> Result<(), String> {
+        parse(input).map(|_| ())
+    }
+
+    fn steps(&self, _input: &Value) -> Vec<StepDef> {
+        let retry = RetryPolicy {
+            max_attempts: 8,
+            ..RetryPolicy::default()
+        };
+        ["plan", "rollout", "report"]
+            .iter()
+            .map(|n| StepDef::new(*n).retry(retry))
+            .collect()
+    }
+
+    async fn run(&self, ctx: &StepContext<'_>) -> Outcome {
+        let input = match parse(ctx.input) {
+            Ok(i) => i,
+            Err(e) => return Outcome::Fail { error: e },
+        };
+        let kube = match kube(ctx) {
+            Ok(k) => k,
+            Err(o) => return o,
+        };
+        let result = match ctx.step {
+            0 => make_plan(kube, &input).await,
+            1 => rollout(kube, ctx, &input).await,
+            _ => Ok(report(ctx)),
+        };
+        result.unwrap_or_else(|o| o)
+    }
+}
+
+type Step = Result<Outcome, Outcome>;
+
+async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
+    let nodes = kube.list_nodes().await.map_err(outcome_of)?;
+    let names: Vec<String> = if input.nodes.is_empty() {
+        nodes
+            .iter()
+            .filter(|n| {
+                input
+                    .selector
+                    .iter()
+                    .all(|(k, v)| n.labels.get(k) == Some(v))
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    } else {
+        input.nodes.clone()
+    };
+    if let Some(missing) = names.iter().find(|n| !nodes.iter().any(|x| &x.name == *n)) {
+        return Err(Outcome::Fail {
+            error: format!("node {missing} does not exist"),
+        });
+    }
+    if names.is_empty() {
+        return Err(Outcome::Fail {
+            error: "the selector matches no node".into(),
+        });
+    }
+    let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
+    let plan_nodes: Vec<PlanNode> = nodes
+        .iter()
+        .map(|n| PlanNode {
+            name: n.name.clone(),
+            cpu_millis: n.cpu_millis,
+            memory_bytes: n.memory_bytes,
+            takes_vms: n.takes_vms() || (names.contains(&n.name) && n.ready && n.taints.is_empty()),
+        })
+        .filter(|n| n.takes_vms)
+        .collect();
+    let plan_vms: Vec<PlanVm> = vmis
+        .iter()
+        .filter_map(|v| {
+            Some(PlanVm {
+                key: format!("{}/{}", v.namespace, v.name),
+                node: v.node.clone()?,
+                cpu_millis: v.cpu_millis,
+                memory_bytes: v.memory_bytes,
+                migratable: v.not_migratable.is_none(),
+            })
+        })
+        .collect();
+    let p = plan(
+        &plan_nodes,
+        &plan_vms,
+        &names,
+        input.max_in_maintenance as usize,
+    );
+    Ok(Outcome::Done(
+        serde_json::to_value(&p).unwrap_or(Value::Null),
+    ))
+}
+
+async fn rollout(
+    kube: &dyn crate::ports::kube::Kube,
+    ctx: &StepContext<'_>,
+    input: &Input,
+) -> Step {
+    let p: Plan = ctx
+        .outputs
+        .get("plan")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    // The latest drain per node.
+    let mut latest: BTreeMap<String, &crate::model::ChildStatus> = BTreeMap::new();
+    for c in ctx.children {
+        latest.insert(c.input["node"].as_str().unwrap_or_default().to_string(), c);
+    }
+    let failed: Vec<&String> = latest
+        .iter()
+        .filter(|(_, c)| c.state != State::Succeeded)
+        .map(|(n, _)| n)
+        .collect();
+    let allowed = input.failure_budget + ctx.resumes * input.failure_budget.max(1);
+    if failed.len() as u32 > allowed {
+        let names: Vec<&str> = failed.iter().map(|s| s.as_str()).collect();
+        return Ok(Outcome::Pause {
+            reason: format!(
+                "{} drains failed ({}), over the failure budget of {allowed}; resume to go on",
+                failed.len(),
+                names.join(", ")
+            ),
+        });
+    }
+    // Health gate: maintained nodes are Ready and the VMs on them run.
+    let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
+    for (node, c) in &latest {
+        if c.state != State::Succeeded {
+            continue;
+        }
+        let info = kube.get_node(node).await.map_err(outcome_of)?;
+        let not_running: Vec<&str> = vmis
+            .iter()
+            .filter(|v| v.node.as_deref() == Some(node.as_str()) && v.phase != "Running")
+            .map(|v| v.name.as_str())
+            .collect();
+        if !info.ready || !not_running.is_empty() {
+            return Ok(Outcome::Poll {
+                after: Duration::from_millis(input.poll_ms),
+                progress: Some(
+                    json!({ "health_gate": node, "ready": info.ready, "not_running": not_running }),
+                ),
+            });
+        }
+    }
+    let wave: Vec<&String> = p
+        .order
+        .iter()
+        .filter(|n| !latest.contains_key(*n))
+        .take(input.max_in_maintenance as usize)
+        .collect();
+    if wave.is_empty() {
+        let summary: BTreeMap<&String, &str> =
+            latest.iter().map(|(n, c)| (n, c.state.as_str())).collect();
+        return Ok(Outcome::Done(json!({ "nodes": summary })));
+    }
+    let children = wave
+        .iter()
+        .map(|node| {
+            let targets = if input.pin_destinations {
+                p.targets.get(*node).cloned().unwrap_or_default()
+            } else {
+                BTreeMap::new()
+            };
+            ChildSpec {
+                kind: "drain-node".into(),
+                input: json!({
+                    "node": node,
+                    "non_migratable": input.non_migratable,
+                    "uncordon": true,
+                    "maintenance": input.maintenance,
+                    "targets": targets,
+                    "cluster_limit": input.cluster_limit,
+                    "node_limit": input.node_limit,
+                    "poll_ms": input.poll_ms,
+                }),
+                priority: 0,
+            }
+        })
+        .collect();
+    Ok(Outcome::Spawn {
+        children,
+        join: JoinPolicy::All,
+    })
+}
+
+fn report(ctx: &StepContext<'_>) -> Outcome {
+    let p: Plan = ctx
+        .outputs
+        .get("plan")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    Outcome::Done(json!({
+        "order": p.order,
+        "planned_migrations": p.migrations,
+        "planned_second_moves": p.second_moves,
+        "unplaced": p.unplaced,
+        "nodes": ctx.outputs.get("rollout").map(|r| r["nodes"].clone()),
+    }))
+}
