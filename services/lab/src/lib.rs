@@ -96,7 +96,9 @@ impl Lab {
             clock,
             scenario: config.scenario.clone(),
         });
+        shared.store.record_history(false);
         sim::load::load(&shared, &config.scenario)?;
+        shared.store.record_history(true);
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);

@@ -62,6 +62,7 @@ struct Inner {
     history: VecDeque<Arc<Event>>,
     history_cap: usize,
     compacted: u64,
+    recording: bool,
 }
 
 /// What a new watch starts with: the events to replay, then the live feed.
@@ -85,6 +86,7 @@ impl Store {
                 history: VecDeque::new(),
                 history_cap: history_cap.max(16),
                 compacted: 0,
+                recording: true,
             }),
             tx,
             clock,
@@ -266,6 +268,15 @@ impl Store {
         })
     }
 
+    /// Turn event recording off or on. Off while a scenario loads: nobody watches the load, and its
+    /// events would double the memory it takes; watches from before get 410 Gone.
+    pub fn record_history(&self, on: bool) {
+        let mut inner = self.lock();
+        inner.recording = on;
+        inner.history.clear();
+        inner.compacted = inner.rv;
+    }
+
     /// The clock the store stamps objects with.
     pub fn clock(&self) -> &Clock {
         &self.clock
@@ -338,6 +349,10 @@ impl Inner {
                 .entry(resource.to_string())
                 .or_default()
                 .insert(key.clone(), obj.clone());
+        }
+        if !self.recording {
+            self.compacted = self.rv;
+            return obj;
         }
         let event = Arc::new(Event {
             rv: self.rv,
