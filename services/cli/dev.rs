@@ -1,6 +1,7 @@
 //! `drover dev`: the whole service on one machine with no configuration. It starts a private Redis
-//! (AOF in a data directory, so a restart resumes where it stopped) unless REDIS_URL is set, the API,
-//! a few workers, and submits a demo workflow whose progress it prints live through the API.
+//! (AOF in a data directory, so a restart resumes where it stopped) unless REDIS_URL is set, the lab
+//! (a simulated MAAS and KubeVirt cluster) unless a cluster is configured, the API, a few workers,
+//! and submits a demo workflow whose progress it prints live through the API.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,9 +25,16 @@ pub struct Args {
     /// Worker runtimes to start in this process.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Do not submit the demo workflow.
+    /// Which demo to run: `maintenance` (a rolling maintenance of three lab nodes), `synthetic`
+    /// (retries, fan-out under a semaphore, a signal) or `none`.
+    #[arg(long, default_value = "maintenance")]
+    demo: String,
+    /// Do not submit a demo workflow (same as --demo none).
     #[arg(long)]
     no_demo: bool,
+    /// Simulated seconds per real second in the lab.
+    #[arg(long, default_value_t = 60.0)]
+    lab_time_scale: f64,
     /// Stop once the demo workflow has finished (exit code 0 only if it succeeded).
     #[arg(long)]
     exit_after_demo: bool,
@@ -72,6 +80,21 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     let store = crate::connect(&redis_url).await?;
+    // The lab stands in for the datacenter unless a cluster is configured.
+    let lab_kubeconfig = args.data_dir.join("lab/kubeconfig");
+    let lab = if config.kube.target()?.is_none() {
+        let lab = crate::lab::start(
+            None,
+            "127.0.0.1:0".parse()?,
+            Some(args.lab_time_scale),
+            &lab_kubeconfig,
+        )
+        .await?;
+        config.kube.url = Some(lab.kube_url());
+        Some(lab)
+    } else {
+        None
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -102,19 +125,32 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
     println!("  API       {base}   (token: {token})");
     println!("  Redis     {}", crate::config::redact_url(&redis_url));
     println!("  Workers   {}", args.workers.max(1));
+    if let Some(lab) = &lab {
+        println!("  Lab:");
+        crate::lab::describe(lab, &lab_kubeconfig);
+    }
     println!("  Try:      curl -H 'Authorization: Bearer {token}' {base}/v1/workflows");
 
-    let demo_ok = if args.no_demo {
-        true
+    let demo = if args.no_demo {
+        "none"
     } else {
-        match demo(&base, &token).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                eprintln!("demo: {e:#}");
-                false
-            }
-        }
+        args.demo.as_str()
     };
+    let outcome = match demo {
+        "none" => Ok(true),
+        "synthetic" => synthetic_demo(&base, &token).await,
+        "maintenance" if lab.is_some() => maintenance_demo(&base, &token).await,
+        "maintenance" => Err(anyhow::anyhow!(
+            "the maintenance demo runs against the lab; unset [kube] or pick --demo synthetic"
+        )),
+        other => Err(anyhow::anyhow!(
+            "unknown demo {other:?}; use maintenance, synthetic or none"
+        )),
+    };
+    let demo_ok = outcome.unwrap_or_else(|e| {
+        eprintln!("demo: {e:#}");
+        false
+    });
     if !args.exit_after_demo {
         println!("Running; Ctrl-C to stop.");
         crate::shutdown_signal().await;
@@ -124,14 +160,128 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         let _ = w.await;
     }
     let _ = api.await;
+    if let Some(lab) = lab {
+        lab.shutdown().await;
+    }
     if args.exit_after_demo && !demo_ok {
         anyhow::bail!("the demo workflow did not succeed");
     }
     Ok(())
 }
 
+/// Submits a rolling maintenance of three lab nodes and prints, as they change, each node's drain step
+/// and how many of its VMs have moved.
+async fn maintenance_demo(base: &str, token: &str) -> anyhow::Result<bool> {
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let nodes = ["worker-01", "worker-02", "worker-03"];
+    let input = json!({"nodes": nodes, "max_in_maintenance": 1, "poll_ms": 300});
+    let resp = http
+        .post(format!("{base}/v1/workflows"))
+        .header("Authorization", &auth)
+        .header("Idempotency-Key", format!("dev-maintenance-{}", std::process::id()))
+        .json(&json!({"kind": "rolling-maintenance", "input": input, "labels": {"demo": "maintenance"}}))
+        .send()
+        .await?;
+    let body: Value = resp.json().await?;
+    let id = body["id"]
+        .as_str()
+        .context("no id in the submission reply")?
+        .to_string();
+    println!(
+        "Rolling maintenance {id} of {}: one node at a time, each VM moved once to a node already maintained or outside the plan.",
+        nodes.join(", ")
+    );
+    let get = |path: String| {
+        let http = http.clone();
+        let auth = auth.clone();
+        async move {
+            http.get(format!("{base}{path}"))
+                .header("Authorization", auth)
+                .send()
+                .await?
+                .json::<Value>()
+                .await
+        }
+    };
+    let start = Instant::now();
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    loop {
+        let wf = get(format!("/v1/workflows/{id}")).await?;
+        let state = wf["state"].as_str().unwrap_or("?").to_string();
+        let mut lines = vec![(
+            "rollout".to_string(),
+            format!("{state} {}", current_step(&wf)),
+        )];
+        let drains = get(format!("/v1/workflows?label=parent={id}&limit=100")).await?;
+        for drain in drains["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .rev()
+        {
+            let node = drain["input"]["node"].as_str().unwrap_or("?").to_string();
+            let detail = get(format!(
+                "/v1/workflows/{}",
+                drain["id"].as_str().unwrap_or("")
+            ))
+            .await?;
+            let vms = get(format!(
+                "/v1/workflows?label=parent={}&limit=500",
+                drain["id"].as_str().unwrap_or("")
+            ))
+            .await?;
+            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+            for vm in vms["items"].as_array().cloned().unwrap_or_default() {
+                let s = match (vm["state"].as_str(), vm["step"].as_u64()) {
+                    (Some("succeeded"), _) => "moved",
+                    (Some("failed") | Some("cancelled"), _) => "failed",
+                    (_, Some(1)) => "migrating",
+                    _ => "queued",
+                };
+                *counts.entry(s.to_string()).or_default() += 1;
+            }
+            let vm_line: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            lines.push((
+                node,
+                format!(
+                    "{:<10} {:<12} VMs: {}",
+                    drain["state"].as_str().unwrap_or("?"),
+                    current_step(&detail),
+                    vm_line.join(", ")
+                ),
+            ));
+        }
+        for (who, line) in lines {
+            if last.get(&who) != Some(&line) {
+                println!("[{:>5.1}s] {who:<10} {line}", start.elapsed().as_secs_f64());
+                last.insert(who, line);
+            }
+        }
+        if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+            println!(
+                "Rolling maintenance {state} after {:.1}s: {}",
+                start.elapsed().as_secs_f64(),
+                wf["result"]
+            );
+            return Ok(state == "succeeded");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn current_step(wf: &Value) -> String {
+    wf["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["status"] == "current"))
+        .and_then(|s| s["name"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Submits a demo workflow (retries, fan-out under a semaphore, a signal) and prints its progress.
-async fn demo(base: &str, token: &str) -> anyhow::Result<bool> {
+async fn synthetic_demo(base: &str, token: &str) -> anyhow::Result<bool> {
     let http = reqwest::Client::new();
     let auth = format!("Bearer {token}");
     let input = json!({

@@ -3,6 +3,7 @@
 
 mod config;
 mod dev;
+mod lab;
 mod redis_server;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Command {
     /// Everything on one machine with no configuration: a private Redis (unless REDIS_URL is set), the
     /// API, workers and a demo workflow with live progress.
     Dev(dev::Args),
+    /// The simulated MAAS region and Kubernetes/KubeVirt cluster, standalone.
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             Command::Api => run_api(cli.config.as_deref()).await,
             Command::Worker => run_worker(cli.config.as_deref()).await,
             Command::Dev(args) => dev::run(args, cli.config.as_deref()).await,
+            Command::Lab(args) => lab::run(args).await,
         }
     });
     match result {
