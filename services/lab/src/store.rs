@@ -45,8 +45,11 @@ pub struct Event {
     pub namespace: String,
     /// Change type.
     pub kind: EventType,
-    /// The object after the change (before it, for deletes, with the delete's resourceVersion).
-    pub object: Value,
+    /// The object after the change (its last state, for deletes).
+    pub object: Arc<Value>,
+    /// The object before a MODIFIED change, so watches with selectors can tell an object that
+    /// entered or left their selection.
+    pub prev: Option<Arc<Value>>,
 }
 
 /// The object store.
@@ -58,7 +61,7 @@ pub struct Store {
 
 struct Inner {
     rv: u64,
-    tables: HashMap<String, BTreeMap<(String, String), Value>>,
+    tables: HashMap<String, BTreeMap<(String, String), Arc<Value>>>,
     history: VecDeque<Arc<Event>>,
     history_cap: usize,
     compacted: u64,
@@ -108,7 +111,7 @@ impl Store {
             .tables
             .get(resource)
             .and_then(|t| t.get(&(namespace.to_string(), name.to_string())))
-            .cloned()
+            .map(|v| (**v).clone())
     }
 
     /// All objects of a type (in one namespace when given) that pass `keep`, with the list's
@@ -128,9 +131,13 @@ impl Store {
                     .take_while(|((n, _), _)| n == ns)
                     .map(|(_, v)| v)
                     .filter(|v| keep(v))
-                    .cloned()
+                    .map(|v| (**v).clone())
                     .collect(),
-                None => table.values().filter(|v| keep(v)).cloned().collect(),
+                None => table
+                    .values()
+                    .filter(|v| keep(v))
+                    .map(|v| (**v).clone())
+                    .collect(),
             },
         };
         (items, inner.rv)
@@ -193,7 +200,7 @@ impl Store {
             .tables
             .get(resource)
             .and_then(|t| t.get(&(namespace.to_string(), name.to_string())))
-            .cloned()
+            .map(|v| (**v).clone())
         else {
             return Err(Error::NotFound {
                 resource: resource.to_string(),
@@ -214,7 +221,7 @@ impl Store {
                 name: name.to_string(),
             });
         };
-        Ok(inner.commit(&self.tx, resource, key, obj, EventType::Deleted))
+        Ok(inner.commit(&self.tx, resource, key, (*obj).clone(), EventType::Deleted))
     }
 
     /// Start a watch on a resource type (optionally one namespace). `from` is the resourceVersion
@@ -256,6 +263,7 @@ impl Store {
                             namespace: ns.clone(),
                             kind: EventType::Added,
                             object: obj.clone(),
+                            prev: None,
                         })
                     })
                     .collect(),
@@ -326,7 +334,12 @@ impl Inner {
         }
         meta.insert("generation".into(), json!(generation));
         meta.remove("managedFields");
-        if self.tables.get(resource).and_then(|t| t.get(&key)) == Some(&obj) {
+        if self
+            .tables
+            .get(resource)
+            .and_then(|t| t.get(&key))
+            .is_some_and(|o| **o == obj)
+        {
             return Ok(obj);
         }
         Ok(self.commit(tx, resource, key, obj, EventType::Modified))
@@ -344,22 +357,30 @@ impl Inner {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), json!(self.rv.to_string()));
         }
-        if kind != EventType::Deleted {
+        let shared = Arc::new(obj);
+        let prev = if kind != EventType::Deleted {
             self.tables
                 .entry(resource.to_string())
                 .or_default()
-                .insert(key.clone(), obj.clone());
-        }
+                .insert(key.clone(), shared.clone())
+        } else {
+            None
+        };
         if !self.recording {
             self.compacted = self.rv;
-            return obj;
+            return (*shared).clone();
         }
         let event = Arc::new(Event {
             rv: self.rv,
             resource: resource.to_string(),
             namespace: key.0,
             kind,
-            object: obj.clone(),
+            object: shared.clone(),
+            prev: if kind == EventType::Modified {
+                prev
+            } else {
+                None
+            },
         });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {
@@ -369,7 +390,7 @@ impl Inner {
         }
         // No receivers is fine: nobody is watching.
         let _ = tx.send(event);
-        obj
+        (*shared).clone()
     }
 }
 

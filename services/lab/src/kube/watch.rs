@@ -19,7 +19,7 @@ use crate::http::{self, Req};
 use crate::kube::selectors::{FieldSelector, LabelSelector};
 use crate::kube::{Target, status};
 use crate::state::Shared;
-use crate::store::Event;
+use crate::store::{Event, EventType};
 
 struct WatchState {
     replay: std::vec::IntoIter<Arc<Event>>,
@@ -99,11 +99,23 @@ pub async fn handle(shared: &Shared, req: &Req, t: &Target) -> Result<Response<B
     Ok(resp)
 }
 
-fn in_scope(st: &WatchState, ev: &Event) -> bool {
-    ev.resource == st.resource
-        && st.namespace.as_deref().is_none_or(|ns| ev.namespace == ns)
-        && st.labels.matches(&ev.object)
-        && st.fields.matches(&ev.object)
+fn selected(st: &WatchState, obj: &Value) -> bool {
+    st.labels.matches(obj) && st.fields.matches(obj)
+}
+
+/// The event type this watcher sees, if any: like the apiserver, a modification that moves an
+/// object into the selection is ADDED and one that moves it out is DELETED.
+fn seen_as(st: &WatchState, ev: &Event) -> Option<&'static str> {
+    if ev.resource != st.resource || st.namespace.as_deref().is_some_and(|ns| ev.namespace != ns) {
+        return None;
+    }
+    let now = selected(st, &ev.object);
+    match (ev.kind, ev.prev.as_deref().map(|p| selected(st, p))) {
+        (EventType::Modified, Some(true)) if !now => Some("DELETED"),
+        (EventType::Modified, Some(false)) if now => Some("ADDED"),
+        (EventType::Modified, Some(false)) => None,
+        (kind, _) => now.then(|| kind.as_str()),
+    }
 }
 
 fn event_line(kind: &str, object: &Value) -> String {
@@ -127,8 +139,8 @@ async fn next_line(st: &mut WatchState) -> Option<String> {
     }
     while let Some(ev) = st.replay.next() {
         st.last_rv = st.last_rv.max(ev.rv);
-        if in_scope(st, &ev) {
-            return Some(event_line(ev.kind.as_str(), &ev.object));
+        if let Some(kind) = seen_as(st, &ev) {
+            return Some(event_line(kind, &ev.object));
         }
     }
     if st.initial_end_pending {
@@ -146,8 +158,8 @@ async fn next_line(st: &mut WatchState) -> Option<String> {
             r = st.live.recv() => match r {
                 Ok(ev) => {
                     st.last_rv = ev.rv;
-                    if in_scope(st, &ev) {
-                        return Some(event_line(ev.kind.as_str(), &ev.object));
+                    if let Some(kind) = seen_as(st, &ev) {
+                        return Some(event_line(kind, &ev.object));
                     }
                 }
                 // A watcher that cannot keep up is disconnected; it resumes from its last event.

@@ -477,3 +477,53 @@ async fn fuzzed_requests_never_break_the_server() {
     );
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_selector_sees_objects_leave() {
+    let lab = support::lab(120.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    let (_, list) = send(c.get(format!("{base}/apis/kubevirt.io/v1/namespaces/vmo-prod/virtualmachineinstances?labelSelector=kubevirt.io%2FnodeName%3Dworker-01"))).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(20));
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let mut resp = c
+        .get(format!("{base}/apis/kubevirt.io/v1/namespaces/vmo-prod/virtualmachineinstances?watch=true&resourceVersion={rv}&labelSelector=kubevirt.io%2FnodeName%3Dworker-01&timeoutSeconds=20"))
+        .send()
+        .await
+        .expect("watch");
+    let url = format!(
+        "{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-01-09/migrate"
+    );
+    assert_eq!(
+        c.put(url)
+            .body("{}")
+            .send()
+            .await
+            .expect("migrate")
+            .status(),
+        202
+    );
+    let mut buf = String::new();
+    let deleted = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = resp.chunk().await.expect("chunk") {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            for line in buf.lines() {
+                let Ok(ev) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                if ev["type"] == "DELETED" && ev["object"]["metadata"]["name"] == "vm-01-09" {
+                    return Some(ev);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("the watch reports the VMI leaving worker-01")
+    .expect("a DELETED event");
+    assert_ne!(deleted["object"]["status"]["nodeName"], "worker-01");
+    lab.shutdown().await;
+}
