@@ -16,7 +16,7 @@ fn lease() -> Duration {
 
 async fn claim(store: &drover_store::Store, worker: &str) -> Option<drover_store::Claim> {
     store
-        .claim(worker, now_ms(), lease(), 100, 1)
+        .claim(worker, now_ms(), lease(), 100, 1, false)
         .await
         .expect("claim")
         .claims
@@ -28,7 +28,17 @@ async fn commit(
     store: &drover_store::Store,
     c: &drover_store::Claim,
     outcome: Outcome,
-) -> CommitResult {
+) -> &'static str {
+    commit_as(store, c, outcome, None).await.0
+}
+
+/// Commits `outcome` for `c` the way the worker does, optionally asking for the next step.
+async fn commit_as(
+    store: &drover_store::Store,
+    c: &drover_store::Claim,
+    outcome: Outcome,
+    continue_as: Option<(&str, Duration)>,
+) -> (&'static str, Option<drover_store::Claim>) {
     let registry = drover_workflows::Registry::builtin();
     let wf = registry.get(&c.kind).unwrap().clone();
     let steps = wf.steps(&c.input);
@@ -44,10 +54,17 @@ async fn commit(
     let history =
         json!({"step": c.step, "attempt": c.attempt, "token": c.token, "outcome": t.outcome});
     let commit = Commit::new(&t, &history, Vec::new(), &c.id).unwrap();
-    store
-        .commit(&c.id, c.token, now_ms(), &commit)
+    match store
+        .commit(&c.id, c.token, now_ms(), &commit, continue_as)
         .await
         .unwrap()
+    {
+        CommitResult::Applied => ("applied", None),
+        CommitResult::Continued(next) => ("continued", Some(*next)),
+        CommitResult::Duplicate => ("duplicate", None),
+        CommitResult::Stale => ("stale", None),
+        CommitResult::Gone => ("gone", None),
+    }
 }
 
 #[tokio::test]
@@ -70,15 +87,15 @@ async fn stale_token_is_refused_and_a_rerun_cannot_fork_the_next_step() {
     // The old holder's commit is refused; the new holder's applies exactly once.
     assert_eq!(
         commit(&store, &first, Outcome::Done(json!("old"))).await,
-        CommitResult::Stale
+        "stale"
     );
     assert_eq!(
         commit(&store, &second, Outcome::Done(json!("new"))).await,
-        CommitResult::Applied
+        "applied"
     );
     assert_eq!(
         commit(&store, &second, Outcome::Done(json!("new"))).await,
-        CommitResult::Duplicate
+        "duplicate"
     );
 
     // Exactly one task exists for step 1.
@@ -95,6 +112,33 @@ async fn stale_token_is_refused_and_a_rerun_cannot_fork_the_next_step() {
         1,
         "{hist:?}"
     );
+}
+
+#[tokio::test]
+async fn a_commit_can_hand_the_next_step_back_unless_more_urgent_work_waits() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    submit(&store, "synthetic", json!({"steps": 3}), 0).await;
+    let c = claim(&store, "w").await.unwrap();
+    let (result, next) = commit_as(&store, &c, Outcome::Done(json!(0)), Some(("w", lease()))).await;
+    assert_eq!(result, "continued");
+    let next = next.unwrap();
+    assert_eq!(
+        (next.id.as_str(), next.step, next.attempt),
+        (c.id.as_str(), 1, 1)
+    );
+    assert!(next.token > c.token, "a fresh lease with a fresh token");
+    assert!(
+        claim(&store, "other").await.is_none(),
+        "the continued step is leased, not queued"
+    );
+    // A more urgent workflow waiting in the queue gets the worker instead.
+    submit(&store, "synthetic", json!({"steps": 1}), 90).await;
+    let (result, next) =
+        commit_as(&store, &next, Outcome::Done(json!(1)), Some(("w", lease()))).await;
+    assert_eq!((result, next.is_none()), ("applied", true));
+    let urgent = claim(&store, "w").await.unwrap();
+    assert_eq!(urgent.priority, 90);
 }
 
 #[tokio::test]
@@ -116,10 +160,7 @@ async fn a_full_semaphore_makes_steps_wait_not_fail_and_release_wakes_them() {
         .collect();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].state, State::Waiting);
-    assert_eq!(
-        commit(&store, &a, Outcome::Done(json!(1))).await,
-        CommitResult::Applied
-    );
+    assert_eq!(commit(&store, &a, Outcome::Done(json!(1))).await, "applied");
     let c = claim(&store, "w")
         .await
         .expect("released permit goes to the waiter");
@@ -457,7 +498,7 @@ async fn due_timers_past_8000_are_promoted_in_bounded_batches() {
     let mut claimed = 0;
     for _ in 0..300 {
         claimed += store
-            .claim("w", now_ms(), Duration::from_secs(60), 100, 1)
+            .claim("w", now_ms(), Duration::from_secs(60), 100, 1, false)
             .await
             .unwrap()
             .claims
@@ -466,7 +507,7 @@ async fn due_timers_past_8000_are_promoted_in_bounded_batches() {
     assert_eq!(claimed, 300);
     // A batch claim hands out several at once.
     let batch = store
-        .claim("w", now_ms(), Duration::from_secs(60), 100, 50)
+        .claim("w", now_ms(), Duration::from_secs(60), 100, 50, false)
         .await
         .unwrap();
     assert_eq!(batch.claims.len(), 50);
@@ -478,10 +519,7 @@ async fn finished_workflows_are_trimmed_after_retention() {
     let store = redis.store().await;
     let id = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
     let c = claim(&store, "w").await.unwrap();
-    assert_eq!(
-        commit(&store, &c, Outcome::Done(json!(1))).await,
-        CommitResult::Applied
-    );
+    assert_eq!(commit(&store, &c, Outcome::Done(json!(1))).await, "applied");
     assert_eq!(
         store.trim(now_ms() - 60_000, 100).await.unwrap(),
         0,

@@ -59,6 +59,7 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
     let idle_max = Duration::from_millis(config.idle_wait_ms);
     let mut waiter = None;
     let mut backoff = Duration::from_millis(50);
+    let mut sleeping = false;
     loop {
         let now = now_ms();
         let free = config
@@ -73,6 +74,7 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
                 config.lease(),
                 config.claim_batch,
                 free as u32,
+                sleeping,
             )
             .await
         {
@@ -83,6 +85,7 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
                 return claimed.claims;
             }
             Ok(claimed) => {
+                sleeping = true;
                 backoff = Duration::from_millis(50);
                 let until_due = claimed
                     .next_due_ms
@@ -117,6 +120,10 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Backend for StoreBackend {
     type Task = Task<Claim>;
     type Error = BackendError;
@@ -134,6 +141,11 @@ impl Backend for StoreBackend {
         cx: &mut Context<'_>,
         _worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        // Next steps leased straight back by our own commits come first.
+        *lock(&self.runner.backend_waker) = Some(cx.waker().clone());
+        if let Some(claim) = lock(&self.runner.continuations).pop_front() {
+            self.buffer.push_front(claim);
+        }
         if self.buffer.is_empty() {
             let runner = self.runner.clone();
             let fetch = self
@@ -171,6 +183,7 @@ impl Backend for StoreBackend {
         }
         self.fetch = None;
         self.buffer.clear();
+        lock(&self.runner.continuations).clear();
         Poll::Ready(Ok(()))
     }
 }

@@ -11,8 +11,11 @@ pub mod backend;
 pub mod ports;
 pub mod service;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Waker;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::*;
@@ -105,6 +108,12 @@ pub struct Runner {
     pub worker_id: String,
     /// Tasks claimed by this process and not yet committed or abandoned.
     pub in_flight: AtomicUsize,
+    /// Next steps our commits leased straight back to us, for the backend to hand out first.
+    pub continuations: Mutex<VecDeque<drover_store::Claim>>,
+    /// Wakes the backend when a continuation arrives.
+    pub backend_waker: Mutex<Option<Waker>>,
+    /// Set once shutdown began: commits no longer take the next step.
+    pub stopping: AtomicBool,
 }
 
 /// Errors that stop a worker process.
@@ -145,6 +154,9 @@ pub async fn run(
         config,
         worker_id: worker_id.clone(),
         in_flight: AtomicUsize::new(0),
+        continuations: Mutex::new(VecDeque::new()),
+        backend_waker: Mutex::new(None),
+        stopping: AtomicBool::new(false),
     });
     info!(worker = %worker_id, concurrency = runner.config.concurrency, "Worker started.");
 
@@ -162,9 +174,11 @@ pub async fn run(
                 .build(service::StepService::new(runner))
         })
         .shutdown_timeout(Duration::from_millis(runner.config.shutdown_grace_ms));
+    let stop_runner = runner.clone();
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;
+            stop_runner.stopping.store(true, Ordering::Release);
             info!("Worker stopping: no new claims; running steps finish.");
             Ok(())
         })

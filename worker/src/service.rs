@@ -292,13 +292,35 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
         }
     };
     let give_up = started + Duration::from_millis(runner.config.lease_ms * 2);
+    let stopping = runner.stopping.load(std::sync::atomic::Ordering::Acquire);
+    let continue_as = (!stopping).then(|| (runner.worker_id.as_str(), runner.config.lease()));
     let mut backoff = Duration::from_millis(20);
     loop {
         match runner
             .store
-            .commit(&claim.id, claim.token, now_ms(), &commit)
+            .commit(&claim.id, claim.token, now_ms(), &commit, continue_as)
             .await
         {
+            Ok(CommitResult::Continued(next)) => {
+                debug!(workflow_id = %claim.id, step = next.step, "Step committed; running the next one here.");
+                runner
+                    .in_flight
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                runner
+                    .continuations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(*next);
+                if let Some(waker) = runner
+                    .backend_waker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                {
+                    waker.wake();
+                }
+                return;
+            }
             Ok(CommitResult::Applied | CommitResult::Duplicate) => {
                 debug!(workflow_id = %claim.id, step = claim.step, attempt = claim.attempt, outcome = %transition.outcome, state = transition.state.as_str(), "Step committed.");
                 if transition.is_terminal() {

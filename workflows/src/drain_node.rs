@@ -13,7 +13,8 @@
 //! 5 `verify`     checks no VMI is left and starts the stopped VMs (they land elsewhere).
 //! 6 `maintenance` with `wait-for-signal`, waits for the signal `maintenance-done` (sent through the
 //!                API when the node is back); with `none`, goes straight on.
-//! 7 `return`     uncordons if asked and waits for the node to be Ready again.
+//! 7 `return`     uncordons if asked, waits for the node to be Ready again and for the VMs stopped
+//!                for the drain to run again elsewhere.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -209,7 +210,7 @@ impl Workflow for DrainNode {
             4 => evict(kube, &input).await,
             5 => verify(kube, ctx, &input).await,
             6 => Ok(maintenance(ctx, &input)),
-            _ => node_return(kube, &input).await,
+            _ => node_return(kube, ctx, &input).await,
         };
         result.unwrap_or_else(|o| o)
     }
@@ -599,11 +600,35 @@ fn maintenance(ctx: &StepContext<'_>, input: &Input) -> Outcome {
     }
 }
 
-async fn node_return(kube: &dyn Kube, input: &Input) -> Step {
+async fn node_return(kube: &dyn Kube, ctx: &StepContext<'_>, input: &Input) -> Step {
     if input.uncordon {
         kube.set_unschedulable(&input.node, false)
             .await
             .map_err(outcome_of)?;
+    }
+    // The VMs stopped for the drain run again, elsewhere.
+    let stopped: Vec<Blocked> = ctx
+        .outputs
+        .get("stop-blocked")
+        .and_then(|o| serde_json::from_value(o["stopped"].clone()).ok())
+        .unwrap_or_default();
+    if !stopped.is_empty() {
+        let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
+        let starting: Vec<&str> = stopped
+            .iter()
+            .filter(|b| {
+                !vmis
+                    .iter()
+                    .any(|v| v.namespace == b.namespace && v.name == b.name && v.phase == "Running")
+            })
+            .map(|b| b.name.as_str())
+            .collect();
+        if !starting.is_empty() {
+            return Ok(Outcome::Poll {
+                after: Duration::from_millis(input.poll_ms),
+                progress: Some(json!({ "starting": starting })),
+            });
+        }
     }
     let node = kube.get_node(&input.node).await.map_err(outcome_of)?;
     if !node.ready {

@@ -2,7 +2,8 @@
 drover_claim: hand up to `max` of the most urgent runnable tasks to a worker, each under a fresh lease.
 KEYS[1]  P.."ready"
 ARGV     P, worker id, now, lease ms, batch (max items promoted or reclaimed per call), scan (max
-         candidates examined), history max, max (tasks to claim)
+         candidates examined), history max, max (tasks to claim), sleeping (1 when the caller was
+         counted as sleeping by its previous claim)
 Returns  {next, claim...} where next is the earliest time (ms) a delayed task or a lease falls due (or
          false) and each claim is {id, token, record (flat HGETALL), outputs (flat HGETALL), signals
          (flat HGETALL)}
@@ -19,6 +20,9 @@ redis.register_function('drover_claim', function(keys, args)
   local batch, scan, hist_max = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
   local max = tonumber(args[8])
   local claimed = {}
+  if args[9] == '1' and tonumber(redis.call('GET', P .. 'sleepers') or '0') > 0 then
+    redis.call('DECR', P .. 'sleepers')
+  end
 
   -- Promote due delayed tasks.
   local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
@@ -65,13 +69,7 @@ redis.register_function('drover_claim', function(keys, args)
         local permits = task.permits or {}
         local blocked = nil
         if f[2] ~= '1' or task.phase == 'compensate' then
-          for _, p in ipairs(permits) do
-            local sk = P .. 'sem:' .. p.name
-            if not redis.call('ZSCORE', sk, id) and redis.call('ZCARD', sk) >= p.capacity then
-              blocked = p.name
-              break
-            end
-          end
+          blocked = blocked_on(P, id, permits)
         else
           permits = {}
         end
@@ -93,21 +91,7 @@ redis.register_function('drover_claim', function(keys, args)
             end
           end
         else
-          for _, p in ipairs(permits) do
-            redis.call('ZADD', P .. 'sem:' .. p.name, 'NX', now, id)
-            if p.scope == 'workflow' then
-              redis.call('SADD', wk .. ':held', p.name)
-            end
-          end
-          local token = redis.call('INCR', P .. 'fence')
-          redis.call('HSET', wk, 'lease_token', token, 'lease_worker', worker, 'lease_start', now,
-            'loc', 'leased', 'updated_ms', now)
-          redis.call('ZADD', P .. 'leases', now + lease_ms, id)
-          if f[4] == 'pending' or f[4] == 'waiting' then
-            set_state(P, id, 'running')
-          end
-          claimed[#claimed + 1] = {id, token, redis.call('HGETALL', wk),
-            redis.call('HGETALL', wk .. ':out'), redis.call('HGETALL', wk .. ':rx')}
+          claimed[#claimed + 1] = grant(P, id, worker, now, lease_ms, permits, f[4])
         end
       end
     end
@@ -121,6 +105,10 @@ redis.register_function('drover_claim', function(keys, args)
   end
   if l[2] and (not next or tonumber(l[2]) < next) then
     next = tonumber(l[2])
+  end
+  if #claimed == 0 then
+    -- The caller will block on the wake list: count it so enqueues wake it.
+    redis.call('INCR', P .. 'sleepers')
   end
   local reply = {next}
   for _, c in ipairs(claimed) do

@@ -1,13 +1,16 @@
 --[[
 drover_commit: apply the engine's decision about a finished attempt, fenced by the lease.
 KEYS[1]  the workflow record
-ARGV     P, id, fencing token, now, history max, commit (json, built by the worker from the pure
-         engine's Transition):
+ARGV     P, id, fencing token, now, history max, commit (json, see below), worker, lease ms,
+         continue (1: if the next task is runnable now, lease it straight back to this worker)
+         commit: built by the worker from the pure engine's Transition:
            state, step, attempt, phase, cause?, output_step?, output?, progress?, error?, task?, due,
            wait ("none" | "signal" | "children" | "pause"), signal?, join?, children [{id, kind, input,
            priority, labels, task, due}], history, resume_from?, handles_cancel, result?
-Returns  {"ok"}, {"ok", "duplicate"} for a retried commit that already applied, {"stale"} when the
-         token is not the current lease's (the attempt's result is discarded), or {"gone"}
+Returns  {"ok"}, {"ok", "continued", claim} when the next task was leased back to the caller (claim as
+         drover_claim returns it), {"ok", "duplicate"} for a retried commit that already applied,
+         {"stale"} when the token is not the current lease's (the attempt's result is discarded), or
+         {"gone"}
 Invariants: only the current lease holder commits; output, history, the next task, the release of the
 lease and of the step's permits happen together or not at all; a re-run of step N can never create
 step N+1 twice (the cursor moved, so the stale commit is refused).
@@ -90,6 +93,18 @@ redis.register_function('drover_commit', function(keys, args)
   elseif cancel_pending then
     -- A cancellation arrived while the step ran: hand it to a worker right away.
     enqueue_ready(P, id, now)
+  elseif args[9] == '1' and c.due <= now and redis.call('HGET', wk, 'paused') ~= '1' then
+    -- Continue here unless a more urgent workflow waits or a permit is taken: saves a queue round
+    -- trip per step, and finishes started workflows before new ones of the same priority.
+    local task = cjson.decode(c.task)
+    local permits = task.permits or {}
+    local top = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')
+    local priority = tonumber(redis.call('HGET', wk, 'priority') or '0')
+    local more_urgent = top[2] and tonumber(top[2]) < score(priority, 0)
+    if not more_urgent and not blocked_on(P, id, permits) then
+      return {'ok', 'continued', grant(P, id, args[7], now, tonumber(args[8]), permits, c.state)}
+    end
+    schedule(P, id, c.due, now)
   else
     schedule(P, id, c.due, now)
   end

@@ -24,9 +24,12 @@ local function score(priority, due)
   return (100 - priority) * PRIORITY_SPAN + due
 end
 
+-- Wake an idle worker, if any sleeps: claims that find nothing count themselves in `sleepers`.
 local function wake(P)
-  redis.call('LPUSH', P .. 'wake', '1')
-  redis.call('LTRIM', P .. 'wake', 0, 63)
+  if tonumber(redis.call('GET', P .. 'sleepers') or '0') > 0 then
+    redis.call('LPUSH', P .. 'wake', '1')
+    redis.call('LTRIM', P .. 'wake', 0, 63)
+  end
 end
 
 local function enqueue_ready(P, id, due)
@@ -109,6 +112,37 @@ local function push_history(P, id, entry, max)
   local hk = wfkey(P, id) .. ':hist'
   redis.call('RPUSH', hk, entry)
   redis.call('LTRIM', hk, -max, -1)
+end
+
+-- The first of `permits` that `id` cannot take now, or nil when it can take them all.
+local function blocked_on(P, id, permits)
+  for _, p in ipairs(permits) do
+    local sk = P .. 'sem:' .. p.name
+    if not redis.call('ZSCORE', sk, id) and redis.call('ZCARD', sk) >= p.capacity then
+      return p.name
+    end
+  end
+  return nil
+end
+
+-- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it.
+local function grant(P, id, worker, now, lease_ms, permits, state)
+  local wk = wfkey(P, id)
+  for _, p in ipairs(permits) do
+    redis.call('ZADD', P .. 'sem:' .. p.name, 'NX', now, id)
+    if p.scope == 'workflow' then
+      redis.call('SADD', wk .. ':held', p.name)
+    end
+  end
+  local token = redis.call('INCR', P .. 'fence')
+  redis.call('HSET', wk, 'lease_token', token, 'lease_worker', worker, 'lease_start', now,
+    'loc', 'leased', 'updated_ms', now)
+  redis.call('ZADD', P .. 'leases', now + lease_ms, id)
+  if state == 'pending' or state == 'waiting' then
+    set_state(P, id, 'running')
+  end
+  return {id, token, redis.call('HGETALL', wk), redis.call('HGETALL', wk .. ':out'),
+    redis.call('HGETALL', wk .. ':rx')}
 end
 
 -- Write a new workflow record, index it and queue its first task.

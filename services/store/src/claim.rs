@@ -72,9 +72,11 @@ pub enum Renewal {
 }
 
 /// What a commit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum CommitResult {
     Applied,
+    /// Applied, and the workflow's next task was leased straight back to the committer.
+    Continued(Box<Claim>),
     /// The same commit had already been applied (a retry after a lost reply).
     Duplicate,
     /// The lease moved on: the attempt's result was discarded.
@@ -194,7 +196,8 @@ impl Commit {
 
 impl Store {
     /// Claims up to `max` of the most urgent runnable tasks, promoting due timers and reclaiming
-    /// expired leases first (each bounded by `batch`).
+    /// expired leases first (each bounded by `batch`). A claim that finds nothing counts the caller
+    /// as sleeping (enqueues then wake it); pass `sleeping` on its next claim.
     pub async fn claim(
         &self,
         worker: &str,
@@ -202,6 +205,7 @@ impl Store {
         lease: Duration,
         batch: u32,
         max: u32,
+        sleeping: bool,
     ) -> Result<Claimed> {
         let reply: RValue = self
             .fcall("drover_claim", &self.key("ready"))
@@ -212,6 +216,7 @@ impl Store {
             .arg(max + 16)
             .arg(self.history_max)
             .arg(max.max(1))
+            .arg(if sleeping { "1" } else { "0" })
             .run()
             .await?;
         let RValue::Array(items) = reply else {
@@ -258,28 +263,42 @@ impl Store {
     }
 
     /// Commits an attempt, fenced by its token.
+    ///
+    /// With `continue_as` (worker, lease), a next task that is runnable now is leased straight back
+    /// to that worker, unless a workflow of higher priority waits or a permit is taken.
     pub async fn commit(
         &self,
         id: &str,
         token: u64,
         now_ms: u64,
         commit: &Commit,
+        continue_as: Option<(&str, Duration)>,
     ) -> Result<CommitResult> {
-        let reply: Vec<String> = self
+        let (worker, lease) = continue_as.unwrap_or(("", Duration::ZERO));
+        let reply: RValue = self
             .fcall("drover_commit", &self.wf_key(id))
             .arg(id)
             .arg(token)
             .arg(now_ms)
             .arg(self.history_max)
             .arg(serde_json::to_string(commit)?)
+            .arg(worker)
+            .arg(lease.as_millis() as u64)
+            .arg(if continue_as.is_some() { "1" } else { "0" })
             .run()
             .await?;
-        Ok(match reply.first().map(String::as_str) {
-            Some("ok") if reply.get(1).map(String::as_str) == Some("duplicate") => {
-                CommitResult::Duplicate
-            }
-            Some("ok") => CommitResult::Applied,
-            Some("stale") => CommitResult::Stale,
+        let RValue::Array(items) = reply else {
+            return Ok(CommitResult::Gone);
+        };
+        let word = |i: usize| items.get(i).and_then(text);
+        Ok(match (word(0).as_deref(), word(1).as_deref()) {
+            (Some("ok"), Some("duplicate")) => CommitResult::Duplicate,
+            (Some("ok"), Some("continued")) => match items.into_iter().nth(2) {
+                Some(entry) => CommitResult::Continued(Box::new(parse_claim(entry)?)),
+                None => CommitResult::Applied,
+            },
+            (Some("ok"), _) => CommitResult::Applied,
+            (Some("stale"), _) => CommitResult::Stale,
             _ => CommitResult::Gone,
         })
     }
