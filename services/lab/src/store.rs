@@ -143,6 +143,40 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// One object, shared (no deep copy): for read-only use.
+    pub fn get_shared(&self, resource: &str, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.lock()
+            .tables
+            .get(resource)
+            .and_then(|t| t.get(&(namespace.to_string(), name.to_string())))
+            .cloned()
+    }
+
+    /// Like `list`, but shares the objects instead of copying them (the simulator's and the list
+    /// handler's path: a pass over a thousand VMIs must not copy a thousand VMIs).
+    pub fn list_shared(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Arc<Value>>, u64) {
+        let inner = self.lock();
+        let items = match inner.tables.get(resource) {
+            None => Vec::new(),
+            Some(table) => match namespace {
+                Some(ns) => table
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(|((n, _), _)| n == ns)
+                    .map(|(_, v)| v)
+                    .filter(|v| keep(v))
+                    .cloned()
+                    .collect(),
+                None => table.values().filter(|v| keep(v)).cloned().collect(),
+            },
+        };
+        (items, inner.rv)
+    }
+
     /// Count objects of a type without cloning them.
     pub fn count(&self, resource: &str) -> usize {
         self.lock().tables.get(resource).map_or(0, |t| t.len())

@@ -31,7 +31,7 @@ fn or_none(v: &str) -> String {
 }
 
 /// Render objects as a Table.
-pub fn render(def: &ResourceDef, items: &[Value], rv: u64, shared: &Shared) -> Value {
+pub fn render(def: &ResourceDef, items: &[&Value], rv: u64, shared: &Shared) -> Value {
     let now = clock::unix(shared.clock.wall());
     let age = |o: &Value| {
         clock::parse_rfc3339(s(o, "/metadata/creationTimestamp"))

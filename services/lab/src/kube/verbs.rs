@@ -21,7 +21,7 @@ pub fn get(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> {
     if table::wants_table(req) {
         return Ok(http::json(
             200,
-            &table::render(t.def, &[obj], shared.store.resource_version(), shared),
+            &table::render(t.def, &[&obj], shared.store.resource_version(), shared),
         ));
     }
     Ok(http::json(200, &obj))
@@ -31,11 +31,12 @@ pub fn get(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> {
 pub fn list(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), t.def)?;
-    let (mut items, rv) = shared
-        .store
-        .list(&t.def.qualified(), t.namespace.as_deref(), |o| {
-            labels.matches(o) && fields.matches(o)
-        });
+    let (mut items, rv) =
+        shared
+            .store
+            .list_shared(&t.def.qualified(), t.namespace.as_deref(), |o| {
+                labels.matches(o) && fields.matches(o)
+            });
     let offset: usize = match req.q("continue").filter(|c| !c.is_empty()) {
         Some(token) => token
             .strip_prefix("lab:")
@@ -59,6 +60,7 @@ pub fn list(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> {
             cont = format!("lab:{end}");
         }
     }
+    let items: Vec<&Value> = items.iter().map(|i| &**i).collect();
     if table::wants_table(req) {
         let mut tbl = table::render(t.def, &items, rv, shared);
         if !cont.is_empty() {
@@ -71,10 +73,24 @@ pub fn list(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> {
         meta["continue"] = json!(cont);
         meta["remainingItemCount"] = json!(total - offset - items.len());
     }
-    Ok(http::json(
-        200,
-        &json!({"apiVersion": t.def.api_version(), "kind": format!("{}List", t.def.kind), "metadata": meta, "items": items}),
-    ))
+    // Serialized from shared objects: a list never deep-copies what it returns.
+    let list = ListBody {
+        api_version: t.def.api_version(),
+        kind: format!("{}List", t.def.kind),
+        metadata: meta,
+        items,
+    };
+    let body = serde_json::to_vec(&list).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(http::bytes_response(200, "application/json", body.into()))
+}
+
+#[derive(serde::Serialize)]
+struct ListBody<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    metadata: Value,
+    items: Vec<&'a Value>,
 }
 
 /// POST a new object.

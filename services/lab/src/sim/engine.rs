@@ -87,7 +87,7 @@ pub fn tick(shared: &Shared) {
 }
 
 fn evacuate(shared: &Shared, st: &mut SimState, now: SimTime) {
-    let (nodes, _) = shared.store.list(keys::NODES, None, |n| {
+    let (nodes, _) = shared.store.list_shared(keys::NODES, None, |n| {
         n["spec"]["taints"]
             .as_array()
             .is_some_and(|t| t.iter().any(|t| t["key"] == "kubevirt.io/drain"))
@@ -96,7 +96,7 @@ fn evacuate(shared: &Shared, st: &mut SimState, now: SimTime) {
         .iter()
         .map(|n| s(n, "/metadata/name").to_string())
         .collect();
-    let (vmis, _) = shared.store.list(keys::VMIS, None, |v| {
+    let (vmis, _) = shared.store.list_shared(keys::VMIS, None, |v| {
         !s(v, "/status/evacuationNodeName").is_empty() || drained.contains(s(v, "/status/nodeName"))
     });
     for vmi in vmis {
@@ -155,7 +155,7 @@ fn status_patch(shared: &Shared, ns: &str, name: &str, e: &Entry, extra: impl Fn
 fn migrations(shared: &Shared, st: &mut SimState, now: SimTime) {
     let settings = &shared.scenario.migrations;
     let wall = shared.clock.rfc3339();
-    let (vmims, _) = shared.store.list(keys::VMIMS, None, |_| true);
+    let (vmims, _) = shared.store.list_shared(keys::VMIMS, None, |_| true);
     let present: HashSet<Key> = vmims
         .iter()
         .map(|m| {
@@ -302,7 +302,7 @@ fn migrations(shared: &Shared, st: &mut SimState, now: SimTime) {
         .map(|(k, _)| k.clone())
         .collect();
     if !waiting.is_empty() {
-        let (all_vmis, _) = shared.store.list(keys::VMIS, None, |_| true);
+        let (all_vmis, _) = shared.store.list_shared(keys::VMIS, None, |_| true);
         for key in waiting {
             let reserved: Vec<(String, f64, f64)> = st
                 .runs
@@ -578,7 +578,7 @@ fn set_vmi_migration_state(
 }
 
 /// KubeVirt keeps at most five finalized migrations per VMI.
-fn gc_finalized(shared: &Shared, vmims: &[Value]) {
+fn gc_finalized(shared: &Shared, vmims: &[Arc<Value>]) {
     let mut per_vmi: HashMap<(String, String), Vec<(u64, String)>> = HashMap::new();
     for m in vmims {
         if Phase::parse(s(m, "/status/phase")).is_some_and(Phase::is_final) {

@@ -4,6 +4,7 @@
 //! the objects (VM, VMI, launcher pod) the scenario loader shares.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -95,7 +96,7 @@ pub fn vmi_demand(vmi: &Value) -> (f64, f64) {
 /// subtracted.
 pub fn node_views(
     shared: &Shared,
-    vmis: &[Value],
+    vmis: &[Arc<Value>],
     reserved: &[(String, f64, f64)],
 ) -> Vec<placement::NodeView> {
     let (nodes, _) = shared.store.list(keys::NODES, None, |_| true);
@@ -247,7 +248,7 @@ pub fn pod_ip(n: u64) -> String {
 pub fn migratable_for(shared: &Shared, vmi: &Value) -> migratable::Migratable {
     let ns = s(vmi, "/metadata/namespace").to_string();
     migratable::live_migratable(vmi, |claim| {
-        shared.store.get(keys::PVCS, &ns, claim).map(|pvc| {
+        shared.store.get_shared(keys::PVCS, &ns, claim).map(|pvc| {
             pvc.pointer("/spec/accessModes")
                 .and_then(Value::as_array)
                 .map(|a| {
@@ -302,7 +303,7 @@ pub fn running_status(shared: &Shared, vmi: &mut Value, node: &str, ip: &str) {
             .or_else(|| vol.pointer("/dataVolume/name"))
             .and_then(Value::as_str);
         let mut st = json!({"name": name, "target": ""});
-        if let Some(pvc) = claim.and_then(|c| shared.store.get(keys::PVCS, &ns, c)) {
+        if let Some(pvc) = claim.and_then(|c| shared.store.get_shared(keys::PVCS, &ns, c)) {
             st["persistentVolumeClaimInfo"] = json!({
                 "claimName": claim,
                 "accessModes": pvc["spec"]["accessModes"],
@@ -348,9 +349,9 @@ pub fn refresh_running(
 /// One reconcile pass over VMs, VMIs and launcher pods. Returns whether timed work is pending.
 pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -> bool) -> bool {
     let mut busy = false;
-    let (vms, _) = shared.store.list(keys::VMS, None, |_| true);
-    let (vmis, _) = shared.store.list(keys::VMIS, None, |_| true);
-    let (pods, _) = shared.store.list(keys::PODS, None, |p| {
+    let (vms, _) = shared.store.list_shared(keys::VMS, None, |_| true);
+    let (vmis, _) = shared.store.list_shared(keys::VMIS, None, |_| true);
+    let (pods, _) = shared.store.list_shared(keys::PODS, None, |p| {
         s(p, "/metadata/labels/kubevirt.io") == "virt-launcher"
     });
     let vmi_by: HashMap<(String, String), &Value> = vmis
@@ -361,10 +362,18 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
                     s(v, "/metadata/namespace").to_string(),
                     s(v, "/metadata/name").to_string(),
                 ),
-                v,
+                &**v,
             )
         })
         .collect();
+    // Launcher pods by the uid of the VMI that created them (one pass, not one per VMI).
+    let mut pods_by_uid: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for p in &pods {
+        pods_by_uid
+            .entry(s(p, "/metadata/labels/kubevirt.io~1created-by"))
+            .or_default()
+            .push(p);
+    }
     let vm_keys: std::collections::HashSet<(String, String)> = vms
         .iter()
         .map(|v| {
@@ -417,7 +426,7 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
     }
 
     // VMIs: garbage-collect orphans, schedule, start, keep conditions current.
-    let mut placed: Vec<Value> = vmis.clone();
+    let mut placed: Vec<Arc<Value>> = vmis.clone();
     let mut ip_counter = shared.store.resource_version();
     for vmi in &vmis {
         let ns = s(vmi, "/metadata/namespace").to_string();
@@ -432,13 +441,7 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
         }
         let phase = s(vmi, "/status/phase");
         let uid = s(vmi, "/metadata/uid");
-        let my_pods: Vec<&Value> = pods
-            .iter()
-            .filter(|p| {
-                s(p, "/metadata/namespace") == ns
-                    && s(p, "/metadata/labels/kubevirt.io~1created-by") == uid
-            })
-            .collect();
+        let my_pods: &[&Value] = pods_by_uid.get(uid).map_or(&[], Vec::as_slice);
         match phase {
             "" | "Pending" | "Scheduling" => {
                 busy = true;
@@ -475,7 +478,7 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
                             set_condition(v, "PodScheduled", true, "", "");
                             Ok(())
                         }) {
-                            placed.push(updated);
+                            placed.push(Arc::new(updated));
                         }
                     }
                     None => {
