@@ -59,16 +59,15 @@ redis.register_function('drover_claim', function(keys, args)
     end
     local id, sc = top[1], top[2]
     local wk = wfkey(P, id)
-    local f = redis.call('HMGET', wk, 'paused', 'cancel', 'task', 'state')
+    local f = redis.call('HMGET', wk, 'paused', 'cancel', 'task', 'state', 'permits', 'phase')
     if f[3] then
       if f[1] == '1' and f[2] ~= '1' then
         redis.call('SADD', P .. 'paused', id)
         redis.call('HSET', wk, 'loc', 'paused')
       else
-        local task = cjson.decode(f[3])
-        local permits = task.permits or {}
+        local permits = f[5] and cjson.decode(f[5]) or {}
         local blocked = nil
-        if f[2] ~= '1' or task.phase == 'compensate' then
+        if f[2] ~= '1' or f[6] == 'compensate' then
           blocked = blocked_on(P, id, permits)
         else
           permits = {}

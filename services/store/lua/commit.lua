@@ -4,7 +4,8 @@ KEYS[1]  the workflow record
 ARGV     P, id, fencing token, now, history max, commit (json, see below), worker, lease ms,
          continue (1: if the next task is runnable now, lease it straight back to this worker)
          commit: built by the worker from the pure engine's Transition:
-           state, step, attempt, phase, cause?, output_step?, output?, progress?, error?, task?, due,
+           state, step, attempt, phase, cause?, output_step?, output?, progress?, error?, task?,
+           permits? (the next task's, json, absent when none), due,
            wait ("none" | "signal" | "children" | "pause"), signal?, join?, children [{id, kind, input,
            priority, labels, task, due}], history, resume_from?, handles_cancel, result?
 Returns  {"ok"}, {"ok", "continued", claim} when the next task was leased back to the caller (claim as
@@ -49,7 +50,7 @@ redis.register_function('drover_commit', function(keys, args)
 
   set_state(P, id, c.state)
   if c.state == 'succeeded' or c.state == 'failed' or c.state == 'cancelled' then
-    redis.call('HDEL', wk, 'task')
+    redis.call('HDEL', wk, 'task', 'permits')
     redis.call('HSET', wk, 'finished_ms', now)
     redis.call('ZADD', P .. 'finished', now, id)
     for _, name in ipairs(redis.call('SMEMBERS', wk .. ':held')) do
@@ -61,6 +62,11 @@ redis.register_function('drover_commit', function(keys, args)
   end
 
   redis.call('HSET', wk, 'task', c.task)
+  if c.permits then
+    redis.call('HSET', wk, 'permits', c.permits)
+  else
+    redis.call('HDEL', wk, 'permits')
+  end
   local cancel_pending = held[3] == '1' and not c.handles_cancel
   if c.wait == 'signal' and not cancel_pending then
     local payload = redis.call('LPOP', wk .. ':sig:' .. c.signal)
@@ -96,8 +102,7 @@ redis.register_function('drover_commit', function(keys, args)
   elseif args[9] == '1' and c.due <= now and redis.call('HGET', wk, 'paused') ~= '1' then
     -- Continue here unless a more urgent workflow waits or a permit is taken: saves a queue round
     -- trip per step, and finishes started workflows before new ones of the same priority.
-    local task = cjson.decode(c.task)
-    local permits = task.permits or {}
+    local permits = c.permits and cjson.decode(c.permits) or {}
     local top = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')
     local priority = tonumber(redis.call('HGET', wk, 'priority') or '0')
     local more_urgent = top[2] and tonumber(top[2]) < score(priority, 0)

@@ -11,7 +11,7 @@ drover_resume   KEYS[1] record; ARGV P, id, now
 drover_signal   KEYS[1] record; ARGV P, id, name, payload, now
   Delivers to a step waiting on `name`, or queues the payload for the next wait on it: each payload
   reaches exactly one wait.
-drover_retry    KEYS[1] record; ARGV P, id, now, task (json), step
+drover_retry    KEYS[1] record; ARGV P, id, now, task (json), step, permits (json, "" for none)
   Resumes a failed workflow from `step` with a fresh attempt budget.
 ]]
 local function control_preamble(wk)
@@ -101,7 +101,10 @@ redis.register_function('drover_retry', function(keys, args)
   end
   redis.call('HSET', keys[1], 'step', step, 'attempt', 1, 'phase', 'forward', 'task', task,
     'updated_ms', now)
-  redis.call('HDEL', keys[1], 'cause', 'error', 'resume_from', 'cancel', 'finished_ms', 'result')
+  redis.call('HDEL', keys[1], 'cause', 'error', 'resume_from', 'cancel', 'finished_ms', 'result', 'permits')
+  if args[6] ~= '' then
+    redis.call('HSET', keys[1], 'permits', args[6])
+  end
   redis.call('ZREM', P .. 'finished', id)
   set_state(P, id, 'running')
   enqueue_ready(P, id, now)

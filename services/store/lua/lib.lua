@@ -94,14 +94,14 @@ local function release(P, id, name)
   end
 end
 
--- Release the step-scoped permits of the workflow's current task.
+-- Release the step-scoped permits of the workflow's current task (kept apart from the task, and only
+-- when there are some, so most commits decode nothing).
 local function release_step_permits(P, id)
-  local raw = redis.call('HGET', wfkey(P, id), 'task')
+  local raw = redis.call('HGET', wfkey(P, id), 'permits')
   if not raw then
     return
   end
-  local task = cjson.decode(raw)
-  for _, p in ipairs(task.permits or {}) do
+  for _, p in ipairs(cjson.decode(raw)) do
     if p.scope ~= 'workflow' then
       release(P, id, p.name)
     end
@@ -146,7 +146,8 @@ local function grant(P, id, worker, now, lease_ms, permits, state)
 end
 
 -- Write a new workflow record, index it and queue its first task.
--- rec: {id, kind, input, priority, labels (object), task (json string), due, parent?}
+-- rec: {id, kind, input, priority, labels (object), task (json string), permits (json string, absent
+-- when none), due, parent?}
 local function create(P, rec, now)
   local wk = wfkey(P, rec.id)
   redis.call('HSET', wk,
@@ -155,6 +156,9 @@ local function create(P, rec, now)
     'step', 0, 'attempt', 1, 'phase', 'forward', 'task', rec.task, 'loc', '')
   if rec.parent then
     redis.call('HSET', wk, 'parent', rec.parent)
+  end
+  if rec.permits then
+    redis.call('HSET', wk, 'permits', rec.permits)
   end
   redis.call('ZADD', P .. 'idx:all', now, rec.id)
   redis.call('ZADD', P .. 'idx:kind:' .. rec.kind, now, rec.id)

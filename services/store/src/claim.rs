@@ -108,6 +108,8 @@ pub struct Commit {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     task: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permits: Option<String>,
     due: u64,
     wait: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +180,12 @@ impl Commit {
             progress: t.progress.as_ref().map(serde_json::to_string).transpose()?,
             error: t.error.as_ref().map(serde_json::to_string).transpose()?,
             task: t.next.as_ref().map(serde_json::to_string).transpose()?,
+            permits: t
+                .next
+                .as_ref()
+                .filter(|n| !n.permits.is_empty())
+                .map(|n| serde_json::to_string(&n.permits))
+                .transpose()?,
             due: t.next.as_ref().map(|n| n.due_ms).unwrap_or(0),
             wait,
             signal,

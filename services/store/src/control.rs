@@ -79,6 +79,11 @@ impl Store {
             .arg(now_ms)
             .arg(serde_json::to_string(task)?)
             .arg(task.step)
+            .arg(if task.permits.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&task.permits)?
+            })
             .run()
             .await?;
         Ok(parse(reply))

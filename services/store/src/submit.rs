@@ -43,6 +43,9 @@ impl NewWorkflow {
         if let Some(parent) = parent {
             rec["parent"] = json!(parent);
         }
+        if !self.task.permits.is_empty() {
+            rec["permits"] = json!(serde_json::to_string(&self.task.permits)?);
+        }
         Ok(rec)
     }
 }
