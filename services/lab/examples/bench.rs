@@ -108,11 +108,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     } else {
                         format!("{url}/apis/kubevirt.io/v1/namespaces/bench/virtualmachineinstances/vm-w{node:03}-{:02}", i % 25)
                     };
-                    if let Ok(resp) = client.get(req).send().await {
-                        if resp.status().is_success() && resp.bytes().await.is_ok() {
+                    if let Ok(resp) = client.get(req).send().await
+                        && resp.status().is_success() && resp.bytes().await.is_ok() {
                             done.fetch_add(1, Ordering::Relaxed);
                         }
-                    }
                 }
             }));
         }

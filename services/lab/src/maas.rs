@@ -58,10 +58,10 @@ fn split_path(path: &str) -> Option<(Vec<String>, Option<String>)> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
-    let op = match segs.last().and_then(|l| l.strip_prefix("op-")) {
-        Some(op) => Some(op.to_string()),
-        None => None,
-    };
+    let op = segs
+        .last()
+        .and_then(|l| l.strip_prefix("op-"))
+        .map(|op| op.to_string());
     if op.is_some() {
         segs.pop();
     }

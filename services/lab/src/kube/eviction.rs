@@ -58,13 +58,15 @@ pub fn handle(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> 
         .pointer("/metadata/labels/kubevirt.io")
         .and_then(Value::as_str)
         == Some("virt-launcher");
-    if is_launcher && phase != "Succeeded" && phase != "Failed" {
-        if let Some(denied) = kubevirt_webhook(shared, &pod, &ns)? {
-            return Err(Error::TooManyRequests {
-                message: format!("{WEBHOOK}: {denied}"),
-                retry_after: None,
-            });
-        }
+    if is_launcher
+        && phase != "Succeeded"
+        && phase != "Failed"
+        && let Some(denied) = kubevirt_webhook(shared, &pod, &ns)?
+    {
+        return Err(Error::TooManyRequests {
+            message: format!("{WEBHOOK}: {denied}"),
+            retry_after: None,
+        });
     }
     if req.q("dryRun") != Some("All") {
         shared.store.delete(keys::PODS, &ns, &name)?;

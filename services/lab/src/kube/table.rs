@@ -8,6 +8,9 @@ use crate::http::Req;
 use crate::kube::resources::ResourceDef;
 use crate::state::Shared;
 
+/// How a row's cells are computed from its object.
+type Cells<'a> = Box<dyn Fn(&Value) -> Vec<Value> + 'a>;
+
 /// Whether the client asked for a Table.
 pub fn wants_table(req: &Req) -> bool {
     req.header("accept").contains("as=Table")
@@ -38,7 +41,7 @@ pub fn render(def: &ResourceDef, items: &[&Value], rv: u64, shared: &Shared) -> 
             .map(|t| clock::short_age(now.saturating_sub(t)))
             .unwrap_or_else(|| "<unknown>".into())
     };
-    let (columns, cells): (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>>) = match def.plural {
+    let (columns, cells): (Vec<Value>, Cells<'_>) = match def.plural {
         "nodes" => (
             vec![
                 col("Name", "string", 0),

@@ -248,14 +248,14 @@ pub fn decode(def: &ResourceDef, body: &[u8]) -> Result<Value> {
         )));
     }
     check_shape(def, &obj)?;
-    if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
-        if kind != def.kind {
-            return Err(Error::BadRequest(format!(
-                "the object provided is unrecognized (must be of type {}): no kind \"{kind}\" is registered for version \"{}\"",
-                def.kind,
-                def.api_version()
-            )));
-        }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && kind != def.kind
+    {
+        return Err(Error::BadRequest(format!(
+            "the object provided is unrecognized (must be of type {}): no kind \"{kind}\" is registered for version \"{}\"",
+            def.kind,
+            def.api_version()
+        )));
     }
     Ok(obj)
 }
@@ -380,10 +380,10 @@ fn prepare(shared: &Shared, t: &Target, obj: &mut Value, url_name: Option<&str>)
         m.remove("namespace");
     }
     // The status of a type with a status subresource is not settable on create.
-    if t.def.subresources.contains(&"status") {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+    if t.def.subresources.contains(&"status")
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
     }
     if t.def.plural == "namespaces" {
         obj["status"] = json!({"phase": "Active"});

@@ -66,7 +66,7 @@ pub fn deploy_step(elapsed: f64, s: &MaasSettings, fail: bool, hang: bool) -> De
 }
 
 enum NodeAction {
-    Create(Machine),
+    Create(Box<Machine>),
     Ready(String),
     NotReady(String),
     Delete(String),
@@ -146,7 +146,7 @@ pub fn tick(shared: &Shared, now: SimTime) {
                         None if now >= deployed_at + s.join_delay_secs => {
                             m.node_created = Some(now);
                             m.node_down = false;
-                            actions.push(NodeAction::Create(m.clone()));
+                            actions.push(NodeAction::Create(Box::new(m.clone())));
                         }
                         Some(t) if now >= t + s.node_ready_delay_secs => {
                             m.joined = true;

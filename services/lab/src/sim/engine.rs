@@ -174,10 +174,10 @@ fn migrations(shared: &Shared, st: &mut SimState, now: SimTime) {
         .cloned()
         .collect();
     for key in gone {
-        if let Some(e) = st.runs.remove(&key) {
-            if !e.run.phase.is_final() {
-                abort(shared, &key.0, &e, &wall);
-            }
+        if let Some(e) = st.runs.remove(&key)
+            && !e.run.phase.is_final()
+        {
+            abort(shared, &key.0, &e, &wall);
         }
     }
 
@@ -255,7 +255,6 @@ fn migrations(shared: &Shared, st: &mut SimState, now: SimTime) {
             event(
                 shared,
                 &key.0,
-                "VirtualMachineInstanceMigration",
                 &key.1,
                 &e.uid,
                 "Warning",
@@ -360,8 +359,7 @@ fn migrations(shared: &Shared, st: &mut SimState, now: SimTime) {
     // Advance every admitted migration as far as the clock allows.
     let keys_now: Vec<Key> = st.runs.keys().cloned().collect();
     for key in keys_now {
-        loop {
-            let Some(e) = st.runs.get(&key) else { break };
+        while let Some(e) = st.runs.get(&key) {
             let step = migration::advance(&e.run, now, settings);
             let sharing = st
                 .runs
@@ -511,7 +509,6 @@ fn enter(shared: &Shared, key: &Key, e: &Entry, wall: &str) {
             event(
                 shared,
                 ns,
-                "VirtualMachineInstanceMigration",
                 name,
                 &e.uid,
                 "Normal",
@@ -542,7 +539,6 @@ fn fail(shared: &Shared, key: &Key, e: &Entry, reason: &str, wall: &str) {
     event(
         shared,
         ns,
-        "VirtualMachineInstanceMigration",
         name,
         &e.uid,
         "Warning",
@@ -616,11 +612,10 @@ fn record_counters(shared: &Shared, st: &mut SimState, now: SimTime) {
     }
 }
 
-/// Record a core/v1 Event about an object.
+/// Record a core/v1 Event about a migration, as virt-controller does.
 pub fn event(
     shared: &Shared,
     ns: &str,
-    kind: &str,
     name: &str,
     uid: &str,
     kind_of: &str,
@@ -628,11 +623,7 @@ pub fn event(
     message: &str,
 ) {
     let wall = shared.clock.rfc3339();
-    let api_version = if kind == "Node" || kind == "Pod" {
-        "v1"
-    } else {
-        "kubevirt.io/v1"
-    };
+    let (kind, api_version) = ("VirtualMachineInstanceMigration", "kubevirt.io/v1");
     let _ = shared.store.create(keys::EVENTS, json!({
         "apiVersion": "v1",
         "kind": "Event",
