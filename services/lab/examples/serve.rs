@@ -17,10 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kubeconfig =
         std::env::temp_dir().join(format!("drover-lab-{}.kubeconfig", lab.addr().port()));
     lab.write_kubeconfig(&kubeconfig)?;
-    println!("kube_url={}", lab.kube_url());
-    println!("maas_url={}", lab.maas_url());
-    println!("maas_api_key={}", lab.maas_api_key());
-    println!("kubeconfig={}", kubeconfig.display());
+    print!("{}", lab.summary(&kubeconfig));
     tokio::signal::ctrl_c().await?;
     lab.shutdown().await;
     Ok(())

@@ -162,6 +162,20 @@ impl LabHandle {
         admin::kubeconfig(&self.kube_url())
     }
 
+    /// What `drover lab` prints once the lab is up: one `key=value` per line (Kubernetes URL, MAAS
+    /// URL, MAAS API key, kubeconfig path, scenario, time scale).
+    pub fn summary(&self, kubeconfig: &Path) -> String {
+        format!(
+            "kube_url={}\nmaas_url={}\nmaas_api_key={}\nkubeconfig={}\nscenario={}\ntime_scale={}\n",
+            self.kube_url(),
+            self.maas_url(),
+            self.maas_api_key(),
+            kubeconfig.display(),
+            self.shared.scenario.name,
+            self.shared.clock.scale()
+        )
+    }
+
     /// Write the kubeconfig to a file.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
         std::fs::write(path, self.kubeconfig())?;

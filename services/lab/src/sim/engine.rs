@@ -83,7 +83,9 @@ pub fn tick(shared: &Shared) {
     migrations(shared, &mut st, now);
     busy |= !st.runs.is_empty();
     st.busy = busy;
-    st.last_rv = shared.store.resource_version();
+    // The resourceVersion this pass started from: a change made while it ran (an API write, or the
+    // pass's own) makes the next pass run too, so no change is missed.
+    st.last_rv = rv;
 }
 
 fn evacuate(shared: &Shared, st: &mut SimState, now: SimTime) {

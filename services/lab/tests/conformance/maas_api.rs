@@ -318,3 +318,122 @@ async fn ops_status_codes_and_messages() {
     );
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interfaces_bond_bridge_vlan_link() {
+    let lab = support::lab(60.0).await;
+    let post = reqwest::Method::POST;
+    let (_, body, _) = call(
+        &lab,
+        post.clone(),
+        "machines/?op=allocate",
+        &[("tags", "vmo-worker")],
+    )
+    .await;
+    let m: Value = serde_json::from_str(&body).expect("machine");
+    let id = m["system_id"].as_str().expect("id").to_string();
+    let nics: Vec<String> = m["interface_set"]
+        .as_array()
+        .expect("nics")
+        .iter()
+        .map(|i| i["id"].to_string())
+        .collect();
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("nodes/{id}/interfaces/?op=create_bond"),
+        &[
+            ("name", "bond0"),
+            ("parents", &nics[0]),
+            ("parents", &nics[1]),
+            ("bond_mode", "802.3ad"),
+            ("bond_lacp_rate", "fast"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let bond: Value = serde_json::from_str(&body).expect("bond");
+    assert_eq!(
+        (bond["type"].as_str(), bond["params"]["bond_mode"].as_str()),
+        (Some("bond"), Some("802.3ad"))
+    );
+    assert_eq!(bond["parents"], serde_json::json!(["eno1", "eno2"]));
+    let bond_id = bond["id"].to_string();
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("nodes/{id}/interfaces/?op=create_vlan"),
+        &[("vlan", "5003"), ("parent", &bond_id)],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let vlan: Value = serde_json::from_str(&body).expect("vlan");
+    assert_eq!(vlan["name"], "bond0.20");
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("nodes/{id}/interfaces/?op=create_bridge"),
+        &[("name", "br0"), ("parents", &bond_id), ("parent", &bond_id)],
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (400, "Cannot specify both parent and parents fields.")
+    );
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("nodes/{id}/interfaces/?op=create_bridge"),
+        &[("name", "br0"), ("parents", &bond_id)],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let vlan_id = vlan["id"].to_string();
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("nodes/{id}/interfaces/{vlan_id}/?op=link_subnet"),
+        &[
+            ("mode", "STATIC"),
+            ("subnet", "3"),
+            ("ip_address", "10.20.30.99"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let linked: Value = serde_json::from_str(&body).expect("linked");
+    assert_eq!(linked["links"][0]["ip_address"], "10.20.30.99");
+    assert_eq!(linked["links"][0]["subnet"]["cidr"], "10.20.0.0/16");
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("nodes/{id}/interfaces/{vlan_id}/?op=link_subnet"),
+        &[("mode", "bogus"), ("subnet", "3")],
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    // Deployed machines' interfaces cannot be edited.
+    let (code, _, _) = call(
+        &lab,
+        post.clone(),
+        &format!("machines/{id}/?op=deploy"),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("nodes/{id}/interfaces/?op=create_bond"),
+        &[("name", "bond1"), ("parents", &nics[0])],
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            409,
+            "Cannot create bond interface because the machine is not New, Ready, Allocated, or Broken."
+        )
+    );
+    lab.shutdown().await;
+}

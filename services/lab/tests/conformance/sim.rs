@@ -360,3 +360,76 @@ status = "deployed"
     assert!(Scenario::from_toml("time_scale = 0.0").is_err());
     assert!(LabConfig::from_file(&dir.join("missing.json")).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_and_watch_disconnects() {
+    let lab = support::lab(120.0).await;
+    let c = support::http();
+    let base = lab.kube_url();
+    let vm_url = |action: &str| {
+        format!(
+            "{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-02-03/{action}"
+        )
+    };
+    let (code, body) = send(c.put(vm_url("stop")).body("{}")).await;
+    assert_eq!(code, 202, "{body}");
+    support::wait_for("the VM to stop", Duration::from_secs(10), || async {
+        let vm = lab.get("virtualmachines.kubevirt.io", "vmo-prod", "vm-02-03")?;
+        (vm["status"]["printableStatus"] == "Stopped"
+            && lab
+                .get(
+                    "virtualmachineinstances.kubevirt.io",
+                    "vmo-prod",
+                    "vm-02-03",
+                )
+                .is_none())
+        .then_some(())
+    })
+    .await;
+    let (code, body) = send(c.put(vm_url("stop")).body("{}")).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (409, Some("VM is not running"))
+    );
+    let (code, _) = send(c.put(vm_url("start")).body("{}")).await;
+    assert_eq!(code, 202);
+    let vmi = support::wait_for("the VM to run again", Duration::from_secs(10), || async {
+        let v = lab.get(
+            "virtualmachineinstances.kubevirt.io",
+            "vmo-prod",
+            "vm-02-03",
+        )?;
+        (v["status"]["phase"] == "Running").then_some(v)
+    })
+    .await;
+    assert!(
+        vmi["status"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("worker-"))
+    );
+    let vm = lab
+        .get("virtualmachines.kubevirt.io", "vmo-prod", "vm-02-03")
+        .expect("vm");
+    assert_eq!(vm["spec"]["runStrategy"], "Always");
+
+    // A watch cut by a fault ends early; the client resumes from its last resourceVersion.
+    lab.inject(drover_lab::Fault::WatchDisconnect {
+        after_ms: 200,
+        count: 1,
+    })
+    .expect("fault");
+    let started = std::time::Instant::now();
+    let resp = c
+        .get(format!(
+            "{base}/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=30"
+        ))
+        .send()
+        .await
+        .expect("watch");
+    let _ = resp.text().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the watch was cut early"
+    );
+    lab.shutdown().await;
+}
