@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
+/// The parts are held for their lifetime: dropping them stops Redis and the workers.
+#[allow(dead_code)]
 pub struct Rig {
-    #[allow(dead_code)]
     pub redis: Redis,
     pub store: drover_store::Store,
     pub lab: LabHandle,

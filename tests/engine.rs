@@ -37,7 +37,7 @@ async fn commit_as(
     store: &drover_store::Store,
     c: &drover_store::Claim,
     outcome: Outcome,
-    continue_as: Option<(&str, Duration)>,
+    continue_as: Option<&str>,
 ) -> (&'static str, Option<drover_store::Claim>) {
     let registry = drover_workflows::Registry::builtin();
     let wf = registry.get(&c.kind).unwrap().clone();
@@ -54,6 +54,12 @@ async fn commit_as(
     let history =
         json!({"step": c.step, "attempt": c.attempt, "token": c.token, "outcome": t.outcome});
     let commit = Commit::new(&t, &history, Vec::new(), &c.id).unwrap();
+    let continue_as = continue_as.map(|worker| drover_store::Continue {
+        worker,
+        lease: lease(),
+        from: c,
+        transition: &t,
+    });
     match store
         .commit(&c.id, c.token, now_ms(), &commit, continue_as)
         .await
@@ -120,7 +126,7 @@ async fn a_commit_can_hand_the_next_step_back_unless_more_urgent_work_waits() {
     let store = redis.store().await;
     submit(&store, "synthetic", json!({"steps": 3}), 0).await;
     let c = claim(&store, "w").await.unwrap();
-    let (result, next) = commit_as(&store, &c, Outcome::Done(json!(0)), Some(("w", lease()))).await;
+    let (result, next) = commit_as(&store, &c, Outcome::Done(json!(0)), Some("w")).await;
     assert_eq!(result, "continued");
     let next = next.unwrap();
     assert_eq!(
@@ -134,8 +140,7 @@ async fn a_commit_can_hand_the_next_step_back_unless_more_urgent_work_waits() {
     );
     // A more urgent workflow waiting in the queue gets the worker instead.
     submit(&store, "synthetic", json!({"steps": 1}), 90).await;
-    let (result, next) =
-        commit_as(&store, &next, Outcome::Done(json!(1)), Some(("w", lease()))).await;
+    let (result, next) = commit_as(&store, &next, Outcome::Done(json!(1)), Some("w")).await;
     assert_eq!((result, next.is_none()), ("applied", true));
     let urgent = claim(&store, "w").await.unwrap();
     assert_eq!(urgent.priority, 90);

@@ -293,12 +293,19 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
     };
     let give_up = started + Duration::from_millis(runner.config.lease_ms * 2);
     let stopping = runner.stopping.load(std::sync::atomic::Ordering::Acquire);
-    let continue_as = (!stopping).then(|| (runner.worker_id.as_str(), runner.config.lease()));
+    let continue_as = || {
+        (!stopping).then(|| drover_store::Continue {
+            worker: runner.worker_id.as_str(),
+            lease: runner.config.lease(),
+            from: claim,
+            transition: &transition,
+        })
+    };
     let mut backoff = Duration::from_millis(20);
     loop {
         match runner
             .store
-            .commit(&claim.id, claim.token, now_ms(), &commit, continue_as)
+            .commit(&claim.id, claim.token, now_ms(), &commit, continue_as())
             .await
         {
             Ok(CommitResult::Continued(next)) => {

@@ -19,38 +19,46 @@ step N+1 twice (the cursor moved, so the stale commit is refused).
 redis.register_function('drover_commit', function(keys, args)
   local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
   local wk = keys[1]
-  if redis.call('EXISTS', wk) == 0 then
-    return {'gone'}
-  end
-  local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel')
+  local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
+    'priority')
   if held[1] ~= token then
     if held[2] == token then
       return {'ok', 'duplicate'}
+    end
+    if not held[5] then
+      return {'gone'}
     end
     return {'stale'}
   end
   local c = cjson.decode(args[6])
 
   redis.call('ZREM', P .. 'leases', id)
-  redis.call('HDEL', wk, 'lease_token', 'lease_worker', 'lease_start')
-  redis.call('HSET', wk, 'last_token', token, 'loc', '', 'updated_ms', now,
-    'step', c.step, 'attempt', c.attempt, 'phase', c.phase)
-  release_step_permits(P, id)
+  if held[4] then
+    release_step_permits(P, id)
+  end
   push_history(P, id, c.history, hist_max)
   if c.output_step then
     redis.call('HSET', wk .. ':out', c.output_step, c.output)
   end
-  for _, field in ipairs({'cause', 'error', 'progress', 'resume_from', 'result'}) do
+  -- One HSET and one HDEL for the record.
+  local set = {'last_token', token, 'loc', '', 'updated_ms', now, 'step', c.step, 'attempt', c.attempt,
+    'phase', c.phase}
+  local del = {'lease_token', 'lease_worker', 'lease_start'}
+  for _, field in ipairs({'cause', 'error', 'progress', 'resume_from', 'result', 'task', 'permits'}) do
     if c[field] then
-      redis.call('HSET', wk, field, c[field])
+      set[#set + 1] = field
+      set[#set + 1] = c[field]
     elseif field ~= 'progress' or c.output_step then
-      redis.call('HDEL', wk, field)
+      del[#del + 1] = field
     end
   end
+  redis.call('HSET', wk, unpack(set))
+  redis.call('HDEL', wk, unpack(del))
 
-  set_state(P, id, c.state)
+  if held[5] ~= c.state then
+    set_state(P, id, c.state)
+  end
   if c.state == 'succeeded' or c.state == 'failed' or c.state == 'cancelled' then
-    redis.call('HDEL', wk, 'task', 'permits')
     redis.call('HSET', wk, 'finished_ms', now)
     redis.call('ZADD', P .. 'finished', now, id)
     for _, name in ipairs(redis.call('SMEMBERS', wk .. ':held')) do
@@ -61,12 +69,6 @@ redis.register_function('drover_commit', function(keys, args)
     return {'ok'}
   end
 
-  redis.call('HSET', wk, 'task', c.task)
-  if c.permits then
-    redis.call('HSET', wk, 'permits', c.permits)
-  else
-    redis.call('HDEL', wk, 'permits')
-  end
   local cancel_pending = held[3] == '1' and not c.handles_cancel
   if c.wait == 'signal' and not cancel_pending then
     local payload = redis.call('LPOP', wk .. ':sig:' .. c.signal)
@@ -99,15 +101,17 @@ redis.register_function('drover_commit', function(keys, args)
   elseif cancel_pending then
     -- A cancellation arrived while the step ran: hand it to a worker right away.
     enqueue_ready(P, id, now)
-  elseif args[9] == '1' and c.due <= now and redis.call('HGET', wk, 'paused') ~= '1' then
+  elseif args[9] == '1' and c.due <= now and held[6] ~= '1' then
     -- Continue here unless a more urgent workflow waits or a permit is taken: saves a queue round
     -- trip per step, and finishes started workflows before new ones of the same priority.
     local permits = c.permits and cjson.decode(c.permits) or {}
     local top = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')
-    local priority = tonumber(redis.call('HGET', wk, 'priority') or '0')
+    local priority = tonumber(held[7] or '0')
     local more_urgent = top[2] and tonumber(top[2]) < score(priority, 0)
     if not more_urgent and not blocked_on(P, id, permits) then
-      return {'ok', 'continued', grant(P, id, args[7], now, tonumber(args[8]), permits, c.state)}
+      -- The committer knows the record; send only what it cannot know.
+      local claim = grant(P, id, args[7], now, tonumber(args[8]), permits, c.state, true)
+      return {'ok', 'continued', claim}
     end
     schedule(P, id, c.due, now)
   else

@@ -125,8 +125,9 @@ local function blocked_on(P, id, permits)
   return nil
 end
 
--- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it.
-local function grant(P, id, worker, now, lease_ms, permits, state)
+-- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it, or,
+-- when `brief` (the caller already holds the record), {id, token, signals, kids_step}.
+local function grant(P, id, worker, now, lease_ms, permits, state, brief)
   local wk = wfkey(P, id)
   for _, p in ipairs(permits) do
     redis.call('ZADD', P .. 'sem:' .. p.name, 'NX', now, id)
@@ -140,6 +141,9 @@ local function grant(P, id, worker, now, lease_ms, permits, state)
   redis.call('ZADD', P .. 'leases', now + lease_ms, id)
   if state == 'pending' or state == 'waiting' then
     set_state(P, id, 'running')
+  end
+  if brief then
+    return {id, token, redis.call('HGETALL', wk .. ':rx'), redis.call('HGET', wk, 'kids_step') or false}
   end
   return {id, token, redis.call('HGETALL', wk), redis.call('HGETALL', wk .. ':out'),
     redis.call('HGETALL', wk .. ':rx')}

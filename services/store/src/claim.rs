@@ -272,17 +272,20 @@ impl Store {
 
     /// Commits an attempt, fenced by its token.
     ///
-    /// With `continue_as` (worker, lease), a next task that is runnable now is leased straight back
-    /// to that worker, unless a workflow of higher priority waits or a permit is taken.
+    /// With `continue_as`, a next task that is runnable now is leased straight back to that worker,
+    /// unless a workflow of higher priority waits or a permit is taken; the next claim is built from
+    /// the committed one and the transition, so the reply stays small.
     pub async fn commit(
         &self,
         id: &str,
         token: u64,
         now_ms: u64,
         commit: &Commit,
-        continue_as: Option<(&str, Duration)>,
+        continue_as: Option<Continue<'_>>,
     ) -> Result<CommitResult> {
-        let (worker, lease) = continue_as.unwrap_or(("", Duration::ZERO));
+        let (worker, lease) = continue_as
+            .as_ref()
+            .map_or(("", Duration::ZERO), |c| (c.worker, c.lease));
         let reply: RValue = self
             .fcall("drover_commit", &self.wf_key(id))
             .arg(id)
@@ -299,15 +302,87 @@ impl Store {
             return Ok(CommitResult::Gone);
         };
         let word = |i: usize| items.get(i).and_then(text);
-        Ok(match (word(0).as_deref(), word(1).as_deref()) {
-            (Some("ok"), Some("duplicate")) => CommitResult::Duplicate,
-            (Some("ok"), Some("continued")) => match items.into_iter().nth(2) {
-                Some(entry) => CommitResult::Continued(Box::new(parse_claim(entry)?)),
-                None => CommitResult::Applied,
+        Ok(
+            match (word(0).as_deref(), word(1).as_deref(), continue_as) {
+                (Some("ok"), Some("duplicate"), _) => CommitResult::Duplicate,
+                (Some("ok"), Some("continued"), Some(from)) => match items.into_iter().nth(2) {
+                    Some(RValue::Array(entry)) => {
+                        CommitResult::Continued(Box::new(from.next(&entry, now_ms)?))
+                    }
+                    _ => CommitResult::Applied,
+                },
+                (Some("ok"), _, _) => CommitResult::Applied,
+                (Some("stale"), _, _) => CommitResult::Stale,
+                _ => CommitResult::Gone,
             },
-            (Some("ok"), _) => CommitResult::Applied,
-            (Some("stale"), _) => CommitResult::Stale,
-            _ => CommitResult::Gone,
+        )
+    }
+}
+
+/// A committer's request to run the workflow's next step itself.
+pub struct Continue<'a> {
+    pub worker: &'a str,
+    pub lease: Duration,
+    /// The claim being committed.
+    pub from: &'a Claim,
+    /// The transition being committed.
+    pub transition: &'a Transition,
+}
+
+impl Continue<'_> {
+    /// The next claim: the committed one moved on by the transition, with the new token, the
+    /// signals already delivered to the new step and the step that started children.
+    fn next(&self, entry: &[RValue], now_ms: u64) -> Result<Claim> {
+        let t = self.transition;
+        let corrupt = |reason: &str| Error::Corrupt {
+            id: self.from.id.clone(),
+            reason: reason.into(),
+        };
+        let token = entry
+            .get(1)
+            .and_then(text)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt("token"))?;
+        let task = t
+            .next
+            .clone()
+            .ok_or_else(|| corrupt("continued without a next task"))?;
+        let mut outputs = self.from.outputs.clone();
+        if let Some((step, value)) = &t.output {
+            outputs.insert(*step, value.clone());
+        }
+        let prefix = format!("{}:", t.step);
+        let signals = entry
+            .get(2)
+            .map(pairs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.strip_prefix(&prefix)?.to_string(),
+                    serde_json::from_str(&v).ok()?,
+                ))
+            })
+            .collect();
+        Ok(Claim {
+            id: self.from.id.clone(),
+            token,
+            kind: self.from.kind.clone(),
+            input: self.from.input.clone(),
+            state: t.state,
+            step: t.step,
+            attempt: t.attempt,
+            phase: t.phase,
+            cause: t.cause,
+            cancel_requested: false,
+            error: t.error.clone(),
+            task,
+            outputs,
+            signals,
+            kids_step: entry.get(3).and_then(text).and_then(|s| s.parse().ok()),
+            lease_start_ms: now_ms,
+            priority: self.from.priority,
+            resumes: self.from.resumes,
         })
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use claim::{Claim, Claimed, Commit, CommitChild, CommitResult, Renewal};
+pub use claim::{Claim, Claimed, Commit, CommitChild, CommitResult, Continue, Renewal};
 pub use control::ControlResult;
 pub use query::{Filter, Page, WorkflowView};
 pub use submit::{NewWorkflow, Submitted};
