@@ -83,8 +83,10 @@ pub struct MaasSettings {
     pub domain: String,
     /// `node_timeout` in minutes: a deploy stuck longer becomes Failed deployment.
     pub node_timeout_minutes: f64,
-    /// Seconds a deploy takes from Deploying to Deployed.
+    /// Median seconds a deploy takes from Deploying to Deployed.
     pub deploy_secs: f64,
+    /// Spread of deploy durations (sigma of a lognormal around the median; 0 = always the median).
+    pub deploy_jitter: f64,
     /// Seconds a release takes (without erase).
     pub release_secs: f64,
     /// Extra seconds a quick erase takes.
@@ -249,6 +251,7 @@ impl Default for MaasSettings {
             domain: "maas".into(),
             node_timeout_minutes: 30.0,
             deploy_secs: 720.0,
+            deploy_jitter: 0.25,
             release_secs: 60.0,
             quick_erase_secs: 90.0,
             erase_secs: 3600.0,

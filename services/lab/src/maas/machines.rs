@@ -185,6 +185,18 @@ pub fn allocate(r: &mut Region, p: &Params, user: &str) -> Result<Value> {
     Ok(out)
 }
 
+/// A duration drawn from a lognormal distribution around `median` (`sigma` 0 means exact): real
+/// deployments vary, median ~12 min with a long tail.
+pub fn jittered(median: f64, sigma: f64) -> f64 {
+    if sigma <= 0.0 {
+        return median;
+    }
+    // Box-Muller: a standard normal from two uniforms.
+    let (u1, u2) = (rand::random::<f64>().max(1e-12), rand::random::<f64>());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    median * (sigma * z).exp()
+}
+
 /// `POST machines/{id}/?op=deploy`.
 pub fn deploy(
     r: &mut Region,
@@ -194,6 +206,7 @@ pub fn deploy(
     now: SimTime,
     fault: Option<bool>,
 ) -> Result<Value> {
+    let (r_deploy_secs, r_jitter) = (r.settings.deploy_secs, r.settings.deploy_jitter);
     let m = machine(r, id)?;
     if m.status == Status::Ready {
         m.status = Status::Allocated;
@@ -238,6 +251,7 @@ pub fn deploy(
     m.joined = false;
     m.activity = Activity::Deploying {
         started: now,
+        secs: jittered(r_deploy_secs, r_jitter),
         fail: fault == Some(false),
         hang: fault == Some(true),
     };
@@ -520,6 +534,15 @@ mod tests {
                 .to_string(),
             "No machine available."
         );
+    }
+
+    #[test]
+    fn deploy_durations_spread_around_the_median() {
+        assert_eq!(jittered(720.0, 0.0), 720.0);
+        let mut xs: Vec<f64> = (0..2001).map(|_| jittered(720.0, 0.25)).collect();
+        xs.sort_by(f64::total_cmp);
+        assert!((xs[1000] - 720.0).abs() < 72.0, "median {}", xs[1000]);
+        assert!(xs[1900] > 900.0 && xs[1900] < 1400.0, "p95 {}", xs[1900]);
     }
 
     #[test]

@@ -146,10 +146,11 @@ pub struct Interface {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activity {
     Idle,
-    /// Deploying since `started`; `fail` fails it at the install step, `hang` stalls it until
-    /// `node_timeout`.
+    /// Deploying since `started` for `secs`; `fail` fails it at the install step, `hang` stalls it
+    /// until `node_timeout`.
     Deploying {
         started: SimTime,
+        secs: f64,
         fail: bool,
         hang: bool,
     },

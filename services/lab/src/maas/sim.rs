@@ -34,10 +34,16 @@ pub enum DeployStep {
     Failed(String, bool),
 }
 
-/// Pure: the state of a deploy `elapsed` seconds in.
-pub fn deploy_step(elapsed: f64, s: &MaasSettings, fail: bool, hang: bool) -> DeployStep {
+/// Pure: the state of a deploy that takes `secs`, `elapsed` seconds in.
+pub fn deploy_step(
+    elapsed: f64,
+    secs: f64,
+    s: &MaasSettings,
+    fail: bool,
+    hang: bool,
+) -> DeployStep {
     let timeout = s.node_timeout_minutes * 60.0;
-    let mut fraction = elapsed / s.deploy_secs.max(1e-9);
+    let mut fraction = elapsed / secs.max(1e-9);
     if hang {
         if elapsed >= timeout {
             return DeployStep::Failed(
@@ -98,9 +104,10 @@ pub fn tick(shared: &Shared, now: SimTime) {
             match m.activity.clone() {
                 Activity::Deploying {
                     started,
+                    secs,
                     fail,
                     hang,
-                } => match deploy_step(now - started, &s, fail, hang) {
+                } => match deploy_step(now - started, secs, &s, fail, hang) {
                     DeployStep::Progress(msg) => m.status_message = msg.into(),
                     DeployStep::Deployed => {
                         m.status = Status::Deployed;
@@ -288,7 +295,7 @@ mod tests {
         ];
         for (t, fail, hang, want) in cases {
             assert_eq!(
-                deploy_step(t, &s, fail, hang),
+                deploy_step(t, s.deploy_secs, &s, fail, hang),
                 want,
                 "t={t} fail={fail} hang={hang}"
             );
