@@ -189,6 +189,18 @@ pub static RESOURCES: &[ResourceDef] = &[
         &[]
     ),
     res!(
+        "apps",
+        "v1",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        &["ds"],
+        &["status"],
+        &[],
+        &["all"]
+    ),
+    res!(
         "policy",
         "v1",
         "poddisruptionbudgets",
@@ -334,6 +346,7 @@ pub mod keys {
     pub const SNAPSHOTS: &str = "volumesnapshots.snapshot.storage.k8s.io";
     pub const SNAPSHOT_CLASSES: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
     pub const KUBEVIRTS: &str = "kubevirts.kubevirt.io";
+    pub const DAEMONSETS: &str = "daemonsets.apps";
     pub const VMS: &str = "virtualmachines.kubevirt.io";
     pub const VMIS: &str = "virtualmachineinstances.kubevirt.io";
     pub const VMIMS: &str = "virtualmachineinstancemigrations.kubevirt.io";

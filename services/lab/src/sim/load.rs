@@ -78,6 +78,16 @@ pub fn load(shared: &Shared, sc: &Scenario) -> Result<()> {
             "status": {"phase": "Deployed", "observedKubeVirtVersion": "v1.5.0"}
         }),
     )?;
+    let workers = sc.nodes.iter().filter(|n| n.role == "worker").count();
+    put(
+        keys::DAEMONSETS,
+        json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "virt-handler", "namespace": "kubevirt", "uid": "00000000-0000-0000-0000-00000000d5e7", "labels": {"kubevirt.io": "virt-handler"}},
+            "spec": {"selector": {"matchLabels": {"kubevirt.io": "virt-handler"}}, "template": {"metadata": {"labels": {"kubevirt.io": "virt-handler"}}, "spec": {"containers": [{"name": "virt-handler", "image": "quay.io/kubevirt/virt-handler:v1.5.0"}]}}},
+            "status": {"currentNumberScheduled": workers, "desiredNumberScheduled": workers, "numberReady": workers, "numberAvailable": workers, "numberMisscheduled": 0, "updatedNumberScheduled": workers}
+        }),
+    )?;
     for n in &sc.nodes {
         let system_id = sc
             .maas
