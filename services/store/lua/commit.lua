@@ -20,7 +20,7 @@ redis.register_function('drover_commit', function(keys, args)
   local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
   local wk = keys[1]
   local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
-    'priority')
+    'priority', 'kids_step')
   if held[1] ~= token then
     if held[2] == token then
       return {'ok', 'duplicate'}
@@ -110,7 +110,7 @@ redis.register_function('drover_commit', function(keys, args)
     local more_urgent = top[2] and tonumber(top[2]) < score(priority, 0)
     if not more_urgent and not blocked_on(P, id, permits) then
       -- The committer knows the record; send only what it cannot know.
-      local claim = grant(P, id, args[7], now, tonumber(args[8]), permits, c.state, true)
+      local claim = grant(P, id, args[7], now, tonumber(args[8]), permits, c.state, held[8] or '')
       return {'ok', 'continued', claim}
     end
     schedule(P, id, c.due, now)

@@ -110,8 +110,9 @@ end
 
 local function push_history(P, id, entry, max)
   local hk = wfkey(P, id) .. ':hist'
-  redis.call('RPUSH', hk, entry)
-  redis.call('LTRIM', hk, -max, -1)
+  if redis.call('RPUSH', hk, entry) > max then
+    redis.call('LTRIM', hk, -max, -1)
+  end
 end
 
 -- The first of `permits` that `id` cannot take now, or nil when it can take them all.
@@ -126,7 +127,8 @@ local function blocked_on(P, id, permits)
 end
 
 -- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it, or,
--- when `brief` (the caller already holds the record), {id, token, signals, kids_step}.
+-- when `brief` is the record's kids_step (the caller already holds the record), {id, token,
+-- signals, kids_step}.
 local function grant(P, id, worker, now, lease_ms, permits, state, brief)
   local wk = wfkey(P, id)
   for _, p in ipairs(permits) do
@@ -143,7 +145,7 @@ local function grant(P, id, worker, now, lease_ms, permits, state, brief)
     set_state(P, id, 'running')
   end
   if brief then
-    return {id, token, redis.call('HGETALL', wk .. ':rx'), redis.call('HGET', wk, 'kids_step') or false}
+    return {id, token, redis.call('HGETALL', wk .. ':rx'), brief}
   end
   return {id, token, redis.call('HGETALL', wk), redis.call('HGETALL', wk .. ':out'),
     redis.call('HGETALL', wk .. ':rx')}
