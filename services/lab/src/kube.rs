@@ -9,6 +9,7 @@ pub mod selectors;
 pub mod status;
 pub mod subresources;
 pub mod table;
+pub mod upload;
 pub mod verbs;
 pub mod watch;
 

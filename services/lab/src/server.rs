@@ -93,6 +93,10 @@ async fn entry(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Res
     let handled = std::panic::AssertUnwindSafe(async {
         match api {
             Some(Api::Maas) => maas::handle(&shared, &req).await,
+            // CDI's upload proxy shares the lab's port.
+            Some(Api::Kube) if req.path.starts_with("/v1beta1/upload") => {
+                kube::upload::handle(&shared, &req)
+            }
             Some(Api::Kube) => kube::handle(&shared, &req).await,
             None => admin::handle(&shared, &req).await,
         }

@@ -321,6 +321,18 @@ pub static RESOURCES: &[ResourceDef] = &[
         &["all"]
     ),
     res!(
+        "upload.cdi.kubevirt.io",
+        "v1beta1",
+        "uploadtokenrequests",
+        "uploadtokenrequest",
+        "UploadTokenRequest",
+        true,
+        &["utr", "utrs"],
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
         "k8s.cni.cncf.io",
         "v1",
         "network-attachment-definitions",

@@ -98,6 +98,9 @@ pub fn create(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> 
     let mut obj = decode(t.def, &req.body)?;
     prepare(shared, t, &mut obj, None)?;
     sim::admission::validate_create(shared, t.def, &obj)?;
+    if t.def.kind == "UploadTokenRequest" {
+        crate::kube::upload::issue_token(&mut obj);
+    }
     if req.q("dryRun") == Some("All") {
         return Ok(http::json(201, &obj));
     }

@@ -70,6 +70,9 @@ pub fn reconcile(shared: &Shared, now: SimTime) -> bool {
                 .or_else(|| dv.pointer("/spec/pvc/resources/requests/storage")),
         )
         .unwrap_or(10.0 * 1073741824.0);
+        let uploaded = dv
+            .pointer("/metadata/annotations/lab.drover.dev~1uploaded-bytes")
+            .is_some();
         let source = dv["spec"]["source"]
             .as_object()
             .and_then(|o| o.keys().next().cloned())
@@ -82,6 +85,7 @@ pub fn reconcile(shared: &Shared, now: SimTime) -> bool {
             }
             let elapsed = now - started;
             let (phase, prog) = match source.as_str() {
+                "upload" if uploaded => ("Succeeded", progress(1.0)),
                 "upload" => (if elapsed < 2.0 { "UploadScheduled" } else { "UploadReady" }, "N/A".to_string()),
                 "blank" => if elapsed < 1.0 { ("ImportScheduled", "N/A".into()) } else { ("Succeeded", progress(1.0)) },
                 "pvc" => {

@@ -90,6 +90,61 @@ async fn storage_imports_snapshots_and_hotplug() {
     .await;
     assert_eq!(s["status"]["restoreSize"], "30Gi");
 
+    // Upload: DataVolume with an upload source, a token, the image through the upload proxy.
+    let up = json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": "win2022"}, "spec": {"source": {"upload": {}}, "storage": {"resources": {"requests": {"storage": "60Gi"}}}}});
+    let (code, _) = send(
+        c.post(format!(
+            "{base}/apis/cdi.kubevirt.io/v1beta1/namespaces/vmo-prod/datavolumes"
+        ))
+        .json(&up),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, utr) = send(
+        c.post(format!(
+            "{base}/apis/upload.cdi.kubevirt.io/v1beta1/namespaces/vmo-prod/uploadtokenrequests"
+        ))
+        .json(&json!({"metadata": {"name": "t1"}, "spec": {"pvcName": "win2022"}})),
+    )
+    .await;
+    assert_eq!(code, 201, "{utr}");
+    let token = utr["status"]["token"].as_str().expect("token").to_string();
+    support::wait_for(
+        "the upload server to be ready",
+        Duration::from_secs(10),
+        || async {
+            let d = lab.get("datavolumes.cdi.kubevirt.io", "vmo-prod", "win2022")?;
+            (d["status"]["phase"] == "UploadReady").then_some(())
+        },
+    )
+    .await;
+    let resp = c
+        .post(format!("{base}/v1beta1/upload"))
+        .header("authorization", "Bearer nope")
+        .body(vec![0u8; 1024])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), 401);
+    let resp = c
+        .post(format!("{base}/v1beta1/upload"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(vec![0u8; 65536])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), 200);
+    support::wait_for(
+        "the upload to complete",
+        Duration::from_secs(10),
+        || async {
+            let d = lab.get("datavolumes.cdi.kubevirt.io", "vmo-prod", "win2022")?;
+            (d["status"]["phase"] == "Succeeded" && d["status"]["progress"] == "100.0%")
+                .then_some(())
+        },
+    )
+    .await;
+
     let add = json!({"name": "data1", "disk": {"disk": {"bus": "scsi"}}, "volumeSource": {"persistentVolumeClaim": {"claimName": "rhel9"}}});
     let url = format!(
         "{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-01-04/addvolume"
