@@ -75,6 +75,14 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u32,
     },
+    /// The next release of a machine hangs until MAAS's 5-minute release timeout makes it
+    /// Releasing failed.
+    MaasReleaseHang {
+        #[serde(default)]
+        machine: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
     /// Applied at once: a node goes NotReady (kubelet stops posting status).
     NodeNotReady { node: String },
     /// Applied at once: a node becomes Ready again.
@@ -154,7 +162,8 @@ impl Faults {
             | Fault::UnschedulableTarget { count }
             | Fault::WatchDisconnect { count, .. }
             | Fault::MaasDeployFailure { count, .. }
-            | Fault::MaasDeployHang { count, .. } => {
+            | Fault::MaasDeployHang { count, .. }
+            | Fault::MaasReleaseHang { count, .. } => {
                 *count = count.saturating_sub(1);
                 *count == 0
             }
@@ -288,6 +297,21 @@ impl Faults {
             return Some(true);
         }
         None
+    }
+
+    /// Whether a release of this machine hangs.
+    pub fn maas_release_hang(&self, hostname: &str, system_id: &str) -> bool {
+        self.take(|f| match f {
+            Fault::MaasReleaseHang { machine, .. }
+                if machine
+                    .as_deref()
+                    .is_none_or(|m| m == hostname || m == system_id) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .is_some()
     }
 
     /// Whether a machine goes Broken now (random rate, per deployed machine per pass).

@@ -216,7 +216,18 @@ fn route(shared: &Shared, req: &Req) -> Result<Value> {
                     let fault = shared.faults.maas_deploy(&host, &sid);
                     machines::deploy(r, &id, &params, &user, now, fault)
                 }
-                "release" => machines::release(r, &id, &params, now),
+                "release" => {
+                    let out = machines::release(r, &id, &params, now)?;
+                    if let Some(m) = r.machine_mut(&id) {
+                        let (host, sid) = (m.hostname.clone(), m.system_id.clone());
+                        if let model::Activity::Releasing { hang, .. } = &mut m.activity
+                            && shared.faults.maas_release_hang(&host, &sid)
+                        {
+                            *hang = true;
+                        }
+                    }
+                    Ok(out)
+                }
                 "abort" => machines::abort(r, &id),
                 "mark_broken" => machines::mark_broken(r, &id, &params, &user),
                 "mark_fixed" => machines::mark_fixed(r, &id),

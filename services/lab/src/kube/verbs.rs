@@ -154,6 +154,10 @@ pub fn patch(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> {
             "the patched object is not a JSON object".into(),
         ));
     }
+    check_shape(t.def, &patched).map_err(|e| Error::Unprocessable(e.to_string()))?;
+    if !patched.get("metadata").is_some_and(Value::is_object) {
+        patched["metadata"] = json!({});
+    }
     // A patch never renames or moves an object.
     patched["metadata"]["name"] = old["metadata"]["name"].clone();
     if let Some(ns) = old.pointer("/metadata/namespace") {

@@ -292,6 +292,7 @@ pub fn start_release(m: &mut Machine, now: SimTime, erase_secs: f64) {
     m.activity = Activity::Releasing {
         started: now,
         erase_secs,
+        hang: false,
     };
 }
 

@@ -154,10 +154,12 @@ pub enum Activity {
         fail: bool,
         hang: bool,
     },
-    /// Releasing since `started`; `erase_secs` of disk erasing follow.
+    /// Releasing since `started`; `erase_secs` of disk erasing follow; `hang` stalls it until the
+    /// 5-minute release timeout makes it Releasing failed.
     Releasing {
         started: SimTime,
         erase_secs: f64,
+        hang: bool,
     },
     DiskErasing {
         started: SimTime,

@@ -13,6 +13,9 @@ use crate::scenario::MaasSettings;
 use crate::sim::nodes;
 use crate::state::Shared;
 
+/// MAAS's hard-coded timeout for RELEASING (`get_node_timeout`).
+pub const RELEASE_TIMEOUT_SECS: f64 = 300.0;
+
 /// Deployment status messages and the fraction of the deploy at which each starts.
 pub const DEPLOY_STAGES: &[(f64, &str)] = &[
     (0.0, "Deploying"),
@@ -127,7 +130,19 @@ pub fn tick(shared: &Shared, now: SimTime) {
                 },
                 Activity::Releasing {
                     started,
+                    hang: true,
+                    ..
+                } if now - started >= RELEASE_TIMEOUT_SECS => {
+                    m.status = Status::FailedReleasing;
+                    m.status_message = "Marking node failed - Node operation 'Releasing' timed out after 5 minutes.".into();
+                    m.error_description =
+                        "Node operation 'Releasing' timed out after 5 minutes.".into();
+                    m.activity = Activity::Idle;
+                }
+                Activity::Releasing {
+                    started,
                     erase_secs,
+                    hang: false,
                 } if now - started >= s.release_secs => {
                     if erase_secs > 0.0 {
                         m.status = Status::DiskErasing;

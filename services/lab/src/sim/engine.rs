@@ -449,9 +449,13 @@ fn enter(shared: &Shared, key: &Key, e: &Entry, wall: &str) {
                             .map_or(0, |n| n.len() as u64 * 31)
                     ));
                     p["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
-                    p["status"]["containerStatuses"][0]["ready"] = json!(true);
-                    p["status"]["containerStatuses"][0]["state"] =
-                        json!({"running": {"startedAt": wall}});
+                    if let Some(cs) = p
+                        .pointer_mut("/status/containerStatuses/0")
+                        .filter(|c| c.is_object())
+                    {
+                        cs["ready"] = json!(true);
+                        cs["state"] = json!({"running": {"startedAt": wall}});
+                    }
                     Ok(())
                 });
             }

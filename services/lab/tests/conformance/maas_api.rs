@@ -301,6 +301,52 @@ async fn ops_status_codes_and_messages() {
         headers.get("retry-after").and_then(|v| v.to_str().ok()),
         Some("10")
     );
+    // A release that hangs fails after MAAS's 5-minute release timeout; its node goes NotReady.
+    let (_, body, _) = call(
+        &lab,
+        reqwest::Method::GET,
+        "machines/?hostname=worker-03",
+        &[],
+    )
+    .await;
+    let worker: Value = serde_json::from_str(&body).expect("machines");
+    let wid = worker[0]["system_id"].as_str().expect("id").to_string();
+    lab.inject(Fault::MaasReleaseHang {
+        machine: Some("worker-03".into()),
+        count: 1,
+    })
+    .expect("fault");
+    let (code, body, _) = call(
+        &lab,
+        post.clone(),
+        &format!("machines/{wid}/?op=release"),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let failed = support::wait_for(
+        "the hung release to fail",
+        Duration::from_secs(30),
+        || async {
+            let (_, body, _) =
+                call(&lab, reqwest::Method::GET, &format!("machines/{wid}/"), &[]).await;
+            let m: Value = serde_json::from_str(&body).ok()?;
+            (m["status_name"] == "Releasing failed").then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(failed["status"], 13);
+    let node = lab
+        .get("nodes", "", "worker-03")
+        .expect("node stays while the machine is not released");
+    assert!(
+        node["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] != "True")
+    );
+
     let audit: Vec<_> = lab
         .audit()
         .into_iter()
