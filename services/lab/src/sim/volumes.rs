@@ -62,11 +62,21 @@ pub fn add(shared: &Shared, ns: &str, name: &str, opts: &Value, on_vm: bool) -> 
                 resource: keys::VMS.into(),
                 name: name.into(),
             })?;
+        if !vm
+            .pointer("/spec/template/spec")
+            .is_some_and(Value::is_object)
+        {
+            return Err(Error::StateConflict(format!(
+                "Unable to add volume [{vol_name}]: the VM has no template spec"
+            )));
+        }
         if exists(&vm["spec"]["template"]["spec"]) {
             return Err(conflict());
         }
         shared.store.modify(keys::VMS, ns, name, |v| {
-            push(&mut v["spec"]["template"]["spec"], &volume, &disk);
+            if let Some(spec) = v.pointer_mut("/spec/template/spec") {
+                push(spec, &volume, &disk);
+            }
             Ok(())
         })?;
     }
@@ -106,27 +116,33 @@ pub fn remove(shared: &Shared, ns: &str, name: &str, opts: &Value, on_vm: bool) 
         ))
     };
     let strip = |spec: &mut Value| -> bool {
-        let before = spec["volumes"].as_array().map_or(0, Vec::len);
-        if let Some(a) = spec["volumes"].as_array_mut() {
+        let mut removed = false;
+        if let Some(a) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+            let before = a.len();
+            a.retain(|v| v["name"] != vol_name.as_str());
+            removed = a.len() != before;
+        }
+        if let Some(a) = spec
+            .pointer_mut("/domain/devices/disks")
+            .and_then(Value::as_array_mut)
+        {
             a.retain(|v| v["name"] != vol_name.as_str());
         }
-        if let Some(a) = spec["domain"]["devices"]["disks"].as_array_mut() {
-            a.retain(|v| v["name"] != vol_name.as_str());
-        }
-        spec["volumes"].as_array().map_or(0, Vec::len) != before
+        removed
     };
     if on_vm {
         shared.store.modify(keys::VMS, ns, name, |v| {
-            if strip(&mut v["spec"]["template"]["spec"]) {
+            if v.pointer_mut("/spec/template/spec").is_some_and(&strip) {
                 Ok(())
             } else {
                 Err(missing())
             }
         })?;
     }
-    if shared.store.get(keys::VMIS, ns, name).is_some() {
+    if shared.store.get_shared(keys::VMIS, ns, name).is_some() {
         shared.store.modify(keys::VMIS, ns, name, |v| {
-            if !strip(&mut v["spec"]) && !on_vm {
+            let removed = v.get_mut("spec").is_some_and(strip);
+            if !removed && !on_vm {
                 return Err(missing());
             }
             Ok(())
