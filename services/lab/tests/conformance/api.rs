@@ -498,6 +498,38 @@ async fn fuzzed_requests_never_break_the_server() {
             .status(),
         200
     );
+    // Targeted malformed objects: a VM whose template is a string, a patch that breaks metadata.
+    let vms = format!("{base}/apis/kubevirt.io/v1/namespaces/default/virtualmachines");
+    let bad_vm =
+        json!({"metadata": {"name": "broken"}, "spec": {"template": "x", "runStrategy": "Always"}});
+    assert_eq!(
+        c.post(&vms)
+            .json(&bad_vm)
+            .send()
+            .await
+            .expect("create")
+            .status(),
+        201
+    );
+    for action in ["addvolume", "removevolume"] {
+        let url = format!(
+            "{base}/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/broken/{action}"
+        );
+        let body = json!({"name": "v", "disk": {"disk": {}}, "volumeSource": {"persistentVolumeClaim": {"claimName": "c"}}});
+        assert_eq!(
+            c.put(url).json(&body).send().await.expect(action).status(),
+            409,
+            "{action}"
+        );
+    }
+    let resp = c
+        .patch(format!("{base}/api/v1/nodes/worker-02"))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"metadata":"x"}"#)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), 422);
     // The simulator survived whatever was created: a migration still completes.
     let url = format!(
         "{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-02-05/migrate"
