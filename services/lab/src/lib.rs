@@ -79,6 +79,57 @@ impl LabConfig {
     }
 }
 
+/// The lab's settings as a config file or the environment give them (a `[lab]` section of Drover's
+/// config): what `LabConfig` is built from, by value. Validated by `into_config`, before any port
+/// is bound.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabSettings {
+    /// Scenario file (`.json` or `.toml`); the built-in reference architecture when unset.
+    pub scenario: Option<std::path::PathBuf>,
+    /// Overrides the scenario's time scale (simulated seconds per real second).
+    pub time_scale: Option<f64>,
+    /// Address to bind; `127.0.0.1:0` picks a free port.
+    pub bind: SocketAddr,
+    /// Watch events kept for resumption (older resourceVersions get 410 Gone).
+    pub watch_history: usize,
+}
+
+impl Default for LabSettings {
+    fn default() -> Self {
+        let c = LabConfig::default();
+        LabSettings {
+            scenario: None,
+            time_scale: None,
+            bind: c.bind,
+            watch_history: c.watch_history,
+        }
+    }
+}
+
+impl LabSettings {
+    /// Load the scenario and check everything.
+    pub fn into_config(self) -> Result<LabConfig> {
+        let mut config = match &self.scenario {
+            Some(path) => LabConfig::from_file(path)?,
+            None => LabConfig::default(),
+        };
+        if let Some(scale) = self.time_scale {
+            if !(scale > 0.0 && scale.is_finite()) {
+                return Err(Error::Config("time_scale must be a positive number".into()));
+            }
+            config.scenario.time_scale = scale;
+        }
+        if self.watch_history == 0 {
+            return Err(Error::Config("watch_history must be at least 1".into()));
+        }
+        config.bind = self.bind;
+        config.watch_history = self.watch_history;
+        config.scenario.validate()?;
+        Ok(config)
+    }
+}
+
 /// Entry point.
 pub struct Lab;
 

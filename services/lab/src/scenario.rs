@@ -642,6 +642,19 @@ mod tests {
     }
 
     #[test]
+    fn lab_settings_validate() {
+        let s: crate::LabSettings =
+            toml::from_str("time_scale = 300.0\nbind = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(s.into_config().unwrap().scenario.time_scale, 300.0);
+        let bad: crate::LabSettings = toml::from_str("time_scale = -1.0").unwrap();
+        assert!(bad.into_config().is_err());
+        assert!(toml::from_str::<crate::LabSettings>("nope = 1").is_err());
+        let missing: crate::LabSettings =
+            toml::from_str("scenario = \"/nonexistent.toml\"").unwrap();
+        assert!(missing.into_config().is_err());
+    }
+
+    #[test]
     fn toml_and_json_round_trip() {
         let toml_text = r#"
             name = "tiny"

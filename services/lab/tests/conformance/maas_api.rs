@@ -4,66 +4,12 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use drover_lab::maas::auth::{hmac_header as hmac, plaintext_header as plaintext};
 use serde_json::Value;
 
 use drover_lab::{Api, Fault, LabHandle};
 
 use crate::support;
-
-const OAUTH: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, OAUTH).to_string()
-}
-
-fn plaintext(key: &str) -> String {
-    let k: Vec<&str> = key.split(':').collect();
-    format!(
-        r#"OAuth realm="", oauth_version="1.0", oauth_signature_method="PLAINTEXT", oauth_consumer_key="{}", oauth_token="{}", oauth_signature="%26{}", oauth_nonce="{}", oauth_timestamp="{}""#,
-        k[0],
-        k[1],
-        k[2],
-        rand::random::<u32>(),
-        1_700_000_000
-    )
-}
-
-/// HMAC-SHA1 as spectrocloud/maas-client-go signs: base string over method, URL and sorted params.
-fn hmac(key: &str, method: &str, url: &str, query: &[(&str, &str)]) -> String {
-    let k: Vec<&str> = key.split(':').collect();
-    let nonce = rand::random::<u32>().to_string();
-    let mut params: Vec<(String, String)> = vec![
-        ("oauth_consumer_key".into(), k[0].into()),
-        ("oauth_token".into(), k[1].into()),
-        ("oauth_signature_method".into(), "HMAC-SHA1".into()),
-        ("oauth_timestamp".into(), "1700000000".into()),
-        ("oauth_nonce".into(), nonce.clone()),
-        ("oauth_version".into(), "1.0".into()),
-    ];
-    params.extend(query.iter().map(|(a, b)| (a.to_string(), b.to_string())));
-    let mut encoded: Vec<(String, String)> = params.iter().map(|(a, b)| (enc(a), enc(b))).collect();
-    encoded.sort();
-    let normalized: Vec<String> = encoded.iter().map(|(a, b)| format!("{a}={b}")).collect();
-    let base = format!("{method}&{}&{}", enc(url), enc(&normalized.join("&")));
-    let signing = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        format!("&{}", enc(k[2])).as_bytes(),
-    );
-    let sig = base64::engine::general_purpose::STANDARD
-        .encode(ring::hmac::sign(&signing, base.as_bytes()).as_ref());
-    format!(
-        r#"OAuth oauth_consumer_key="{}", oauth_token="{}", oauth_signature_method="HMAC-SHA1", oauth_timestamp="1700000000", oauth_nonce="{nonce}", oauth_version="1.0", oauth_signature="{}""#,
-        k[0],
-        k[1],
-        enc(&sig)
-    )
-}
 
 async fn call(
     lab: &LabHandle,
