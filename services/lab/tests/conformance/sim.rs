@@ -315,6 +315,67 @@ async fn faults_admin_endpoints_and_audit() {
         (code, faults["targeted"].as_array().map(Vec::len)),
         (200, Some(0))
     );
+    // A second migration of a VMI already migrating fails at once, as KubeVirt refuses it.
+    let vmim = |name: &str| json!({"metadata": {"name": name}, "spec": {"vmiName": "vm-01-10"}});
+    let url =
+        format!("{base}/apis/kubevirt.io/v1/namespaces/vmo-prod/virtualmachineinstancemigrations");
+    assert_eq!(send(c.post(&url).json(&vmim("m-first"))).await.0, 201);
+    assert_eq!(send(c.post(&url).json(&vmim("m-second"))).await.0, 201);
+    let second = support::wait_for(
+        "the duplicate migration to fail",
+        Duration::from_secs(10),
+        || async {
+            let m = lab.get(
+                "virtualmachineinstancemigrations.kubevirt.io",
+                "vmo-prod",
+                "m-second",
+            )?;
+            (m["status"]["phase"] == "Failed").then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        second["status"]["conditions"][0]["message"],
+        "VMI is not eligible for migration because another migration job is in progress."
+    );
+
+    // Random rates: every Kubernetes request fails while kube_503 is 1.0; latency jitter delays.
+    let (code, _) = send(
+        c.put(format!("{base}/lab/faults/rates"))
+            .json(&json!({"kube_503": 1.0})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let resp = c
+        .get(format!("{base}/api/v1/nodes"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 503);
+    let (code, _) = send(
+        c.put(format!("{base}/lab/faults/rates"))
+            .json(&json!({"latency_jitter_ms": 400})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(
+            c.get(format!("{base}/api/v1/nodes"))
+                .send()
+                .await
+                .expect("get")
+                .status(),
+            200
+        );
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "jitter adds latency: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(send(c.delete(format!("{base}/lab/faults"))).await.0, 200);
+
     let (code, body) = send(
         c.post(format!("{base}/lab/faults"))
             .json(&json!({"kind": "bogus"})),
