@@ -170,6 +170,32 @@ async fn watch_resumes_and_expires() {
     let first: Value = serde_json::from_str(text.lines().next().expect("one event")).expect("json");
     assert_eq!(first["type"], "ADDED");
     assert_eq!(first["object"]["metadata"]["name"], "w1");
+    // A streaming list (sendInitialEvents) ends its initial events with a marked bookmark.
+    let text = c
+        .get(format!("{base}/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1"))
+        .send()
+        .await
+        .expect("streaming list")
+        .text()
+        .await
+        .expect("events");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(
+        events.first().map(|e| e["type"].clone()),
+        Some(json!("ADDED"))
+    );
+    let bookmark = events
+        .iter()
+        .find(|e| e["type"] == "BOOKMARK")
+        .expect("a bookmark");
+    assert_eq!(
+        bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+
     for i in 0..80 {
         let (code, _) = send(
             c.post(format!("{base}/api/v1/namespaces/default/configmaps"))

@@ -16,6 +16,8 @@ nodes = v1.list_node()
 for n in nodes.items:
     ready = [c.status for c in n.status.conditions if c.type == "Ready"][0]
     print(n.metadata.name, ready, n.status.allocatable["memory"])
+vmis = client.CustomObjectsApi().list_namespaced_custom_object("kubevirt.io", "v1", "vmo-prod", "virtualmachineinstances")
+print("vmis", len(vmis["items"]))
 "#;
 
 const WATCH_PODS: &str = r#"
@@ -47,7 +49,8 @@ async fn python_lists_nodes() {
         .await
         .expect("python runs");
     let text = support::ok_stdout("python list_node", &out);
-    assert_eq!(text.lines().count(), 11, "{text}");
+    assert_eq!(text.lines().count(), 12, "{text}");
+    assert!(text.contains("vmis 160"), "{text}");
     assert!(text.contains("worker-01 True 268435456Ki"), "{text}");
     lab.shutdown().await;
 }
