@@ -16,7 +16,7 @@ fn lease() -> Duration {
 
 async fn claim(store: &drover_store::Store, worker: &str) -> Option<drover_store::Claim> {
     store
-        .claim(worker, now_ms(), lease(), 100, 1, false)
+        .claim(worker, now_ms(), lease(), 100, 1, Duration::ZERO)
         .await
         .expect("claim")
         .claims
@@ -144,6 +144,51 @@ async fn a_commit_can_hand_the_next_step_back_unless_more_urgent_work_waits() {
     assert_eq!((result, next.is_none()), ("applied", true));
     let urgent = claim(&store, "w").await.unwrap();
     assert_eq!(urgent.priority, 90);
+}
+
+#[tokio::test]
+async fn only_sleeping_workers_are_woken_and_dead_sleepers_expire() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let mut conn = store.connection();
+    let key = |k: &str| format!("{}{k}", store.prefix());
+    let idle = store
+        .claim("w1", now_ms(), lease(), 100, 1, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(idle.claims.is_empty());
+    let sleepers: u64 = redis::cmd("ZCARD")
+        .arg(key("sleepers"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sleepers, 1);
+    submit(&store, "synthetic", json!({"steps": 1}), 0).await;
+    let wakes: u64 = redis::cmd("LLEN")
+        .arg(key("wake"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(wakes, 1, "a sleeper is woken");
+    // w1 dies asleep; once its block has ended, any claim forgets it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store
+        .claim("w2", now_ms(), lease(), 100, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    let sleepers: u64 = redis::cmd("ZCARD")
+        .arg(key("sleepers"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sleepers, 0);
+    submit(&store, "synthetic", json!({"steps": 1}), 0).await;
+    let wakes: u64 = redis::cmd("LLEN")
+        .arg(key("wake"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(wakes, 1, "nobody sleeps: no wake-up pushed");
 }
 
 #[tokio::test]
@@ -503,7 +548,14 @@ async fn due_timers_past_8000_are_promoted_in_bounded_batches() {
     let mut claimed = 0;
     for _ in 0..300 {
         claimed += store
-            .claim("w", now_ms(), Duration::from_secs(60), 100, 1, false)
+            .claim(
+                "w",
+                now_ms(),
+                Duration::from_secs(60),
+                100,
+                1,
+                Duration::ZERO,
+            )
             .await
             .unwrap()
             .claims
@@ -512,7 +564,14 @@ async fn due_timers_past_8000_are_promoted_in_bounded_batches() {
     assert_eq!(claimed, 300);
     // A batch claim hands out several at once.
     let batch = store
-        .claim("w", now_ms(), Duration::from_secs(60), 100, 50, false)
+        .claim(
+            "w",
+            now_ms(),
+            Duration::from_secs(60),
+            100,
+            50,
+            Duration::ZERO,
+        )
         .await
         .unwrap();
     assert_eq!(batch.claims.len(), 50);

@@ -59,7 +59,6 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
     let idle_max = Duration::from_millis(config.idle_wait_ms);
     let mut waiter = None;
     let mut backoff = Duration::from_millis(50);
-    let mut sleeping = false;
     loop {
         let now = now_ms();
         let free = config
@@ -74,7 +73,7 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
                 config.lease(),
                 config.claim_batch,
                 free as u32,
-                sleeping,
+                idle_max + Duration::from_secs(2),
             )
             .await
         {
@@ -85,7 +84,6 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
                 return claimed.claims;
             }
             Ok(claimed) => {
-                sleeping = true;
                 backoff = Duration::from_millis(50);
                 let until_due = claimed
                     .next_due_ms

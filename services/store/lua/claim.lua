@@ -2,8 +2,8 @@
 drover_claim: hand up to `max` of the most urgent runnable tasks to a worker, each under a fresh lease.
 KEYS[1]  P.."ready"
 ARGV     P, worker id, now, lease ms, batch (max items promoted or reclaimed per call), scan (max
-         candidates examined), history max, max (tasks to claim), sleeping (1 when the caller was
-         counted as sleeping by its previous claim)
+         candidates examined), history max, max (tasks to claim), block ms (how long the caller
+         blocks on the wake list when it finds nothing; 0: it does not block)
 Returns  {next, claim...} where next is the earliest time (ms) a delayed task or a lease falls due (or
          false) and each claim is {id, token, record (flat HGETALL), outputs (flat HGETALL), signals
          (flat HGETALL)}
@@ -20,9 +20,10 @@ redis.register_function('drover_claim', function(keys, args)
   local batch, scan, hist_max = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
   local max = tonumber(args[8])
   local claimed = {}
-  if args[9] == '1' and tonumber(redis.call('GET', P .. 'sleepers') or '0') > 0 then
-    redis.call('DECR', P .. 'sleepers')
-  end
+  local block_ms = tonumber(args[9]) or 0
+  -- This worker is awake; sleepers whose block ended (dead workers too) are gone.
+  redis.call('ZREM', P .. 'sleepers', worker)
+  redis.call('ZREMRANGEBYSCORE', P .. 'sleepers', '-inf', now)
 
   -- Promote due delayed tasks.
   local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
@@ -105,9 +106,9 @@ redis.register_function('drover_claim', function(keys, args)
   if l[2] and (not next or tonumber(l[2]) < next) then
     next = tonumber(l[2])
   end
-  if #claimed == 0 then
-    -- The caller will block on the wake list: count it so enqueues wake it.
-    redis.call('INCR', P .. 'sleepers')
+  if #claimed == 0 and block_ms > 0 then
+    -- The caller will block on the wake list: enter it so enqueues wake it.
+    redis.call('ZADD', P .. 'sleepers', now + block_ms, worker)
   end
   local reply = {next}
   for _, c in ipairs(claimed) do

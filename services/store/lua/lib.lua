@@ -24,9 +24,10 @@ local function score(priority, due)
   return (100 - priority) * PRIORITY_SPAN + due
 end
 
--- Wake an idle worker, if any sleeps: claims that find nothing count themselves in `sleepers`.
+-- Wake an idle worker, if any sleeps: a claim that finds nothing enters its worker in `sleepers`
+-- until the end of its longest block (so a dead worker's entry expires by itself).
 local function wake(P)
-  if tonumber(redis.call('GET', P .. 'sleepers') or '0') > 0 then
+  if redis.call('ZCARD', P .. 'sleepers') > 0 then
     redis.call('LPUSH', P .. 'wake', '1')
     redis.call('LTRIM', P .. 'wake', 0, 63)
   end

@@ -204,8 +204,8 @@ impl Commit {
 
 impl Store {
     /// Claims up to `max` of the most urgent runnable tasks, promoting due timers and reclaiming
-    /// expired leases first (each bounded by `batch`). A claim that finds nothing counts the caller
-    /// as sleeping (enqueues then wake it); pass `sleeping` on its next claim.
+    /// expired leases first (each bounded by `batch`). A claim that finds nothing enters the caller
+    /// as sleeping for `block` (enqueues then wake it); pass zero for a caller that does not block.
     pub async fn claim(
         &self,
         worker: &str,
@@ -213,7 +213,7 @@ impl Store {
         lease: Duration,
         batch: u32,
         max: u32,
-        sleeping: bool,
+        block: Duration,
     ) -> Result<Claimed> {
         let reply: RValue = self
             .fcall("drover_claim", &self.key("ready"))
@@ -224,7 +224,7 @@ impl Store {
             .arg(max + 16)
             .arg(self.history_max)
             .arg(max.max(1))
-            .arg(if sleeping { "1" } else { "0" })
+            .arg(block.as_millis() as u64)
             .run()
             .await?;
         let RValue::Array(items) = reply else {
