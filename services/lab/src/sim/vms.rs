@@ -346,6 +346,56 @@ pub fn refresh_running(
     let _ = shared.store.update(keys::VMIS, vmi, true);
 }
 
+/// Create the DataVolumes of a VM's `dataVolumeTemplates` that do not exist yet, and report whether
+/// any is still provisioning and whether any failed.
+fn data_volumes(shared: &Shared, vm: &Value, ns: &str) -> (bool, bool) {
+    let (mut provisioning, mut failed) = (false, false);
+    let Some(templates) = vm
+        .pointer("/spec/dataVolumeTemplates")
+        .and_then(Value::as_array)
+    else {
+        return (false, false);
+    };
+    for tpl in templates {
+        let Some(name) = tpl
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        else {
+            continue;
+        };
+        match shared.store.get_shared(keys::DATAVOLUMES, ns, name) {
+            None => {
+                let labels = tpl
+                    .pointer("/metadata/labels")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
+                let _ = shared.store.create(
+                    keys::DATAVOLUMES,
+                    json!({
+                        "apiVersion": "cdi.kubevirt.io/v1beta1",
+                        "kind": "DataVolume",
+                        "metadata": {
+                            "name": name,
+                            "namespace": ns,
+                            "labels": labels,
+                            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": s(vm, "/metadata/name"), "uid": s(vm, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true}]
+                        },
+                        "spec": tpl.get("spec").cloned().unwrap_or_else(|| json!({}))
+                    }),
+                );
+                provisioning = true;
+            }
+            Some(dv) => match s(&dv, "/status/phase") {
+                "Succeeded" => {}
+                "Failed" => failed = true,
+                _ => provisioning = true,
+            },
+        }
+    }
+    (provisioning, failed)
+}
+
 /// One reconcile pass over VMs, VMIs and launcher pods. Returns whether timed work is pending.
 pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -> bool) -> bool {
     let mut busy = false;
@@ -391,7 +441,10 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
         let strategy = run_strategy(vm);
         let vmi = vmi_by.get(&(ns.to_string(), name.to_string()));
         let want = matches!(strategy.as_str(), "Always" | "RerunOnFailure");
-        if want && vmi.is_none() {
+        let (provisioning, dv_error) = data_volumes(shared, vm, ns);
+        busy |= provisioning;
+        // KubeVirt starts the VMI only once its DataVolumes are ready.
+        if want && vmi.is_none() && !provisioning && !dv_error {
             let _ = shared.store.create(keys::VMIS, vmi_from_vm(vm));
             busy = true;
         } else if strategy == "Halted" && vmi.is_some() {
@@ -399,6 +452,8 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
             busy = true;
         }
         let (printable, ready) = match vmi {
+            None if want && dv_error => ("DataVolumeError", false),
+            None if want && provisioning => ("Provisioning", false),
             None if want => ("Starting", false),
             None => ("Stopped", false),
             Some(v) => match s(v, "/status/phase") {

@@ -90,6 +90,66 @@ async fn storage_imports_snapshots_and_hotplug() {
     .await;
     assert_eq!(s["status"]["restoreSize"], "30Gi");
 
+    // A VM with a DataVolume template provisions (the import runs) before its VMI starts.
+    let vm = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "imported"},
+        "spec": {
+            "runStrategy": "Always",
+            "dataVolumeTemplates": [{"metadata": {"name": "imported-root"}, "spec": {"source": {"http": {"url": "http://images.example/x.qcow2"}}, "storage": {"storageClassName": "px-rwx", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}}}}}],
+            "template": {"spec": {
+                "domain": {"cpu": {"cores": 2}, "resources": {"requests": {"memory": "4Gi"}}, "devices": {"disks": [{"name": "root", "disk": {}}], "interfaces": [{"name": "default", "masquerade": {}}]}},
+                "networks": [{"name": "default", "pod": {}}],
+                "volumes": [{"name": "root", "dataVolume": {"name": "imported-root"}}]
+            }}
+        }
+    });
+    let (code, _) = send(
+        c.post(format!(
+            "{base}/apis/kubevirt.io/v1/namespaces/vmo-prod/virtualmachines"
+        ))
+        .json(&vm),
+    )
+    .await;
+    assert_eq!(code, 201);
+    support::wait_for("the VM to provision", Duration::from_secs(10), || async {
+        let vm = lab.get("virtualmachines.kubevirt.io", "vmo-prod", "imported")?;
+        (vm["status"]["printableStatus"] == "Provisioning").then_some(())
+    })
+    .await;
+    assert!(
+        lab.get(
+            "virtualmachineinstances.kubevirt.io",
+            "vmo-prod",
+            "imported"
+        )
+        .is_none()
+    );
+    let vmi = support::wait_for(
+        "the imported VM to run",
+        Duration::from_secs(30),
+        || async {
+            let v = lab.get(
+                "virtualmachineinstances.kubevirt.io",
+                "vmo-prod",
+                "imported",
+            )?;
+            (v["status"]["phase"] == "Running").then_some(v)
+        },
+    )
+    .await;
+    let live = vmi["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "LiveMigratable")
+        .cloned()
+        .expect("LiveMigratable");
+    assert_eq!(
+        live["status"], "True",
+        "an RWX DataVolume is migratable: {live}"
+    );
+
     // Upload: DataVolume with an upload source, a token, the image through the upload proxy.
     let up = json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": "win2022"}, "spec": {"source": {"upload": {}}, "storage": {"resources": {"requests": {"storage": "60Gi"}}}}});
     let (code, _) = send(
