@@ -123,7 +123,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Backend for StoreBackend {
-    type Task = Task<Claim>;
+    type Task = Task<Arc<Claim>>;
     type Error = BackendError;
 
     fn poll_ready(
@@ -161,7 +161,9 @@ impl Backend for StoreBackend {
             Some(claim) => {
                 // The task id names the attempt: workflow, step, fencing token.
                 let id = TaskId::String(format!("{}/{}#{}", claim.id, claim.step, claim.token));
-                Poll::Ready(Some(Ok(TaskBuilder::new(claim).task_id(id).build())))
+                Poll::Ready(Some(Ok(TaskBuilder::new(Arc::new(claim))
+                    .task_id(id)
+                    .build())))
             }
             None => Poll::Pending,
         }
@@ -187,7 +189,7 @@ impl Backend for StoreBackend {
 }
 
 impl BackendConfig for StoreBackend {
-    type Args = Claim;
+    type Args = Arc<Claim>;
     type Id = RandomId;
     type Kind = Ephemeral;
     type Config = ();

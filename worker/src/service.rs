@@ -35,7 +35,7 @@ impl StepService {
     }
 }
 
-impl Service<Task<Claim>> for StepService {
+impl Service<Task<Arc<Claim>>> for StepService {
     type Response = Event;
     type Error = BoxDynError;
     type Future = BoxFut<Result<Event, BoxDynError>>;
@@ -44,7 +44,7 @@ impl Service<Task<Claim>> for StepService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, task: Task<Claim>) -> Self::Future {
+    fn call(&mut self, task: Task<Arc<Claim>>) -> Self::Future {
         let runner = self.runner.clone();
         Box::pin(async move { Ok(run_step(&runner, &task.args).await) })
     }
@@ -148,9 +148,9 @@ pub struct CommitService<S> {
     runner: Arc<Runner>,
 }
 
-impl<S> Service<Task<Claim>> for CommitService<S>
+impl<S> Service<Task<Arc<Claim>>> for CommitService<S>
 where
-    S: Service<Task<Claim>, Response = Event>,
+    S: Service<Task<Arc<Claim>>, Response = Event>,
     S::Error: Into<BoxDynError>,
     S::Future: Send + 'static,
 {
@@ -162,8 +162,8 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, task: Task<Claim>) -> Self::Future {
-        let claim = task.args.clone();
+    fn call(&mut self, task: Task<Arc<Claim>>) -> Self::Future {
+        let claim = Arc::clone(&task.args);
         let runner = self.runner.clone();
         let attempt = self.inner.call(task);
         Box::pin(async move {
