@@ -220,7 +220,11 @@ fn apply(shared: &Shared, action: NodeAction) {
             if shared.store.get(keys::NODES, "", &m.hostname).is_none() {
                 let _ = shared.store.create(
                     keys::NODES,
-                    nodes::node_object(&params, &shared.scenario.kubernetes_version),
+                    nodes::node_object(
+                        &params,
+                        &shared.scenario.kubernetes_version,
+                        &shared.clock.rfc3339(),
+                    ),
                 );
                 let _ = shared
                     .store

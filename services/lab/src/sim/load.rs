@@ -116,7 +116,7 @@ pub fn load(shared: &Shared, sc: &Scenario) -> Result<()> {
         };
         put(
             keys::NODES,
-            nodes::node_object(&params, &sc.kubernetes_version),
+            nodes::node_object(&params, &sc.kubernetes_version, &shared.clock.rfc3339()),
         )?;
         if n.role == "worker" {
             put(keys::PODS, nodes::virt_handler_pod(&n.name))?;

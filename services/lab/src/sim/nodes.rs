@@ -23,7 +23,7 @@ pub struct NodeParams<'a> {
 }
 
 /// Build a Node object.
-pub fn node_object(p: &NodeParams<'_>, kubelet_version: &str) -> Value {
+pub fn node_object(p: &NodeParams<'_>, kubelet_version: &str, now: &str) -> Value {
     let mut labels = json!({
         "kubernetes.io/hostname": p.name,
         "kubernetes.io/os": "linux",
@@ -66,12 +66,12 @@ pub fn node_object(p: &NodeParams<'_>, kubelet_version: &str) -> Value {
             "conditions": []
         }
     });
-    set_ready_condition(&mut node, p.ready);
+    set_ready_condition(&mut node, p.ready, now);
     node
 }
 
 /// Set the kubelet conditions for a Ready or NotReady node.
-pub fn set_ready_condition(node: &mut Value, ready: bool) {
+pub fn set_ready_condition(node: &mut Value, ready: bool, now: &str) {
     let conds = if ready {
         json!([
             {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
@@ -87,6 +87,13 @@ pub fn set_ready_condition(node: &mut Value, ready: bool) {
             {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}
         ])
     };
+    let mut conds = conds;
+    if let Some(list) = conds.as_array_mut() {
+        for c in list {
+            c["lastHeartbeatTime"] = json!(now);
+            c["lastTransitionTime"] = json!(now);
+        }
+    }
     node["status"]["conditions"] = conds;
     let taints: Vec<Value> = node["spec"]["taints"]
         .as_array()
@@ -110,8 +117,9 @@ pub fn set_ready_condition(node: &mut Value, ready: bool) {
 
 /// Mark a node Ready or NotReady.
 pub fn set_ready(shared: &Shared, name: &str, ready: bool) -> Result<Value> {
+    let now = shared.clock.rfc3339();
     shared.store.modify(keys::NODES, "", name, |n| {
-        set_ready_condition(n, ready);
+        set_ready_condition(n, ready, &now);
         Ok(())
     })
 }
