@@ -76,6 +76,11 @@ pub fn audit_verb(req: &Req) -> Option<(String, String)> {
     let (segs, path_op) = split_path(&req.path)?;
     let verb = path_op
         .or_else(|| req.q("op").map(String::from))
+        .or_else(|| {
+            form::params(req)
+                .ok()
+                .and_then(|p| p.get("op").map(String::from))
+        })
         .unwrap_or_else(|| {
             match req.method {
                 Method::POST => "create",
