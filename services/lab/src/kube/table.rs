@@ -175,6 +175,101 @@ pub fn render(def: &ResourceDef, items: &[&Value], rv: u64, shared: &Shared) -> 
                 ]
             }),
         ),
+        "persistentvolumeclaims" => (
+            vec![
+                col("Name", "string", 0),
+                col("Status", "string", 0),
+                col("Volume", "string", 0),
+                col("Capacity", "string", 0),
+                col("Access Modes", "string", 0),
+                col("StorageClass", "string", 0),
+                col("Age", "string", 0),
+                col("VolumeMode", "string", 1),
+            ],
+            Box::new(move |o| {
+                let modes: Vec<&str> = o["spec"]["accessModes"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(|m| match m {
+                                "ReadWriteMany" => "RWX",
+                                "ReadWriteOnce" => "RWO",
+                                "ReadOnlyMany" => "ROX",
+                                "ReadWriteOncePod" => "RWOP",
+                                other => other,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(s(o, "/status/phase")),
+                    json!(s(o, "/spec/volumeName")),
+                    json!(s(o, "/status/capacity/storage")),
+                    json!(modes.join(",")),
+                    json!(s(o, "/spec/storageClassName")),
+                    json!(age(o)),
+                    json!(s(o, "/spec/volumeMode")),
+                ]
+            }),
+        ),
+        "datavolumes" => (
+            vec![
+                col("Name", "string", 0),
+                col("Phase", "string", 0),
+                col("Progress", "string", 0),
+                col("Restarts", "string", 0),
+                col("Age", "string", 0),
+            ],
+            Box::new(move |o| {
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(s(o, "/status/phase")),
+                    json!(s(o, "/status/progress")),
+                    json!(
+                        o.pointer("/status/restartCount")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0)
+                            .to_string()
+                    ),
+                    json!(age(o)),
+                ]
+            }),
+        ),
+        "storageclasses" => (
+            vec![
+                col("Name", "string", 0),
+                col("Provisioner", "string", 0),
+                col("ReclaimPolicy", "string", 0),
+                col("VolumeBindingMode", "string", 0),
+                col("AllowVolumeExpansion", "string", 0),
+                col("Age", "string", 0),
+            ],
+            Box::new(move |o| {
+                let default = o
+                    .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                    == Some(&json!("true"));
+                let name = if default {
+                    format!("{} (default)", s(o, "/metadata/name"))
+                } else {
+                    s(o, "/metadata/name").to_string()
+                };
+                vec![
+                    json!(name),
+                    json!(s(o, "/provisioner")),
+                    json!(s(o, "/reclaimPolicy")),
+                    json!(s(o, "/volumeBindingMode")),
+                    json!(
+                        o.pointer("/allowVolumeExpansion")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                            .to_string()
+                    ),
+                    json!(age(o)),
+                ]
+            }),
+        ),
         "virtualmachineinstancemigrations" => (
             vec![
                 col("Name", "string", 0),
