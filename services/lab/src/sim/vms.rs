@@ -14,6 +14,10 @@ use crate::sim::{migratable, placement, quantity};
 use crate::state::Shared;
 use crate::store::generate_name;
 
+/// Seconds a node may stay NotReady before the VMIs on it are considered lost (the taint-based
+/// eviction default, 300 s).
+pub const NODE_LOST_SECS: f64 = 300.0;
+
 /// Seconds from a VMI being scheduled to it running.
 pub const VMI_START_SECS: f64 = 5.0;
 /// virt-launcher image reported on pods.
@@ -480,6 +484,24 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
         }
     }
 
+    // Nodes whose kubelet stopped reporting, and since when (wall seconds).
+    let now_wall = crate::clock::unix(shared.clock.wall());
+    let (nodes, _) = shared
+        .store
+        .list_shared(keys::NODES, None, |n| condition(n, "Ready") != Some(true));
+    let lost_nodes: HashMap<String, u64> = nodes
+        .iter()
+        .map(|n| {
+            let since = n["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .and_then(|c| c["lastTransitionTime"].as_str())
+                .and_then(crate::clock::parse_rfc3339)
+                .unwrap_or(now_wall);
+            (s(n, "/metadata/name").to_string(), since)
+        })
+        .collect();
+
     // VMIs: garbage-collect orphans, schedule, start, keep conditions current.
     let mut placed: Vec<Arc<Value>> = vmis.clone();
     let mut ip_counter = shared.store.resource_version();
@@ -566,6 +588,15 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
                     // The launcher pod was deleted or evicted: the guest is gone.
                     let _ = shared.store.delete(keys::VMIS, &ns, &name);
                     continue;
+                }
+                if let Some(since) = lost_nodes.get(node) {
+                    if now_wall.saturating_sub(*since) as f64 >= NODE_LOST_SECS {
+                        // virt-handler on the node stopped reporting: the VMI fails, and a VM that
+                        // should run starts a new one on a healthy node.
+                        let _ = shared.store.delete(keys::VMIS, &ns, &name);
+                        continue;
+                    }
+                    busy = true;
                 }
                 let m = migratable_for(shared, vmi);
                 let cur = condition(vmi, "LiveMigratable");

@@ -609,3 +609,35 @@ async fn stop_start_and_watch_disconnects() {
     );
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_on_a_lost_node_restart_elsewhere() {
+    let lab = support::lab(600.0).await;
+    lab.inject(drover_lab::Fault::NodeNotReady {
+        node: "worker-05".into(),
+    })
+    .expect("fault");
+    for vm in ["vm-05-00", "vm-05-19"] {
+        let vmi = support::wait_for(
+            "the VM to restart on a healthy node",
+            Duration::from_secs(30),
+            || async {
+                let v = lab.get("virtualmachineinstances.kubevirt.io", "vmo-prod", vm)?;
+                (v["status"]["phase"] == "Running" && v["status"]["nodeName"] != "worker-05")
+                    .then_some(v)
+            },
+        )
+        .await;
+        assert!(
+            vmi["status"]["migrationState"].is_null(),
+            "{vm} restarted, not migrated"
+        );
+    }
+    assert!(
+        lab.list("pods", Some("vmo-prod"))
+            .iter()
+            .all(|p| p["spec"]["nodeName"] != "worker-05"),
+        "no launcher pod left on the lost node"
+    );
+    lab.shutdown().await;
+}
