@@ -642,6 +642,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_scenario_files_parse() {
+        let big = Scenario::from_toml(include_str!("../scenarios/1000-vms.toml")).unwrap();
+        assert_eq!(big.all_vms().len(), 1000);
+        let small = Scenario::from_toml(include_str!("../scenarios/small.toml")).unwrap();
+        assert_eq!(small.all_vms().len(), 11);
+        assert_eq!(small.maas.machines.len(), 5);
+    }
+
+    #[test]
     fn lab_settings_validate() {
         let s: crate::LabSettings =
             toml::from_str("time_scale = 300.0\nbind = \"127.0.0.1:0\"").unwrap();
