@@ -138,7 +138,9 @@ impl Lab {
     pub async fn start(config: LabConfig) -> Result<LabHandle> {
         config.scenario.validate()?;
         let clock = clock::Clock::new(config.scenario.time_scale);
+        let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            stopping: rx.clone(),
             maas: Mutex::new(maas::Region::new(&config.scenario.maas)),
             store: store::Store::new(clock.clone(), config.watch_history),
             faults: faults::Faults::new(config.scenario.faults.clone()),
@@ -152,7 +154,6 @@ impl Lab {
         shared.store.record_history(true);
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = watch::channel(false);
         let app = server::app(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let mut server_rx = rx.clone();
         let server = tokio::spawn(async move {

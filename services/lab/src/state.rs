@@ -20,4 +20,6 @@ pub struct Shared {
     pub faults: Faults,
     pub audit: Audit,
     pub sim: Mutex<SimState>,
+    /// Flips to true when the lab shuts down (open watches end then).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -35,6 +35,7 @@ struct WatchState {
     api_version: String,
     kind: String,
     done: bool,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Serve `?watch=true`.
@@ -86,6 +87,7 @@ pub async fn handle(shared: &Shared, req: &Req, t: &Target) -> Result<Response<B
         api_version: t.def.api_version(),
         kind: t.def.kind.to_string(),
         done: false,
+        stopping: shared.stopping.clone(),
     };
     let stream = futures::stream::unfold(state, |mut st| async move {
         let line = next_line(&mut st).await?;
@@ -151,6 +153,10 @@ async fn next_line(st: &mut WatchState) -> Option<String> {
         let tick = tokio::time::sleep(Duration::from_secs(15));
         tokio::select! {
             _ = tokio::time::sleep_until(st.deadline) => {
+                st.done = true;
+                return None;
+            }
+            _ = st.stopping.changed() => {
                 st.done = true;
                 return None;
             }
