@@ -61,6 +61,10 @@ impl Cluster {
                 kube::Config::new(uri)
             }
         };
+        // kube's own retry waits out 429s for minutes; KubeVirt answers every eviction of a
+        // virt-launcher pod with 429, which the drain must see at once. `error::retrying` retries.
+        let mut config = config;
+        config.default_retry = false;
         let client = kube::Client::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
         Ok(Cluster { client })
     }
