@@ -460,8 +460,12 @@ async fn a_spent_failure_budget_pauses_the_rollout_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adapter_sees_kubevirt_refuse_an_eviction_at_once() {
-    let lab = Lab::start(LabConfig::reference().with_time_scale(60.0)).await.unwrap();
-    let cluster = drover_kube::Cluster::connect(&drover_kube::Target::Url(lab.kube_url())).await.unwrap();
+    let lab = Lab::start(LabConfig::reference().with_time_scale(60.0))
+        .await
+        .unwrap();
+    let cluster = drover_kube::Cluster::connect(&drover_kube::Target::Url(lab.kube_url()))
+        .await
+        .unwrap();
     let kube = cluster.port();
     let pods = kube.list_pods("worker-05").await.unwrap();
     let launcher = pods
@@ -469,11 +473,21 @@ async fn the_adapter_sees_kubevirt_refuse_an_eviction_at_once() {
         .find(|p| p.labels.get("kubevirt.io").map(String::as_str) == Some("virt-launcher"))
         .expect("a virt-launcher pod");
     let started = std::time::Instant::now();
-    let eviction = kube.evict_pod(&launcher.namespace, &launcher.name).await.unwrap();
+    let eviction = kube
+        .evict_pod(&launcher.namespace, &launcher.name)
+        .await
+        .unwrap();
     assert!(
-        matches!(eviction, drover_workflows::ports::kube::Eviction::Refused { .. }),
+        matches!(
+            eviction,
+            drover_workflows::ports::kube::Eviction::Refused { .. }
+        ),
         "{eviction:?}"
     );
     // kube's default client would retry the 429 for minutes.
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }

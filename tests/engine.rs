@@ -253,6 +253,8 @@ async fn higher_priority_first_then_due_order() {
     let redis = Redis::start();
     let store = redis.store().await;
     let low1 = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
+    // Due times have millisecond resolution; ties are broken by id.
+    tokio::time::sleep(Duration::from_millis(3)).await;
     let low2 = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
     let high = submit(&store, "synthetic", json!({"steps": 1}), 50).await;
     let order: Vec<String> = [

@@ -8,3 +8,4 @@ mod crash;
 mod drain;
 mod engine;
 mod harness;
+mod lab;

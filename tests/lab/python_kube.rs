@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support;
+use crate::lab::support;
 
 const LIST_NODES: &str = r#"
 import sys

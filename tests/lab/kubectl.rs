@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{self, kubectl, ok_stdout};
+use crate::lab::support::{self, kubectl, ok_stdout};
 
 const T: Duration = Duration::from_secs(60);
 

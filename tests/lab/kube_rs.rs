@@ -11,7 +11,7 @@ use kube::api::{
     WatchEvent, WatchParams,
 };
 
-use crate::support;
+use crate::lab::support;
 
 async fn client(lab: &drover_lab::LabHandle) -> kube::Client {
     let mut config = kube::Config::new(lab.kube_url().parse().expect("url"));

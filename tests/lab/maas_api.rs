@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use drover_lab::{Api, Fault, LabHandle};
 
-use crate::support;
+use crate::lab::support;
 
 async fn call(
     lab: &LabHandle,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use drover_lab::{Lab, LabConfig, Scenario};
 
-use crate::support;
+use crate::lab::support;
 
 async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = req.send().await.expect("request");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support;
+use crate::lab::support;
 
 const DEPLOY: &str = r##"
 import sys

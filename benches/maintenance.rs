@@ -1,0 +1,448 @@
+//! The maintenance benchmark: a rolling maintenance of every worker node of the lab's reference
+//! scenario (8 nodes, 20 VMs each), done by Drover and done the way operators do it today (cordon and
+//! `kubectl drain` each node in turn, KubeVirt evacuating, the scheduler choosing targets), in the
+//! same lab at the same time scale. For each it reports:
+//! (a) migrations per VM (successful migrations / VMs that had to leave);
+//! (b) makespan in simulated seconds, against a lower bound computed from the migration durations
+//!     the run observed and the limits (a node's VMs leave at most 2 at a time, one node after the
+//!     other);
+//! and it repeats both on a variant with one spare worker outside the plan, where each VM can move
+//! exactly once. VMs on ReadWriteOnce volumes cannot live-migrate: Drover skips them (policy `skip`);
+//! `kubectl drain` waits on them until its timeout, which the table reports.
+//!
+//! Run from the repository root: `cargo bench --bench maintenance` (needs redis-server and kubectl;
+//! a few minutes). Not a test: it asserts nothing and writes its figures into BENCHMARKS.md between
+//! the `maintenance-bench` markers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use drover_lab::{Lab, LabConfig, LabHandle, Scenario};
+use drover_store::{NewWorkflow, Store};
+use drover_workflows::ports::Ports;
+use drover_workflows::{Registry, State};
+use serde_json::json;
+
+const COMMAND: &str = "cargo bench --bench maintenance";
+/// Simulated seconds per real second: a migration (about 30 s simulated) takes about 1.5 s.
+const TIME_SCALE: f64 = 20.0;
+/// Drover's poll interval, scaled like the lab's clock (2 s simulated).
+const POLL_MS: u64 = 100;
+/// kubectl drain's own timeout per node, real seconds.
+const KUBECTL_TIMEOUT_S: u64 = 90;
+
+struct Figures {
+    label: String,
+    vms_leaving: usize,
+    migrations: usize,
+    makespan: f64,
+    lower_bound: f64,
+    notes: String,
+}
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let started = Instant::now();
+        let reference = drover_lab::scenario::reference_architecture();
+        let mut spare = reference.clone();
+        let mut extra = reference
+            .nodes
+            .iter()
+            .find(|n| n.name == "worker-08")
+            .cloned()
+            .context("worker-08")?;
+        extra.name = "worker-09".into();
+        extra.ip = "10.20.30.29".into();
+        spare.nodes.push(extra);
+        let plan: Vec<String> = (1..=8).map(|i| format!("worker-{i:02}")).collect();
+        let mut rows = Vec::new();
+        for (name, scenario) in [
+            ("reference (8 workers, all in the plan)", &reference),
+            ("reference + 1 spare worker outside the plan", &spare),
+        ] {
+            let (drover, order) = drover_run(scenario, &plan).await?;
+            rows.push(Figures {
+                label: format!("Drover, {name}"),
+                ..drover
+            });
+            rows.push(Figures {
+                label: format!("kubectl drain, {name}"),
+                ..kubectl_run(scenario, &order).await?
+            });
+        }
+        let report = render(&rows, started.elapsed());
+        println!("{report}");
+        write_section(&report)?;
+        Ok(())
+    })
+}
+
+async fn lab(scenario: &Scenario) -> Result<LabHandle> {
+    let mut config = LabConfig {
+        scenario: scenario.clone(),
+        ..LabConfig::default()
+    };
+    config.scenario.time_scale = TIME_SCALE;
+    Lab::start(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("lab: {e}"))
+}
+
+fn vmis_on(lab: &LabHandle, nodes: &[String]) -> Vec<(String, bool)> {
+    lab.list("virtualmachineinstances.kubevirt.io", None)
+        .iter()
+        .filter(|v| nodes.iter().any(|n| v["status"]["nodeName"] == json!(n)))
+        .map(|v| {
+            let migratable = v["status"]["conditions"].as_array().is_none_or(|c| {
+                !c.iter()
+                    .any(|c| c["type"] == "LiveMigratable" && c["status"] == "False")
+            });
+            (
+                v["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                migratable,
+            )
+        })
+        .collect()
+}
+
+/// Successful migrations: (vmi, source node, duration in simulated seconds).
+fn migrations(lab: &LabHandle) -> Vec<(String, String, f64)> {
+    lab.list("virtualmachineinstancemigrations.kubevirt.io", None)
+        .iter()
+        .filter(|m| m["status"]["phase"] == json!("Succeeded"))
+        .map(|m| {
+            let ts = m["status"]["phaseTransitionTimestamps"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let at = |phase: &str| {
+                ts.iter()
+                    .find(|t| t["phase"] == json!(phase))
+                    .and_then(|t| t["phaseTransitionTimestamp"].as_str())
+                    .and_then(epoch)
+            };
+            let d = match (at("Pending"), at("Succeeded")) {
+                (Some(a), Some(b)) => (b - a) as f64,
+                _ => 0.0,
+            };
+            let source = m["status"]["migrationState"]["sourceNode"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (
+                m["spec"]["vmiName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                source,
+                d,
+            )
+        })
+        .collect()
+}
+
+/// One node after the other, each node's VMs at most 2 at a time: the sum over nodes of
+/// max(total duration / 2, longest migration).
+fn lower_bound(moves: &[(String, String, f64)]) -> f64 {
+    let mut per: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for (_, source, d) in moves {
+        let e = per.entry(source.as_str()).or_insert((0.0, 0.0));
+        e.0 += d;
+        e.1 = e.1.max(*d);
+    }
+    per.values().map(|(sum, max)| (sum / 2.0).max(*max)).sum()
+}
+
+async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Vec<String>)> {
+    let lab = lab(scenario).await?;
+    let leaving = vmis_on(&lab, plan);
+    let redis = RedisServer::start()?;
+    let store = Store::connect(&drover_store::Config::new(redis.url())).await?;
+    let cluster = drover_kube::Cluster::connect(&drover_kube::Target::Url(lab.kube_url())).await?;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    for i in 0..2 {
+        let ports = Ports {
+            clock: Arc::new(drover_worker::ports::TokioClock),
+            probe: None,
+            kube: Some(cluster.clone().port()),
+        };
+        let config = drover_worker::Config {
+            name: Some(format!("bench-{i}")),
+            ..drover_worker::Config::default()
+        };
+        let mut rx = rx.clone();
+        tokio::spawn(drover_worker::run(
+            store.clone(),
+            Registry::builtin(),
+            ports,
+            config,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    let input = json!({"nodes": plan, "max_in_maintenance": 1, "non_migratable": "skip", "poll_ms": POLL_MS});
+    let task = Registry::builtin().first_task("rolling-maintenance", &input, now_ms())?;
+    let id = "maintenance-bench".to_string();
+    let wf = NewWorkflow {
+        id: id.clone(),
+        kind: "rolling-maintenance".into(),
+        input,
+        priority: 0,
+        labels: Default::default(),
+        task,
+    };
+    let t0 = lab.sim_time();
+    store.submit(&wf, None, now_ms()).await?;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let view = loop {
+        let v = store.get(&id).await?.context("workflow vanished")?;
+        if v.state.is_terminal() {
+            break v;
+        }
+        if Instant::now() > deadline {
+            bail!("the rolling maintenance did not finish in 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let makespan = lab.sim_time() - t0;
+    let _ = stop.send(true);
+    if view.state != State::Succeeded {
+        bail!(
+            "rolling maintenance ended {:?}: {:?}",
+            view.state,
+            view.error
+        );
+    }
+    let order: Vec<String> = view
+        .outputs
+        .as_ref()
+        .and_then(|o| o.get(&0))
+        .and_then(|p| serde_json::from_value(p["order"].clone()).ok())
+        .unwrap_or_default();
+    let moves = migrations(&lab);
+    let planned = view
+        .outputs
+        .as_ref()
+        .and_then(|o| o.get(&0))
+        .map(|p| p["second_moves"].as_array().map_or(0, Vec::len))
+        .unwrap_or(0);
+    let skipped = leaving.iter().filter(|(_, m)| !m).count();
+    let figures = Figures {
+        label: String::new(),
+        vms_leaving: leaving.len() - skipped,
+        migrations: moves.len(),
+        makespan,
+        lower_bound: lower_bound(&moves),
+        notes: format!("{planned} planned second moves; {skipped} RWO VMs skipped (policy skip)"),
+    };
+    lab.shutdown().await;
+    Ok((figures, order))
+}
+
+async fn kubectl_run(scenario: &Scenario, order: &[String]) -> Result<Figures> {
+    let lab = lab(scenario).await?;
+    let leaving = vmis_on(&lab, order);
+    let dir = std::env::temp_dir().join(format!("drover-maintenance-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    lab.write_kubeconfig(&kubeconfig)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let kubectl = std::env::var("DROVER_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
+    let t0 = lab.sim_time();
+    let mut timed_out = Vec::new();
+    for node in order {
+        let timeout = format!("--timeout={KUBECTL_TIMEOUT_S}s");
+        let out = tokio::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "drain",
+                node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--pod-selector=kubevirt.io=virt-launcher",
+                &timeout,
+            ])
+            .output()
+            .await
+            .with_context(|| format!("cannot run {kubectl}"))?;
+        if !out.status.success() {
+            timed_out.push(node.clone());
+        }
+        // Maintenance done: the node returns.
+        tokio::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["uncordon", node])
+            .output()
+            .await?;
+    }
+    let makespan = lab.sim_time() - t0;
+    let moves = migrations(&lab);
+    let skipped = leaving.iter().filter(|(_, m)| !m).count();
+    let figures = Figures {
+        label: String::new(),
+        vms_leaving: leaving.len() - skipped,
+        migrations: moves.len(),
+        makespan,
+        lower_bound: lower_bound(&moves),
+        notes: if timed_out.is_empty() {
+            "every drain finished".into()
+        } else {
+            format!(
+                "drain timed out ({KUBECTL_TIMEOUT_S} s real each) on {} (RWO VMs cannot leave)",
+                timed_out.join(", ")
+            )
+        },
+    };
+    lab.shutdown().await;
+    Ok(figures)
+}
+
+fn render(rows: &[Figures], took: Duration) -> String {
+    let mut s = String::new();
+    s.push_str("## Maintenance benchmark (`benches/maintenance.rs`)\n\n");
+    s.push_str(&format!(
+        "- Command: `{COMMAND}` (from the repository root)\n"
+    ));
+    s.push_str(&format!(
+        "- Date: {} UTC; whole run {:.0} s; lab time scale {TIME_SCALE}x; machine: nproc {}, {}\n",
+        date(),
+        took.as_secs_f64(),
+        nproc(),
+        cpu()
+    ));
+    s.push_str("- Rolling maintenance of worker-01..08 (20 VMs each), one node at a time; makespan in simulated seconds\n\n");
+    s.push_str("| run | VMs that had to leave | successful migrations | (a) migrations per VM | (b) makespan (s) | lower bound (s) | makespan / bound | notes |\n|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let per_vm = r.migrations as f64 / r.vms_leaving.max(1) as f64;
+        let ratio = if r.lower_bound > 0.0 {
+            r.makespan / r.lower_bound
+        } else {
+            0.0
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | **{per_vm:.2}** | {:.0} | {:.0} | **{ratio:.2}x** | {} |\n",
+            r.label, r.vms_leaving, r.migrations, r.makespan, r.lower_bound, r.notes
+        ));
+    }
+    s
+}
+
+fn write_section(report: &str) -> Result<()> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let (begin, end) = (
+        "<!-- maintenance-bench:begin -->",
+        "<!-- maintenance-bench:end -->",
+    );
+    let block = format!("{begin}\n{report}{end}");
+    let new = match (old.find(begin), old.find(end)) {
+        (Some(a), Some(b)) => format!("{}{block}{}", &old[..a], &old[b + end.len()..]),
+        _ => format!("{}\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    drover_worker::now_ms()
+}
+
+/// `2026-12-01T13:15:21Z` -> seconds since the epoch.
+fn epoch(t: &str) -> Option<i64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let mut h = time
+        .split(':')
+        .map(|p| p.split('.').next().and_then(|p| p.parse::<i64>().ok()));
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn nproc() -> String {
+    std::thread::available_parallelism()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+fn cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// A private redis-server on a free port, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    fn start() -> Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start redis-server")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(RedisServer { port, child })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
