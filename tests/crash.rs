@@ -373,7 +373,7 @@ async fn a_killed_workers_step_resumes_within_the_lease_plus_one_idle_wait() {
     let redis = Redis::start();
     let store = redis.store().await;
     let logs = log_dir("recovery");
-    let mut workers = vec![
+    let mut workers = [
         WorkerProcess::spawn(&redis.url(), "rec-a", &logs),
         WorkerProcess::spawn(&redis.url(), "rec-b", &logs),
     ];
