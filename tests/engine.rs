@@ -389,7 +389,13 @@ async fn retries_compensation_cancel_signal_pause_and_fan_out() {
         ControlResult::Ok(None)
     );
     assert_eq!(
-        wait_all_finished(&store, std::slice::from_ref(&failing), Duration::from_secs(20)).await[0].state,
+        wait_all_finished(
+            &store,
+            std::slice::from_ref(&failing),
+            Duration::from_secs(20)
+        )
+        .await[0]
+            .state,
         State::Failed
     );
 
@@ -413,7 +419,12 @@ async fn retries_compensation_cancel_signal_pause_and_fan_out() {
     })
     .await;
     store.cancel(&waiting, now_ms()).await.unwrap();
-    let v = &wait_all_finished(&store, std::slice::from_ref(&waiting), Duration::from_secs(10)).await[0];
+    let v = &wait_all_finished(
+        &store,
+        std::slice::from_ref(&waiting),
+        Duration::from_secs(10),
+    )
+    .await[0];
     assert_eq!(v.state, State::Cancelled);
     assert!(
         v.history

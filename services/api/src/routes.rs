@@ -238,8 +238,24 @@ async fn get_one(
             })
         })
         .collect();
+    // Children with where each one is: a rollout shows its nodes, a drain its VMs.
+    let children = state
+        .store
+        .summaries(view.children.as_deref().unwrap_or_default())
+        .await?;
+    let child_rows: Vec<Value> = children
+        .iter()
+        .map(|c| {
+            let step = state.registry.get(&c.kind).ok().and_then(|w| w.steps(&c.input).get(c.step).map(|s| s.name.clone()));
+            json!({
+                "id": c.id, "kind": c.kind, "state": c.state, "paused": c.paused, "step": step,
+                "waiting_on": c.waiting_on, "progress": c.progress, "error": c.error, "input": c.input,
+            })
+        })
+        .collect();
     let mut body = serde_json::to_value(&view).map_err(|e| ApiError::bad_request(e.to_string()))?;
     body["steps"] = Value::Array(step_rows);
+    body["children"] = Value::Array(child_rows);
     Ok(Json(body).into_response())
 }
 

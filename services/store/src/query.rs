@@ -241,27 +241,11 @@ impl Store {
             .collect();
         let more = rows.len() > limit;
         let rows = &rows[..rows.len().min(limit)];
-        let mut pipe = redis::pipe();
-        for (id, _) in rows {
-            pipe.cmd("HMGET")
-                .arg(self.wf_key(id))
-                .arg(&SUMMARY_FIELDS[..]);
-        }
-        let records: Vec<Vec<Option<String>>> = if rows.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut conn).await?
-        };
-        let items = records
+        let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+        let items = self
+            .summaries(&ids)
+            .await?
             .into_iter()
-            .filter_map(|fields| {
-                let rec: BTreeMap<String, String> = SUMMARY_FIELDS
-                    .iter()
-                    .zip(fields)
-                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
-                    .collect();
-                view(&rec)
-            })
             .filter(|v| filter.state.is_none_or(|s| s == v.state))
             .filter(|v| filter.paused.is_none_or(|p| p == v.paused))
             .filter(|v| filter.kind.as_ref().is_none_or(|k| *k == v.kind))
@@ -279,5 +263,31 @@ impl Store {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// Summaries (no outputs, history or children) of the workflows `ids` that exist, in order.
+    pub async fn summaries(&self, ids: &[String]) -> Result<Vec<WorkflowView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.wf_key(id))
+                .arg(&SUMMARY_FIELDS[..]);
+        }
+        let records: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|fields| {
+                let rec: BTreeMap<String, String> = SUMMARY_FIELDS
+                    .iter()
+                    .zip(fields)
+                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                    .collect();
+                view(&rec)
+            })
+            .collect())
     }
 }
