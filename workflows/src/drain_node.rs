@@ -82,25 +82,16 @@ pub struct Input {
     pub maintenance: Maintenance,
     #[serde(default = "default_attempts")]
     pub max_migration_attempts: u32,
-    #[serde(default = "default_cluster_limit")]
+    #[serde(default = "crate::migrate_vmi::default_cluster_limit")]
     pub cluster_limit: u32,
-    #[serde(default = "default_node_limit")]
+    #[serde(default = "crate::migrate_vmi::default_node_limit")]
     pub node_limit: u32,
-    #[serde(default = "default_poll_ms")]
+    #[serde(default = "crate::migrate_vmi::default_poll_ms")]
     pub poll_ms: u64,
 }
 
 fn default_attempts() -> u32 {
     3
-}
-fn default_cluster_limit() -> u32 {
-    5
-}
-fn default_node_limit() -> u32 {
-    2
-}
-fn default_poll_ms() -> u64 {
-    1000
 }
 
 fn parse(input: &Value) -> Result<Input, String> {

@@ -42,13 +42,16 @@ pub struct Input {
     pub poll_ms: u64,
 }
 
-fn default_cluster_limit() -> u32 {
+/// KubeVirt's default `parallelMigrationsPerCluster`.
+pub(crate) fn default_cluster_limit() -> u32 {
     5
 }
-fn default_node_limit() -> u32 {
+/// KubeVirt's default `parallelOutboundMigrationsPerNode`.
+pub(crate) fn default_node_limit() -> u32 {
     2
 }
-fn default_poll_ms() -> u64 {
+/// How often the maintenance workflows look at the cluster while they wait, in ms.
+pub(crate) fn default_poll_ms() -> u64 {
     1000
 }
 

@@ -48,28 +48,19 @@ pub struct Input {
     /// Pin destinations to plan each VM's single move (false: let the scheduler choose, the naive way).
     #[serde(default = "yes")]
     pub pin_destinations: bool,
-    #[serde(default = "five")]
+    #[serde(default = "crate::migrate_vmi::default_cluster_limit")]
     pub cluster_limit: u32,
-    #[serde(default = "two")]
+    #[serde(default = "crate::migrate_vmi::default_node_limit")]
     pub node_limit: u32,
-    #[serde(default = "poll")]
+    #[serde(default = "crate::migrate_vmi::default_poll_ms")]
     pub poll_ms: u64,
 }
 
 fn one() -> u32 {
     1
 }
-fn two() -> u32 {
-    2
-}
-fn five() -> u32 {
-    5
-}
 fn yes() -> bool {
     true
-}
-fn poll() -> u64 {
-    1000
 }
 
 fn parse(input: &Value) -> Result<Input, String> {
