@@ -199,6 +199,14 @@ async fn failed_migrations_are_retried_under_new_names() {
         migration_failure: 0.1,
         ..Default::default()
     });
+    // 10% of 20 migrations can still all succeed; make sure at least one fails, mid-transfer.
+    rig.lab
+        .inject(drover_lab::Fault::MigrationFailure {
+            vmi: Some("vmo-prod/vm-02-03".into()),
+            phase: Some("Running".into()),
+            count: 1,
+        })
+        .unwrap();
     let node = "worker-02";
     let before = vmis_on(&rig.lab, node);
     let id = submit(&rig.store, "drain-node", drain_input(node, "fail"), 0).await;
