@@ -336,6 +336,18 @@ async fn a_worker_killed_mid_drain_resumes_without_duplicate_migrations() {
         })
         .collect();
     assert_eq!(actual, expected);
+    // And the audit agrees: every migration object was created once; re-runs met 409 AlreadyExists.
+    let mut creates: BTreeMap<String, usize> = BTreeMap::new();
+    for e in lab.audit() {
+        if e.verb == "create"
+            && e.object.starts_with("virtualmachineinstancemigrations")
+            && e.outcome < 300
+        {
+            *creates.entry(e.object.clone()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(creates.len(), expected.len(), "{creates:?}");
+    assert!(creates.values().all(|n| *n == 1), "{creates:?}");
     let per = migrations_per_vmi(&lab);
     for vmi in &before {
         assert_eq!(per.get(vmi), Some(&1), "{vmi}");

@@ -173,11 +173,22 @@ fn kube_audit(req: &Req) -> Option<(String, String)> {
     };
     let object = match kube::parse_target(group, version, rest) {
         Ok(t) => {
+            // A create names its object in the body, as the apiserver's audit log shows it.
+            let created = (verb == "create" && t.name.is_none())
+                .then(|| serde_json::from_slice::<serde_json::Value>(&req.body).ok())
+                .flatten()
+                .and_then(|b| {
+                    let meta = &b["metadata"];
+                    meta["name"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| meta["generateName"].as_str().map(|g| format!("{g}*")))
+                });
             let mut o = format!(
                 "{}/{}/{}",
                 t.def.qualified(),
                 t.namespace.as_deref().unwrap_or(""),
-                t.name.as_deref().unwrap_or("")
+                t.name.as_deref().or(created.as_deref()).unwrap_or("")
             );
             if let Some(sub) = t.subresource.filter(|s| s != "eviction") {
                 o.push('/');
