@@ -8,17 +8,7 @@ use serde_json::{Value, json};
 
 use drover_lab::{Fault, Lab, LabConfig};
 
-use crate::lab::support;
-
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.send().await.expect("request");
-    let code = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use crate::lab::support::{self, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_errors_and_concurrency() {

@@ -136,3 +136,14 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// Sends a request; returns the status and the body as JSON (or as a string when it is not JSON).
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = req.send().await.expect("request");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}

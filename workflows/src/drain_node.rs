@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::kind::{StepContext, StepDef, Workflow};
 use crate::migrate_vmi::{kube, outcome_of};
-use crate::model::{ChildSpec, JoinPolicy, Outcome, Permit, Phase, RetryPolicy, State};
+use crate::model::{ChildSpec, JoinPolicy, Outcome, Permit, Phase, State};
 use crate::ports::kube::{Eviction, Kube, VmiInfo};
 
 /// The `drain-node` kind.
@@ -153,10 +153,7 @@ impl Workflow for DrainNode {
     }
 
     fn steps(&self, _input: &Value) -> Vec<StepDef> {
-        let retry = RetryPolicy {
-            max_attempts: 8,
-            ..RetryPolicy::default()
-        };
+        let retry = crate::migrate_vmi::cluster_retry();
         STEPS
             .iter()
             .map(|name| {

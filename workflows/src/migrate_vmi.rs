@@ -66,6 +66,14 @@ fn parse(input: &Value) -> Result<Input, String> {
     Ok(i)
 }
 
+/// Retries of the cluster-facing steps: the API server's 409/429/5xx and the like.
+pub(crate) fn cluster_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 8,
+        ..RetryPolicy::default()
+    }
+}
+
 /// The migration's name: derived from the workflow id, so every attempt (a new child) has its own
 /// and a re-run of `start` finds the one it made. Kubernetes names are at most 63 characters.
 pub fn migration_name(workflow_id: &str, vmi: &str) -> String {
@@ -109,10 +117,7 @@ impl Workflow for MigrateVmi {
     }
 
     fn steps(&self, _input: &Value) -> Vec<StepDef> {
-        let retry = RetryPolicy {
-            max_attempts: 8,
-            ..RetryPolicy::default()
-        };
+        let retry = cluster_retry();
         vec![
             StepDef::new("start").compensable().retry(retry),
             StepDef::new("wait").retry(retry),

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::drain_node::{Maintenance, Policy};
 use crate::kind::{StepContext, StepDef, Workflow};
 use crate::migrate_vmi::{kube, outcome_of};
-use crate::model::{ChildSpec, JoinPolicy, Outcome, RetryPolicy, State};
+use crate::model::{ChildSpec, JoinPolicy, Outcome, State};
 use crate::plan::{Plan, PlanNode, PlanVm, plan};
 
 /// The `rolling-maintenance` kind.
@@ -85,10 +85,7 @@ impl Workflow for RollingMaintenance {
     }
 
     fn steps(&self, _input: &Value) -> Vec<StepDef> {
-        let retry = RetryPolicy {
-            max_attempts: 8,
-            ..RetryPolicy::default()
-        };
+        let retry = crate::migrate_vmi::cluster_retry();
         ["plan", "rollout", "report"]
             .iter()
             .map(|n| StepDef::new(*n).retry(retry))
