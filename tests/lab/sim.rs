@@ -631,3 +631,71 @@ async fn vms_on_a_lost_node_restart_elsewhere() {
     );
     lab.shutdown().await;
 }
+
+/// A rebooted node is Ready before virt-handler runs on it again, and takes no VM until then: a
+/// migration pinned there waits for a target and lands once the node is schedulable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebooted_node_takes_vms_once_virt_handler_runs() {
+    support::crypto();
+    let mut config = LabConfig::default().with_time_scale(60.0);
+    config.scenario.reboot.boot_secs = 60.0;
+    config.scenario.reboot.virt_handler_start_secs = 150.0;
+    let lab = Lab::start(config).await.expect("lab starts");
+    let c = support::http();
+    let base = lab.kube_url();
+    let node = || lab.get("nodes", "", "worker-02").expect("worker-02");
+    let ready = |n: &Value| {
+        n["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    };
+    let schedulable = |n: &Value| n["metadata"]["labels"]["kubevirt.io/schedulable"] == "true";
+    let boot_id = node()["status"]["nodeInfo"]["bootID"].clone();
+
+    let (code, body) = send(
+        c.post(format!("{base}/lab/faults"))
+            .json(&json!({"kind": "node_reboot", "node": "worker-02"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let n = node();
+    assert!(!ready(&n) && !schedulable(&n), "{n}");
+
+    let (code, body) = send(
+        c.put(format!("{base}/apis/subresources.kubevirt.io/v1/namespaces/vmo-prod/virtualmachines/vm-01-06/migrate"))
+            .json(&json!({"addedNodeSelector": {"kubernetes.io/hostname": "worker-02"}})),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    let migration = || {
+        lab.list(
+            "virtualmachineinstancemigrations.kubevirt.io",
+            Some("vmo-prod"),
+        )
+        .into_iter()
+        .find(|m| m["spec"]["vmiName"] == "vm-01-06")
+    };
+
+    let n = support::wait_for("worker-02 Ready again", Duration::from_secs(20), || async {
+        let n = node();
+        ready(&n).then_some(n)
+    })
+    .await;
+    assert!(!schedulable(&n), "virt-handler is not up yet: {n}");
+    assert_ne!(n["status"]["nodeInfo"]["bootID"], boot_id, "a new boot");
+    let m = migration().expect("the migration exists");
+    assert!(
+        m["status"]["phase"] != "Succeeded" && m["status"]["phase"] != "Failed",
+        "no target while virt-handler is down: {m}"
+    );
+
+    let m = support::wait_for(
+        "the pinned migration to land on worker-02",
+        Duration::from_secs(30),
+        || async { migration().filter(|m| m["status"]["phase"] == "Succeeded") },
+    )
+    .await;
+    assert_eq!(m["status"]["migrationState"]["targetNode"], "worker-02");
+    assert!(schedulable(&node()));
+    lab.shutdown().await;
+}

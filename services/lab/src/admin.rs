@@ -70,6 +70,15 @@ pub fn inject(shared: &Shared, fault: Fault) -> Result<()> {
     match fault {
         Fault::NodeNotReady { node } => nodes::set_ready(shared, &node, false).map(|_| ()),
         Fault::NodeReady { node } => nodes::set_ready(shared, &node, true).map(|_| ()),
+        Fault::NodeReboot { node } => {
+            let times = nodes::start_reboot(shared, &node)?;
+            shared
+                .sim
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rebooting(&node, times);
+            Ok(())
+        }
         Fault::MaasMachineBroken { machine } => crate::maas::sim::break_machine(shared, &machine),
         other => {
             shared.faults.add(other);

@@ -87,6 +87,10 @@ pub enum Fault {
     NodeNotReady { node: String },
     /// Applied at once: a node becomes Ready again.
     NodeReady { node: String },
+    /// Applied at once: a node reboots (what an operator's `systemctl reboot` does). It goes
+    /// NotReady and virt-handler marks it `kubevirt.io/schedulable=false`; it is Ready again after
+    /// the scenario's `reboot.boot_secs` and takes VMs again `reboot.virt_handler_start_secs` later.
+    NodeReboot { node: String },
     /// Applied at once: a machine goes Broken.
     MaasMachineBroken { machine: String },
 }

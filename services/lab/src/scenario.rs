@@ -27,6 +27,8 @@ pub struct Scenario {
     pub migrations: MigrationSettings,
     /// MAAS region inventory and timings.
     pub maas: MaasSettings,
+    /// How long a node takes to come back from a reboot (the `node_reboot` fault).
+    pub reboot: RebootSettings,
     /// Namespaces to create (VM namespaces are added automatically).
     pub namespaces: Vec<String>,
     /// Storage classes.
@@ -69,6 +71,27 @@ pub struct MigrationSettings {
     pub unschedulable_timeout_secs: f64,
     /// Seconds before the evacuation controller retries a VMI whose migration failed.
     pub evacuation_retry_secs: f64,
+}
+
+/// A node reboot's timing: kubelet posts Ready again after `boot_secs`, and virt-handler (a
+/// DaemonSet pod, started after the kubelet) labels the node `kubevirt.io/schedulable=true`
+/// `virt_handler_start_secs` later. Until then no VM can land there, Ready or not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebootSettings {
+    /// Seconds from the reboot until the node is Ready (firmware, boot, kubelet).
+    pub boot_secs: f64,
+    /// Seconds from Ready until virt-handler runs and marks the node schedulable for VMs.
+    pub virt_handler_start_secs: f64,
+}
+
+impl Default for RebootSettings {
+    fn default() -> Self {
+        RebootSettings {
+            boot_secs: 180.0,
+            virt_handler_start_secs: 60.0,
+        }
+    }
 }
 
 /// MAAS region settings and inventory.
@@ -372,6 +395,7 @@ impl Scenario {
             default_eviction_strategy: "LiveMigrate".into(),
             migrations: MigrationSettings::default(),
             maas: MaasSettings::default(),
+            reboot: RebootSettings::default(),
             namespaces: vec!["default".into(), "kube-system".into(), "kubevirt".into()],
             storage_classes: Vec::new(),
             networks: Vec::new(),

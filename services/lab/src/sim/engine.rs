@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::clock::SimTime;
 use crate::kube::resources::keys;
 use crate::sim::migration::{self, Phase, Run, Step};
-use crate::sim::{placement, storage, vms};
+use crate::sim::{nodes, placement, storage, vms};
 use crate::state::Shared;
 
 /// Real time between simulator passes.
@@ -28,6 +28,15 @@ pub struct SimState {
     last_rv: u64,
     busy: bool,
     last_counts: Option<(usize, BTreeMap<String, usize>)>,
+    /// Nodes rebooting: when each is Ready again and when virt-handler runs again.
+    reboots: BTreeMap<String, (SimTime, SimTime)>,
+}
+
+impl SimState {
+    /// Follow a node's reboot until virt-handler runs on it again.
+    pub fn rebooting(&mut self, node: &str, times: (SimTime, SimTime)) {
+        self.reboots.insert(node.to_string(), times);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +75,8 @@ pub fn tick(shared: &Shared) {
     crate::maas::sim::tick(shared, now);
     let mut st = shared.sim.lock().unwrap_or_else(|e| e.into_inner());
     let rv = shared.store.resource_version();
+    st.reboots
+        .retain(|node, times| !nodes::finish_reboot(shared, node, now, *times));
     if rv == st.last_rv && !st.busy && st.runs.is_empty() {
         return;
     }

@@ -124,6 +124,55 @@ pub fn set_ready(shared: &Shared, name: &str, ready: bool) -> Result<Value> {
     })
 }
 
+/// Set virt-handler's `kubevirt.io/schedulable` label on a node.
+pub fn set_kubevirt_schedulable(shared: &Shared, name: &str, schedulable: bool) -> Result<Value> {
+    shared.store.modify(keys::NODES, "", name, |n| {
+        n["metadata"]["labels"]["kubevirt.io/schedulable"] = json!(schedulable.to_string());
+        Ok(())
+    })
+}
+
+/// Start a reboot: the node goes NotReady and virt-handler, stopping, marks it unschedulable for
+/// VMs. Returns when it is Ready again and when virt-handler runs again, in simulated seconds; the
+/// simulator finishes the reboot at those times ([`finish_reboot`]).
+pub fn start_reboot(shared: &Shared, name: &str) -> Result<(f64, f64)> {
+    set_ready(shared, name, false)?;
+    set_kubevirt_schedulable(shared, name, false)?;
+    let r = &shared.scenario.reboot;
+    let ready_at = shared.clock.now() + r.boot_secs;
+    Ok((ready_at, ready_at + r.virt_handler_start_secs))
+}
+
+/// Move a rebooting node on: Ready (with a new bootID) once `now` passed `ready_at`, schedulable
+/// for VMs once it passed `schedulable_at`. Returns whether the reboot is over.
+pub fn finish_reboot(
+    shared: &Shared,
+    name: &str,
+    now: f64,
+    (ready_at, schedulable_at): (f64, f64),
+) -> bool {
+    let Some(node) = shared.store.get(keys::NODES, "", name) else {
+        return true; // Deleted while rebooting: nothing left to do.
+    };
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    if now >= ready_at && !ready {
+        let stamp = shared.clock.rfc3339();
+        let _ = shared.store.modify(keys::NODES, "", name, |n| {
+            set_ready_condition(n, true, &stamp);
+            n["status"]["nodeInfo"]["bootID"] = json!(uuid::Uuid::now_v7().to_string());
+            Ok(())
+        });
+    }
+    if now >= schedulable_at {
+        let _ = set_kubevirt_schedulable(shared, name, true);
+        return true;
+    }
+    false
+}
+
 /// The virt-handler DaemonSet pod of a worker.
 pub fn virt_handler_pod(node: &str) -> Value {
     json!({
