@@ -7,8 +7,11 @@
 //!     the run observed and the limits (a node's VMs leave at most 2 at a time, one node after the
 //!     other);
 //! and it repeats both on a variant with one spare worker outside the plan, where each VM can move
-//! exactly once. VMs on ReadWriteOnce volumes cannot live-migrate: Drover skips them (policy `skip`);
-//! `kubectl drain` waits on them until its timeout, which the table reports.
+//! exactly once. The maintenance itself is a reboot, done the same way in both: the operator reboots
+//! the drained node (the lab's `node_reboot`), waits for it to be Ready (`kubectl wait`), then
+//! uncordons it and goes on (kubectl) or tells Drover (the `maintenance-done` signal). VMs on
+//! ReadWriteOnce volumes cannot live-migrate: Drover skips them (policy `skip`); `kubectl drain`
+//! waits on them until its timeout, which the table reports.
 //!
 //! Run from the repository root: `cargo bench --bench maintenance` (needs redis-server and kubectl;
 //! a few minutes). Not a test: it asserts nothing and writes its figures into BENCHMARKS.md between
@@ -151,16 +154,46 @@ fn migrations(lab: &LabHandle) -> Vec<(String, String, f64)> {
         .collect()
 }
 
-/// One node after the other, each node's VMs at most 2 at a time: the sum over nodes of
-/// max(total duration / 2, longest migration), durations as observed from admission to success.
-fn lower_bound(moves: &[(String, String, f64)]) -> f64 {
+/// One node after the other, each node's VMs at most 2 at a time, then its reboot: the sum over
+/// nodes of max(total duration / 2, longest migration) plus the boot time of each node maintained,
+/// migration durations as observed from admission to success. The wait for virt-handler after a
+/// boot is not in the bound: nothing forces a schedule to wait for it.
+fn lower_bound(moves: &[(String, String, f64)], nodes: usize, boot_secs: f64) -> f64 {
     let mut per: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     for (_, source, d) in moves {
         let e = per.entry(source.as_str()).or_insert((0.0, 0.0));
         e.0 += d;
         e.1 = e.1.max(*d);
     }
-    per.values().map(|(sum, max)| (sum / 2.0).max(*max)).sum()
+    per.values()
+        .map(|(sum, max)| (sum / 2.0).max(*max))
+        .sum::<f64>()
+        + nodes as f64 * boot_secs
+}
+
+/// The operator's maintenance of a drained node: reboot it and wait until it is Ready again, as
+/// `kubectl wait --for=condition=Ready` does.
+async fn reboot_and_wait_ready(lab: &LabHandle, node: &str) -> Result<()> {
+    lab.inject(drover_lab::Fault::NodeReboot {
+        node: node.to_string(),
+    })
+    .map_err(|e| anyhow::anyhow!("reboot {node}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = lab.get("nodes", "", node).is_some_and(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{node} did not come back from its reboot");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Vec<String>)> {
@@ -191,7 +224,7 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
             },
         ));
     }
-    let input = json!({"nodes": plan, "max_in_maintenance": 1, "non_migratable": "skip", "poll_ms": POLL_MS});
+    let input = json!({"nodes": plan, "max_in_maintenance": 1, "non_migratable": "skip", "maintenance": "wait-for-signal", "poll_ms": POLL_MS});
     let task = Registry::builtin().first_task("rolling-maintenance", &input, now_ms())?;
     let id = "maintenance-bench".to_string();
     let wf = NewWorkflow {
@@ -205,15 +238,34 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
     let t0 = lab.sim_time();
     store.submit(&wf, None, now_ms()).await?;
     let deadline = Instant::now() + Duration::from_secs(900);
+    let mut maintained = std::collections::BTreeSet::new();
     let view = loop {
         let v = store.get(&id).await?.context("workflow vanished")?;
         if v.state.is_terminal() {
             break v;
         }
+        // The operator: a drain waiting in maintenance gets its reboot, then the signal.
+        for child in store.children(&id).await? {
+            let waiting = store.get(&child.id).await?.and_then(|c| c.waiting_on);
+            if waiting.as_deref() == Some("signal:maintenance-done")
+                && maintained.insert(child.id.clone())
+            {
+                let node = child.input["node"].as_str().unwrap_or_default().to_string();
+                reboot_and_wait_ready(&lab, &node).await?;
+                store
+                    .signal(
+                        &child.id,
+                        "maintenance-done",
+                        &json!({"by": "bench", "rebooted": node}),
+                        now_ms(),
+                    )
+                    .await?;
+            }
+        }
         if Instant::now() > deadline {
             bail!("the rolling maintenance did not finish in 15 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let makespan = lab.sim_time() - t0;
     let _ = stop.send(true);
@@ -243,7 +295,7 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
         vms_leaving: leaving.len() - skipped,
         migrations: moves.len(),
         makespan,
-        lower_bound: lower_bound(&moves),
+        lower_bound: lower_bound(&moves, plan.len(), scenario.reboot.boot_secs),
         notes: format!("{planned} planned second moves; {skipped} RWO VMs skipped (policy skip)"),
     };
     lab.shutdown().await;
@@ -280,7 +332,22 @@ async fn kubectl_run(scenario: &Scenario, order: &[String]) -> Result<Figures> {
         if !out.status.success() {
             timed_out.push(node.clone());
         }
-        // Maintenance done: the node returns.
+        // The maintenance: reboot, wait for Ready, and the node returns.
+        lab.inject(drover_lab::Fault::NodeReboot { node: node.clone() })
+            .map_err(|e| anyhow::anyhow!("reboot {node}: {e}"))?;
+        let ready = tokio::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["wait", "--for=condition=Ready", "--timeout=120s"])
+            .arg(format!("node/{node}"))
+            .output()
+            .await?;
+        if !ready.status.success() {
+            bail!(
+                "kubectl wait for {node}: {}",
+                String::from_utf8_lossy(&ready.stderr)
+            );
+        }
         tokio::process::Command::new(&kubectl)
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -296,7 +363,7 @@ async fn kubectl_run(scenario: &Scenario, order: &[String]) -> Result<Figures> {
         vms_leaving: leaving.len() - skipped,
         migrations: moves.len(),
         makespan,
-        lower_bound: lower_bound(&moves),
+        lower_bound: lower_bound(&moves, order.len(), scenario.reboot.boot_secs),
         notes: if timed_out.is_empty() {
             "every drain finished".into()
         } else {
@@ -323,7 +390,11 @@ fn render(rows: &[Figures], took: Duration) -> String {
         nproc(),
         cpu()
     ));
-    s.push_str("- Rolling maintenance of worker-01..08 (20 VMs each), one node at a time; makespan in simulated seconds\n\n");
+    let reboot = drover_lab::scenario::RebootSettings::default();
+    s.push_str(&format!(
+        "- Rolling maintenance of worker-01..08 (20 VMs each), one node at a time, each node rebooted while drained (Ready after {} s, virt-handler up {} s later); makespan in simulated seconds\n\n",
+        reboot.boot_secs, reboot.virt_handler_start_secs
+    ));
     s.push_str("| run | VMs that had to leave | successful migrations | (a) migrations per VM | (b) makespan (s) | lower bound (s) | makespan / bound | notes |\n|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let per_vm = r.migrations as f64 / r.vms_leaving.max(1) as f64;

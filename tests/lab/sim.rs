@@ -645,9 +645,10 @@ async fn a_rebooted_node_takes_vms_once_virt_handler_runs() {
     let base = lab.kube_url();
     let node = || lab.get("nodes", "", "worker-02").expect("worker-02");
     let ready = |n: &Value| {
-        n["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        n["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
     };
     let schedulable = |n: &Value| n["metadata"]["labels"]["kubevirt.io/schedulable"] == "true";
     let boot_id = node()["status"]["nodeInfo"]["bootID"].clone();

@@ -359,7 +359,7 @@ async fn migrate(kube: &dyn Kube, ctx: &StepContext<'_>, input: &Input) -> Step 
             input: json!({
                 "namespace": v.0, "vmi": v.1, "source_node": input.node,
                 "added_node_selector": selector,
-                "cluster_limit": input.cluster_limit, "node_limit": input.node_limit, "poll_ms": input.poll_ms,
+                "cluster_limit": input.cluster_limit, "node_limit": input.node_limit,
             }),
             priority: 0,
         }

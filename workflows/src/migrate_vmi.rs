@@ -5,7 +5,8 @@
 //!
 //! Steps: `start` creates the VirtualMachineInstanceMigration, named after this workflow so a re-run
 //! finds it instead of creating a second (its compensation deletes it, which makes KubeVirt abort
-//! it); `wait` polls it to Succeeded or fails with KubeVirt's reason.
+//! it); `wait` watches it (each run until its phase changes, at most [`WATCH_WINDOW`]) to Succeeded,
+//! or fails with KubeVirt's reason.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,10 +38,11 @@ pub struct Input {
     pub cluster_limit: u32,
     #[serde(default = "default_node_limit")]
     pub node_limit: u32,
-    /// Poll interval in ms.
-    #[serde(default = "default_poll_ms")]
-    pub poll_ms: u64,
 }
+
+/// How long one run of `wait` watches its migration before it hands the worker slot back (and is
+/// run again at once): short enough that a worker shutting down is not held up for long.
+const WATCH_WINDOW: Duration = Duration::from_secs(10);
 
 /// KubeVirt's default `parallelMigrationsPerCluster`.
 pub(crate) fn default_cluster_limit() -> u32 {
@@ -169,7 +171,10 @@ impl Workflow for MigrateVmi {
                 Ok(m) => Outcome::Done(json!({ "migration": m.name })),
                 Err(e) => outcome_of(e),
             },
-            _ => match kube.get_migration(&input.namespace, &name).await {
+            _ => match kube
+                .watch_migration(&input.namespace, &name, WATCH_WINDOW)
+                .await
+            {
                 Ok(Some(m)) if m.phase == "Succeeded" => Outcome::Done(json!({
                     "migration": m.name, "source": m.source_node, "target": m.target_node,
                 })),
@@ -182,8 +187,9 @@ impl Workflow for MigrateVmi {
                         m.failure.unwrap_or_else(|| "no reason given".into())
                     ),
                 },
+                // A new phase (or the window passed): record it and watch again at once.
                 Ok(Some(m)) => Outcome::Poll {
-                    after: Duration::from_millis(input.poll_ms),
+                    after: Duration::ZERO,
                     progress: Some(json!({ "phase": m.phase, "target": m.target_node })),
                 },
                 Ok(None) => Outcome::Fail {

@@ -5,7 +5,8 @@
 //!              and every VM's destination ([`crate::plan`]).
 //! 1 `rollout`  a reconciler over its `drain-node` children: it starts the next wave (at most
 //!              `max_in_maintenance` nodes) once the previous one ended and the nodes already
-//!              maintained pass the health gate (Ready, their VMs Running); when more drains failed
+//!              maintained pass the health gate (Ready, uncordoned and schedulable for VMs, that is
+//!              virt-handler runs there; their VMs Running); when more drains failed
 //!              than the failure budget allows, it pauses the workflow (resume through the API grants
 //!              another budget's worth).
 //! 2 `report`   per-node results, the planned and actual migrations.
@@ -203,7 +204,7 @@ async fn rollout(
             ),
         });
     }
-    // Health gate: maintained nodes are Ready and the VMs on them run.
+    // Health gate: maintained nodes take VMs again and the VMs on them run.
     let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
     for (node, c) in &latest {
         if c.state != State::Succeeded {
@@ -215,12 +216,18 @@ async fn rollout(
             .filter(|v| v.node.as_deref() == Some(node.as_str()) && v.phase != "Running")
             .map(|v| v.name.as_str())
             .collect();
-        if !info.ready || !not_running.is_empty() {
+        // Ready is not enough: after a reboot virt-handler starts later, and until it labels the
+        // node schedulable no VM can land there, so the next node's VMs would have nowhere to go
+        // but nodes still to be maintained.
+        if !info.takes_vms() || !not_running.is_empty() {
             return Ok(Outcome::Poll {
                 after: Duration::from_millis(input.poll_ms),
-                progress: Some(
-                    json!({ "health_gate": node, "ready": info.ready, "not_running": not_running }),
-                ),
+                progress: Some(json!({
+                    "health_gate": node,
+                    "ready": info.ready,
+                    "takes_vms": info.takes_vms(),
+                    "not_running": not_running,
+                })),
             });
         }
     }

@@ -11,6 +11,7 @@ mod resources;
 mod vmis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use drover_workflows::ports::BoxFuture;
 use drover_workflows::ports::kube::{
@@ -128,6 +129,18 @@ impl Kube for Cluster {
     ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>> {
         let (namespace, name) = (namespace.to_string(), name.to_string());
         Box::pin(async move { vmis::get_migration(&self.client, &namespace, &name).await })
+    }
+
+    fn watch_migration(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>> {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        Box::pin(
+            async move { vmis::watch_migration(&self.client, &namespace, &name, timeout).await },
+        )
     }
 
     fn delete_migration(

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use drover_workflows::ports::kube::{KubeError, MigrationInfo, VmiInfo};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 
 use crate::error::{classify, retrying};
 use crate::resources::{
@@ -137,6 +140,72 @@ pub async fn get_migration(
         Ok(m) => Ok(Some(migration_info(&m))),
         Err(KubeError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// Reads one migration and, unless it has finished, watches it (a field selector on its name,
+/// from the resourceVersion the read returned) until its phase changes, it is deleted, or `timeout`
+/// passes. A watch the server ends early (or a 410 Gone) falls back to a fresh read, so the caller
+/// never sees a stale phase.
+pub async fn watch_migration(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<MigrationInfo>, KubeError> {
+    let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen: Option<String> = None;
+    loop {
+        let current = match retrying("get migration", || api.get(name)).await {
+            Ok(m) => m,
+            Err(KubeError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let info = migration_info(&current);
+        let phase = seen.get_or_insert_with(|| info.phase.clone()).clone();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if info.phase != phase || info.is_finished() || left.is_zero() {
+            return Ok(Some(info));
+        }
+        let version = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(left.as_secs().clamp(1, 290) as u32);
+        let stream = match api.watch(&params, &version).await {
+            Ok(s) => s,
+            Err(e) => return Err(classify(e)),
+        };
+        let mut stream = std::pin::pin!(stream);
+        let ended = tokio::time::timeout(left, async {
+            while let Ok(Some(event)) = stream.try_next().await {
+                match event {
+                    WatchEvent::Modified(m) | WatchEvent::Added(m) => {
+                        let info = migration_info(&m);
+                        if info.phase != phase {
+                            return Some(Some(info));
+                        }
+                    }
+                    WatchEvent::Deleted(_) => return Some(None),
+                    // Gone (410) or another error: read the object afresh.
+                    WatchEvent::Error(_) => return None,
+                    WatchEvent::Bookmark(_) => {}
+                }
+            }
+            None
+        })
+        .await;
+        match ended {
+            Ok(Some(found)) => return Ok(found),
+            // The watch ended or failed: look again (the loop's get) after a breath, so a server
+            // that keeps closing watches is not hammered.
+            Ok(None) => tokio::time::sleep(Duration::from_millis(100).min(left)).await,
+            Err(_) => return Ok(Some(info)),
+        }
     }
 }
 

@@ -85,6 +85,13 @@ pub struct MigrationInfo {
     pub failure: Option<String>,
 }
 
+impl MigrationInfo {
+    /// Succeeded or Failed: KubeVirt will not change it again.
+    pub fn is_finished(&self) -> bool {
+        self.phase == "Succeeded" || self.phase == "Failed"
+    }
+}
+
 /// A pod on a node, as the eviction step sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodInfo {
@@ -130,6 +137,15 @@ pub trait Kube: Send + Sync {
         &self,
         namespace: &str,
         name: &str,
+    ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>>;
+    /// Reads a migration and, unless it has finished, waits (at most `timeout`) for its phase to
+    /// change or for it to go; returns it as it is then. The adapter watches the one object, so a
+    /// change is seen when it happens rather than at the next poll.
+    fn watch_migration(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
     ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>>;
     /// Deletes a migration (KubeVirt aborts it if still running); a missing one is fine.
     fn delete_migration(&self, namespace: &str, name: &str)

@@ -157,7 +157,10 @@ pub fn finish_reboot(
     let ready = node
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
     if now >= ready_at && !ready {
         let stamp = shared.clock.rfc3339();
         let _ = shared.store.modify(keys::NODES, "", name, |n| {
