@@ -23,11 +23,14 @@ pub struct Rig {
 
 /// Redis, the lab (time-scaled so a migration takes tens of ms) and `n` in-process workers.
 pub async fn rig(n: usize) -> Rig {
+    rig_with(n, LabConfig::reference().with_time_scale(600.0)).await
+}
+
+/// [`rig`] with a lab of its own configuration.
+pub async fn rig_with(n: usize, config: LabConfig) -> Rig {
     let redis = Redis::start();
     let store = redis.store().await;
-    let lab = Lab::start(LabConfig::reference().with_time_scale(600.0))
-        .await
-        .expect("lab starts");
+    let lab = Lab::start(config).await.expect("lab starts");
     let cluster = drover_kube::Cluster::connect(&drover_kube::Target::Url(lab.kube_url()))
         .await
         .expect("kube client");
@@ -72,18 +75,21 @@ fn unschedulable(lab: &LabHandle, node: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Successful migration creations per VMI, from the lab's audit.
+/// Live migrations each VMI went through, from the lab's audit: virt-handler's status update of a
+/// VMI at the end of a successful migration (its new node and `migrationState.completed`). The
+/// audit keeps what the cluster's migration objects may lose to KubeVirt's garbage collection, and
+/// counts a move whoever asked for it (Drover or KubeVirt's evacuation controller).
 pub fn migrations_per_vmi(lab: &LabHandle) -> BTreeMap<String, usize> {
     let mut per = BTreeMap::new();
-    for m in lab.list("virtualmachineinstancemigrations.kubevirt.io", None) {
-        if m["status"]["phase"] == json!("Succeeded") {
-            *per.entry(
-                m["spec"]["vmiName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-            .or_insert(0) += 1;
+    for e in lab.audit() {
+        let completed = e
+            .request_object
+            .as_ref()
+            .is_some_and(|o| o.pointer("/status/migrationState/completed") == Some(&json!(true)));
+        if e.verb == "update" && e.object.starts_with("virtualmachineinstances") && completed {
+            // virtualmachineinstances.kubevirt.io/<namespace>/<name>/status
+            let vmi = e.object.split('/').nth(2).unwrap_or_default().to_string();
+            *per.entry(vmi).or_insert(0) += 1;
         }
     }
     per
@@ -559,4 +565,88 @@ async fn the_adapter_watches_a_migration_through_its_phases() {
         "took {:?}: {phases:?}",
         started.elapsed()
     );
+}
+
+/// Between nodes the rollout waits until the node just maintained takes VMs again. After a reboot a
+/// node is Ready before virt-handler runs; the next drain must not start in that window (its VMs are
+/// planned to land on the maintained node). The test plays the operator: reboot, wait for Ready,
+/// signal `maintenance-done`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollout_waits_for_a_rebooted_node_to_take_vms_again() {
+    let mut config = LabConfig::reference().with_time_scale(600.0);
+    config.scenario.reboot.boot_secs = 60.0;
+    config.scenario.reboot.virt_handler_start_secs = 900.0;
+    let rig = rig_with(2, config).await;
+    let nodes = ["worker-01", "worker-02"];
+    let input = json!({"nodes": nodes, "max_in_maintenance": 1, "maintenance": "wait-for-signal", "non_migratable": "skip", "poll_ms": 50});
+    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
+    let schedulable = |node: &str| {
+        rig.lab
+            .get("nodes", "", node)
+            .is_some_and(|n| n["metadata"]["labels"]["kubevirt.io/schedulable"] == "true")
+    };
+    let ready = |node: &str| {
+        rig.lab.get("nodes", "", node).is_some_and(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut rebooted: Vec<String> = Vec::new();
+    let mut drains_seen = 0;
+    loop {
+        let v = rig.store.get(&id).await.unwrap().unwrap();
+        if v.state.is_terminal() {
+            assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout did not finish"
+        );
+        let children = rig.store.children(&id).await.unwrap();
+        if children.len() > drains_seen {
+            // A new drain started: every node maintained before it takes VMs again.
+            for node in &rebooted {
+                assert!(
+                    schedulable(node),
+                    "a drain started while {node} had no virt-handler yet"
+                );
+            }
+            drains_seen = children.len();
+        }
+        for child in children {
+            let node = child.input["node"].as_str().unwrap().to_string();
+            let c = rig.store.get(&child.id).await.unwrap().unwrap();
+            if c.waiting_on.as_deref() == Some("signal:maintenance-done")
+                && !rebooted.contains(&node)
+            {
+                rig.lab
+                    .inject(drover_lab::Fault::NodeReboot { node: node.clone() })
+                    .unwrap();
+                wait_for(Duration::from_secs(30), "the node to be Ready", || async {
+                    ready(&node)
+                })
+                .await;
+                assert!(!schedulable(&node), "virt-handler is still starting");
+                rebooted.push(node);
+                rig.store
+                    .signal(
+                        &child.id,
+                        "maintenance-done",
+                        &json!({"by": "test"}),
+                        now_ms(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rebooted.len(), 2);
+    assert_eq!(drains_seen, 2);
+    let per = migrations_per_vmi(&rig.lab);
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
 }

@@ -87,14 +87,15 @@ pub fn plan(nodes: &[PlanNode], vms: &[PlanVm], in_plan: &[String], wave: usize)
             f.mem -= i128::from(v.memory_bytes);
         }
     }
+    // What must leave a node: its live-migratable VMs (the others stay or are restarted by policy).
     let load = |node: &str| {
         vms.iter()
-            .filter(|v| v.node == node)
+            .filter(|v| v.node == node && v.migratable)
             .map(|v| v.memory_bytes)
             .sum::<u64>()
     };
     let mut order: Vec<String> = in_plan.to_vec();
-    // Least loaded first: the first node's VMs are the ones that may lack a maintained destination.
+    // Least to move first: the first node's VMs are the ones that may lack a maintained destination.
     order.sort_by(|a, b| load(a).cmp(&load(b)).then(a.cmp(b)));
 
     let outside: Vec<&str> = nodes
@@ -269,5 +270,21 @@ mod tests {
         assert_eq!(p.order, names(&["b", "a"]));
         // a's 10 VMs (80 GiB) fit on b only after b's own 2 VMs moved to a... which then has no room.
         assert!(!p.unplaced.is_empty() || !p.second_moves.is_empty());
+    }
+
+    #[test]
+    fn the_node_with_the_fewest_vms_to_move_goes_first() {
+        // Equal load, but one of c's VMs cannot live-migrate (it stays, or is restarted by policy):
+        // c has the fewest VMs that must leave, so draining it first makes the fewest second moves.
+        let nodes = vec![
+            node("a", 256, true),
+            node("b", 256, true),
+            node("c", 256, true),
+        ];
+        let mut all: Vec<PlanVm> = ["a", "b", "c"].iter().flat_map(|n| vms(n, 10)).collect();
+        all[29].migratable = false;
+        let p = plan(&nodes, &all, &names(&["a", "b", "c"]), 1);
+        assert_eq!(p.order[0], "c");
+        assert_eq!(p.second_moves.len(), 9, "{:?}", p.second_moves);
     }
 }

@@ -6,8 +6,10 @@
 //! 1 `rollout`  a reconciler over its `drain-node` children: it starts the next wave (at most
 //!              `max_in_maintenance` nodes) once the previous one ended and the nodes already
 //!              maintained pass the health gate (Ready, uncordoned and schedulable for VMs, that is
-//!              virt-handler runs there; their VMs Running); when more drains failed
-//!              than the failure budget allows, it pauses the workflow (resume through the API grants
+//!              virt-handler runs there; their VMs Running). Each wave after the first is planned
+//!              again from the cluster as it is, so a node whose drain failed (still full, and not
+//!              drained again) is no destination it cannot be. When more drains failed than the
+//!              failure budget allows, it pauses the workflow (resume through the API grants
 //!              another budget's worth).
 //! 2 `report`   per-node results, the planned and actual migrations.
 
@@ -139,6 +141,21 @@ async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
             error: "the selector matches no node".into(),
         });
     }
+    let p = plan_for(kube, &nodes, &names, input.max_in_maintenance as usize).await?;
+    Ok(Outcome::Done(
+        serde_json::to_value(&p).unwrap_or(Value::Null),
+    ))
+}
+
+/// Plans the drain of `names` (in waves of `wave`) from the cluster as it is now. Nodes in the plan
+/// count as destinations for the VMs of later waves (they will have been maintained by then), as
+/// long as they are Ready and untainted; other nodes when they take VMs now.
+async fn plan_for(
+    kube: &dyn crate::ports::kube::Kube,
+    nodes: &[crate::ports::kube::NodeInfo],
+    names: &[String],
+    wave: usize,
+) -> Result<Plan, Outcome> {
     let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
     let plan_nodes: Vec<PlanNode> = nodes
         .iter()
@@ -162,15 +179,7 @@ async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
             })
         })
         .collect();
-    let p = plan(
-        &plan_nodes,
-        &plan_vms,
-        &names,
-        input.max_in_maintenance as usize,
-    );
-    Ok(Outcome::Done(
-        serde_json::to_value(&p).unwrap_or(Value::Null),
-    ))
+    Ok(plan(&plan_nodes, &plan_vms, names, wave))
 }
 
 async fn rollout(
@@ -231,22 +240,38 @@ async fn rollout(
             });
         }
     }
-    let wave: Vec<&String> = p
+    let remaining: Vec<String> = p
         .order
         .iter()
         .filter(|n| !latest.contains_key(*n))
-        .take(input.max_in_maintenance as usize)
+        .cloned()
         .collect();
-    if wave.is_empty() {
+    if remaining.is_empty() {
         let summary: BTreeMap<&String, &str> =
             latest.iter().map(|(n, c)| (n, c.state.as_str())).collect();
         return Ok(Outcome::Done(json!({ "nodes": summary })));
     }
+    // Plan the rest again from the cluster as it is: a node whose drain failed was never emptied
+    // (its VMs are still there, so it has no room for the ones the first plan sent it), and it is
+    // not drained again by this rollout, so it counts as outside the plan now.
+    let wave_size = input.max_in_maintenance as usize;
+    let now = if latest.is_empty() {
+        p.clone()
+    } else {
+        let nodes = kube.list_nodes().await.map_err(outcome_of)?;
+        plan_for(kube, &nodes, &remaining, wave_size).await?
+    };
+    let wave: Vec<&String> = now
+        .order
+        .iter()
+        .filter(|n| remaining.contains(n))
+        .take(wave_size)
+        .collect();
     let children = wave
         .iter()
         .map(|node| {
             let targets = if input.pin_destinations {
-                p.targets.get(*node).cloned().unwrap_or_default()
+                now.targets.get(*node).cloned().unwrap_or_default()
             } else {
                 BTreeMap::new()
             };

@@ -27,6 +27,11 @@ pub struct Entry {
     pub object: String,
     /// HTTP status of the answer.
     pub outcome: u16,
+    /// What a controller wrote, for the writes the simulated KubeVirt controllers make (like the
+    /// `requestObject` of an apiserver audit event at RequestResponse level): a finished migration
+    /// records the VMI's new `status.nodeName` and its `migrationState`. None for API requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_object: Option<serde_json::Value>,
 }
 
 /// A change in the number of migrations in flight.

@@ -136,6 +136,7 @@ fn audit(shared: &Shared, req: &Req, api: Api, outcome: u16) {
         verb,
         object,
         outcome,
+        request_object: None,
     });
 }
 

@@ -522,6 +522,23 @@ fn enter(shared: &Shared, key: &Key, e: &Entry, wall: &str) {
             if !e.source_pod.is_empty() {
                 let _ = shared.store.delete(keys::PODS, ns, &e.source_pod);
             }
+            shared.audit.record(crate::audit::Entry {
+                seq: 0,
+                time: wall.to_string(),
+                sim_time: shared.clock.now(),
+                client: "virt-handler@kubevirt".into(),
+                api: "kube".into(),
+                verb: "update".into(),
+                object: format!("virtualmachineinstances.kubevirt.io/{ns}/{}/status", e.vmi),
+                outcome: 200,
+                request_object: Some(json!({
+                    "status": {"nodeName": target, "migrationState": {
+                        "migrationUid": e.uid, "sourceNode": e.run.source, "targetNode": target,
+                        "completed": true,
+                    }},
+                    "migration": name,
+                })),
+            });
             status_patch(shared, ns, name, e, |m| m["status"]["migrationState"] = ms);
             event(
                 shared,
