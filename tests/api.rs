@@ -10,16 +10,16 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const OPERATOR: &str = "operator-token-0123456789";
+pub(crate) const OPERATOR: &str = "operator-token-0123456789";
 const VIEWER: &str = "viewer-token-0123456789";
 
-struct Api {
+pub(crate) struct Api {
     base: String,
     http: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start_api(store: &drover_store::Store) -> Api {
+pub(crate) async fn start_api(store: &drover_store::Store) -> Api {
     let config = drover_api::Config {
         tokens: vec![
             drover_api::Token {
@@ -54,7 +54,7 @@ async fn start_api(store: &drover_store::Store) -> Api {
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -83,7 +83,7 @@ impl Api {
         )
     }
 
-    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(
             "POST",
             path,

@@ -650,3 +650,108 @@ async fn the_rollout_waits_for_a_rebooted_node_to_take_vms_again() {
     let per = migrations_per_vmi(&rig.lab);
     assert!(per.values().all(|n| *n == 1), "{per:?}");
 }
+
+/// Driven through the REST API as an operator would: the rollout pauses when a drain fails past
+/// the budget and is resumed through the API; a node in maintenance waits for the signal sent
+/// through the API; the detail view shows each node's drain and each drain its VMs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_maintenance_driven_through_the_api() {
+    use crate::api::{OPERATOR, start_api};
+    let rig = rig(2).await;
+    let api = start_api(&rig.store).await;
+    let get = |path: String| {
+        let api = &api;
+        async move { api.call("GET", &path, Some(OPERATOR), None, &[]).await.1 }
+    };
+    // worker-05 holds an RWO VM and the policy is fail: its drain fails, over a budget of 0.
+    let (code, body) = api
+        .post(
+            "/v1/workflows",
+            OPERATOR,
+            json!({"kind": "rolling-maintenance", "input": {
+                "nodes": ["worker-05", "worker-02"], "max_in_maintenance": 1, "failure_budget": 0,
+                "non_migratable": "fail", "maintenance": "wait-for-signal", "poll_ms": 50,
+            }}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let paused =
+        crate::lab::support::wait_for("the rollout to pause", Duration::from_secs(60), || async {
+            let v = get(format!("/v1/workflows/{id}")).await;
+            (v["paused"] == json!(true)).then_some(v)
+        })
+        .await;
+    let drain = &paused["children"][0];
+    assert_eq!(drain["input"]["node"], "worker-05", "{paused}");
+    assert_eq!(drain["state"], "failed", "{paused}");
+    assert!(
+        drain["error"].to_string().contains("vm-05-19"),
+        "the report names the blocking VM: {drain}"
+    );
+    let (code, body) = api
+        .post(&format!("/v1/workflows/{id}/resume"), OPERATOR, json!({}))
+        .await;
+    assert!(code.is_success(), "{code} {body}");
+
+    // worker-02 drains, then waits in maintenance for the signal; the detail shows where it is.
+    let in_maintenance = crate::lab::support::wait_for(
+        "worker-02 in maintenance",
+        Duration::from_secs(60),
+        || async {
+            let v = get(format!("/v1/workflows/{id}")).await;
+            v["children"].as_array().and_then(|c| {
+                c.iter()
+                    .find(|c| {
+                        c["input"]["node"] == "worker-02"
+                            && c["waiting_on"] == "signal:maintenance-done"
+                    })
+                    .cloned()
+            })
+        },
+    )
+    .await;
+    let drain_id = in_maintenance["id"].as_str().unwrap().to_string();
+    let drain = get(format!("/v1/workflows/{drain_id}")).await;
+    let vms = drain["children"]
+        .as_array()
+        .expect("the drain's migrations");
+    assert_eq!(vms.len(), 20, "one migrate-vmi per VM: {drain}");
+    assert!(
+        vms.iter()
+            .all(|m| m["kind"] == "migrate-vmi" && m["state"] == "succeeded"),
+        "{drain}"
+    );
+    assert!(
+        unschedulable(&rig.lab, "worker-02"),
+        "cordoned in maintenance"
+    );
+    let (code, body) = api
+        .post(
+            &format!("/v1/workflows/{drain_id}/signals/maintenance-done"),
+            OPERATOR,
+            json!({"by": "api test"}),
+        )
+        .await;
+    assert!(code.is_success(), "{code} {body}");
+
+    let done =
+        crate::lab::support::wait_for("the rollout to end", Duration::from_secs(60), || async {
+            let v = get(format!("/v1/workflows/{id}")).await;
+            matches!(
+                v["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+            .then_some(v)
+        })
+        .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let nodes = &done["result"]["nodes"];
+    assert_eq!(nodes["worker-05"], "failed", "{done}");
+    assert_eq!(nodes["worker-02"], "succeeded", "{done}");
+    assert!(!unschedulable(&rig.lab, "worker-02"), "returned to service");
+    assert!(
+        migrations_per_vmi(&rig.lab).values().all(|n| *n == 1),
+        "each VM moved once"
+    );
+}

@@ -9,4 +9,4 @@ mod libmaas;
 mod maas_api;
 mod python_kube;
 mod sim;
-mod support;
+pub(crate) mod support;
