@@ -243,6 +243,34 @@ async fn idempotent_submission_listing_and_controls() {
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
     assert_eq!(r1["id"], r2["id"], "same key, same workflow");
     let id = r1["id"].as_str().unwrap().to_string();
+    // The same request with its keys in another order is the same request.
+    let reordered =
+        br#"{"labels": {"ticket": "OPS-1"}, "input": {"steps": 2}, "kind": "synthetic"}"#;
+    let (s3, r3) = api
+        .call(
+            "POST",
+            "/v1/workflows",
+            Some(OPERATOR),
+            Some(reordered.to_vec()),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    assert_eq!((s3, &r3["id"]), (StatusCode::OK, &r1["id"]), "{r3}");
+    // The key with a different request is refused and writes nothing.
+    let keys = key_count(&store).await;
+    let (s4, r4) = api
+        .call(
+            "POST",
+            "/v1/workflows",
+            Some(OPERATOR),
+            Some(serde_json::to_vec(&json!({"kind": "synthetic", "input": {"steps": 3}})).unwrap()),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    assert_eq!(s4, StatusCode::UNPROCESSABLE_ENTITY, "{r4}");
+    assert_eq!(r4["error"], "idempotency key reused", "{r4}");
+    assert!(r4["detail"].as_str().unwrap().contains(&id), "{r4}");
+    assert_eq!(key_count(&store).await, keys, "nothing written");
     for _ in 0..4 {
         api.post(
             "/v1/workflows",

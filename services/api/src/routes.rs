@@ -176,6 +176,17 @@ async fn submit(
             now,
         )
         .await?;
+    if submitted.key_reused {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency key reused",
+            format!(
+                "Idempotency-Key was used for workflow {} with a different request (kind, input, \
+                 priority or labels); send the same request to get that workflow back, or use a new key",
+                submitted.id
+            ),
+        ));
+    }
     if submitted.created {
         info!(workflow_id = %submitted.id, kind = %wf.kind, by = %who.name, "Workflow submitted.");
         Ok((StatusCode::CREATED, Json(json!({ "id": submitted.id }))).into_response())

@@ -26,6 +26,9 @@ pub struct Submitted {
     pub id: String,
     /// False when the idempotency key (or the id) already named a workflow: nothing was written.
     pub created: bool,
+    /// The idempotency key named a workflow submitted with a different request (kind, input,
+    /// priority or labels): nothing was written, and `id` is that other workflow.
+    pub key_reused: bool,
 }
 
 impl NewWorkflow {
@@ -48,6 +51,15 @@ impl NewWorkflow {
         }
         Ok(rec)
     }
+
+    /// What an idempotent repeat must match: SHA-1 of the canonical JSON of kind, input, priority
+    /// and labels (serde_json sorts object keys, so equal requests give equal text).
+    pub fn fingerprint(&self) -> String {
+        let canonical = json!([self.kind, self.input, self.priority, self.labels]).to_string();
+        sha1_smol::Sha1::from(canonical.as_bytes())
+            .digest()
+            .to_string()
+    }
 }
 
 impl Store {
@@ -65,11 +77,13 @@ impl Store {
             .arg(key)
             .arg(ttl.as_millis().max(1) as u64)
             .arg(now_ms)
+            .arg(wf.fingerprint())
             .run()
             .await?;
         Ok(Submitted {
             id: reply.1,
             created: reply.0 == "created",
+            key_reused: reply.0 == "conflict",
         })
     }
 }
