@@ -296,13 +296,20 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
         .map(|p| p["second_moves"].as_array().map_or(0, Vec::len))
         .unwrap_or(0);
     let skipped = leaving.iter().filter(|(_, m)| !m).count();
+    let report = view.result.clone().unwrap_or_default();
     let figures = Figures {
         label: String::new(),
         vms_leaving: leaving.len() - skipped,
         migrations: moves.len(),
         makespan,
         lower_bound: lower_bound(&moves, plan.len(), out_of_service(scenario)),
-        notes: format!("{planned} planned second moves; {skipped} RWO VMs skipped (policy skip)"),
+        notes: format!(
+            "{planned} planned second moves; the report counts {} migrations, {} VMs moved more than once; {skipped} RWO VMs skipped (policy skip)",
+            report["migrations"],
+            report["moved_more_than_once"]
+                .as_array()
+                .map_or(0, Vec::len),
+        ),
     };
     lab.shutdown().await;
     Ok((figures, order))

@@ -378,6 +378,8 @@ async fn rolling_maintenance_moves_each_vm_once_within_the_limits() {
     assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
     let report = v.result.as_ref().unwrap();
     assert_eq!(report["planned_second_moves"], json!([]), "{report}");
+    assert_eq!(report["migrations"], json!(80), "{report}");
+    assert_eq!(report["moved_more_than_once"], json!([]), "{report}");
     let per = migrations_per_vmi(&rig.lab);
     for vmi in &before {
         assert_eq!(
@@ -753,5 +755,43 @@ async fn a_rolling_maintenance_driven_through_the_api() {
     assert!(
         migrations_per_vmi(&rig.lab).values().all(|n| *n == 1),
         "each VM moved once"
+    );
+}
+
+/// With every worker in the plan the first node's VMs have no maintained node to go to: they move
+/// twice, the plan says so beforehand, and the report's count agrees with the lab's audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_moves_forced_by_capacity_happen_and_are_reported() {
+    let rig = rig(2).await;
+    let nodes: Vec<String> = (1..=8).map(|i| format!("worker-{i:02}")).collect();
+    let input =
+        json!({"nodes": nodes, "max_in_maintenance": 1, "non_migratable": "skip", "poll_ms": 50});
+    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
+    let v = &wait_all_finished(
+        &rig.store,
+        std::slice::from_ref(&id),
+        Duration::from_secs(240),
+    )
+    .await[0];
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    let report = v.result.as_ref().unwrap();
+    let per = migrations_per_vmi(&rig.lab);
+    let twice: Vec<String> = per
+        .iter()
+        .filter(|(_, n)| **n == 2)
+        .map(|(vmi, _)| format!("vmo-prod/{vmi}"))
+        .collect();
+    assert!(per.values().all(|n| *n <= 2), "{per:?}");
+    // The first node drained is one with an RWO VM (19 to move, not 20).
+    assert_eq!(twice.len(), 19, "{per:?}");
+    assert_eq!(report["moved_more_than_once"], json!(twice), "{report}");
+    let mut planned: Vec<String> =
+        serde_json::from_value(report["planned_second_moves"].clone()).unwrap();
+    planned.sort();
+    assert_eq!(planned, twice, "the plan foresaw exactly these");
+    assert_eq!(
+        report["migrations"],
+        json!(per.values().sum::<usize>()),
+        "{report}"
     );
 }

@@ -625,7 +625,13 @@ async fn node_return(kube: &dyn Kube, ctx: &StepContext<'_>, input: &Input) -> S
             progress: Some(json!({ "waiting": format!("{} to be Ready", input.node) })),
         });
     }
-    Ok(Outcome::Done(
-        json!({ "node": input.node, "uncordoned": input.uncordon, "ready": true }),
-    ))
+    // The drain's result: what moved where (the rollout's report counts moves from it).
+    let migrated = ctx
+        .outputs
+        .get("migrate")
+        .map(|o| o["migrated"].clone())
+        .unwrap_or_else(|| json!([]));
+    Ok(Outcome::Done(json!({
+        "node": input.node, "uncordoned": input.uncordon, "ready": true, "migrated": migrated,
+    })))
 }

@@ -11,7 +11,8 @@
 //!              drained again) is no destination it cannot be. When more drains failed than the
 //!              failure budget allows, it pauses the workflow (resume through the API grants
 //!              another budget's worth).
-//! 2 `report`   per-node results, the planned and actual migrations.
+//! 2 `report`   per-node results, the planned migrations and second moves, and the actual ones
+//!              (from the `migrated` lists of the drains that finished).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -249,7 +250,29 @@ async fn rollout(
     if remaining.is_empty() {
         let summary: BTreeMap<&String, &str> =
             latest.iter().map(|(n, c)| (n, c.state.as_str())).collect();
-        return Ok(Outcome::Done(json!({ "nodes": summary })));
+        // What happened, from the drains that finished: each VM's moves.
+        let mut moves: BTreeMap<String, u32> = BTreeMap::new();
+        for c in ctx.children {
+            let migrated = c.result.as_ref().and_then(|r| r["migrated"].as_array());
+            for m in migrated.into_iter().flatten() {
+                let key = format!(
+                    "{}/{}",
+                    m["namespace"].as_str().unwrap_or_default(),
+                    m["vmi"].as_str().unwrap_or_default()
+                );
+                *moves.entry(key).or_default() += 1;
+            }
+        }
+        let again: Vec<&String> = moves
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, _)| k)
+            .collect();
+        return Ok(Outcome::Done(json!({
+            "nodes": summary,
+            "migrations": moves.values().sum::<u32>(),
+            "moved_more_than_once": again,
+        })));
     }
     // Plan the rest again from the cluster as it is: a node whose drain failed was never emptied
     // (its VMs are still there, so it has no room for the ones the first plan sent it), and it is
@@ -303,11 +326,14 @@ fn report(ctx: &StepContext<'_>) -> Outcome {
         .get("plan")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
+    let rollout = ctx.outputs.get("rollout");
     Outcome::Done(json!({
         "order": p.order,
         "planned_migrations": p.migrations,
         "planned_second_moves": p.second_moves,
         "unplaced": p.unplaced,
-        "nodes": ctx.outputs.get("rollout").map(|r| r["nodes"].clone()),
+        "migrations": rollout.map(|r| r["migrations"].clone()),
+        "moved_more_than_once": rollout.map(|r| r["moved_more_than_once"].clone()),
+        "nodes": rollout.map(|r| r["nodes"].clone()),
     }))
 }
