@@ -52,6 +52,14 @@ pub async fn rig_with(n: usize, config: LabConfig) -> Rig {
     }
 }
 
+/// Runs a rolling maintenance to its end and returns its report; it must succeed.
+async fn rollout_report(rig: &Rig, input: Value) -> Value {
+    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
+    let v = wait_all_finished(&rig.store, &[id], Duration::from_secs(240)).await;
+    assert_eq!(v[0].state, State::Succeeded, "{:?}", v[0].error);
+    v[0].result.clone().expect("a report")
+}
+
 pub fn drain_input(node: &str, policy: &str) -> Value {
     json!({"node": node, "non_migratable": policy, "poll_ms": 100})
 }
@@ -368,15 +376,7 @@ async fn rolling_maintenance_moves_each_vm_once_within_the_limits() {
     let before: Vec<String> = nodes.iter().flat_map(|n| vmis_on(&rig.lab, n)).collect();
     assert_eq!(before.len(), 80);
     let input = json!({"nodes": nodes, "max_in_maintenance": 2, "poll_ms": 100});
-    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
-    let v = &wait_all_finished(
-        &rig.store,
-        std::slice::from_ref(&id),
-        Duration::from_secs(240),
-    )
-    .await[0];
-    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
-    let report = v.result.as_ref().unwrap();
+    let report = &rollout_report(&rig, input).await;
     assert_eq!(report["planned_second_moves"], json!([]), "{report}");
     assert_eq!(report["migrations"], json!(80), "{report}");
     assert_eq!(report["moved_more_than_once"], json!([]), "{report}");
@@ -766,15 +766,7 @@ async fn second_moves_forced_by_capacity_happen_and_are_reported() {
     let nodes: Vec<String> = (1..=8).map(|i| format!("worker-{i:02}")).collect();
     let input =
         json!({"nodes": nodes, "max_in_maintenance": 1, "non_migratable": "skip", "poll_ms": 50});
-    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
-    let v = &wait_all_finished(
-        &rig.store,
-        std::slice::from_ref(&id),
-        Duration::from_secs(240),
-    )
-    .await[0];
-    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
-    let report = v.result.as_ref().unwrap();
+    let report = &rollout_report(&rig, input).await;
     let per = migrations_per_vmi(&rig.lab);
     let twice: Vec<String> = per
         .iter()
