@@ -282,12 +282,13 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
             view.error
         );
     }
-    let order: Vec<String> = view
-        .outputs
-        .as_ref()
-        .and_then(|o| o.get(&0))
-        .and_then(|p| serde_json::from_value(p["order"].clone()).ok())
-        .unwrap_or_default();
+    // The order the drains actually ran in (each wave is planned again as the rollout goes), for
+    // the kubectl run to follow.
+    let mut order = Vec::new();
+    for child in view.children.clone().unwrap_or_default() {
+        let c = store.get(&child).await?.context("a drain vanished")?;
+        order.push(c.input["node"].as_str().unwrap_or_default().to_string());
+    }
     let moves = migrations(&lab);
     let planned = view
         .outputs

@@ -652,6 +652,21 @@ async fn a_rebooted_node_takes_vms_once_virt_handler_runs() {
     };
     let schedulable = |n: &Value| n["metadata"]["labels"]["kubevirt.io/schedulable"] == "true";
     let boot_id = node()["status"]["nodeInfo"]["bootID"].clone();
+    let launchers: Vec<String> = lab
+        .list("pods", Some("vmo-prod"))
+        .iter()
+        .filter(|p| {
+            p["spec"]["nodeName"] == "worker-02"
+                && p["metadata"]["labels"]["kubevirt.io"] == "virt-launcher"
+        })
+        .map(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(launchers.len(), 20);
 
     let (code, body) = send(
         c.post(format!("{base}/lab/faults"))
@@ -698,5 +713,26 @@ async fn a_rebooted_node_takes_vms_once_virt_handler_runs() {
     .await;
     assert_eq!(m["status"]["migrationState"]["targetNode"], "worker-02");
     assert!(schedulable(&node()));
+    // The VMs that were still on worker-02 went down with it and were started again, not migrated.
+    let vmi = lab
+        .get(
+            "virtualmachineinstances.kubevirt.io",
+            "vmo-prod",
+            "vm-02-00",
+        )
+        .expect("vm-02-00 runs again");
+    assert_eq!(vmi["status"]["phase"], "Running", "{vmi}");
+    assert!(vmi["status"]["migrationState"].is_null(), "{vmi}");
+    let survivors: Vec<&String> = launchers
+        .iter()
+        .filter(|name| {
+            lab.get("pods", "vmo-prod", name)
+                .is_some_and(|p| p["status"]["phase"] == "Running")
+        })
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "launcher pods survived the reboot: {survivors:?}"
+    );
     lab.shutdown().await;
 }

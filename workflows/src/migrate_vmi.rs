@@ -38,6 +38,10 @@ pub struct Input {
     pub cluster_limit: u32,
     #[serde(default = "default_node_limit")]
     pub node_limit: u32,
+    /// Accepted and ignored: children created before `wait` watched its migration carry it, and
+    /// they must still run (and compensate) after an upgrade.
+    #[serde(default, skip_serializing)]
+    pub poll_ms: Option<u64>,
 }
 
 /// How long one run of `wait` watches its migration before it hands the worker slot back (and is

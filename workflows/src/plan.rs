@@ -273,9 +273,10 @@ mod tests {
     }
 
     #[test]
-    fn the_node_with_the_fewest_vms_to_move_goes_first() {
+    fn the_node_with_the_least_to_move_goes_first() {
         // Equal load, but one of c's VMs cannot live-migrate (it stays, or is restarted by policy):
-        // c has the fewest VMs that must leave, so draining it first makes the fewest second moves.
+        // c has the least memory that must leave, so draining it first makes the fewest second
+        // moves.
         let nodes = vec![
             node("a", 256, true),
             node("b", 256, true),

@@ -5,14 +5,16 @@
 //!              and every VM's destination ([`crate::plan`]).
 //! 1 `rollout`  a reconciler over its `drain-node` children: it starts the next wave (at most
 //!              `max_in_maintenance` nodes) once the previous one ended and the nodes already
-//!              maintained pass the health gate (Ready, uncordoned and schedulable for VMs, that is
-//!              virt-handler runs there; their VMs Running). Each wave after the first is planned
+//!              maintained pass the health gate (Ready and uncordoned; untainted and with
+//!              virt-handler running, so VMs can land there, if the node was so before; their VMs
+//!              Running). Each wave after the first is planned
 //!              again from the cluster as it is, so a node whose drain failed (still full, and not
 //!              drained again) is no destination it cannot be. When more drains failed than the
 //!              failure budget allows, it pauses the workflow (resume through the API grants
 //!              another budget's worth).
-//! 2 `report`   per-node results, the planned migrations and second moves, and the actual ones
-//!              (from the `migrated` lists of the drains that finished).
+//! 2 `report`   per-node results, the first plan's migrations and second moves, and the actual
+//!              ones (from the `migrated` lists of the drains that finished; a drain that failed
+//!              after migrating some VMs reports no list, so its moves are not counted).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -143,9 +145,18 @@ async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
         });
     }
     let p = plan_for(kube, &nodes, &names, input.max_in_maintenance as usize).await?;
-    Ok(Outcome::Done(
-        serde_json::to_value(&p).unwrap_or(Value::Null),
-    ))
+    let mut out = serde_json::to_value(&p).unwrap_or(Value::Null);
+    // Which nodes could host VMs before (cordon aside): the health gate asks them to again, and
+    // asks the others only to be Ready and uncordoned (a node without virt-handler, or with a taint
+    // of its own, would otherwise hold the rollout forever).
+    out["hosted_vms"] = json!(
+        nodes
+            .iter()
+            .filter(|n| names.contains(&n.name) && n.hosts_vms_when_uncordoned())
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+    );
+    Ok(Outcome::Done(out))
 }
 
 /// Plans the drain of `names` (in waves of `wave`) from the cluster as it is now. Nodes in the plan
@@ -216,6 +227,12 @@ async fn rollout(
     }
     // Health gate: maintained nodes take VMs again and the VMs on them run.
     let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
+    let hosted: Vec<&str> = ctx
+        .outputs
+        .get("plan")
+        .and_then(|p| p["hosted_vms"].as_array())
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     for (node, c) in &latest {
         if c.state != State::Succeeded {
             continue;
@@ -229,7 +246,12 @@ async fn rollout(
         // Ready is not enough: after a reboot virt-handler starts later, and until it labels the
         // node schedulable no VM can land there, so the next node's VMs would have nowhere to go
         // but nodes still to be maintained.
-        if !info.takes_vms() || !not_running.is_empty() {
+        let back = if hosted.contains(&node.as_str()) {
+            info.takes_vms()
+        } else {
+            info.ready && !info.unschedulable
+        };
+        if !back || !not_running.is_empty() {
             return Ok(Outcome::Poll {
                 after: Duration::from_millis(input.poll_ms),
                 progress: Some(json!({

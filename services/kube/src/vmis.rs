@@ -178,7 +178,15 @@ pub async fn watch_migration(
             .timeout(left.as_secs().clamp(1, 290) as u32);
         let stream = match api.watch(&params, &version).await {
             Ok(s) => s,
-            Err(e) => return Err(classify(e)),
+            // The server is busy or restarting: read again after a breath, as after a dropped
+            // watch; the read retries (and gives up) as every other call does.
+            Err(e) => match classify(e) {
+                KubeError::Transient { .. } => {
+                    tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+                    continue;
+                }
+                other => return Err(other),
+            },
         };
         let mut stream = std::pin::pin!(stream);
         let ended = tokio::time::timeout(left, async {
@@ -204,7 +212,8 @@ pub async fn watch_migration(
             // The watch ended or failed: look again (the loop's get) after a breath, so a server
             // that keeps closing watches is not hammered.
             Ok(None) => tokio::time::sleep(Duration::from_millis(100).min(left)).await,
-            Err(_) => return Ok(Some(info)),
+            // The window passed without a change: the loop's get returns the object as it is now.
+            Err(_) => {}
         }
     }
 }

@@ -30,7 +30,11 @@ redis.register_function('drover_submit', function(keys, args)
   end
   create(P, rec, now)
   if idem ~= '' then
-    redis.call('SET', P .. 'idem:' .. idem, rec.id .. ' ' .. fingerprint, 'PX', ttl)
+    local value = rec.id
+    if fingerprint ~= '' then
+      value = rec.id .. ' ' .. fingerprint
+    end
+    redis.call('SET', P .. 'idem:' .. idem, value, 'PX', ttl)
   end
   return {'created', rec.id}
 end)

@@ -55,6 +55,23 @@ impl NodeInfo {
     }
 }
 
+impl NodeInfo {
+    /// Whether VMs could land here once uncordoned: Ready, virt-handler running, and no taint but
+    /// the cordon's own (`node.kubernetes.io/unschedulable`).
+    pub fn hosts_vms_when_uncordoned(&self) -> bool {
+        self.ready
+            && self
+                .taints
+                .iter()
+                .all(|t| t == "node.kubernetes.io/unschedulable")
+            && self
+                .labels
+                .get("kubevirt.io/schedulable")
+                .map(String::as_str)
+                == Some("true")
+    }
+}
+
 /// A running VM instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmiInfo {

@@ -132,12 +132,30 @@ pub fn set_kubevirt_schedulable(shared: &Shared, name: &str, schedulable: bool) 
     })
 }
 
-/// Start a reboot: the node goes NotReady and virt-handler, stopping, marks it unschedulable for
-/// VMs. Returns when it is Ready again and when virt-handler runs again, in simulated seconds; the
+/// Start a reboot: the node goes NotReady, virt-handler, stopping, marks it unschedulable for
+/// VMs, and the VMs still running there stop with it. Returns when it is Ready again and when virt-handler runs again, in simulated seconds; the
 /// simulator finishes the reboot at those times ([`finish_reboot`]).
 pub fn start_reboot(shared: &Shared, name: &str) -> Result<(f64, f64)> {
     set_ready(shared, name, false)?;
     set_kubevirt_schedulable(shared, name, false)?;
+    // The guests still there go down with the node: their virt-launcher pods fail as the kubelet's
+    // graceful node shutdown leaves them, and the VMs controller starts them again per run strategy.
+    let (pods, _) = shared.store.list(keys::PODS, None, |p| {
+        p.pointer("/spec/nodeName") == Some(&json!(name))
+            && p.pointer("/metadata/labels/kubevirt.io") == Some(&json!("virt-launcher"))
+            && p.pointer("/status/phase") == Some(&json!("Running"))
+    });
+    for p in pods {
+        let ns = p["metadata"]["namespace"].as_str().unwrap_or_default();
+        let pod = p["metadata"]["name"].as_str().unwrap_or_default();
+        let _ = shared.store.modify(keys::PODS, ns, pod, |p| {
+            p["status"]["phase"] = json!("Failed");
+            p["status"]["reason"] = json!("Terminated");
+            p["status"]["message"] =
+                json!("Pod was terminated in response to imminent node shutdown.");
+            Ok(())
+        });
+    }
     let r = &shared.scenario.reboot;
     let ready_at = shared.clock.now() + r.boot_secs;
     Ok((ready_at, ready_at + r.virt_handler_start_secs))
