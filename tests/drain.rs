@@ -791,3 +791,81 @@ async fn second_moves_forced_by_capacity_happen_and_are_reported() {
         "{report}"
     );
 }
+
+/// A maintained node that does not come back (here virt-handler never marks it schedulable again)
+/// pauses the rollout after `health_timeout_secs`, saying which node and why; once it is fixed, a
+/// resume lets the rollout go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fails_the_health_gate_pauses_the_rollout() {
+    let rig = rig(2).await;
+    let http = reqwest::Client::new();
+    let set_label = |node: &str, value: &str| {
+        http.patch(format!("{}/api/v1/nodes/{node}", rig.lab.kube_url()))
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({"metadata": {"labels": {"kubevirt.io/schedulable": value}}}).to_string())
+            .send()
+    };
+    let input = json!({"nodes": ["worker-01", "worker-02"], "max_in_maintenance": 1,
+        "maintenance": "wait-for-signal", "health_timeout_secs": 1, "poll_ms": 50});
+    let id = submit(&rig.store, "rolling-maintenance", input, 0).await;
+    let mut signalled = Vec::new();
+    let mut broken: Option<String> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = rig.store.get(&id).await.unwrap().unwrap();
+        if v.state.is_terminal() {
+            assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout did not finish"
+        );
+        if v.paused {
+            let node = broken.take().expect("paused only for the broken node");
+            let reason = v.progress.as_ref().unwrap()["paused"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                reason.contains(&node) && reason.contains("takes VMs: false"),
+                "{reason}"
+            );
+            assert!(
+                set_label(&node, "true")
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_success()
+            );
+            rig.store.resume(&id, now_ms()).await.unwrap();
+        }
+        for child in rig.store.children(&id).await.unwrap() {
+            let node = child.input["node"].as_str().unwrap().to_string();
+            let c = rig.store.get(&child.id).await.unwrap().unwrap();
+            if c.waiting_on.as_deref() == Some("signal:maintenance-done")
+                && !signalled.contains(&node)
+            {
+                if signalled.is_empty() {
+                    // The first node comes back without virt-handler.
+                    assert!(
+                        set_label(&node, "false")
+                            .await
+                            .unwrap()
+                            .status()
+                            .is_success()
+                    );
+                    broken = Some(node.clone());
+                }
+                signalled.push(node);
+                rig.store
+                    .signal(&child.id, "maintenance-done", &json!({}), now_ms())
+                    .await
+                    .unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(signalled.len(), 2);
+    assert!(broken.is_none(), "the rollout paused for the broken node");
+}

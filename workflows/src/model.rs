@@ -115,6 +115,9 @@ pub struct ChildStatus {
     pub state: State,
     pub result: Option<Value>,
     pub error: Option<String>,
+    /// When the child last changed (for one that has ended: when it ended), ms since the epoch.
+    #[serde(default)]
+    pub updated_ms: u64,
 }
 
 /// When a retryable step gives up and how long it waits between attempts.

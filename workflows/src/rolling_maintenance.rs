@@ -7,7 +7,8 @@
 //!              `max_in_maintenance` nodes) once the previous one ended and the nodes already
 //!              maintained pass the health gate (Ready and uncordoned; untainted and with
 //!              virt-handler running, so VMs can land there, if the node was so before; their VMs
-//!              Running). Each wave after the first is planned
+//!              Running; a node that has not passed it `health_timeout_secs` after its drain
+//!              pauses the rollout with the reason). Each wave after the first is planned
 //!              again from the cluster as it is, so a node whose drain failed (still full, and not
 //!              drained again) is no destination it cannot be. When more drains failed than the
 //!              failure budget allows, it pauses the workflow (resume through the API grants
@@ -49,6 +50,10 @@ pub struct Input {
     /// Failed drains tolerated before the rollout pauses.
     #[serde(default)]
     pub failure_budget: u32,
+    /// Seconds a maintained node may take to pass the health gate after its drain ended before
+    /// the rollout pauses and says why (each resume grants as long again).
+    #[serde(default = "default_health_timeout_secs")]
+    pub health_timeout_secs: u64,
     #[serde(default)]
     pub non_migratable: Policy,
     /// Pin destinations to plan each VM's single move (false: let the scheduler choose, the naive way).
@@ -64,6 +69,9 @@ pub struct Input {
 
 fn one() -> u32 {
     1
+}
+fn default_health_timeout_secs() -> u64 {
+    1800
 }
 fn yes() -> bool {
     true
@@ -252,6 +260,25 @@ async fn rollout(
             info.ready && !info.unschedulable
         };
         if !back || !not_running.is_empty() {
+            let waited_ms = ctx.ports.clock.now_ms().saturating_sub(c.updated_ms);
+            let allowed_ms = input.health_timeout_secs * 1000 * (1 + u64::from(ctx.resumes));
+            if c.updated_ms > 0 && waited_ms > allowed_ms {
+                return Ok(Outcome::Pause {
+                    reason: format!(
+                        "{node} has not passed the health gate {} s after its drain ended (Ready: \
+                         {}, uncordoned: {}, takes VMs: {}, VMs not running: {}); fix it and resume",
+                        waited_ms / 1000,
+                        info.ready,
+                        !info.unschedulable,
+                        info.takes_vms(),
+                        if not_running.is_empty() {
+                            "none".to_string()
+                        } else {
+                            not_running.join(", ")
+                        },
+                    ),
+                });
+            }
             return Ok(Outcome::Poll {
                 after: Duration::from_millis(input.poll_ms),
                 progress: Some(json!({

@@ -168,7 +168,7 @@ impl Store {
         for kid in &kids {
             pipe.cmd("HMGET")
                 .arg(self.wf_key(kid))
-                .arg(&["kind", "state", "result", "error", "input"][..]);
+                .arg(&["kind", "state", "result", "error", "input", "updated_ms"][..]);
         }
         type Row = (
             Option<String>,
@@ -176,26 +176,30 @@ impl Store {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<u64>,
         );
         let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
         Ok(kids
             .into_iter()
             .zip(rows)
-            .map(|(id, (kind, state, result, error, input))| ChildStatus {
-                id,
-                kind: kind.unwrap_or_default(),
-                input: input
-                    .and_then(|i| serde_json::from_str(&i).ok())
-                    .unwrap_or(Value::Null),
-                state: state
-                    .as_deref()
-                    .and_then(State::parse)
-                    .unwrap_or(State::Cancelled),
-                result: result.and_then(|r| serde_json::from_str(&r).ok()),
-                error: error
-                    .and_then(|e| serde_json::from_str::<Value>(&e).ok())
-                    .and_then(|e| e.get("message").and_then(Value::as_str).map(str::to_string)),
-            })
+            .map(
+                |(id, (kind, state, result, error, input, updated_ms))| ChildStatus {
+                    id,
+                    kind: kind.unwrap_or_default(),
+                    input: input
+                        .and_then(|i| serde_json::from_str(&i).ok())
+                        .unwrap_or(Value::Null),
+                    state: state
+                        .as_deref()
+                        .and_then(State::parse)
+                        .unwrap_or(State::Cancelled),
+                    result: result.and_then(|r| serde_json::from_str(&r).ok()),
+                    error: error
+                        .and_then(|e| serde_json::from_str::<Value>(&e).ok())
+                        .and_then(|e| e.get("message").and_then(Value::as_str).map(str::to_string)),
+                    updated_ms: updated_ms.unwrap_or(0),
+                },
+            )
             .collect())
     }
 
