@@ -60,6 +60,34 @@ async fn rollout_report(rig: &Rig, input: Value) -> Value {
     v[0].result.clone().expect("a report")
 }
 
+/// The rollout's state for an operator loop: `Some` once it ended (it must have succeeded), and a
+/// failure once `deadline` passed.
+async fn ended(rig: &Rig, id: &str, deadline: std::time::Instant) -> Option<()> {
+    let v = rig.store.get(id).await.unwrap().unwrap();
+    if v.state.is_terminal() {
+        assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+        return Some(());
+    }
+    assert!(
+        std::time::Instant::now() < deadline,
+        "the rollout did not finish"
+    );
+    None
+}
+
+/// The rollout's drains now waiting in maintenance for their signal: (node, drain id).
+async fn in_maintenance(rig: &Rig, id: &str) -> Vec<(String, String)> {
+    let mut waiting = Vec::new();
+    for child in rig.store.children(id).await.unwrap() {
+        let c = rig.store.get(&child.id).await.unwrap().unwrap();
+        if c.waiting_on.as_deref() == Some("signal:maintenance-done") {
+            let node = child.input["node"].as_str().unwrap().to_string();
+            waiting.push((node, child.id));
+        }
+    }
+    waiting
+}
+
 pub fn drain_input(node: &str, policy: &str) -> Value {
     json!({"node": node, "non_migratable": policy, "poll_ms": 100})
 }
@@ -602,18 +630,9 @@ async fn the_rollout_waits_for_a_rebooted_node_to_take_vms_again() {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut rebooted: Vec<String> = Vec::new();
     let mut drains_seen = 0;
-    loop {
-        let v = rig.store.get(&id).await.unwrap().unwrap();
-        if v.state.is_terminal() {
-            assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rollout did not finish"
-        );
-        let children = rig.store.children(&id).await.unwrap();
-        if children.len() > drains_seen {
+    while ended(&rig, &id, deadline).await.is_none() {
+        let drains = rig.store.children(&id).await.unwrap().len();
+        if drains > drains_seen {
             // A new drain started: every node maintained before it takes VMs again.
             for node in &rebooted {
                 assert!(
@@ -621,33 +640,25 @@ async fn the_rollout_waits_for_a_rebooted_node_to_take_vms_again() {
                     "a drain started while {node} had no virt-handler yet"
                 );
             }
-            drains_seen = children.len();
+            drains_seen = drains;
         }
-        for child in children {
-            let node = child.input["node"].as_str().unwrap().to_string();
-            let c = rig.store.get(&child.id).await.unwrap().unwrap();
-            if c.waiting_on.as_deref() == Some("signal:maintenance-done")
-                && !rebooted.contains(&node)
-            {
-                rig.lab
-                    .inject(drover_lab::Fault::NodeReboot { node: node.clone() })
-                    .unwrap();
-                wait_for(Duration::from_secs(30), "the node to be Ready", || async {
-                    ready(&node)
-                })
-                .await;
-                assert!(!schedulable(&node), "virt-handler is still starting");
-                rebooted.push(node);
-                rig.store
-                    .signal(
-                        &child.id,
-                        "maintenance-done",
-                        &json!({"by": "test"}),
-                        now_ms(),
-                    )
-                    .await
-                    .unwrap();
+        for (node, drain) in in_maintenance(&rig, &id).await {
+            if rebooted.contains(&node) {
+                continue;
             }
+            rig.lab
+                .inject(drover_lab::Fault::NodeReboot { node: node.clone() })
+                .unwrap();
+            wait_for(Duration::from_secs(30), "the node to be Ready", || async {
+                ready(&node)
+            })
+            .await;
+            assert!(!schedulable(&node), "virt-handler is still starting");
+            rebooted.push(node);
+            rig.store
+                .signal(&drain, "maintenance-done", &json!({"by": "test"}), now_ms())
+                .await
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -811,16 +822,8 @@ async fn a_node_that_fails_the_health_gate_pauses_the_rollout() {
     let mut signalled = Vec::new();
     let mut broken: Option<String> = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    while ended(&rig, &id, deadline).await.is_none() {
         let v = rig.store.get(&id).await.unwrap().unwrap();
-        if v.state.is_terminal() {
-            assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rollout did not finish"
-        );
         if v.paused {
             let node = broken.take().expect("paused only for the broken node");
             let reason = v.progress.as_ref().unwrap()["paused"]
@@ -840,29 +843,26 @@ async fn a_node_that_fails_the_health_gate_pauses_the_rollout() {
             );
             rig.store.resume(&id, now_ms()).await.unwrap();
         }
-        for child in rig.store.children(&id).await.unwrap() {
-            let node = child.input["node"].as_str().unwrap().to_string();
-            let c = rig.store.get(&child.id).await.unwrap().unwrap();
-            if c.waiting_on.as_deref() == Some("signal:maintenance-done")
-                && !signalled.contains(&node)
-            {
-                if signalled.is_empty() {
-                    // The first node comes back without virt-handler.
-                    assert!(
-                        set_label(&node, "false")
-                            .await
-                            .unwrap()
-                            .status()
-                            .is_success()
-                    );
-                    broken = Some(node.clone());
-                }
-                signalled.push(node);
-                rig.store
-                    .signal(&child.id, "maintenance-done", &json!({}), now_ms())
-                    .await
-                    .unwrap();
+        for (node, drain) in in_maintenance(&rig, &id).await {
+            if signalled.contains(&node) {
+                continue;
             }
+            if signalled.is_empty() {
+                // The first node comes back without virt-handler.
+                assert!(
+                    set_label(&node, "false")
+                        .await
+                        .unwrap()
+                        .status()
+                        .is_success()
+                );
+                broken = Some(node.clone());
+            }
+            signalled.push(node);
+            rig.store
+                .signal(&drain, "maintenance-done", &json!({}), now_ms())
+                .await
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
