@@ -83,6 +83,18 @@ impl Api {
         )
     }
 
+    /// `POST /v1/workflows` as the operator with an Idempotency-Key and a raw body.
+    async fn submit_with_key(&self, body: Vec<u8>, key: &str) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            "/v1/workflows",
+            Some(OPERATOR),
+            Some(body),
+            &[("Idempotency-Key", key)],
+        )
+        .await
+    }
+
     pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(
             "POST",
@@ -222,49 +234,22 @@ async fn idempotent_submission_listing_and_controls() {
         &json!({"kind": "synthetic", "input": {"steps": 2}, "labels": {"ticket": "OPS-1"}}),
     )
     .unwrap();
-    let (s1, r1) = api
-        .call(
-            "POST",
-            "/v1/workflows",
-            Some(OPERATOR),
-            Some(body.clone()),
-            &[("Idempotency-Key", "k-1")],
-        )
-        .await;
-    let (s2, r2) = api
-        .call(
-            "POST",
-            "/v1/workflows",
-            Some(OPERATOR),
-            Some(body.clone()),
-            &[("Idempotency-Key", "k-1")],
-        )
-        .await;
+    let (s1, r1) = api.submit_with_key(body.clone(), "k-1").await;
+    let (s2, r2) = api.submit_with_key(body.clone(), "k-1").await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
     assert_eq!(r1["id"], r2["id"], "same key, same workflow");
     let id = r1["id"].as_str().unwrap().to_string();
     // The same request with its keys in another order is the same request.
     let reordered =
         br#"{"labels": {"ticket": "OPS-1"}, "input": {"steps": 2}, "kind": "synthetic"}"#;
-    let (s3, r3) = api
-        .call(
-            "POST",
-            "/v1/workflows",
-            Some(OPERATOR),
-            Some(reordered.to_vec()),
-            &[("Idempotency-Key", "k-1")],
-        )
-        .await;
+    let (s3, r3) = api.submit_with_key(reordered.to_vec(), "k-1").await;
     assert_eq!((s3, &r3["id"]), (StatusCode::OK, &r1["id"]), "{r3}");
     // The key with a different request is refused and writes nothing.
     let keys = key_count(&store).await;
     let (s4, r4) = api
-        .call(
-            "POST",
-            "/v1/workflows",
-            Some(OPERATOR),
-            Some(serde_json::to_vec(&json!({"kind": "synthetic", "input": {"steps": 3}})).unwrap()),
-            &[("Idempotency-Key", "k-1")],
+        .submit_with_key(
+            serde_json::to_vec(&json!({"kind": "synthetic", "input": {"steps": 3}})).unwrap(),
+            "k-1",
         )
         .await;
     assert_eq!(s4, StatusCode::UNPROCESSABLE_ENTITY, "{r4}");

@@ -152,7 +152,8 @@ async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
             error: "the selector matches no node".into(),
         });
     }
-    let p = plan_for(kube, &nodes, &names, input.max_in_maintenance as usize).await?;
+    let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
+    let p = plan_for(&nodes, &vmis, &names, input.max_in_maintenance as usize);
     let mut out = serde_json::to_value(&p).unwrap_or(Value::Null);
     // Which nodes could host VMs before (cordon aside): the health gate asks them to again, and
     // asks the others only to be Ready and uncordoned (a node without virt-handler, or with a taint
@@ -170,13 +171,12 @@ async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
 /// Plans the drain of `names` (in waves of `wave`) from the cluster as it is now. Nodes in the plan
 /// count as destinations for the VMs of later waves (they will have been maintained by then), as
 /// long as they are Ready and untainted; other nodes when they take VMs now.
-async fn plan_for(
-    kube: &dyn crate::ports::kube::Kube,
+fn plan_for(
     nodes: &[crate::ports::kube::NodeInfo],
+    vmis: &[crate::ports::kube::VmiInfo],
     names: &[String],
     wave: usize,
-) -> Result<Plan, Outcome> {
-    let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
+) -> Plan {
     let plan_nodes: Vec<PlanNode> = nodes
         .iter()
         .map(|n| PlanNode {
@@ -199,7 +199,7 @@ async fn plan_for(
             })
         })
         .collect();
-    Ok(plan(&plan_nodes, &plan_vms, names, wave))
+    plan(&plan_nodes, &plan_vms, names, wave)
 }
 
 async fn rollout(
@@ -233,7 +233,9 @@ async fn rollout(
             ),
         });
     }
-    // Health gate: maintained nodes take VMs again and the VMs on them run.
+    // Health gate: maintained nodes take VMs again and the VMs on them run. One read of the
+    // cluster serves the gate and the next wave's plan.
+    let nodes = kube.list_nodes().await.map_err(outcome_of)?;
     let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
     let hosted: Vec<&str> = ctx
         .outputs
@@ -245,7 +247,11 @@ async fn rollout(
         if c.state != State::Succeeded {
             continue;
         }
-        let info = kube.get_node(node).await.map_err(outcome_of)?;
+        let Some(info) = nodes.iter().find(|n| &n.name == node) else {
+            return Err(Outcome::Fail {
+                error: format!("node {node} is gone from the cluster"),
+            });
+        };
         let not_running: Vec<&str> = vmis
             .iter()
             .filter(|v| v.node.as_deref() == Some(node.as_str()) && v.phase != "Running")
@@ -330,8 +336,7 @@ async fn rollout(
     let now = if latest.is_empty() {
         p.clone()
     } else {
-        let nodes = kube.list_nodes().await.map_err(outcome_of)?;
-        plan_for(kube, &nodes, &remaining, wave_size).await?
+        plan_for(&nodes, &vmis, &remaining, wave_size)
     };
     let wave: Vec<&String> = now
         .order

@@ -172,13 +172,7 @@ pub fn finish_reboot(
     let Some(node) = shared.store.get(keys::NODES, "", name) else {
         return true; // Deleted while rebooting: nothing left to do.
     };
-    let ready = node
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
+    let ready = crate::sim::vms::condition(&node, "Ready") == Some(true);
     if now >= ready_at && !ready {
         let stamp = shared.clock.rfc3339();
         let _ = shared.store.modify(keys::NODES, "", name, |n| {
