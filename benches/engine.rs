@@ -815,7 +815,7 @@ impl Calls {
             .filter(|(k, _)| !is_top_level(k))
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v
     }
 }

@@ -263,6 +263,7 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
                         &child.id,
                         "maintenance-done",
                         &json!({"by": "bench", "rebooted": node}),
+                        drover_store::SignalLimits::default(),
                         now_ms(),
                     )
                     .await?;

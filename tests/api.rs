@@ -11,16 +11,25 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 pub(crate) const OPERATOR: &str = "operator-token-0123456789";
-const VIEWER: &str = "viewer-token-0123456789";
+pub(crate) const VIEWER: &str = "viewer-token-0123456789";
 
 pub(crate) struct Api {
-    base: String,
+    pub(crate) base: String,
     http: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 pub(crate) async fn start_api(store: &drover_store::Store) -> Api {
-    let config = drover_api::Config {
+    start_api_with(store, Registry::builtin(), |_| {}).await
+}
+
+/// The API with its config adjusted by `tune` and the given kinds.
+pub(crate) async fn start_api_with(
+    store: &drover_store::Store,
+    registry: Registry,
+    tune: impl FnOnce(&mut drover_api::Config),
+) -> Api {
+    let mut config = drover_api::Config {
         tokens: vec![
             drover_api::Token {
                 name: "ops".into(),
@@ -35,11 +44,12 @@ pub(crate) async fn start_api(store: &drover_store::Store) -> Api {
         ],
         ..drover_api::Config::default()
     };
+    tune(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = Arc::new(drover_api::AppState {
         store: store.clone(),
-        registry: Registry::builtin(),
+        registry,
         config,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -107,7 +117,7 @@ impl Api {
     }
 }
 
-async fn key_count(store: &drover_store::Store) -> u64 {
+pub(crate) async fn key_count(store: &drover_store::Store) -> u64 {
     let mut conn = store.connection();
     redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
 }
@@ -119,7 +129,8 @@ async fn refusals_are_4xx_with_a_message_and_write_nothing() {
     let api = start_api(&store).await;
     let before = key_count(&store).await;
     let good = json!({"kind": "synthetic", "input": {"steps": 2}});
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "no token",
             None,

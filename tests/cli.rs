@@ -29,7 +29,8 @@ fn invalid_config_says_what_is_wrong_and_exits_non_zero() {
         "redis_url = \"redis://127.0.0.1:1\"\n[worker]\nconcurency = 4\n",
     )
     .unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["worker", "--config", bad.to_str().unwrap()],
             vec![],

@@ -2,6 +2,7 @@
 //! with SIGKILL at random while they run steps, and redis-server itself killed with SIGKILL mid-run.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use drover_workflows::State;
@@ -98,24 +99,14 @@ async fn killed_workers_lose_nothing_and_commit_each_step_once() {
             .count();
         let outputs = v.outputs.as_ref().unwrap();
         for step in 0..5u64 {
-            let commits: Vec<&Value> = history
-                .iter()
-                .filter(|h| h["step"] == step && h["outcome"] == "done")
-                .collect();
-            assert_eq!(
-                commits.len(),
-                1,
-                "{} step {step} committed {} times",
-                v.id,
-                commits.len()
-            );
+            let commit = the_commit(history, step, &v.id);
             let out = &outputs[&(step as usize)];
             assert_eq!(
-                out["token"], commits[0]["token"],
+                out["token"], commit["token"],
                 "{} step {step}: output not from the lease holder",
                 v.id
             );
-            assert_eq!(out["worker"], commits[0]["worker"], "{} step {step}", v.id);
+            assert_eq!(out["worker"], commit["worker"], "{} step {step}", v.id);
         }
     }
     assert!(
@@ -408,4 +399,266 @@ async fn a_killed_workers_step_resumes_within_the_lease_plus_one_idle_wait() {
         took < Duration::from_millis(1500 + 300 + 1500),
         "resumed after {took:?}"
     );
+}
+
+/// The one history entry that committed `step` (it fails if there are none or several).
+fn the_commit<'a>(history: &'a [Value], step: u64, id: &str) -> &'a Value {
+    let commits: Vec<&Value> = history
+        .iter()
+        .filter(|h| h["step"] == step && h["outcome"] == "done")
+        .collect();
+    assert_eq!(
+        commits.len(),
+        1,
+        "{id} step {step} committed {} times",
+        commits.len()
+    );
+    commits[0]
+}
+
+/// A worker with a long lease (so a hand-back and a lease expiry differ by seconds) and a short
+/// shutdown grace, logging at info.
+fn long_lease_worker(
+    redis_url: &str,
+    name: &str,
+    logs: &Path,
+    lease_ms: u64,
+    grace_ms: u64,
+) -> WorkerProcess {
+    WorkerProcess::spawn_with(
+        redis_url,
+        name,
+        logs,
+        &[
+            ("DROVER_WORKER_LEASE_MS", &lease_ms.to_string()),
+            ("DROVER_WORKER_SHUTDOWN_GRACE_MS", &grace_ms.to_string()),
+            ("DROVER_WORKER_CONCURRENCY", "4"),
+            ("DROVER_LOG", "info"),
+        ],
+    )
+}
+
+/// Waits until `worker` blocks on the wake list, idle (so an enqueue wakes it at once).
+async fn wait_idle(store: &drover_store::Store, worker: &str) {
+    wait_for(Duration::from_secs(15), "the worker to idle", || async {
+        let mut conn = store.connection();
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(format!("{}sleepers", store.prefix()))
+            .arg(worker)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        score.is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_a_cut_off_step_back_and_another_worker_resumes_it_at_once() {
+    const LEASE_MS: u64 = 15_000;
+    const GRACE_MS: u64 = 500;
+    const STEP_MS: u64 = 8_000;
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let logs = log_dir("handback");
+    let mut first = long_lease_worker(&redis.url(), "hb-first", &logs, LEASE_MS, GRACE_MS);
+    let id = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 2, "min_ms": STEP_MS, "max_ms": STEP_MS}),
+        0,
+    )
+    .await;
+    assert_eq!(wait_leased(&store, &id).await, "hb-first");
+    let _second = long_lease_worker(&redis.url(), "hb-second", &logs, LEASE_MS, GRACE_MS);
+    wait_idle(&store, "hb-second").await;
+
+    // The grace period ends long before the step does: the step is cut off.
+    first.terminate();
+    assert!(
+        first.wait_exit(Duration::from_secs(10)).await,
+        "graceful stop must exit 0"
+    );
+    wait_for(
+        Duration::from_millis(LEASE_MS + 10_000),
+        "the second worker to take the step over",
+        || async {
+            let v = store.get(&id).await.unwrap().unwrap();
+            v.lease_worker.as_deref() == Some("hb-second")
+        },
+    )
+    .await;
+
+    // The handed-back attempt can neither renew nor commit any more.
+    let history = store.get(&id).await.unwrap().unwrap().history.unwrap();
+    let cut = history
+        .iter()
+        .find(|h| h["outcome"] == "handed-back")
+        .unwrap_or_else(|| panic!("the cut-off attempt was not handed back: {history:#?}"))
+        .clone();
+    let old_token = cut["token"].as_u64().unwrap();
+    assert_eq!(
+        store
+            .renew(&id, old_token, now_ms(), Duration::from_millis(LEASE_MS))
+            .await
+            .unwrap(),
+        drover_store::Renewal::Lost
+    );
+    let mut conn = store.connection();
+    let late_commit: Vec<String> = redis::cmd("FCALL")
+        .arg("drover_commit")
+        .arg(1)
+        .arg(format!("{}wf:{id}", store.prefix()))
+        .arg(store.prefix())
+        .arg(&id)
+        .arg(old_token)
+        .arg(now_ms())
+        .arg(1000)
+        .arg("{}")
+        .arg("")
+        .arg(0)
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        late_commit,
+        ["stale"],
+        "a late commit of the cut-off attempt"
+    );
+
+    let v = wait_all_finished(&store, std::slice::from_ref(&id), Duration::from_secs(40))
+        .await
+        .remove(0);
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    let history = v.history.unwrap();
+    assert!(
+        history.iter().all(|h| h["outcome"] != "lease-expired"),
+        "a lease expired: {history:#?}"
+    );
+    let handed: Vec<&Value> = history
+        .iter()
+        .filter(|h| h["outcome"] == "handed-back")
+        .collect();
+    assert_eq!(handed.len(), 1, "{history:#?}");
+    assert_eq!(handed[0]["step"], 0);
+    assert_eq!(handed[0]["worker"], "hb-first");
+    assert_eq!(handed[0]["attempt"], 1);
+    let cut_after = handed[0]["end_ms"].as_u64().unwrap() - handed[0]["start_ms"].as_u64().unwrap();
+    assert!(
+        cut_after < STEP_MS,
+        "the step was not cut off: ran {cut_after} ms"
+    );
+    for step in 0..2u64 {
+        let commit = the_commit(&history, step, &id);
+        assert_eq!(commit["worker"], "hb-second", "step {step}");
+        // The hand-back cost no attempt: the resumed run is the step's first attempt again.
+        assert_eq!(commit["attempt"], 1, "step {step}: {history:#?}");
+    }
+
+    // Handover: from the hand-back, as the first worker exits, to the second worker's lease.
+    let resumed = history
+        .iter()
+        .find(|h| h["step"] == 0 && h["outcome"] == "done")
+        .unwrap();
+    let handover = resumed["start_ms"]
+        .as_u64()
+        .unwrap()
+        .checked_sub(handed[0]["end_ms"].as_u64().unwrap())
+        .expect("the step resumed before it was handed back");
+    eprintln!("handover after SIGTERM + {GRACE_MS} ms grace: {handover} ms (lease {LEASE_MS} ms)");
+    assert!(
+        handover < 3_000,
+        "the second worker resumed the step {handover} ms after the hand-back"
+    );
+    let log = std::fs::read_to_string(&first.log).unwrap();
+    assert!(
+        log.contains("Step handed back at shutdown."),
+        "the first worker's log: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_back_frees_lease_and_permits_costs_no_attempt_and_keeps_a_pause() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let lease = Duration::from_secs(15);
+    let id = submit(
+        &store,
+        "synthetic",
+        json!({"steps": 2, "permits": [{"name": "cluster", "capacity": 1}]}),
+        0,
+    )
+    .await;
+    let claim = store
+        .claim("w1", now_ms(), lease, 10, 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .claims
+        .remove(0);
+    let mut conn = store.connection();
+    let holders = async |conn: &mut redis::aio::ConnectionManager| -> u64 {
+        redis::cmd("ZCARD")
+            .arg(format!("{}sem:cluster", store.prefix()))
+            .query_async(conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(holders(&mut conn).await, 1);
+    store.pause(&id, now_ms()).await.unwrap();
+
+    assert_eq!(
+        store.handback(&id, claim.token, now_ms()).await.unwrap(),
+        drover_store::Handback::Released
+    );
+    assert_eq!(holders(&mut conn).await, 0, "the step's permit is released");
+    let lease_deadline: Option<u64> = redis::cmd("ZSCORE")
+        .arg(format!("{}leases", store.prefix()))
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(lease_deadline, None, "the lease is released");
+    let v = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(v.attempt, 1, "a hand-back costs no attempt");
+    assert_eq!(v.lease_worker, None);
+    let last = v.history.unwrap().pop().unwrap();
+    assert_eq!(last["outcome"], "handed-back");
+    assert_eq!(last["token"], claim.token);
+    assert_eq!(last["worker"], "w1");
+
+    // Only the lease holder hands back, once; an unknown workflow is gone.
+    assert_eq!(
+        store.handback(&id, claim.token, now_ms()).await.unwrap(),
+        drover_store::Handback::Stale
+    );
+    assert_eq!(
+        store
+            .handback("no-such-workflow", 1, now_ms())
+            .await
+            .unwrap(),
+        drover_store::Handback::Gone
+    );
+
+    // The paused workflow's task is parked by the next claim, and runs once resumed.
+    let claimed = store
+        .claim("w2", now_ms(), lease, 10, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        claimed.claims.is_empty(),
+        "a paused workflow's step started"
+    );
+    let v = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(v.waiting_on.as_deref(), Some("paused"));
+    store.resume(&id, now_ms()).await.unwrap();
+    let again = store
+        .claim("w2", now_ms(), lease, 10, 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .claims
+        .remove(0);
+    assert_eq!((again.step, again.attempt), (0, 1));
+    assert!(again.token > claim.token);
+    assert_eq!(holders(&mut conn).await, 1);
 }

@@ -468,7 +468,13 @@ async fn maintenance_waits_for_its_signal_and_the_node_returns() {
         "only the skipped RWO VM stays"
     );
     rig.store
-        .signal(&id, "maintenance-done", &json!({"by": "test"}), now_ms())
+        .signal(
+            &id,
+            "maintenance-done",
+            &json!({"by": "test"}),
+            drover_store::SignalLimits::default(),
+            now_ms(),
+        )
         .await
         .unwrap();
     let v = &wait_all_finished(
@@ -656,7 +662,13 @@ async fn the_rollout_waits_for_a_rebooted_node_to_take_vms_again() {
             assert!(!schedulable(&node), "virt-handler is still starting");
             rebooted.push(node);
             rig.store
-                .signal(&drain, "maintenance-done", &json!({"by": "test"}), now_ms())
+                .signal(
+                    &drain,
+                    "maintenance-done",
+                    &json!({"by": "test"}),
+                    drover_store::SignalLimits::default(),
+                    now_ms(),
+                )
                 .await
                 .unwrap();
         }
@@ -860,7 +872,13 @@ async fn a_node_that_fails_the_health_gate_pauses_the_rollout() {
             }
             signalled.push(node);
             rig.store
-                .signal(&drain, "maintenance-done", &json!({}), now_ms())
+                .signal(
+                    &drain,
+                    "maintenance-done",
+                    &json!({}),
+                    drover_store::SignalLimits::default(),
+                    now_ms(),
+                )
                 .await
                 .unwrap();
         }

@@ -69,6 +69,7 @@ async fn commit_as(
         CommitResult::Continued(next) => ("continued", Some(*next)),
         CommitResult::Duplicate => ("duplicate", None),
         CommitResult::Stale => ("stale", None),
+        CommitResult::DescendantLimit { .. } => ("limit", None),
         CommitResult::Gone => ("gone", None),
     }
 }
@@ -335,7 +336,13 @@ async fn retries_compensation_cancel_signal_pause_and_fan_out() {
     .await;
     assert!(matches!(
         store
-            .signal(&signalled, "go", &json!({"n": 1}), now_ms())
+            .signal(
+                &signalled,
+                "go",
+                &json!({"n": 1}),
+                drover_store::SignalLimits::default(),
+                now_ms()
+            )
             .await
             .unwrap(),
         ControlResult::Ok(_)

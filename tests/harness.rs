@@ -215,6 +215,8 @@ impl Drop for InProcessWorker {
 /// A worker process of the real binary.
 pub struct WorkerProcess {
     pub name: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
     child: Child,
 }
 
@@ -223,29 +225,31 @@ impl WorkerProcess {
         WorkerProcess::spawn_with(redis_url, name, log_dir, &[])
     }
 
-    /// With extra environment (`DROVER_KUBE_URL` for the lab, say).
+    /// With extra environment (`DROVER_KUBE_URL` for the lab, say), which overrides the defaults
+    /// here (a 1.5 s lease, 8 steps at once, warnings only).
     pub fn spawn_with(
         redis_url: &str,
         name: &str,
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> WorkerProcess {
-        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("worker log");
+        let log = log_dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .arg("worker")
-            .envs(env.iter().copied())
             .env("DROVER_REDIS_URL", redis_url)
             .env("DROVER_WORKER_NAME", name)
             .env("DROVER_WORKER_LEASE_MS", "1500")
             .env("DROVER_WORKER_CONCURRENCY", "8")
             .env("DROVER_WORKER_IDLE_WAIT_MS", "300")
             .env("DROVER_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(std::fs::File::create(&log).expect("worker log"))
             .spawn()
             .expect("spawn drover worker");
         WorkerProcess {
             name: name.to_string(),
+            log,
             child,
         }
     }

@@ -8,4 +8,5 @@ mod crash;
 mod drain;
 mod engine;
 mod harness;
+mod hostile;
 mod lab;

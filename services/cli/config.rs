@@ -12,6 +12,11 @@ use serde::Deserialize;
 pub struct Config {
     /// Redis URL (`redis://127.0.0.1:6379/0`). Also DROVER_REDIS_URL or REDIS_URL.
     pub redis_url: Option<String>,
+    /// The most workflows one top-level workflow may create, its children's children included (0: no
+    /// limit; default 10,000). The API refuses an input that asks for more at submission; a step that
+    /// would start more fails. Give the API and the workers the same value. Also
+    /// DROVER_MAX_DESCENDANTS.
+    pub max_descendants: Option<u64>,
     pub api: drover_api::Config,
     pub worker: drover_worker::Config,
     pub kube: KubeConfig,
@@ -52,6 +57,14 @@ impl KubeConfig {
 }
 
 impl Config {
+    /// The workflow kinds this process knows, with the configured limits.
+    pub fn registry(&self) -> drover_workflows::Registry {
+        drover_workflows::Registry::builtin().with_max_descendants(
+            self.max_descendants
+                .unwrap_or(drover_workflows::DEFAULT_MAX_DESCENDANTS),
+        )
+    }
+
     pub fn require_redis(&self) -> anyhow::Result<String> {
         match &self.redis_url {
             Some(url) => Ok(url.clone()),
@@ -117,6 +130,12 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
             token,
             role: drover_api::Role::Viewer,
         });
+    }
+    if let Some(v) = env("DROVER_MAX_DESCENDANTS") {
+        config.max_descendants =
+            Some(v.parse().map_err(|_| {
+                anyhow::anyhow!("DROVER_MAX_DESCENDANTS={v:?} is not a valid number")
+            })?);
     }
     env_num("DROVER_WORKER_CONCURRENCY", &mut config.worker.concurrency)?;
     env_num("DROVER_WORKER_LEASE_MS", &mut config.worker.lease_ms)?;

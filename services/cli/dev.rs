@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use drover_workflows::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -102,7 +101,7 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
 
     let state = Arc::new(drover_api::AppState {
         store: store.clone(),
-        registry: Registry::builtin(),
+        registry: config.registry(),
         config: config.api.clone(),
     });
     let api = tokio::spawn(drover_api::serve(listener, state, stopped(stop_rx.clone())));
@@ -113,7 +112,7 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         let ports = crate::worker_ports(&store, &config.kube).await?;
         workers.push(tokio::spawn(drover_worker::run(
             store.clone(),
-            Registry::builtin(),
+            config.registry(),
             ports,
             wc,
             stopped(stop_rx.clone()),

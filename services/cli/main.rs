@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use drover_workflows::Registry;
 use drover_workflows::ports::Ports;
 use tracing::error;
 
@@ -49,7 +48,12 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: escape codes in a log file or a collector are noise.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        );
     if log_json {
         builder.json().init();
     } else {
@@ -151,7 +155,7 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     tracing::info!(listen = %config.api.listen, "API listening.");
     let state = Arc::new(drover_api::AppState {
         store,
-        registry: Registry::builtin(),
+        registry: config.registry(),
         config: config.api,
     });
     drover_api::serve(listener, state, shutdown_signal()).await?;
@@ -167,7 +171,7 @@ async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let ports = worker_ports(&store, &config.kube).await?;
     drover_worker::run(
         store,
-        Registry::builtin(),
+        config.registry(),
         ports,
         config.worker,
         shutdown_signal(),

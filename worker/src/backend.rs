@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use drover_store::Claim;
 use tracing::{debug, warn};
 
 use crate::service::CommitLayer;
-use crate::{Runner, now_ms};
+use crate::{Runner, lock, now_ms};
 
 type Fetch = Pin<Box<dyn Future<Output = Vec<Claim>> + Send>>;
 
@@ -53,7 +52,7 @@ impl StoreBackend {
 }
 
 /// Claims until at least one task is found (as many as there are free slots), blocking on the wake
-/// list in between. Claimed tasks count as in flight from here until their commit.
+/// list in between. Claimed tasks are held (count as in flight) from here until their commit.
 async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
     let config = &runner.config;
     let idle_max = Duration::from_millis(config.idle_wait_ms);
@@ -61,10 +60,7 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
     let mut backoff = Duration::from_millis(50);
     loop {
         let now = now_ms();
-        let free = config
-            .concurrency
-            .saturating_sub(runner.in_flight.load(Ordering::Acquire))
-            .max(1);
+        let free = config.concurrency.saturating_sub(runner.in_flight()).max(1);
         match runner
             .store
             .claim(
@@ -78,9 +74,9 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
             .await
         {
             Ok(claimed) if !claimed.claims.is_empty() => {
-                runner
-                    .in_flight
-                    .fetch_add(claimed.claims.len(), Ordering::AcqRel);
+                for claim in &claimed.claims {
+                    runner.hold(claim);
+                }
                 return claimed.claims;
             }
             Ok(claimed) => {
@@ -116,10 +112,6 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
             }
         }
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Backend for StoreBackend {
@@ -174,13 +166,7 @@ impl Backend for StoreBackend {
         _cx: &mut Context<'_>,
         _worker: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
-        // Claimed but never started: their leases expire and they run elsewhere.
-        if !self.buffer.is_empty() {
-            warn!(
-                tasks = self.buffer.len(),
-                "Shutting down with claimed tasks not started."
-            );
-        }
+        // Claimed but never started: they stay held, and `run` hands them back once apalis stops.
         self.fetch = None;
         self.buffer.clear();
         lock(&self.runner.continuations).clear();

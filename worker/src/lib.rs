@@ -11,19 +11,18 @@ pub mod backend;
 pub mod ports;
 pub mod service;
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::*;
-use drover_store::Store;
+use drover_store::{Claim, Handback, Store};
 use drover_workflows::Registry;
 use drover_workflows::ports::Ports;
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Worker settings (`[worker]` in the config file, `DROVER_WORKER_*` in the environment).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,7 +41,8 @@ pub struct Config {
     pub idle_wait_ms: u64,
     /// How long finished workflows are kept, in seconds.
     pub retention_secs: u64,
-    /// How long a graceful shutdown waits for running steps, in ms.
+    /// How long a graceful shutdown waits for running steps, in ms; steps still running then are
+    /// cut off and handed back to the queue (no attempt counted).
     pub shutdown_grace_ms: u64,
     /// Name of this worker in leases and history; defaults to host-pid-random.
     pub name: Option<String>,
@@ -106,14 +106,51 @@ pub struct Runner {
     pub ports: Ports,
     pub config: Config,
     pub worker_id: String,
-    /// Tasks claimed by this process and not yet committed or abandoned.
-    pub in_flight: AtomicUsize,
+    /// Claims held by this process (by fencing token), from the claim until the attempt commits or
+    /// is abandoned: their number is what the concurrency limit counts, and those still held when
+    /// the process stops are handed back.
+    pub held: Mutex<BTreeMap<u64, Held>>,
     /// Next steps our commits leased straight back to us, for the backend to hand out first.
-    pub continuations: Mutex<VecDeque<drover_store::Claim>>,
+    pub continuations: Mutex<VecDeque<Claim>>,
     /// Wakes the backend when a continuation arrives.
     pub backend_waker: Mutex<Option<Waker>>,
     /// Set once shutdown began: commits no longer take the next step.
     pub stopping: AtomicBool,
+}
+
+/// A claim held by this process: what its hand-back at shutdown needs.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub id: String,
+    pub step: usize,
+}
+
+impl Runner {
+    /// Records a claim this process now holds.
+    pub fn hold(&self, claim: &Claim) {
+        lock(&self.held).insert(
+            claim.token,
+            Held {
+                id: claim.id.clone(),
+                step: claim.step,
+            },
+        );
+    }
+
+    /// Forgets a claim whose attempt committed or was abandoned.
+    pub fn forget(&self, token: u64) {
+        lock(&self.held).remove(&token);
+    }
+
+    /// Claims held and not yet committed or abandoned.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.held).len()
+    }
+}
+
+/// Locks a mutex, through poisoning (the data guarded here stays consistent whatever panicked).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Errors that stop a worker process.
@@ -136,8 +173,12 @@ fn default_name() -> String {
     )
 }
 
-/// Runs a worker until `shutdown` resolves, then stops claiming and lets running steps finish (up to
-/// the grace period; a step cut off there is resumed elsewhere when its lease expires).
+/// Runs a worker until `shutdown` resolves, then stops claiming and lets running steps finish, up to
+/// the grace period (`shutdown_grace_ms`). A step still running when the grace ends is cut off and
+/// handed back (its lease and step permits released, its task queued ready, no attempt counted), and
+/// so are claims that never started (continuations leased back by a last commit): another worker
+/// resumes them at once instead of waiting for their leases to expire. The hand-back is fenced by the
+/// lease token, so the cut-off attempt can neither renew nor commit after it.
 pub async fn run(
     store: Store,
     registry: Registry,
@@ -153,7 +194,7 @@ pub async fn run(
         ports,
         config,
         worker_id: worker_id.clone(),
-        in_flight: AtomicUsize::new(0),
+        held: Mutex::new(BTreeMap::new()),
         continuations: Mutex::new(VecDeque::new()),
         backend_waker: Mutex::new(None),
         stopping: AtomicBool::new(false),
@@ -162,6 +203,8 @@ pub async fn run(
 
     let housekeeping = tokio::spawn(service::housekeeping(runner.clone()));
     let factory_runner = runner.clone();
+    // What the grace period's end found still running (see `grace_end`).
+    let cut_off = Arc::new(Mutex::new(BTreeMap::new()));
     let monitor = Monitor::new()
         .register(move |_| {
             let runner = factory_runner.clone();
@@ -173,7 +216,7 @@ pub async fn run(
                 .enable_tracing()
                 .build(service::StepService::new(runner))
         })
-        .shutdown_timeout(Duration::from_millis(runner.config.shutdown_grace_ms));
+        .with_terminator(grace_end(runner.clone(), cut_off.clone()));
     let stop_runner = runner.clone();
     let result = monitor
         .run_with_signal(async move {
@@ -184,10 +227,50 @@ pub async fn run(
         })
         .await;
     housekeeping.abort();
+    // Cut-off attempts, and claims that never started (the backend dropped them unstarted).
+    let mut left = std::mem::take(&mut *lock(&cut_off));
+    left.append(&mut lock(&runner.held));
+    hand_back(&runner, left).await;
     if let Err(e) = result {
         warn!(error = %e, "Worker monitor ended with an error.");
         return Err(Error::Runtime(e.to_string()));
     }
     info!(worker = %worker_id, "Worker stopped.");
     Ok(())
+}
+
+/// The monitor's terminator: polled once shutdown began, it ends the grace period. apalis then stops
+/// waiting and drops the attempts still running (their lease renewals and commits with them), which
+/// forgets their claims; so take those claims first, into `cut_off`, for `run` to hand back.
+async fn grace_end(runner: Arc<Runner>, cut_off: Arc<Mutex<BTreeMap<u64, Held>>>) {
+    tokio::time::sleep(Duration::from_millis(runner.config.shutdown_grace_ms)).await;
+    let running = std::mem::take(&mut *lock(&runner.held));
+    if !running.is_empty() {
+        warn!(
+            steps = running.len(),
+            "Shutdown grace period over; cutting off the running steps."
+        );
+    }
+    *lock(&cut_off) = running;
+}
+
+/// Gives each claim back to the queue, all at once (so a Redis outage delays the exit by one
+/// timeout, not one per claim), fenced by its token: a claim whose attempt committed after all is left
+/// alone by the store.
+async fn hand_back(runner: &Runner, claims: BTreeMap<u64, Held>) {
+    let now = now_ms();
+    futures::future::join_all(claims.into_iter().map(|(token, Held { id, step })| async move {
+        match runner.store.handback(&id, token, now).await {
+            Ok(Handback::Released) => {
+                info!(workflow_id = %id, step, "Step handed back at shutdown.");
+            }
+            Ok(Handback::Stale | Handback::Gone) => {
+                debug!(workflow_id = %id, step, token, "Nothing to hand back: the lease had already moved on.");
+            }
+            Err(e) => {
+                warn!(workflow_id = %id, step, error = %e, "Cannot hand the step back; it resumes elsewhere when its lease expires.");
+            }
+        }
+    }))
+    .await;
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tower::{Layer, Service};
 use tracing::{debug, info, warn};
 
-use crate::{Runner, now_ms};
+use crate::{Runner, lock, now_ms};
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -167,7 +167,7 @@ where
         let runner = self.runner.clone();
         let attempt = self.inner.call(task);
         Box::pin(async move {
-            let _slot = InFlight(&runner);
+            let _slot = InFlight(&runner, claim.token);
             let lease_lost = hold_lease(&runner, &claim);
             tokio::pin!(attempt);
             tokio::pin!(lease_lost);
@@ -191,14 +191,14 @@ where
     }
 }
 
-/// Frees the claim's slot when the attempt ends, however it ends.
-struct InFlight<'a>(&'a Runner);
+/// Forgets the claim, freeing its slot, when the attempt ends however it ends. An attempt cut off
+/// at the end of the shutdown grace period is dropped too, but `run` took its claim beforehand, to
+/// hand it back.
+struct InFlight<'a>(&'a Runner, u64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.forget(self.1);
     }
 }
 
@@ -285,7 +285,7 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
         "error": transition.attempt_error,
     });
     let commit = match Commit::new(&transition, &history, children, &claim.id) {
-        Ok(c) => c,
+        Ok(c) => c.with_max_descendants(runner.registry.max_descendants()),
         Err(e) => {
             warn!(workflow_id = %claim.id, error = %e, "Cannot encode the commit; the lease will expire.");
             return;
@@ -310,20 +310,9 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
         {
             Ok(CommitResult::Continued(next)) => {
                 debug!(workflow_id = %claim.id, step = next.step, "Step committed; running the next one here.");
-                runner
-                    .in_flight
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                runner
-                    .continuations
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(*next);
-                if let Some(waker) = runner
-                    .backend_waker
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                {
+                runner.hold(&next);
+                lock(&runner.continuations).push_back(*next);
+                if let Some(waker) = lock(&runner.backend_waker).take() {
                     waker.wake();
                 }
                 return;
@@ -347,6 +336,21 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
             Ok(CommitResult::Stale) => {
                 warn!(workflow_id = %claim.id, step = claim.step, token = claim.token, "Commit refused: the lease moved on; result discarded.");
                 return;
+            }
+            Ok(CommitResult::DescendantLimit { created, asked }) => {
+                // Nothing was written; the step fails instead (a retry would ask again).
+                let error = format!(
+                    "starting {asked} children would take the top-level workflow past its limit of \
+                     {} workflows created in all ({created} so far)",
+                    runner.registry.max_descendants()
+                );
+                warn!(workflow_id = %claim.id, step = claim.step, asked, created, "Children refused: descendant limit reached.");
+                return Box::pin(finish(
+                    runner,
+                    claim,
+                    Event::Outcome(Outcome::Fail { error }),
+                ))
+                .await;
             }
             Ok(CommitResult::Gone) => return,
             Err(e) if e.is_transient() && std::time::Instant::now() < give_up => {

@@ -72,6 +72,13 @@ pub trait Workflow: Send + Sync {
     /// The steps, in order. May depend on the (valid) input.
     fn steps(&self, input: &Value) -> Vec<StepDef>;
 
+    /// The most workflows this input makes the workflow create, its children's children included, as
+    /// far as the input alone says (a drain's migrations depend on the cluster and are bounded when
+    /// they are started). Submission refuses an input whose count exceeds the configured maximum.
+    fn descendants(&self, _input: &Value) -> u64 {
+        0
+    }
+
     /// Permits the step needs before it may run. None by default.
     fn permits(&self, _step: usize, _phase: Phase, _input: &Value) -> Vec<Permit> {
         Vec::new()

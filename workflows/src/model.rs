@@ -299,3 +299,109 @@ impl Transition {
 
 /// The most children one step may start; keeps every store script bounded.
 pub const MAX_CHILDREN: usize = 256;
+
+/// The default for the most workflows one top-level workflow may create, its children's children
+/// included (configurable as `max_descendants`).
+pub const DEFAULT_MAX_DESCENDANTS: u64 = 10_000;
+
+/// Whether `s` has the form workflow ids take: a UUID in its canonical lowercase form (as the API
+/// assigns), followed by one `.s<step>t<token>.<n>` segment per level of nesting for children. Ids
+/// become parts of Redis key names, so nothing else (no `:`, no path separators, no control
+/// characters) may reach the store through them.
+pub fn is_workflow_id(s: &str) -> bool {
+    if s.len() > 512 || s.len() < 36 || !s.is_char_boundary(36) {
+        return false;
+    }
+    let (root, mut rest) = s.split_at(36);
+    let uuid_ok = root.bytes().enumerate().all(|(i, b)| match i {
+        8 | 13 | 18 | 23 => b == b'-',
+        _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+    });
+    if !uuid_ok {
+        return false;
+    }
+    // Each child segment: ".s" digits "t" digits "." digits.
+    fn digits(s: &str) -> Option<(&str, &str)> {
+        let n = s.bytes().take_while(u8::is_ascii_digit).count();
+        (1..=20).contains(&n).then(|| s.split_at(n))
+    }
+    while !rest.is_empty() {
+        let Some(r) = rest.strip_prefix(".s") else {
+            return false;
+        };
+        let Some((_, r)) = digits(r) else {
+            return false;
+        };
+        let Some(r) = r.strip_prefix('t') else {
+            return false;
+        };
+        let Some((_, r)) = digits(r) else {
+            return false;
+        };
+        let Some(r) = r.strip_prefix('.') else {
+            return false;
+        };
+        let Some((_, r)) = digits(r) else {
+            return false;
+        };
+        rest = r;
+    }
+    true
+}
+
+/// Whether `s` is a valid name for a signal, a semaphore or a label key or value: 1-63 characters of
+/// letters, digits, `-`, `_`, `.` and `/`. The API's routes and the kinds' input checks share it, so an
+/// input can never name a signal that the signal route would refuse.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+}
+
+/// What [`is_name`] accepts, for error messages.
+pub const NAME_RULE: &str = "1-63 characters of letters, digits, '-', '_', '.', '/'";
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn workflow_ids_take_one_form() {
+        let root = "0192f0c1-7d2e-7a4b-9c3d-0123456789ab";
+        for ok in [
+            root.to_string(),
+            format!("{root}.s1t42.0"),
+            format!("{root}.s1t42.0.s3t7.255"),
+        ] {
+            assert!(is_workflow_id(&ok), "{ok}");
+        }
+        for bad in [
+            String::new(),
+            format!("{root}:out"),
+            format!("{root}:hist"),
+            format!("{root}.s1t42"),
+            format!("{root}.s1t42.0:out"),
+            format!("{root}.sxt1.0"),
+            format!("{root}/../x"),
+            format!("{root}\0"),
+            root.to_uppercase(),
+            "0192f0c1x7d2e-7a4b-9c3d-0123456789ab".to_string(),
+            "../../etc/passwd".to_string(),
+            "é".repeat(40),
+            format!("{root}{}", ".s1t1.1".repeat(80)),
+        ] {
+            assert!(!is_workflow_id(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_follow_the_label_rule() {
+        assert!(is_name("maintenance-done"));
+        assert!(is_name("a/b.c_d"));
+        assert!(!is_name(""));
+        assert!(!is_name("with space"));
+        assert!(!is_name(&"x".repeat(64)));
+        assert!(!is_name("a:b"));
+    }
+}

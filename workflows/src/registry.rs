@@ -9,9 +9,19 @@ use crate::kind::Workflow;
 use crate::model::{Phase, Task};
 
 /// Workflow kinds by name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn Workflow>>,
+    max_descendants: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            kinds: BTreeMap::new(),
+            max_descendants: crate::model::DEFAULT_MAX_DESCENDANTS,
+        }
+    }
 }
 
 /// Why a submission was refused before anything was written.
@@ -34,6 +44,17 @@ impl Registry {
         registry
     }
 
+    /// Sets the most workflows one top-level workflow may create (0: no limit).
+    pub fn with_max_descendants(mut self, max: u64) -> Registry {
+        self.max_descendants = max;
+        self
+    }
+
+    /// The most workflows one top-level workflow may create (0: no limit).
+    pub fn max_descendants(&self) -> u64 {
+        self.max_descendants
+    }
+
     pub fn register(&mut self, workflow: Arc<dyn Workflow>) {
         self.kinds.insert(workflow.kind(), workflow);
     }
@@ -54,6 +75,17 @@ impl Registry {
                 kind: kind.to_string(),
                 reason,
             })?;
+        let descendants = workflow.descendants(input);
+        if self.max_descendants > 0 && descendants > self.max_descendants {
+            return Err(Error::InvalidInput {
+                kind: kind.to_string(),
+                reason: format!(
+                    "the input creates {descendants} workflows (children and their children); \
+                     at most {} are allowed per workflow",
+                    self.max_descendants
+                ),
+            });
+        }
         if workflow.steps(input).is_empty() {
             return Err(Error::InvalidInput {
                 kind: kind.to_string(),

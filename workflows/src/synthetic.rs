@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::kind::{StepContext, StepDef, Workflow};
-use crate::model::{ChildSpec, JoinPolicy, Outcome, Permit, Phase, RetryPolicy};
+use crate::model::{
+    ChildSpec, JoinPolicy, NAME_RULE, Outcome, Permit, Phase, RetryPolicy, is_name,
+};
 use crate::ports::ProbeEvent;
 
 /// The `synthetic` kind.
@@ -111,11 +113,36 @@ fn parse(input: &Value) -> Result<Input, String> {
     if let Some(p) = parsed
         .permits
         .iter()
-        .find(|p| p.capacity == 0 || p.name.is_empty())
+        .find(|p| p.capacity == 0 || !is_name(&p.name))
     {
         return Err(format!(
-            "permit {:?} needs a name and a capacity of at least 1",
+            "permit {:?} needs a name of {NAME_RULE} and a capacity of at least 1",
             p.name
+        ));
+    }
+    let step_fields = [
+        ("signal.step", parsed.signal.as_ref().map(|s| s.step)),
+        ("fan_out.step", parsed.fan_out.as_ref().map(|f| f.step)),
+        ("fail_step", parsed.fail_step),
+        ("pause_step", parsed.pause_step),
+    ];
+    for (field, step) in step_fields {
+        if let Some(step) = step
+            && step >= parsed.steps
+        {
+            return Err(format!(
+                "{field} is {step}, but steps are numbered 0..{} ({} steps)",
+                parsed.steps - 1,
+                parsed.steps
+            ));
+        }
+    }
+    if let Some(signal) = &parsed.signal
+        && !is_name(&signal.name)
+    {
+        return Err(format!(
+            "signal.name {:?} must be {NAME_RULE}, as the signal route requires",
+            signal.name
         ));
     }
     if let Some(f) = &parsed.fan_out {
@@ -128,6 +155,14 @@ fn parse(input: &Value) -> Result<Input, String> {
         parse(&f.child).map_err(|e| format!("fan_out.child: {e}"))?;
     }
     Ok(parsed)
+}
+
+/// The most workflows `input` creates: each fan-out child and, recursively, what it creates.
+fn descendants(input: &Input) -> u64 {
+    input.fan_out.as_ref().map_or(0, |f| {
+        let below = parse(&f.child).map_or(0, |child| descendants(&child));
+        (f.children as u64).saturating_mul(below.saturating_add(1))
+    })
 }
 
 /// A number in [0, 1) derived from the arguments (FNV-1a, then a final mix).
@@ -155,6 +190,10 @@ impl Workflow for Synthetic {
 
     fn validate(&self, input: &Value) -> Result<(), String> {
         parse(input).map(|_| ())
+    }
+
+    fn descendants(&self, input: &Value) -> u64 {
+        parse(input).map_or(0, |input| descendants(&input))
     }
 
     fn steps(&self, input: &Value) -> Vec<StepDef> {
@@ -324,6 +363,57 @@ mod tests {
                 .contains("max_ms")
         );
         assert!(s.validate(&json!("x")).is_err());
+    }
+
+    #[test]
+    fn inputs_that_could_never_work_are_refused() {
+        let s = Synthetic;
+        for (input, says) in [
+            (
+                json!({"steps": 2, "signal": {"step": 1, "name": "with space"}}),
+                "signal.name",
+            ),
+            (
+                json!({"steps": 2, "signal": {"step": 1, "name": "x".repeat(80)}}),
+                "signal.name",
+            ),
+            (
+                json!({"steps": 2, "signal": {"step": 2, "name": "go"}}),
+                "signal.step is 2",
+            ),
+            (json!({"steps": 2, "fail_step": 5}), "fail_step is 5"),
+            (json!({"steps": 2, "pause_step": 2}), "pause_step"),
+            (
+                json!({"steps": 1, "fan_out": {"step": 1, "children": 1, "child": {"steps": 1}}}),
+                "fan_out.step",
+            ),
+            (
+                json!({"steps": 1, "permits": [{"name": "a b", "capacity": 1}]}),
+                "permit",
+            ),
+        ] {
+            let err = s.validate(&input).unwrap_err();
+            assert!(err.contains(says), "{input}: {err}");
+        }
+        assert!(
+            s.validate(&json!({"steps": 2, "signal": {"step": 1, "name": "go"}}))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn descendants_count_every_level() {
+        let leaf = json!({"steps": 1});
+        let one = json!({"steps": 1, "fan_out": {"step": 0, "children": 256, "child": leaf}});
+        let two = json!({"steps": 1, "fan_out": {"step": 0, "children": 256, "child": one}});
+        let three = json!({"steps": 1, "fan_out": {"step": 0, "children": 256, "child": two}});
+        assert_eq!(Synthetic.descendants(&leaf), 0);
+        assert_eq!(Synthetic.descendants(&one), 256);
+        assert_eq!(Synthetic.descendants(&two), 256 + 256 * 256);
+        assert_eq!(
+            Synthetic.descendants(&three),
+            256 + 256 * 256 + 256 * 256 * 256
+        );
     }
 
     #[test]

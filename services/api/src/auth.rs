@@ -36,6 +36,15 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// The credentials of a `Bearer` authorization: the scheme is case-insensitive (RFC 7235 2.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+        .filter(|c| !c.is_empty())
+}
+
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -49,8 +58,7 @@ pub fn authorize<'a>(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

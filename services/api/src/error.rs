@@ -42,6 +42,9 @@ impl ApiError {
 
 impl From<drover_store::Error> for ApiError {
     fn from(e: drover_store::Error) -> ApiError {
+        if let drover_store::Error::InvalidId(_) = e {
+            return ApiError::new(StatusCode::NOT_FOUND, "not found", "no such workflow");
+        }
         error!(error = %e, "Store call failed.");
         let status = if e.is_transient() {
             StatusCode::SERVICE_UNAVAILABLE

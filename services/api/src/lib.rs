@@ -4,7 +4,9 @@
 
 mod auth;
 mod error;
+mod guard;
 mod routes;
+mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,21 @@ pub struct Config {
     pub idempotency_ttl_secs: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// A client must send a request's headers within this many ms of starting it (or of the end of
+    /// its previous request on a kept-alive connection), or the connection is closed.
+    pub header_timeout_ms: u64,
+    /// A client must send the whole body within this many ms of its headers, or gets 408.
+    pub body_timeout_ms: u64,
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Largest accepted request headers, in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Largest accepted signal payload, in bytes of JSON.
+    pub max_signal_bytes: usize,
+    /// Signals a workflow may hold queued (sent before it waits on them), all names together.
+    pub max_queued_signals: u64,
+    /// Signals a workflow may hold queued under one name.
+    pub max_queued_signals_per_name: u64,
 }
 
 impl Default for Config {
@@ -38,6 +55,13 @@ impl Default for Config {
             tokens: Vec::new(),
             idempotency_ttl_secs: 24 * 3600,
             max_body_bytes: 1 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_header_bytes: 32 << 10,
+            max_signal_bytes: 64 << 10,
+            max_queued_signals: 64,
+            max_queued_signals_per_name: 16,
         }
     }
 }
@@ -49,6 +73,28 @@ impl Config {
             .map_err(|e| format!("api.listen {:?} is not an address: {e}", self.listen))?;
         if self.tokens.is_empty() {
             return Err("api.tokens is empty: add at least one {name, token, role} (or set DROVER_API_TOKEN)".into());
+        }
+        let positive = [
+            ("header_timeout_ms", self.header_timeout_ms as usize),
+            ("body_timeout_ms", self.body_timeout_ms as usize),
+            ("max_connections", self.max_connections),
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_signal_bytes", self.max_signal_bytes),
+            ("max_queued_signals", self.max_queued_signals as usize),
+            (
+                "max_queued_signals_per_name",
+                self.max_queued_signals_per_name as usize,
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("api.{name} must be above 0"));
+        }
+        if !(1024..=MAX_HEADER_BUFFER / 2).contains(&self.max_header_bytes) {
+            return Err(format!(
+                "api.max_header_bytes must be within 1024..={}, got {}",
+                MAX_HEADER_BUFFER / 2,
+                self.max_header_bytes
+            ));
         }
         for t in &self.tokens {
             if t.token.len() < 16 {
@@ -80,13 +126,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     routes::router(state)
 }
 
-/// Serves the API until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+pub use serve::serve;
+
+/// What hyper itself buffers for a request's head (request line and headers). Past it hyper answers
+/// 431 with an empty body; below it, [`guard`] answers with the API's JSON error, so the configured
+/// `max_header_bytes` must stay well under it.
+pub(crate) const MAX_HEADER_BUFFER: usize = 256 << 10;

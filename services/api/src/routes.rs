@@ -7,12 +7,13 @@ use std::sync::Arc;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use drover_store::{ControlResult, Filter, NewWorkflow};
-use drover_workflows::{Phase, State as WfState, resume_task};
+use drover_store::{ControlResult, Filter, NewWorkflow, SignalLimits};
+use drover_workflows::{NAME_RULE, Phase, State as WfState, is_name, is_workflow_id, resume_task};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
@@ -41,7 +42,18 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route; see README.md for the API",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                "this route does not take that method; see README.md for the API",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -92,11 +104,19 @@ struct SubmitBody {
     labels: BTreeMap<String, String>,
 }
 
-fn valid_label_part(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+/// Refuses, as not found, anything that is not the form workflow ids take: ids become parts of key
+/// names, so `<id>:out` must never reach the store. A malformed id is not echoed (it may be huge).
+fn workflow_id(id: &str) -> Result<&str, ApiError> {
+    if is_workflow_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not found",
+            "no such workflow: workflow ids are UUIDs as returned by POST /v1/workflows \
+             (0192f0c1-7d2e-7a4b-9c3d-0123456789ab), children's ids add .s<step>t<token>.<n> per level",
+        ))
+    }
 }
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
@@ -107,13 +127,34 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
         )));
     }
     for (k, v) in labels {
-        if !valid_label_part(k) || !valid_label_part(v) {
+        if !is_name(k) || !is_name(v) {
             return Err(ApiError::bad_request(format!(
-                "label {k:?}={v:?}: keys and values are 1-63 characters of letters, digits, '-', '_', '.', '/'"
+                "label {k:?}={v:?}: keys and values are {NAME_RULE}"
             )));
         }
     }
     Ok(())
+}
+
+/// The request's Idempotency-Key: at most one, of 1-200 visible ASCII characters (no spaces, tabs
+/// or control characters, which a key that names a Redis key must not carry).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "send one Idempotency-Key header, not several",
+        ));
+    }
+    let bytes = v.as_bytes();
+    if bytes.is_empty() || bytes.len() > 200 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1-200 visible ASCII characters (no spaces, tabs or control characters)",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 async fn submit(
@@ -131,19 +172,7 @@ async fn submit(
         )));
     }
     check_labels(&req.labels)?;
-    let idempotency = match headers.get("idempotency-key") {
-        Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 200)
-                .ok_or_else(|| {
-                    ApiError::bad_request("Idempotency-Key must be 1-200 visible ASCII characters")
-                })?;
-            Some(key.to_string())
-        }
-        None => None,
-    };
+    let idempotency = idempotency_key(&headers)?;
     let now = now_ms();
     let task = state
         .registry
@@ -205,11 +234,12 @@ async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &state.config.tokens, Role::Viewer)?;
+    let id = workflow_id(&id)?;
     let view = state
         .store
-        .get(&id)
+        .get(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(&id))?;
+        .ok_or_else(|| ApiError::not_found(id))?;
     let steps = state
         .registry
         .get(&view.kind)
@@ -340,6 +370,21 @@ fn control_response(id: &str, result: ControlResult, action: &str) -> Result<Res
         ControlResult::WrongState(s) => Err(ApiError::conflict(format!(
             "workflow {id} is {s}; only a failed workflow can be retried"
         ))),
+        ControlResult::QueueFull { per_name, limit } => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many queued signals",
+            if per_name {
+                format!(
+                    "workflow {id} already holds {limit} queued signals with this name (the most \
+                     per name); it takes one each time it waits on the name"
+                )
+            } else {
+                format!(
+                    "workflow {id} already holds {limit} queued signals (the most per workflow); \
+                     it takes them as it waits on their names"
+                )
+            },
+        )),
     }
 }
 
@@ -349,9 +394,11 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
-    let result = state.store.cancel(&id, now_ms()).await?;
+    let id = workflow_id(&id)?;
+    let result = state.store.cancel(id, now_ms()).await?;
+    let response = control_response(id, result, "cancel")?;
     info!(workflow_id = %id, by = %who.name, "Cancellation requested.");
-    control_response(&id, result, "cancel")
+    Ok(response)
 }
 
 async fn pause(
@@ -360,9 +407,11 @@ async fn pause(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
-    let result = state.store.pause(&id, now_ms()).await?;
+    let id = workflow_id(&id)?;
+    let result = state.store.pause(id, now_ms()).await?;
+    let response = control_response(id, result, "pause")?;
     info!(workflow_id = %id, by = %who.name, "Workflow paused.");
-    control_response(&id, result, "pause")
+    Ok(response)
 }
 
 async fn resume(
@@ -371,9 +420,11 @@ async fn resume(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
-    let result = state.store.resume(&id, now_ms()).await?;
+    let id = workflow_id(&id)?;
+    let result = state.store.resume(id, now_ms()).await?;
+    let response = control_response(id, result, "resume")?;
     info!(workflow_id = %id, by = %who.name, "Workflow resumed.");
-    control_response(&id, result, "resume")
+    Ok(response)
 }
 
 async fn retry(
@@ -382,14 +433,15 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
+    let id = workflow_id(&id)?;
     let view = state
         .store
-        .get(&id)
+        .get(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(&id))?;
+        .ok_or_else(|| ApiError::not_found(id))?;
     if view.state != WfState::Failed {
         return control_response(
-            &id,
+            id,
             ControlResult::WrongState(view.state.as_str().to_string()),
             "retry",
         );
@@ -404,9 +456,10 @@ async fn retry(
         now_ms(),
         workflow.permits(step, Phase::Forward, &view.input),
     );
-    let result = state.store.retry(&id, &task, now_ms()).await?;
+    let result = state.store.retry(id, &task, now_ms()).await?;
+    let response = control_response(id, result, "retry")?;
     info!(workflow_id = %id, step, by = %who.name, "Workflow retried.");
-    control_response(&id, result, "retry")
+    Ok(response)
 }
 
 async fn signal(
@@ -417,9 +470,21 @@ async fn signal(
 ) -> Result<Response, ApiError> {
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
-    if !valid_label_part(&name) {
-        return Err(ApiError::bad_request(
-            "signal names are 1-63 characters of letters, digits, '-', '_', '.', '/'",
+    let id = workflow_id(&id)?;
+    if !is_name(&name) {
+        return Err(ApiError::bad_request(format!(
+            "signal names are {NAME_RULE}"
+        )));
+    }
+    let max = state.config.max_signal_bytes;
+    if body.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload too large",
+            format!(
+                "the signal payload is {} bytes; at most {max} bytes are accepted",
+                body.len()
+            ),
         ));
     }
     let payload: Value = if body.is_empty() {
@@ -427,7 +492,15 @@ async fn signal(
     } else {
         parse_json(&body)?
     };
-    let result = state.store.signal(&id, &name, &payload, now_ms()).await?;
+    let limits = SignalLimits {
+        per_name: state.config.max_queued_signals_per_name,
+        per_workflow: state.config.max_queued_signals,
+    };
+    let result = state
+        .store
+        .signal(id, &name, &payload, limits, now_ms())
+        .await?;
+    let response = control_response(id, result, "signal")?;
     info!(workflow_id = %id, signal = %name, by = %who.name, "Signal sent.");
-    control_response(&id, result, "signal")
+    Ok(response)
 }

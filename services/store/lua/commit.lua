@@ -7,11 +7,13 @@ ARGV     P, id, fencing token, now, history max, commit (json, see below), worke
            state, step, attempt, phase, cause?, output_step?, output?, progress?, error?, task?,
            permits? (the next task's, json, absent when none), due,
            wait ("none" | "signal" | "children" | "pause"), signal?, join?, children [{id, kind, input,
-           priority, labels, task, due}], history, resume_from?, handles_cancel, result?
+           priority, labels, task, due}], history, resume_from?, handles_cancel, result?,
+           max_descendants? (the most workflows the top-level workflow may create in all)
 Returns  {"ok"}, {"ok", "continued", claim} when the next task was leased back to the caller (claim as
          drover_claim returns it), {"ok", "duplicate"} for a retried commit that already applied,
-         {"stale"} when the token is not the current lease's (the attempt's result is discarded), or
-         {"gone"}
+         {"stale"} when the token is not the current lease's (the attempt's result is discarded),
+         {"limit", created, asked} when the children would take the top-level workflow past
+         max_descendants (nothing is written; the worker commits a failure instead), or {"gone"}
 Invariants: only the current lease holder commits; output, history, the next task, the release of the
 lease and of the step's permits happen together or not at all; a re-run of step N can never create
 step N+1 twice (the cursor moved, so the stale commit is refused).
@@ -19,6 +21,9 @@ step N+1 twice (the cursor moved, so the stale commit is refused).
 redis.register_function('drover_commit', function(keys, args)
   local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
   local wk = keys[1]
+  if not is_record(wk, id) then
+    return {'gone'}
+  end
   local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
     'priority', 'kids_step')
   if held[1] ~= token then
@@ -31,6 +36,21 @@ redis.register_function('drover_commit', function(keys, args)
     return {'stale'}
   end
   local c = cjson.decode(args[6])
+  -- Children count against their top-level workflow's budget; refused before anything is written.
+  local root_key, new_children = nil, 0
+  if c.wait == 'children' then
+    root_key = wfkey(P, redis.call('HGET', wk, 'root') or id)
+    for _, child in ipairs(c.children) do
+      if redis.call('EXISTS', wfkey(P, child.id)) == 0 then
+        new_children = new_children + 1
+      end
+    end
+    local made = tonumber(redis.call('HGET', root_key, 'descendants') or '0')
+    local max = tonumber(c.max_descendants or 0)
+    if max > 0 and new_children > 0 and made + new_children > max then
+      return {'limit', tostring(made), tostring(new_children)}
+    end
+  end
 
   redis.call('ZREM', P .. 'leases', id)
   if held[4] then
@@ -87,6 +107,9 @@ redis.register_function('drover_commit', function(keys, args)
         redis.call('RPUSH', wk .. ':kids', child.id)
         n = n + 1
       end
+    end
+    if n > 0 and redis.call('EXISTS', root_key) == 1 then
+      redis.call('HINCRBY', root_key, 'descendants', n)
     end
     redis.call('HSET', wk, 'kids_step', c.step, 'kids_pending', n, 'kids_failed', 0, 'join', c.join)
     if n == 0 or cancel_pending then

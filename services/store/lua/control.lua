@@ -8,14 +8,15 @@ drover_cancel   KEYS[1] record; ARGV P, id, now
 drover_pause    KEYS[1] record; ARGV P, id, now
   No new step of the workflow starts until it is resumed; a running step finishes.
 drover_resume   KEYS[1] record; ARGV P, id, now
-drover_signal   KEYS[1] record; ARGV P, id, name, payload, now
+drover_signal   KEYS[1] record; ARGV P, id, name, payload, now, max queued per name, max queued in all
   Delivers to a step waiting on `name`, or queues the payload for the next wait on it: each payload
-  reaches exactly one wait.
+  reaches exactly one wait. Returns {"full", "name"|"workflow", limit} and writes nothing when
+  queueing would pass a bound.
 drover_retry    KEYS[1] record; ARGV P, id, now, task (json), step, permits (json, "" for none)
   Resumes a failed workflow from `step` with a fresh attempt budget.
 ]]
-local function control_preamble(wk)
-  if redis.call('EXISTS', wk) == 0 then
+local function control_preamble(wk, id)
+  if not is_record(wk, id) then
     return {'notfound'}
   end
   local state = redis.call('HGET', wk, 'state')
@@ -27,7 +28,7 @@ end
 
 redis.register_function('drover_cancel', function(keys, args)
   local P, id, now = args[1], args[2], tonumber(args[3])
-  local refused = control_preamble(keys[1])
+  local refused = control_preamble(keys[1], id)
   if refused then
     return refused
   end
@@ -45,7 +46,7 @@ end)
 
 redis.register_function('drover_pause', function(keys, args)
   local P, id, now = args[1], args[2], tonumber(args[3])
-  local refused = control_preamble(keys[1])
+  local refused = control_preamble(keys[1], id)
   if refused then
     return refused
   end
@@ -56,7 +57,7 @@ end)
 
 redis.register_function('drover_resume', function(keys, args)
   local P, id, now = args[1], args[2], tonumber(args[3])
-  local refused = control_preamble(keys[1])
+  local refused = control_preamble(keys[1], id)
   if refused then
     return refused
   end
@@ -74,13 +75,28 @@ end)
 
 redis.register_function('drover_signal', function(keys, args)
   local P, id, name, payload, now = args[1], args[2], args[3], args[4], tonumber(args[5])
-  local refused = control_preamble(keys[1])
+  local per_name, per_workflow = tonumber(args[6]), tonumber(args[7])
+  local refused = control_preamble(keys[1], id)
   if refused then
     return refused
   end
+  local waiting = redis.call('HGET', keys[1], 'loc') == 'signal:' .. name
+  if not waiting then
+    if redis.call('LLEN', keys[1] .. ':sig:' .. name) >= per_name then
+      return {'full', 'name', per_name}
+    end
+    -- Bounded: every name in the set was signalled, and each queued payload counts against the limit.
+    local queued = 0
+    for _, n in ipairs(redis.call('SMEMBERS', keys[1] .. ':sigs')) do
+      queued = queued + redis.call('LLEN', keys[1] .. ':sig:' .. n)
+    end
+    if queued >= per_workflow then
+      return {'full', 'workflow', per_workflow}
+    end
+  end
   redis.call('SADD', keys[1] .. ':sigs', name)
   redis.call('HSET', keys[1], 'updated_ms', now)
-  if redis.call('HGET', keys[1], 'loc') == 'signal:' .. name then
+  if waiting then
     local step = redis.call('HGET', keys[1], 'step')
     redis.call('HSET', keys[1] .. ':rx', step .. ':' .. name, payload)
     enqueue_ready(P, id, now)
@@ -92,7 +108,7 @@ end)
 
 redis.register_function('drover_retry', function(keys, args)
   local P, id, now, task, step = args[1], args[2], tonumber(args[3]), args[4], args[5]
-  if redis.call('EXISTS', keys[1]) == 0 then
+  if not is_record(keys[1], id) then
     return {'notfound'}
   end
   local state = redis.call('HGET', keys[1], 'state')

@@ -20,6 +20,12 @@ local function wfkey(P, id)
   return P .. 'wf:' .. id
 end
 
+-- Whether `wk` is the record of workflow `id`, not one of its sub-keys (":out", ":hist", ...) nor any
+-- other key: every function checks this before it reads or writes anything of a workflow.
+local function is_record(wk, id)
+  return redis.call('TYPE', wk).ok == 'hash' and redis.call('HGET', wk, 'id') == id
+end
+
 local function score(priority, due)
   return (100 - priority) * PRIORITY_SPAN + due
 end
@@ -162,7 +168,9 @@ local function create(P, rec, now)
     'labels', cjson.encode(rec.labels or {}), 'created_ms', now, 'updated_ms', now,
     'step', 0, 'attempt', 1, 'phase', 'forward', 'task', rec.task, 'loc', '')
   if rec.parent then
-    redis.call('HSET', wk, 'parent', rec.parent)
+    -- The top-level workflow counts every workflow created under it (see max_descendants).
+    local root = redis.call('HGET', wfkey(P, rec.parent), 'root') or rec.parent
+    redis.call('HSET', wk, 'parent', rec.parent, 'root', root)
   end
   if rec.permits then
     redis.call('HSET', wk, 'permits', rec.permits)

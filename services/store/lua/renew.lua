@@ -7,6 +7,9 @@ Invariant: only the holder of the current token extends the lease; a lost lease 
 ]]
 redis.register_function('drover_renew', function(keys, args)
   local P, id, token, now, lease_ms = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
+  if not is_record(keys[1], id) then
+    return {0}
+  end
   local f = redis.call('HMGET', keys[1], 'lease_token', 'cancel')
   if f[1] ~= token then
     return {0}

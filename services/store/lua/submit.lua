@@ -26,6 +26,9 @@ redis.register_function('drover_submit', function(keys, args)
     end
   end
   if redis.call('EXISTS', keys[1]) == 1 then
+    if not is_record(keys[1], rec.id) then
+      return redis.error_reply('ERR ' .. keys[1] .. ' is not a workflow record')
+    end
     return {'existing', rec.id}
   end
   create(P, rec, now)

@@ -81,6 +81,14 @@ pub enum CommitResult {
     Duplicate,
     /// The lease moved on: the attempt's result was discarded.
     Stale,
+    /// The children would take the top-level workflow past its `max_descendants`; nothing was
+    /// written (the committer commits a failure instead).
+    DescendantLimit {
+        /// Workflows the top-level workflow has created so far.
+        created: u64,
+        /// New children this commit would have created.
+        asked: u64,
+    },
     Gone,
 }
 
@@ -123,6 +131,22 @@ pub struct Commit {
     handles_cancel: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
+    /// The most workflows the top-level workflow may create in all (0: no limit).
+    #[serde(skip_serializing_if = "is_zero")]
+    max_descendants: u64,
+}
+
+impl Commit {
+    /// Bounds the workflows the top-level workflow may create in all, this commit's children
+    /// included (0: no limit).
+    pub fn with_max_descendants(mut self, max: u64) -> Commit {
+        self.max_descendants = max;
+        self
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn phase_str(p: Phase) -> &'static str {
@@ -198,6 +222,7 @@ impl Commit {
             resume_from: t.resume_from,
             handles_cancel: t.handles_cancel,
             result,
+            max_descendants: 0,
         })
     }
 }
@@ -313,6 +338,10 @@ impl Store {
                 },
                 (Some("ok"), _, _) => CommitResult::Applied,
                 (Some("stale"), _, _) => CommitResult::Stale,
+                (Some("limit"), created, _) => CommitResult::DescendantLimit {
+                    created: created.and_then(|c| c.parse().ok()).unwrap_or(0),
+                    asked: word(2).and_then(|c| c.parse().ok()).unwrap_or(0),
+                },
                 _ => CommitResult::Gone,
             },
         )

@@ -16,6 +16,31 @@ pub enum ControlResult {
     Terminal(State),
     /// The control does not apply in this state (retry of a workflow that did not fail).
     WrongState(String),
+    /// A signal was not queued: the workflow already holds `limit` queued signals with this name
+    /// (`per_name`) or in all.
+    QueueFull {
+        per_name: bool,
+        limit: u64,
+    },
+}
+
+/// Bounds on the signals a workflow holds before it waits on them.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalLimits {
+    /// Queued payloads per signal name.
+    pub per_name: u64,
+    /// Queued payloads per workflow, all names together.
+    pub per_workflow: u64,
+}
+
+impl Default for SignalLimits {
+    /// The API's defaults.
+    fn default() -> Self {
+        SignalLimits {
+            per_name: 16,
+            per_workflow: 64,
+        }
+    }
 }
 
 fn parse(reply: Vec<String>) -> ControlResult {
@@ -28,6 +53,10 @@ fn parse(reply: Vec<String>) -> ControlResult {
                 .unwrap_or(State::Failed),
         ),
         Some("state") => ControlResult::WrongState(reply.get(1).cloned().unwrap_or_default()),
+        Some("full") => ControlResult::QueueFull {
+            per_name: reply.get(1).map(String::as_str) == Some("name"),
+            limit: reply.get(2).and_then(|l| l.parse().ok()).unwrap_or(0),
+        },
         _ => ControlResult::NotFound,
     }
 }
@@ -40,6 +69,9 @@ impl Store {
         extra: &[String],
         now_ms: u64,
     ) -> Result<ControlResult> {
+        if !crate::plausible_id(id) {
+            return Ok(ControlResult::NotFound);
+        }
         let mut call = self.fcall(name, &self.wf_key(id)).arg(id);
         for e in extra {
             call = call.arg(e);
@@ -65,14 +97,30 @@ impl Store {
         id: &str,
         name: &str,
         payload: &Value,
+        limits: SignalLimits,
         now_ms: u64,
     ) -> Result<ControlResult> {
-        let extra = [name.to_string(), serde_json::to_string(payload)?];
-        self.control("drover_signal", id, &extra, now_ms).await
+        if !crate::plausible_id(id) {
+            return Ok(ControlResult::NotFound);
+        }
+        let reply: Vec<String> = self
+            .fcall("drover_signal", &self.wf_key(id))
+            .arg(id)
+            .arg(name)
+            .arg(serde_json::to_string(payload)?)
+            .arg(now_ms)
+            .arg(limits.per_name)
+            .arg(limits.per_workflow)
+            .run()
+            .await?;
+        Ok(parse(reply))
     }
 
     /// Resumes a failed workflow with `task` (built by the engine core from its resume point).
     pub async fn retry(&self, id: &str, task: &Task, now_ms: u64) -> Result<ControlResult> {
+        if !crate::plausible_id(id) {
+            return Ok(ControlResult::NotFound);
+        }
         let reply: Vec<String> = self
             .fcall("drover_retry", &self.wf_key(id))
             .arg(id)

@@ -8,6 +8,7 @@
 
 mod claim;
 mod control;
+mod handback;
 mod query;
 mod submit;
 
@@ -17,18 +18,20 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use claim::{Claim, Claimed, Commit, CommitChild, CommitResult, Continue, Renewal};
-pub use control::ControlResult;
+pub use control::{ControlResult, SignalLimits};
+pub use handback::Handback;
 pub use query::{Filter, Page, WorkflowView};
 pub use submit::{NewWorkflow, Submitted};
 
 /// The function library: shared helpers first, then one file per function.
-const LIBRARY: [&str; 6] = [
+const LIBRARY: [&str; 7] = [
     include_str!("../lua/lib.lua"),
     include_str!("../lua/submit.lua"),
     include_str!("../lua/claim.lua"),
     include_str!("../lua/commit.lua"),
     include_str!("../lua/renew.lua"),
     include_str!("../lua/control.lua"),
+    include_str!("../lua/handback.lua"),
 ];
 const TRIM: &str = include_str!("../lua/trim.lua");
 
@@ -41,6 +44,8 @@ pub enum Error {
     Corrupt { id: String, reason: String },
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0:?} is not a workflow id")]
+    InvalidId(String),
 }
 
 impl Error {
@@ -65,6 +70,18 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `id` can name a workflow record at all. Ids are parts of key names: one with a `:` would
+/// reach a workflow's sub-keys (`<id>:out`), so such ids name nothing. The API checks the exact form
+/// ids take (`drover_workflows::is_workflow_id`); this is the store's own line of defence, and every
+/// Lua function also checks that its key is a workflow record.
+pub(crate) fn plausible_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 512
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b':' && b != b'{' && b != b'}')
+}
 
 /// How the store reaches and lays out Redis.
 #[derive(Debug, Clone)]

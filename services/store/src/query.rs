@@ -102,8 +102,9 @@ fn view(rec: &BTreeMap<String, String>) -> Option<WorkflowView> {
     })
 }
 
-const SUMMARY_FIELDS: [&str; 19] = [
+const SUMMARY_FIELDS: [&str; 20] = [
     "id",
+    "parent",
     "kind",
     "state",
     "paused",
@@ -127,6 +128,9 @@ const SUMMARY_FIELDS: [&str; 19] = [
 impl Store {
     /// One workflow with its outputs, history and children.
     pub async fn get(&self, id: &str) -> Result<Option<WorkflowView>> {
+        if !crate::plausible_id(id) {
+            return Ok(None);
+        }
         let mut conn = self.conn.clone();
         let wk = self.wf_key(id);
         let (rec, out, hist, kids): (redis::Value, redis::Value, Vec<String>, Vec<String>) =
@@ -137,7 +141,7 @@ impl Store {
                 .lrange(format!("{wk}:kids"), 0, -1)
                 .query_async(&mut conn)
                 .await?;
-        let Some(mut v) = view(&pairs(&rec)) else {
+        let Some(mut v) = view(&pairs(&rec)).filter(|v| v.id == id) else {
             return Ok(None);
         };
         v.outputs = Some(

@@ -70,6 +70,9 @@ impl Store {
         idempotency: Option<(&str, Duration)>,
         now_ms: u64,
     ) -> Result<Submitted> {
+        if !crate::plausible_id(&wf.id) {
+            return Err(crate::Error::InvalidId(wf.id.clone()));
+        }
         let (key, ttl) = idempotency.unwrap_or(("", Duration::ZERO));
         let reply: (String, String) = self
             .fcall("drover_submit", &self.wf_key(&wf.id))
