@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use apalis::prelude::{BoxDynError, TaskSink, WorkerBuilder, WorkerBuilderExt};
-use drover_store::{NewWorkflow, Store, WorkflowView};
-use drover_workflows::{Registry, State};
+use drover_store::{Store, Submission, WorkflowView};
+use drover_workflows::State;
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
@@ -608,21 +608,15 @@ fn noop_input(steps: usize) -> Value {
 
 /// Submits one workflow per id through `Store::submit`, 64 at a time.
 async fn submit_all(store: &Store, ids: &[String], input: &Value) -> Result<()> {
-    let registry = Registry::builtin();
+    let registry = drover_kinds::builtin();
     futures::stream::iter(ids)
         .map(|id| {
             let registry = &registry;
             async move {
-                let now = now_ms();
-                let wf = NewWorkflow {
-                    id: id.clone(),
-                    kind: "synthetic".into(),
-                    input: input.clone(),
-                    priority: 0,
-                    labels: BTreeMap::new(),
-                    task: registry.first_task("synthetic", input, now)?,
-                };
-                let submitted = store.submit(&wf, None, now).await?;
+                let submission = Submission::new("synthetic", input.clone());
+                let submitted = store
+                    .submit_new(registry, id.clone(), submission, None, now_ms())
+                    .await?;
                 ensure!(submitted.created, "workflow {id} already existed");
                 Ok(())
             }

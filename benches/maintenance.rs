@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use drover_lab::{Lab, LabConfig, LabHandle, Scenario};
-use drover_store::{NewWorkflow, Store};
+use drover_store::{Store, Submission};
+use drover_workflows::State;
 use drover_workflows::ports::Ports;
-use drover_workflows::{Registry, State};
 use serde_json::json;
 
 const COMMAND: &str = "cargo bench --bench maintenance";
@@ -210,11 +210,8 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
     let cluster = drover_kube::Cluster::connect(&drover_kube::Target::Url(lab.kube_url())).await?;
     let (stop, rx) = tokio::sync::watch::channel(false);
     for i in 0..2 {
-        let ports = Ports {
-            clock: Arc::new(drover_worker::ports::TokioClock),
-            probe: None,
-            kube: Some(cluster.clone().port()),
-        };
+        let ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
+            .with_kube(cluster.clone().port());
         let config = drover_worker::Config {
             name: Some(format!("bench-{i}")),
             ..drover_worker::Config::default()
@@ -222,7 +219,7 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
         let mut rx = rx.clone();
         tokio::spawn(drover_worker::run(
             store.clone(),
-            Registry::builtin(),
+            drover_kinds::builtin(),
             ports,
             config,
             async move {
@@ -231,18 +228,17 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
         ));
     }
     let input = json!({"nodes": plan, "max_in_maintenance": 1, "non_migratable": "skip", "maintenance": "wait-for-signal", "poll_ms": POLL_MS});
-    let task = Registry::builtin().first_task("rolling-maintenance", &input, now_ms())?;
-    let id = "maintenance-bench".to_string();
-    let wf = NewWorkflow {
-        id: id.clone(),
-        kind: "rolling-maintenance".into(),
-        input,
-        priority: 0,
-        labels: Default::default(),
-        task,
-    };
+    let id = "0192f0c1-7d2e-7a4b-9c3d-00000000be4c".to_string();
     let t0 = lab.sim_time();
-    store.submit(&wf, None, now_ms()).await?;
+    store
+        .submit_new(
+            &drover_kinds::builtin(),
+            id.clone(),
+            Submission::new("rolling-maintenance", input),
+            None,
+            now_ms(),
+        )
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut maintained = std::collections::BTreeSet::new();
     let view = loop {

@@ -20,7 +20,7 @@ pub(crate) struct Api {
 }
 
 pub(crate) async fn start_api(store: &drover_store::Store) -> Api {
-    start_api_with(store, Registry::builtin(), |_| {}).await
+    start_api_with(store, drover_kinds::builtin(), |_| {}).await
 }
 
 /// The API with its config adjusted by `tune` and the given kinds.

@@ -276,20 +276,15 @@ async fn redis_killed_mid_run_loses_no_acknowledged_submission() {
         let store = store.clone();
         tokio::spawn(async move {
             let mut acked = Vec::new();
-            let registry = drover_workflows::Registry::builtin();
+            let registry = drover_kinds::builtin();
             let input = json!({"steps": 3, "min_ms": 10, "max_ms": 100});
             let end = Instant::now() + Duration::from_secs(6);
             while Instant::now() < end {
-                let task = registry.first_task("synthetic", &input, now_ms()).unwrap();
-                let wf = drover_store::NewWorkflow {
-                    id: uuid_like(),
-                    kind: "synthetic".into(),
-                    input: input.clone(),
-                    priority: 0,
-                    labels: Default::default(),
-                    task,
-                };
-                if let Ok(s) = store.submit(&wf, None, now_ms()).await {
+                let submission = drover_store::Submission::new("synthetic", input.clone());
+                let submitted = store
+                    .submit_new(&registry, uuid_like(), submission, None, now_ms())
+                    .await;
+                if let Ok(s) = submitted {
                     acked.push(s.id);
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -36,11 +36,8 @@ pub async fn rig_with(n: usize, config: LabConfig) -> Rig {
         .expect("kube client");
     let workers = (0..n)
         .map(|i| {
-            let ports = Ports {
-                clock: Arc::new(drover_worker::ports::TokioClock),
-                probe: None,
-                kube: Some(cluster.clone().port()),
-            };
+            let ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
+                .with_kube(cluster.clone().port());
             InProcessWorker::start_with_ports(&store, worker_config(&format!("drain-{i}")), ports)
         })
         .collect();
@@ -362,7 +359,7 @@ async fn a_worker_killed_mid_drain_resumes_without_duplicate_migrations() {
     let mut expected = std::collections::BTreeSet::new();
     for child in v.children.as_ref().unwrap() {
         let c = store.get(child).await.unwrap().unwrap();
-        expected.insert(drover_workflows::migrate_vmi::migration_name(
+        expected.insert(drover_kinds::cluster::migration_name(
             &c.id,
             c.input["vmi"].as_str().unwrap(),
         ));

@@ -39,17 +39,15 @@ async fn commit_as(
     outcome: Outcome,
     continue_as: Option<&str>,
 ) -> (&'static str, Option<drover_store::Claim>) {
-    let registry = drover_workflows::Registry::builtin();
-    let wf = registry.get(&c.kind).unwrap().clone();
-    let steps = wf.steps(&c.input);
-    let input = c.input.clone();
+    let loaded = drover_kinds::builtin().load(&c.kind, &c.input).unwrap();
+    let wf = drover_workflows::Versioned::new(loaded.as_ref(), c.steps.as_deref());
     let t = decide(
         &c.snapshot(),
-        &steps,
+        wf.steps(),
         Event::Outcome(outcome),
         now_ms(),
         0.5,
-        &|s, p| wf.permits(s, p, &input),
+        &|s, p| wf.permits(s, p),
     );
     let history =
         json!({"step": c.step, "attempt": c.attempt, "token": c.token, "outcome": t.outcome});
@@ -547,20 +545,11 @@ async fn due_timers_past_8000_are_promoted_in_bounded_batches() {
     let store = redis.store().await;
     let n = 10_000;
     let due = now_ms() + 500;
-    let registry = drover_workflows::Registry::builtin();
+    let registry = drover_kinds::builtin();
     for _ in 0..n {
-        let mut task = registry
-            .first_task("synthetic", &json!({"steps": 1}), now_ms())
-            .unwrap();
-        task.due_ms = due;
-        let wf = drover_store::NewWorkflow {
-            id: uuid_like(),
-            kind: "synthetic".into(),
-            input: json!({"steps": 1}),
-            priority: 0,
-            labels: Default::default(),
-            task,
-        };
+        // Prepared as due later: a submission whose first task waits in the timer set.
+        let submission = drover_store::Submission::new("synthetic", json!({"steps": 1}));
+        let wf = registry.prepare(uuid_like(), submission, due).unwrap();
         store.submit(&wf, None, now_ms()).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(600)).await;

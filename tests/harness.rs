@@ -2,14 +2,13 @@
 //! processes of the real binary, in-process workers and API servers, and waiting on conditions with
 //! deadlines instead of bare sleeps.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drover_store::{NewWorkflow, Store};
-use drover_workflows::Registry;
+use drover_store::probe::RedisProbe;
+use drover_store::{Store, Submission};
 use drover_workflows::ports::Ports;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -161,13 +160,8 @@ pub struct InProcessWorker {
 
 impl InProcessWorker {
     pub fn start(store: &Store, config: drover_worker::Config) -> InProcessWorker {
-        let ports = Ports {
-            clock: Arc::new(drover_worker::ports::TokioClock),
-            kube: None,
-            probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(
-                store.clone(),
-            ))),
-        };
+        let ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
+            .with_probe(Arc::new(RedisProbe::new(store.clone())));
         InProcessWorker::start_with_ports(store, config, ports)
     }
 
@@ -180,7 +174,7 @@ impl InProcessWorker {
         let mut rx2 = rx.clone();
         let handle = tokio::spawn(drover_worker::run(
             store.clone(),
-            Registry::builtin(),
+            drover_kinds::builtin(),
             ports,
             config,
             async move {
@@ -292,24 +286,32 @@ impl Drop for WorkerProcess {
     }
 }
 
-/// Submits a workflow straight through the store (as the API does after validation).
+/// Submits a workflow straight through the store, the way the API does.
 pub async fn submit(store: &Store, kind: &str, input: Value, priority: i32) -> String {
-    let registry = Registry::builtin();
-    let now = now_ms();
-    let task = registry.first_task(kind, &input, now).expect("valid input");
-    let wf = NewWorkflow {
-        id: uuid_like(),
-        kind: kind.to_string(),
-        input,
-        priority,
-        labels: BTreeMap::new(),
-        task,
-    };
-    store.submit(&wf, None, now).await.expect("submit").id
+    store
+        .submit_new(
+            &drover_kinds::builtin(),
+            uuid_like(),
+            Submission::new(kind, input).priority(priority),
+            None,
+            now_ms(),
+        )
+        .await
+        .expect("submit")
+        .id
 }
 
+/// A random id in the form the API gives workflows (a UUID).
 pub fn uuid_like() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let h = format!("{:032x}", rand::random::<u128>());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Waits until every workflow in `ids` has ended; returns their final views.

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use drover_workflows::Registry;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -551,7 +550,7 @@ async fn redis_functions_refuse_keys_that_are_not_workflow_records() {
 async fn queued_signals_are_bounded_per_name_and_per_workflow() {
     let redis = Redis::start_with(true);
     let store = redis.store().await;
-    let api = start_api_with(&store, Registry::builtin(), |c| {
+    let api = start_api_with(&store, drover_kinds::builtin(), |c| {
         c.max_queued_signals = 20;
         c.max_queued_signals_per_name = 8;
         c.max_signal_bytes = 1024;
@@ -633,7 +632,12 @@ async fn descendants_are_bounded_at_submission_and_when_children_start() {
     let two_levels = json!({"steps": 1, "fan_out": {"step": 0, "children": 4,
         "child": {"steps": 1, "fan_out": {"step": 0, "children": 4, "child": {"steps": 1}}}}});
     // Refused at submission where the input already says it: 4 + 16 = 20 > 10.
-    let strict = start_api_with(&store, Registry::builtin().with_max_descendants(10), |_| {}).await;
+    let strict = start_api_with(
+        &store,
+        drover_kinds::builtin().with_max_descendants(10),
+        |_| {},
+    )
+    .await;
     let before = key_count(&store).await;
     let (status, body) = strict
         .post(
@@ -671,12 +675,8 @@ async fn descendants_are_bounded_at_submission_and_when_children_start() {
     let mut rx2 = rx.clone();
     let worker = tokio::spawn(drover_worker::run(
         store.clone(),
-        Registry::builtin().with_max_descendants(10),
-        drover_workflows::ports::Ports {
-            clock: std::sync::Arc::new(drover_worker::ports::TokioClock),
-            kube: None,
-            probe: None,
-        },
+        drover_kinds::builtin().with_max_descendants(10),
+        drover_workflows::ports::Ports::new(std::sync::Arc::new(drover_worker::ports::TokioClock)),
         worker_config("strict"),
         async move {
             let _ = rx2.wait_for(|s| *s).await;
@@ -759,7 +759,7 @@ async fn descendants_are_bounded_at_submission_and_when_children_start() {
 async fn slow_clients_are_cut_off_while_others_are_served() {
     let redis = Redis::start();
     let store = redis.store().await;
-    let api = start_api_with(&store, Registry::builtin(), |c| {
+    let api = start_api_with(&store, drover_kinds::builtin(), |c| {
         c.header_timeout_ms = 600;
         c.body_timeout_ms = 600;
         c.max_connections = 8;

@@ -59,7 +59,7 @@ impl KubeConfig {
 impl Config {
     /// The workflow kinds this process knows, with the configured limits.
     pub fn registry(&self) -> drover_workflows::Registry {
-        drover_workflows::Registry::builtin().with_max_descendants(
+        drover_kinds::builtin().with_max_descendants(
             self.max_descendants
                 .unwrap_or(drover_workflows::DEFAULT_MAX_DESCENDANTS),
         )

@@ -126,22 +126,16 @@ pub async fn worker_ports(
     store: &drover_store::Store,
     kube: &config::KubeConfig,
 ) -> anyhow::Result<Ports> {
-    let kube = match kube.target()? {
-        Some(target) => Some(
-            drover_kube::Cluster::connect(&target)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?
-                .port(),
-        ),
-        None => None,
-    };
-    Ok(Ports {
-        clock: Arc::new(drover_worker::ports::TokioClock),
-        probe: Some(Arc::new(drover_worker::ports::RedisProbe::new(
-            store.clone(),
-        ))),
-        kube,
-    })
+    let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock)).with_probe(Arc::new(
+        drover_store::probe::RedisProbe::new(store.clone()),
+    ));
+    if let Some(target) = kube.target()? {
+        let cluster = drover_kube::Cluster::connect(&target)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
+        ports = ports.with_kube(cluster.port());
+    }
+    Ok(ports)
 }
 
 async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {

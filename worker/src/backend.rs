@@ -22,7 +22,7 @@ use apalis_core::worker::context::WorkerContext;
 use drover_store::Claim;
 use tracing::{debug, warn};
 
-use crate::service::CommitLayer;
+use crate::service::{Attempt, CommitLayer};
 use crate::{Runner, lock, now_ms};
 
 type Fetch = Pin<Box<dyn Future<Output = Vec<Claim>> + Send>>;
@@ -115,7 +115,7 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
 }
 
 impl Backend for StoreBackend {
-    type Task = Task<Arc<Claim>>;
+    type Task = Task<Arc<Attempt>>;
     type Error = BackendError;
 
     fn poll_ready(
@@ -153,7 +153,7 @@ impl Backend for StoreBackend {
             Some(claim) => {
                 // The task id names the attempt: workflow, step, fencing token.
                 let id = TaskId::String(format!("{}/{}#{}", claim.id, claim.step, claim.token));
-                Poll::Ready(Some(Ok(TaskBuilder::new(Arc::new(claim))
+                Poll::Ready(Some(Ok(TaskBuilder::new(Arc::new(Attempt::new(claim)))
                     .task_id(id)
                     .build())))
             }
@@ -175,7 +175,7 @@ impl Backend for StoreBackend {
 }
 
 impl BackendConfig for StoreBackend {
-    type Args = Arc<Claim>;
+    type Args = Arc<Attempt>;
     type Id = RandomId;
     type Kind = Ephemeral;
     type Config = ();

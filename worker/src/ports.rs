@@ -1,12 +1,9 @@
-//! The worker's implementations of the workflow ports that need no external system: the clock, and
-//! the probe the synthetic workload reports permit holding to (a Redis list the tests read).
+//! The worker's implementation of the one port that needs no external system: the clock. (The test
+//! probe lives with the store, `drover_store::probe`; the adapters in `services/` implement the rest.)
 
 use std::time::Duration;
 
-use drover_store::Store;
-use drover_workflows::ports::{BoxFuture, Clock, Probe, ProbeEvent};
-use redis::AsyncCommands;
-use tracing::warn;
+use drover_workflows::ports::{BoxFuture, Clock};
 
 /// Wall-clock time and tokio timers.
 pub struct TokioClock;
@@ -18,36 +15,5 @@ impl Clock for TokioClock {
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(tokio::time::sleep(duration))
-    }
-}
-
-/// Appends probe events to `<prefix>probe` in the store's Redis.
-pub struct RedisProbe {
-    store: Store,
-}
-
-impl RedisProbe {
-    pub fn new(store: Store) -> RedisProbe {
-        RedisProbe { store }
-    }
-
-    pub fn key(store: &Store) -> String {
-        format!("{}probe", store.prefix())
-    }
-}
-
-impl Probe for RedisProbe {
-    fn record(&self, event: ProbeEvent) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let Ok(line) = serde_json::to_string(&event) else {
-                return;
-            };
-            let mut conn = self.store.connection();
-            let pushed: redis::RedisResult<()> =
-                conn.rpush(RedisProbe::key(&self.store), line).await;
-            if let Err(e) = pushed {
-                warn!(error = %e, "Probe event lost.");
-            }
-        })
     }
 }

@@ -7,14 +7,16 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
-use drover_store::{Claim, Commit, CommitChild, CommitResult, NewWorkflow, Renewal};
-use drover_workflows::{Event, Outcome, Phase, StepContext, decide};
+use drover_store::{Claim, Commit, CommitChild, CommitResult, Renewal};
+use drover_workflows::{
+    Event, Loaded, Outcome, Phase, Registry, StepContext, Submission, Versioned, decide,
+};
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 use tracing::{debug, info, warn};
@@ -35,7 +37,7 @@ impl StepService {
     }
 }
 
-impl Service<Task<Arc<Claim>>> for StepService {
+impl Service<Task<Arc<Attempt>>> for StepService {
     type Response = Event;
     type Error = BoxDynError;
     type Future = BoxFut<Result<Event, BoxDynError>>;
@@ -44,29 +46,69 @@ impl Service<Task<Arc<Claim>>> for StepService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, task: Task<Arc<Claim>>) -> Self::Future {
+    fn call(&mut self, task: Task<Arc<Attempt>>) -> Self::Future {
         let runner = self.runner.clone();
         Box::pin(async move { Ok(run_step(&runner, &task.args).await) })
     }
 }
 
-async fn run_step(runner: &Runner, claim: &Claim) -> Event {
-    let workflow = match runner.registry.get(&claim.kind) {
-        Ok(w) => w.clone(),
-        Err(e) => {
-            return Event::Outcome(Outcome::Fail {
-                error: e.to_string(),
-            });
+/// A claim being run, with its workflow loaded (the input parsed and checked) once for the whole
+/// attempt: the step and the commit after it share it.
+pub struct Attempt {
+    pub claim: Claim,
+    loaded: OnceLock<Result<Arc<dyn Loaded>, String>>,
+}
+
+impl Attempt {
+    pub fn new(claim: Claim) -> Attempt {
+        Attempt {
+            claim,
+            loaded: OnceLock::new(),
         }
+    }
+
+    /// The claim's workflow, loaded on first use.
+    pub fn workflow(&self, registry: &Registry) -> Result<&Arc<dyn Loaded>, String> {
+        self.loaded
+            .get_or_init(|| {
+                registry
+                    .load(&self.claim.kind, &self.claim.input)
+                    .map(Arc::from)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The workflow seen through the step names it was submitted with.
+    fn versioned<'a>(&'a self, loaded: &'a Arc<dyn Loaded>) -> Versioned<'a> {
+        Versioned::new(loaded.as_ref(), self.claim.steps.as_deref())
+    }
+}
+
+impl std::ops::Deref for Attempt {
+    type Target = Claim;
+
+    fn deref(&self) -> &Claim {
+        &self.claim
+    }
+}
+
+async fn run_step(runner: &Runner, attempt: &Attempt) -> Event {
+    let claim = &attempt.claim;
+    let loaded = match attempt.workflow(&runner.registry) {
+        Ok(w) => w,
+        Err(error) => return Event::Outcome(Outcome::Fail { error }),
     };
     if claim.cancel_requested && claim.phase == Phase::Forward {
         return Event::Cancel;
     }
-    let steps = workflow.steps(&claim.input);
+    let workflow = attempt.versioned(loaded);
+    let steps = workflow.steps();
     let Some(def) = steps.get(claim.step) else {
         return Event::Outcome(Outcome::Fail {
             error: format!(
-                "step {} does not exist in this version of {}",
+                "step {} does not exist in this workflow of {}",
                 claim.step, claim.kind
             ),
         });
@@ -99,7 +141,6 @@ async fn run_step(runner: &Runner, claim: &Claim) -> Event {
         .collect();
     let ctx = StepContext {
         workflow_id: &claim.id,
-        input: &claim.input,
         step: claim.step,
         attempt: claim.attempt,
         phase: claim.phase,
@@ -111,11 +152,7 @@ async fn run_step(runner: &Runner, claim: &Claim) -> Event {
         resumes: claim.resumes,
         ports: &runner.ports,
     };
-    let outcome = match claim.phase {
-        Phase::Forward => workflow.run(&ctx).await,
-        Phase::Compensate => workflow.compensate(&ctx).await,
-    };
-    Event::Outcome(outcome)
+    Event::Outcome(workflow.run(&ctx).await)
 }
 
 /// The backend's middleware: lease renewal and commit around everything else.
@@ -148,9 +185,9 @@ pub struct CommitService<S> {
     runner: Arc<Runner>,
 }
 
-impl<S> Service<Task<Arc<Claim>>> for CommitService<S>
+impl<S> Service<Task<Arc<Attempt>>> for CommitService<S>
 where
-    S: Service<Task<Arc<Claim>>, Response = Event>,
+    S: Service<Task<Arc<Attempt>>, Response = Event>,
     S::Error: Into<BoxDynError>,
     S::Future: Send + 'static,
 {
@@ -162,7 +199,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, task: Task<Arc<Claim>>) -> Self::Future {
+    fn call(&mut self, task: Task<Arc<Attempt>>) -> Self::Future {
         let claim = Arc::clone(&task.args);
         let runner = self.runner.clone();
         let attempt = self.inner.call(task);
@@ -224,17 +261,18 @@ async fn hold_lease(runner: &Runner, claim: &Claim) {
 
 /// Decides the transition for `event` and commits it, retrying transient store errors while the
 /// lease can still be valid (a commit is idempotent per token).
-pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
+pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
     let started = std::time::Instant::now();
-    let Ok(workflow) = runner.registry.get(&claim.kind).cloned() else {
-        warn!(workflow_id = %claim.id, kind = %claim.kind, "Unknown kind at commit; leaving the lease to expire.");
+    let claim = &attempt.claim;
+    let Ok(loaded) = attempt.workflow(&runner.registry) else {
+        warn!(workflow_id = %claim.id, kind = %claim.kind, "Unknown kind or unreadable input at commit; leaving the lease to expire.");
         return;
     };
-    let steps = workflow.steps(&claim.input);
-    let input = claim.input.clone();
-    let permits = move |step: usize, phase: Phase| workflow.permits(step, phase, &input);
+    let workflow = attempt.versioned(loaded);
+    let steps = workflow.steps();
+    let permits = |step: usize, phase: Phase| workflow.permits(step, phase);
     let mut event = event;
-    // Children get their first task now, validated like a submission.
+    // Children are checked and get their first task now, as any submission.
     let mut children = Vec::new();
     if let Event::Outcome(Outcome::Spawn {
         children: specs, ..
@@ -243,15 +281,12 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
         let now = now_ms();
         let mut built = Vec::new();
         for (k, spec) in specs.iter().enumerate() {
-            match runner.registry.first_task(&spec.kind, &spec.input, now) {
-                Ok(task) => built.push(CommitChild(NewWorkflow {
-                    id: format!("{}.s{}t{}.{k}", claim.id, claim.step, claim.token),
-                    kind: spec.kind.clone(),
-                    input: spec.input.clone(),
-                    priority: spec.priority,
-                    labels: BTreeMap::from([("parent".to_string(), claim.id.clone())]),
-                    task,
-                })),
+            let submission = Submission::new(spec.kind.clone(), spec.input.clone())
+                .priority(spec.priority)
+                .label("parent", claim.id.clone());
+            let id = format!("{}.s{}t{}.{k}", claim.id, claim.step, claim.token);
+            match runner.registry.prepare(id, submission, now) {
+                Ok(child) => built.push(CommitChild(child)),
                 Err(e) => {
                     built.clear();
                     event = Event::Outcome(Outcome::Fail {
@@ -266,7 +301,7 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
     let now = now_ms();
     let transition = decide(
         &claim.snapshot(),
-        &steps,
+        steps,
         event,
         now,
         rand::random::<f64>(),
@@ -347,7 +382,7 @@ pub async fn finish(runner: &Runner, claim: &Claim, event: Event) {
                 warn!(workflow_id = %claim.id, step = claim.step, asked, created, "Children refused: descendant limit reached.");
                 return Box::pin(finish(
                     runner,
-                    claim,
+                    attempt,
                     Event::Outcome(Outcome::Fail { error }),
                 ))
                 .await;

@@ -1,6 +1,10 @@
-//! The [`Workflow`] trait every workflow kind implements, and the [`StepContext`] a step runs with.
-//! Steps are reconcilers: they read the world, act only if needed, name what they create from the
-//! workflow id, and return an [`Outcome`].
+//! How the engine sees a workflow kind. A kind is an object-safe [`Workflow`]: given a submission's
+//! input it loads a [`Loaded`] workflow (the input parsed and checked once per attempt) that lists
+//! its steps, their permits, and runs them. Kinds are not written against these traits by hand: the
+//! typed SDK in [`crate::sdk`] adapts a [`crate::sdk::Kind`] to them.
+//!
+//! [`Versioned`] runs a loaded workflow through the step names it was submitted with, so a worker of
+//! a newer build continues in-flight workflows by name (see ARCHITECTURE.md, "Versioned steps").
 
 use std::collections::BTreeMap;
 
@@ -39,10 +43,10 @@ impl StepDef {
     }
 }
 
-/// What one run of a step sees.
+/// What one run of a step sees, as the worker hands it over.
 pub struct StepContext<'a> {
     pub workflow_id: &'a str,
-    pub input: &'a Value,
+    /// Index of the step in the workflow's step list.
     pub step: usize,
     pub attempt: u32,
     pub phase: Phase,
@@ -60,35 +64,123 @@ pub struct StepContext<'a> {
     pub ports: &'a Ports,
 }
 
-/// A workflow kind: its input validation, its steps and what each step does.
-#[async_trait]
+/// A workflow kind, as the registry holds it.
 pub trait Workflow: Send + Sync {
     /// The kind's name, as submitted (`drain-node`).
     fn kind(&self) -> &'static str;
 
-    /// Checks a submission's input; the error says what to fix.
-    fn validate(&self, input: &Value) -> Result<(), String>;
+    /// Parses and checks an input; the error says what to fix.
+    fn load(&self, input: &Value) -> Result<Box<dyn Loaded>, String>;
+}
 
-    /// The steps, in order. May depend on the (valid) input.
-    fn steps(&self, input: &Value) -> Vec<StepDef>;
+/// A workflow kind with its input parsed and checked.
+#[async_trait]
+pub trait Loaded: Send + Sync {
+    /// The steps, in order.
+    fn steps(&self) -> &[StepDef];
 
     /// The most workflows this input makes the workflow create, its children's children included, as
     /// far as the input alone says (a drain's migrations depend on the cluster and are bounded when
     /// they are started). Submission refuses an input whose count exceeds the configured maximum.
-    fn descendants(&self, _input: &Value) -> u64 {
-        0
-    }
+    fn descendants(&self) -> u64;
 
-    /// Permits the step needs before it may run. None by default.
-    fn permits(&self, _step: usize, _phase: Phase, _input: &Value) -> Vec<Permit> {
-        Vec::new()
-    }
+    /// Permits step `step` needs before it may run in `phase`.
+    fn permits(&self, step: usize, phase: Phase) -> Vec<Permit>;
 
     /// Runs step `ctx.step` forward.
     async fn run(&self, ctx: &StepContext<'_>) -> Outcome;
 
     /// Undoes step `ctx.step`; only called for steps declared compensable.
-    async fn compensate(&self, _ctx: &StepContext<'_>) -> Outcome {
-        Outcome::Done(Value::Null)
+    async fn compensate(&self, ctx: &StepContext<'_>) -> Outcome;
+}
+
+/// A loaded workflow seen through the step names it was submitted with. Step indexes (the task's
+/// step, the outputs' keys, history) are positions in that recorded list; each recorded name runs
+/// as the step of that name in this build, wherever this build puts it. A recorded step this build
+/// no longer has fails the workflow with a message that says so: no other step ever runs under its
+/// index. Workflows recorded without names (submitted before names were recorded) use this build's
+/// list as it is.
+pub struct Versioned<'a> {
+    loaded: &'a dyn Loaded,
+    /// For each recorded step, its index in this build's list.
+    map: Vec<Option<usize>>,
+    steps: Vec<StepDef>,
+}
+
+impl<'a> Versioned<'a> {
+    pub fn new(loaded: &'a dyn Loaded, recorded: Option<&[String]>) -> Versioned<'a> {
+        let current = loaded.steps();
+        let Some(recorded) = recorded.filter(|r| !r.is_empty()) else {
+            return Versioned {
+                loaded,
+                map: (0..current.len()).map(Some).collect(),
+                steps: current.to_vec(),
+            };
+        };
+        let map: Vec<Option<usize>> = recorded
+            .iter()
+            .map(|name| current.iter().position(|s| &s.name == name))
+            .collect();
+        let steps = recorded
+            .iter()
+            .zip(&map)
+            .map(|(name, at)| match at {
+                Some(i) => current[*i].clone(),
+                // Kept in the list so indexes stay those of the recorded list; running it fails.
+                None => StepDef::new(name.clone()),
+            })
+            .collect();
+        Versioned { loaded, map, steps }
+    }
+
+    /// The workflow's steps, indexed as recorded.
+    pub fn steps(&self) -> &[StepDef] {
+        &self.steps
+    }
+
+    /// The recorded step names.
+    pub fn names(&self) -> Vec<String> {
+        self.steps.iter().map(|s| s.name.clone()).collect()
+    }
+
+    pub fn permits(&self, step: usize, phase: Phase) -> Vec<Permit> {
+        match self.map.get(step) {
+            Some(Some(i)) => self.loaded.permits(*i, phase),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Runs the recorded step `ctx.step` as this build's step of the same name.
+    pub async fn run(&self, ctx: &StepContext<'_>) -> Outcome {
+        match self.current(ctx) {
+            Ok(inner) => match ctx.phase {
+                Phase::Forward => self.loaded.run(&inner).await,
+                Phase::Compensate => self.loaded.compensate(&inner).await,
+            },
+            Err(outcome) => outcome,
+        }
+    }
+
+    fn current<'c>(&self, ctx: &StepContext<'c>) -> Result<StepContext<'c>, Outcome> {
+        let name = self.steps.get(ctx.step).map(|s| s.name.as_str());
+        match (self.map.get(ctx.step), name) {
+            (Some(Some(i)), _) => Ok(StepContext { step: *i, ..*ctx }),
+            (_, Some(name)) => Err(Outcome::Fail {
+                error: format!(
+                    "this workflow is at step {name:?}, which this version of the kind no longer has \
+                     (its steps now: {}); run a worker of the version it was submitted with, or \
+                     cancel it",
+                    self.loaded
+                        .steps()
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+            _ => Err(Outcome::Fail {
+                error: format!("step {} does not exist in this workflow", ctx.step),
+            }),
+        }
     }
 }

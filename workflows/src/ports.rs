@@ -2,6 +2,7 @@
 //! `worker/` implement them over real protocols; the workflows crate only names them.
 
 pub mod kube;
+pub mod secrets;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,10 +41,40 @@ pub struct ProbeEvent {
 }
 
 /// Everything a step may use, handed to it by the worker. Ports a process has not configured are
-/// `None`; a step that needs one fails permanently with a message saying what to configure.
+/// `None`; a step that needs one fails permanently with a message saying what to configure. Built
+/// with [`Ports::new`] and the `with_*` methods, so adding a port touches no construction site.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Ports {
     pub clock: Arc<dyn Clock>,
     pub probe: Option<Arc<dyn Probe>>,
     pub kube: Option<Arc<dyn kube::Kube>>,
+    pub secrets: Option<Arc<dyn secrets::Secrets>>,
+}
+
+impl Ports {
+    /// Only a clock: every other port is unconfigured.
+    pub fn new(clock: Arc<dyn Clock>) -> Ports {
+        Ports {
+            clock,
+            probe: None,
+            kube: None,
+            secrets: None,
+        }
+    }
+
+    pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Ports {
+        self.probe = Some(probe);
+        self
+    }
+
+    pub fn with_kube(mut self, kube: Arc<dyn kube::Kube>) -> Ports {
+        self.kube = Some(kube);
+        self
+    }
+
+    pub fn with_secrets(mut self, secrets: Arc<dyn secrets::Secrets>) -> Ports {
+        self.secrets = Some(secrets);
+        self
+    }
 }

@@ -1,12 +1,19 @@
-//! The set of workflow kinds a process knows, looked up by name at submission and at claim.
+//! The set of workflow kinds a process knows, looked up by name at submission and at claim, and the
+//! one way a workflow is made: [`Registry::prepare`] checks a [`Submission`] (kind, input, priority,
+//! labels, the descendant bound) and builds the [`NewWorkflow`] with its first task and the step
+//! names it is submitted with. The API, child creation in the worker, the test harness and the
+//! benchmarks all go through it; the store writes what it returns.
+//!
+//! The registry knows no kind of its own: `drover-kinds` fills it (`drover_kinds::builtin()`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::kind::Workflow;
-use crate::model::{Phase, Task};
+use crate::kind::{Loaded, Workflow};
+use crate::model::{DEFAULT_MAX_DESCENDANTS, NAME_RULE, Phase, Task, is_name};
+use crate::sdk::{Kind, Typed};
 
 /// Workflow kinds by name.
 #[derive(Clone)]
@@ -19,7 +26,7 @@ impl Default for Registry {
     fn default() -> Self {
         Registry {
             kinds: BTreeMap::new(),
-            max_descendants: crate::model::DEFAULT_MAX_DESCENDANTS,
+            max_descendants: DEFAULT_MAX_DESCENDANTS,
         }
     }
 }
@@ -31,17 +38,65 @@ pub enum Error {
     UnknownKind { kind: String, known: String },
     #[error("invalid input for {kind}: {reason}")]
     InvalidInput { kind: String, reason: String },
+    /// Something other than the input: priority, labels.
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+/// A request to start a workflow: what the API receives, what a step's child is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub kind: String,
+    pub input: Value,
+    /// -100..=100; higher runs first.
+    pub priority: i32,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Submission {
+    pub fn new(kind: impl Into<String>, input: Value) -> Submission {
+        Submission {
+            kind: kind.into(),
+            input,
+            priority: 0,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    pub fn priority(mut self, priority: i32) -> Submission {
+        self.priority = priority;
+        self
+    }
+
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Submission {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A checked workflow, ready for the store to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWorkflow {
+    pub id: String,
+    pub kind: String,
+    pub input: Value,
+    pub priority: i32,
+    pub labels: BTreeMap<String, String>,
+    /// The step names it is submitted with; workers run it by these names (see [`crate::Versioned`]).
+    pub steps: Vec<String>,
+    pub task: Task,
 }
 
 impl Registry {
-    /// Every kind Drover ships.
-    pub fn builtin() -> Registry {
-        let mut registry = Registry::default();
-        registry.register(Arc::new(crate::synthetic::Synthetic));
-        registry.register(Arc::new(crate::drain_node::DrainNode));
-        registry.register(Arc::new(crate::migrate_vmi::MigrateVmi));
-        registry.register(Arc::new(crate::rolling_maintenance::RollingMaintenance));
-        registry
+    /// Registers a kind written with the SDK.
+    pub fn register<K: Kind>(&mut self) -> &mut Registry {
+        self.register_workflow(Arc::new(Typed::<K>::default()))
+    }
+
+    /// Registers a kind that implements the engine's trait directly.
+    pub fn register_workflow(&mut self, workflow: Arc<dyn Workflow>) -> &mut Registry {
+        self.kinds.insert(workflow.kind(), workflow);
+        self
     }
 
     /// Sets the most workflows one top-level workflow may create (0: no limit).
@@ -55,46 +110,83 @@ impl Registry {
         self.max_descendants
     }
 
-    pub fn register(&mut self, workflow: Arc<dyn Workflow>) {
-        self.kinds.insert(workflow.kind(), workflow);
+    /// The names of the kinds, sorted.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
     }
 
     pub fn get(&self, kind: &str) -> Result<&Arc<dyn Workflow>, Error> {
         self.kinds.get(kind).ok_or_else(|| Error::UnknownKind {
             kind: kind.to_string(),
-            known: self.kinds.keys().copied().collect::<Vec<_>>().join(", "),
+            known: self.kinds().join(", "),
         })
     }
 
-    /// Validates a submission and returns its first task.
-    pub fn first_task(&self, kind: &str, input: &Value, now_ms: u64) -> Result<Task, Error> {
-        let workflow = self.get(kind)?;
-        workflow
-            .validate(input)
+    /// The kind's workflow with `input` parsed and checked.
+    pub fn load(&self, kind: &str, input: &Value) -> Result<Box<dyn Loaded>, Error> {
+        self.get(kind)?
+            .load(input)
             .map_err(|reason| Error::InvalidInput {
                 kind: kind.to_string(),
                 reason,
-            })?;
-        let descendants = workflow.descendants(input);
+            })
+    }
+
+    /// Checks a submission and builds the workflow to write, with its first task due at `now_ms`.
+    pub fn prepare(
+        &self,
+        id: String,
+        submission: Submission,
+        now_ms: u64,
+    ) -> Result<NewWorkflow, Error> {
+        let Submission {
+            kind,
+            input,
+            priority,
+            labels,
+        } = submission;
+        if !(-100..=100).contains(&priority) {
+            return Err(Error::InvalidRequest(format!(
+                "priority must be within -100..=100, got {priority}"
+            )));
+        }
+        if labels.len() > 16 {
+            return Err(Error::InvalidRequest(format!(
+                "at most 16 labels, got {}",
+                labels.len()
+            )));
+        }
+        if let Some((k, v)) = labels.iter().find(|(k, v)| !is_name(k) || !is_name(v)) {
+            return Err(Error::InvalidRequest(format!(
+                "label {k:?}={v:?}: keys and values are {NAME_RULE}"
+            )));
+        }
+        let loaded = self.load(&kind, &input)?;
+        let invalid = |reason: String| Error::InvalidInput {
+            kind: kind.clone(),
+            reason,
+        };
+        let descendants = loaded.descendants();
         if self.max_descendants > 0 && descendants > self.max_descendants {
-            return Err(Error::InvalidInput {
-                kind: kind.to_string(),
-                reason: format!(
-                    "the input creates {descendants} workflows (children and their children); \
-                     at most {} are allowed per workflow",
-                    self.max_descendants
-                ),
-            });
+            return Err(invalid(format!(
+                "the input creates {descendants} workflows (children and their children); at most \
+                 {} are allowed per workflow",
+                self.max_descendants
+            )));
         }
-        if workflow.steps(input).is_empty() {
-            return Err(Error::InvalidInput {
-                kind: kind.to_string(),
-                reason: "the input yields no steps".to_string(),
-            });
+        if loaded.steps().is_empty() {
+            return Err(invalid("the input yields no steps".to_string()));
         }
-        Ok(crate::decide::first_task(
-            now_ms,
-            workflow.permits(0, Phase::Forward, input),
-        ))
+        let task = crate::decide::first_task(now_ms, loaded.permits(0, Phase::Forward));
+        let steps = loaded.steps().iter().map(|s| s.name.clone()).collect();
+        Ok(NewWorkflow {
+            id,
+            kind,
+            input,
+            priority,
+            labels,
+            steps,
+            task,
+        })
     }
 }

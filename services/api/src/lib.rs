@@ -7,6 +7,7 @@ mod error;
 mod guard;
 mod routes;
 mod serve;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,13 +12,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use drover_store::{ControlResult, Filter, NewWorkflow, SignalLimits};
-use drover_workflows::{NAME_RULE, Phase, State as WfState, is_name, is_workflow_id, resume_task};
+use drover_store::{ControlResult, Filter, SignalLimits, Submission, SubmitError};
+use drover_workflows::registry::Error as Refused;
+use drover_workflows::{
+    NAME_RULE, Phase, State as WfState, Versioned, is_name, is_workflow_id, resume_task,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
 use crate::auth::{Role, authorize};
+use crate::status::{Position, step_status};
 use crate::{ApiError, AppState};
 
 type Shared = State<Arc<AppState>>;
@@ -119,23 +123,6 @@ fn workflow_id(id: &str) -> Result<&str, ApiError> {
     }
 }
 
-fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if labels.len() > 16 {
-        return Err(ApiError::bad_request(format!(
-            "at most 16 labels, got {}",
-            labels.len()
-        )));
-    }
-    for (k, v) in labels {
-        if !is_name(k) || !is_name(v) {
-            return Err(ApiError::bad_request(format!(
-                "label {k:?}={v:?}: keys and values are {NAME_RULE}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The request's Idempotency-Key: at most one, of 1-200 visible ASCII characters (no spaces, tabs
 /// or control characters, which a key that names a Redis key must not carry).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -165,46 +152,40 @@ async fn submit(
     let who = authorize(&headers, &state.config.tokens, Role::Operator)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     let req: SubmitBody = parse_json(&body)?;
-    if !(-100..=100).contains(&req.priority) {
-        return Err(ApiError::bad_request(format!(
-            "priority must be within -100..=100, got {}",
-            req.priority
-        )));
-    }
-    check_labels(&req.labels)?;
     let idempotency = idempotency_key(&headers)?;
-    let now = now_ms();
-    let task = state
-        .registry
-        .first_task(&req.kind, &req.input, now)
-        .map_err(|e| match e {
-            drover_workflows::registry::Error::UnknownKind { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown kind",
-                e.to_string(),
-            ),
-            drover_workflows::registry::Error::InvalidInput { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid input",
-                e.to_string(),
-            ),
-        })?;
-    let wf = NewWorkflow {
-        id: uuid::Uuid::now_v7().to_string(),
+    let submission = Submission {
         kind: req.kind,
         input: req.input,
         priority: req.priority,
         labels: req.labels,
-        task,
     };
+    let kind = submission.kind.clone();
     let submitted = state
         .store
-        .submit(
-            &wf,
+        .submit_new(
+            &state.registry,
+            uuid::Uuid::now_v7().to_string(),
+            submission,
             idempotency.as_deref().map(|k| (k, state.idempotency_ttl())),
-            now,
+            now_ms(),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            SubmitError::Refused(e @ Refused::UnknownKind { .. }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown kind",
+                e.to_string(),
+            ),
+            SubmitError::Refused(e @ Refused::InvalidInput { .. }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid input",
+                e.to_string(),
+            ),
+            SubmitError::Refused(e @ Refused::InvalidRequest(_)) => {
+                ApiError::bad_request(e.to_string())
+            }
+            SubmitError::Store(e) => e.into(),
+        })?;
     if submitted.key_reused {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -217,7 +198,7 @@ async fn submit(
         ));
     }
     if submitted.created {
-        info!(workflow_id = %submitted.id, kind = %wf.kind, by = %who.name, "Workflow submitted.");
+        info!(workflow_id = %submitted.id, kind = %kind, by = %who.name, "Workflow submitted.");
         Ok((StatusCode::CREATED, Json(json!({ "id": submitted.id }))).into_response())
     } else {
         Ok((
@@ -240,38 +221,32 @@ async fn get_one(
         .get(id)
         .await?
         .ok_or_else(|| ApiError::not_found(id))?;
-    let steps = state
-        .registry
-        .get(&view.kind)
-        .map(|w| w.steps(&view.input))
-        .unwrap_or_default();
+    // The steps it was submitted with, as this build knows them.
+    let loaded = state.registry.load(&view.kind, &view.input).ok();
+    let steps: Vec<String> = match &loaded {
+        Some(l) => Versioned::new(l.as_ref(), view.step_names.as_deref()).names(),
+        None => view.step_names.clone().unwrap_or_default(),
+    };
     let outputs = view.outputs.clone().unwrap_or_default();
     let history = view.history.clone().unwrap_or_default();
+    let at = Position {
+        state: view.state,
+        step: view.step,
+        phase: if view.phase == "compensate" {
+            Phase::Compensate
+        } else {
+            Phase::Forward
+        },
+    };
     let step_rows: Vec<Value> = steps
         .iter()
         .enumerate()
-        .map(|(i, s)| {
+        .map(|(i, name)| {
             let attempts: Vec<&Value> = history.iter().filter(|h| h["step"] == json!(i)).collect();
-            let status = if view.phase == "compensate" && i >= view.step && outputs.contains_key(&i)
-            {
-                if i == view.step && !view.state.is_terminal() {
-                    "compensating"
-                } else {
-                    "compensated"
-                }
-            } else if outputs.contains_key(&i) {
-                "done"
-            } else if i == view.step && !view.state.is_terminal() {
-                "current"
-            } else if i == view.step && view.state == WfState::Failed {
-                "failed"
-            } else {
-                "pending"
-            };
             json!({
                 "index": i,
-                "name": s.name,
-                "status": status,
+                "name": name,
+                "status": step_status(at, i, outputs.contains_key(&i)),
                 "output": outputs.get(&i),
                 "attempts": attempts.len(),
                 "started_ms": attempts.first().map(|h| h["start_ms"].clone()),
@@ -287,7 +262,14 @@ async fn get_one(
     let child_rows: Vec<Value> = children
         .iter()
         .map(|c| {
-            let step = state.registry.get(&c.kind).ok().and_then(|w| w.steps(&c.input).get(c.step).map(|s| s.name.clone()));
+            let step = match &c.step_names {
+                Some(names) => names.get(c.step).cloned(),
+                None => state
+                    .registry
+                    .load(&c.kind, &c.input)
+                    .ok()
+                    .and_then(|l| l.steps().get(c.step).map(|s| s.name.clone())),
+            };
             json!({
                 "id": c.id, "kind": c.kind, "state": c.state, "paused": c.paused, "step": step,
                 "waiting_on": c.waiting_on, "progress": c.progress, "error": c.error, "input": c.input,
@@ -446,16 +428,13 @@ async fn retry(
             "retry",
         );
     }
-    let workflow = state
+    let loaded = state
         .registry
-        .get(&view.kind)
+        .load(&view.kind, &view.input)
         .map_err(|e| ApiError::conflict(format!("cannot retry: {e}")))?;
+    let workflow = Versioned::new(loaded.as_ref(), view.step_names.as_deref());
     let step = view.resume_from.unwrap_or(view.step);
-    let task = resume_task(
-        step,
-        now_ms(),
-        workflow.permits(step, Phase::Forward, &view.input),
-    );
+    let task = resume_task(step, now_ms(), workflow.permits(step, Phase::Forward));
     let result = state.store.retry(id, &task, now_ms()).await?;
     let response = control_response(id, result, "retry")?;
     info!(workflow_id = %id, step, by = %who.name, "Workflow retried.");

@@ -13,7 +13,7 @@ mod vmis;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_workflows::ports::BoxFuture;
+use async_trait::async_trait;
 use drover_workflows::ports::kube::{
     Eviction, Kube, KubeError, MigrationInfo, NodeInfo, PodInfo, VmiInfo,
 };
@@ -80,95 +80,69 @@ impl Cluster {
     }
 }
 
+#[async_trait]
 impl Kube for Cluster {
-    fn get_node(&self, name: &str) -> BoxFuture<'_, Result<NodeInfo, KubeError>> {
-        let name = name.to_string();
-        Box::pin(async move { nodes::get(&self.client, &name).await })
+    async fn get_node(&self, name: &str) -> Result<NodeInfo, KubeError> {
+        nodes::get(&self.client, name).await
     }
 
-    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, KubeError>> {
-        Box::pin(nodes::list(&self.client))
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, KubeError> {
+        nodes::list(&self.client).await
     }
 
-    fn set_unschedulable(
-        &self,
-        node: &str,
-        unschedulable: bool,
-    ) -> BoxFuture<'_, Result<(), KubeError>> {
-        let node = node.to_string();
-        Box::pin(async move { nodes::set_unschedulable(&self.client, &node, unschedulable).await })
+    async fn set_unschedulable(&self, node: &str, unschedulable: bool) -> Result<(), KubeError> {
+        nodes::set_unschedulable(&self.client, node, unschedulable).await
     }
 
-    fn list_vmis(&self, node: Option<&str>) -> BoxFuture<'_, Result<Vec<VmiInfo>, KubeError>> {
-        let node = node.map(str::to_string);
-        Box::pin(async move { vmis::list(&self.client, node.as_deref()).await })
+    async fn list_vmis(&self, node: Option<&str>) -> Result<Vec<VmiInfo>, KubeError> {
+        vmis::list(&self.client, node).await
     }
 
-    fn create_migration(
+    async fn create_migration(
         &self,
         namespace: &str,
         name: &str,
         vmi: &str,
         added_node_selector: &BTreeMap<String, String>,
-    ) -> BoxFuture<'_, Result<MigrationInfo, KubeError>> {
-        let (namespace, name, vmi, sel) = (
-            namespace.to_string(),
-            name.to_string(),
-            vmi.to_string(),
-            added_node_selector.clone(),
-        );
-        Box::pin(async move {
-            vmis::create_migration(&self.client, &namespace, &name, &vmi, &sel).await
-        })
+    ) -> Result<MigrationInfo, KubeError> {
+        vmis::create_migration(&self.client, namespace, name, vmi, added_node_selector).await
     }
 
-    fn get_migration(
+    async fn get_migration(
         &self,
         namespace: &str,
         name: &str,
-    ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>> {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        Box::pin(async move { vmis::get_migration(&self.client, &namespace, &name).await })
+    ) -> Result<Option<MigrationInfo>, KubeError> {
+        vmis::get_migration(&self.client, namespace, name).await
     }
 
-    fn watch_migration(
+    async fn watch_migration(
         &self,
         namespace: &str,
         name: &str,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>> {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        Box::pin(
-            async move { vmis::watch_migration(&self.client, &namespace, &name, timeout).await },
-        )
+    ) -> Result<Option<MigrationInfo>, KubeError> {
+        vmis::watch_migration(&self.client, namespace, name, timeout).await
     }
 
-    fn delete_migration(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> BoxFuture<'_, Result<(), KubeError>> {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        Box::pin(async move { vmis::delete_migration(&self.client, &namespace, &name).await })
+    async fn delete_migration(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        vmis::delete_migration(&self.client, namespace, name).await
     }
 
-    fn set_vm_running(
+    async fn set_vm_running(
         &self,
         namespace: &str,
         vm: &str,
         running: bool,
-    ) -> BoxFuture<'_, Result<(), KubeError>> {
-        let (namespace, vm) = (namespace.to_string(), vm.to_string());
-        Box::pin(async move { vmis::set_vm_running(&self.client, &namespace, &vm, running).await })
+    ) -> Result<(), KubeError> {
+        vmis::set_vm_running(&self.client, namespace, vm, running).await
     }
 
-    fn list_pods(&self, node: &str) -> BoxFuture<'_, Result<Vec<PodInfo>, KubeError>> {
-        let node = node.to_string();
-        Box::pin(async move { pods::list(&self.client, &node).await })
+    async fn list_pods(&self, node: &str) -> Result<Vec<PodInfo>, KubeError> {
+        pods::list(&self.client, node).await
     }
 
-    fn evict_pod(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<Eviction, KubeError>> {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        Box::pin(async move { pods::evict(&self.client, &namespace, &name).await })
+    async fn evict_pod(&self, namespace: &str, name: &str) -> Result<Eviction, KubeError> {
+        pods::evict(&self.client, namespace, name).await
     }
 }

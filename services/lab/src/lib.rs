@@ -145,7 +145,7 @@ impl Lab {
             store: store::Store::new(clock.clone(), config.watch_history),
             faults: faults::Faults::new(config.scenario.faults.clone()),
             audit: audit::Audit::default(),
-            sim: Mutex::new(sim::engine::SimState::default()),
+            sim: Mutex::new(sim::memory::SimState::default()),
             clock,
             scenario: config.scenario.clone(),
         });
@@ -167,7 +167,7 @@ impl Lab {
                 tracing::error!(error = %e, "Lab server stopped.");
             }
         });
-        let sim = tokio::spawn(sim::engine::run(shared.clone(), rx));
+        let sim = tokio::spawn(sim::tick::run(shared.clone(), rx));
         tracing::info!(%addr, scenario = %config.scenario.name, "Lab started.");
         Ok(LabHandle {
             shared,

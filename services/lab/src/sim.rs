@@ -1,16 +1,25 @@
 //! The simulator: KubeVirt's controllers (VMs to VMIs to virt-launcher pods, evacuation,
 //! migrations), storage (PVC binding, DataVolume imports, snapshots) and MAAS-driven nodes. The
-//! decisions are pure functions in `migration`, `placement`, `migratable` and `quantity`; the other
-//! modules read the store, call them with the simulated time, and write the outcome back.
+//! decisions are pure functions in `migration`, `placement`, `migratable` and `quantity`; the
+//! controllers (`vms`, `volumes`, `storage`, `nodes`, `evacuation`, `migration_controller`, and
+//! `admission` and `load` for creates and the initial inventory) read the store, call them with the
+//! simulated time, and write the outcome back; `tick` runs the controllers in passes. `memory` is the
+//! simulator's memory between passes, plain data that `state::Shared` holds.
+//!
+//! Dependencies point down: `tick` -> controllers -> `state` (with `memory`) -> pure decisions. No
+//! module here imports `tick`, and none below the controllers imports a controller.
 
 pub mod admission;
-pub mod engine;
+pub mod evacuation;
 pub mod load;
+pub mod memory;
 pub mod migratable;
 pub mod migration;
+pub mod migration_controller;
 pub mod nodes;
 pub mod placement;
 pub mod quantity;
 pub mod storage;
+pub mod tick;
 pub mod vms;
 pub mod volumes;

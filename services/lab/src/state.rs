@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::faults::Faults;
-use crate::maas::Region;
+use crate::maas::model::Region;
 use crate::scenario::Scenario;
-use crate::sim::engine::SimState;
+use crate::sim::memory::SimState;
 use crate::store::Store;
 
 /// The lab's shared state.

@@ -159,14 +159,18 @@ local function grant(P, id, worker, now, lease_ms, permits, state, brief)
 end
 
 -- Write a new workflow record, index it and queue its first task.
--- rec: {id, kind, input, priority, labels (object), task (json string), permits (json string, absent
--- when none), due, parent?}
+-- rec: {id, kind, input, priority, labels (object), steps (json string: the step names, absent from
+-- callers older than versioned steps), task (json string), permits (json string, absent when none),
+-- due, parent?}
 local function create(P, rec, now)
   local wk = wfkey(P, rec.id)
   redis.call('HSET', wk,
     'id', rec.id, 'kind', rec.kind, 'input', rec.input, 'priority', rec.priority,
     'labels', cjson.encode(rec.labels or {}), 'created_ms', now, 'updated_ms', now,
     'step', 0, 'attempt', 1, 'phase', 'forward', 'task', rec.task, 'loc', '')
+  if rec.steps then
+    redis.call('HSET', wk, 'steps', rec.steps)
+  end
   if rec.parent then
     -- The top-level workflow counts every workflow created under it (see max_descendants).
     local root = redis.call('HGET', wfkey(P, rec.parent), 'root') or rec.parent

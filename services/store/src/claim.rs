@@ -8,6 +8,7 @@ use redis::Value as RValue;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::submit::record;
 use crate::{Error, NewWorkflow, Result, Store};
 
 /// A task handed to a worker, with what its step needs to run.
@@ -35,6 +36,9 @@ pub struct Claim {
     pub priority: i32,
     /// How many times an operator resumed the workflow.
     pub resumes: u32,
+    /// The step names the workflow was submitted with (None for workflows from before names were
+    /// recorded).
+    pub steps: Option<Vec<String>>,
 }
 
 impl Claim {
@@ -216,7 +220,7 @@ impl Commit {
             join,
             children: children
                 .iter()
-                .map(|c| c.0.to_record(Some(parent)))
+                .map(|c| record(&c.0, Some(parent)))
                 .collect::<Result<Vec<_>>>()?,
             history: serde_json::to_string(history)?,
             resume_from: t.resume_from,
@@ -412,6 +416,7 @@ impl Continue<'_> {
             lease_start_ms: now_ms,
             priority: self.from.priority,
             resumes: self.from.resumes,
+            steps: self.from.steps.clone(),
         })
     }
 }
@@ -534,6 +539,7 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0),
         resumes: rec.get("resumes").and_then(|s| s.parse().ok()).unwrap_or(0),
+        steps: rec.get("steps").and_then(|s| serde_json::from_str(s).ok()),
         id,
     };
     Ok(claim)

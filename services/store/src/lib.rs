@@ -9,6 +9,7 @@
 mod claim;
 mod control;
 mod handback;
+pub mod probe;
 mod query;
 mod submit;
 
@@ -19,9 +20,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use claim::{Claim, Claimed, Commit, CommitChild, CommitResult, Continue, Renewal};
 pub use control::{ControlResult, SignalLimits};
+pub use drover_workflows::{NewWorkflow, Submission};
 pub use handback::Handback;
 pub use query::{Filter, Page, WorkflowView};
-pub use submit::{NewWorkflow, Submitted};
+pub use submit::{SubmitError, Submitted, fingerprint};
 
 /// The function library: shared helpers first, then one file per function.
 const LIBRARY: [&str; 7] = [

@@ -44,6 +44,9 @@ pub struct WorkflowView {
     pub history: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub children: Option<Vec<String>>,
+    /// The step names it was submitted with (the API shows them in its step rows).
+    #[serde(skip)]
+    pub step_names: Option<Vec<String>>,
 }
 
 /// Which workflows to list.
@@ -99,12 +102,14 @@ fn view(rec: &BTreeMap<String, String>) -> Option<WorkflowView> {
         outputs: None,
         history: None,
         children: None,
+        step_names: json_field(rec, "steps").and_then(|v| serde_json::from_value(v).ok()),
     })
 }
 
-const SUMMARY_FIELDS: [&str; 20] = [
+const SUMMARY_FIELDS: [&str; 21] = [
     "id",
     "parent",
+    "steps",
     "kind",
     "state",
     "paused",

@@ -1,24 +1,13 @@
 //! Submitting a workflow: its record and first task are written by one function call, so an
 //! acknowledged submission is always runnable.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drover_workflows::Task;
+use drover_workflows::registry::Error as Refused;
+use drover_workflows::{NewWorkflow, Registry, Submission};
 use serde_json::{Value, json};
 
 use crate::{Result, Store};
-
-/// A workflow to create.
-#[derive(Debug, Clone)]
-pub struct NewWorkflow {
-    pub id: String,
-    pub kind: String,
-    pub input: Value,
-    pub priority: i32,
-    pub labels: BTreeMap<String, String>,
-    pub task: Task,
-}
 
 /// The outcome of a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,39 +20,64 @@ pub struct Submitted {
     pub key_reused: bool,
 }
 
-impl NewWorkflow {
-    /// The record as the `create` helper of the Lua library reads it.
-    pub(crate) fn to_record(&self, parent: Option<&str>) -> Result<Value> {
-        let mut rec = json!({
-            "id": self.id,
-            "kind": self.kind,
-            "input": serde_json::to_string(&self.input)?,
-            "priority": self.priority,
-            "labels": self.labels,
-            "task": serde_json::to_string(&self.task)?,
-            "due": self.task.due_ms,
-        });
-        if let Some(parent) = parent {
-            rec["parent"] = json!(parent);
-        }
-        if !self.task.permits.is_empty() {
-            rec["permits"] = json!(serde_json::to_string(&self.task.permits)?);
-        }
-        Ok(rec)
-    }
+/// Why [`Store::submit_new`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The submission itself is wrong (kind, input, priority, labels): the caller's to fix.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+}
 
-    /// What an idempotent repeat must match: SHA-1 of the canonical JSON of kind, input, priority
-    /// and labels (serde_json sorts object keys, so equal requests give equal text).
-    pub fn fingerprint(&self) -> String {
-        let canonical = json!([self.kind, self.input, self.priority, self.labels]).to_string();
-        sha1_smol::Sha1::from(canonical.as_bytes())
-            .digest()
-            .to_string()
+/// The record as the `create` helper of the Lua library reads it.
+pub(crate) fn record(wf: &NewWorkflow, parent: Option<&str>) -> Result<Value> {
+    let mut rec = json!({
+        "id": wf.id,
+        "kind": wf.kind,
+        "input": serde_json::to_string(&wf.input)?,
+        "priority": wf.priority,
+        "labels": wf.labels,
+        "steps": serde_json::to_string(&wf.steps)?,
+        "task": serde_json::to_string(&wf.task)?,
+        "due": wf.task.due_ms,
+    });
+    if let Some(parent) = parent {
+        rec["parent"] = json!(parent);
     }
+    if !wf.task.permits.is_empty() {
+        rec["permits"] = json!(serde_json::to_string(&wf.task.permits)?);
+    }
+    Ok(rec)
+}
+
+/// What an idempotent repeat must match: SHA-1 of the canonical JSON of kind, input, priority and
+/// labels (serde_json sorts object keys, so equal requests give equal text).
+pub fn fingerprint(wf: &NewWorkflow) -> String {
+    let canonical = json!([wf.kind, wf.input, wf.priority, wf.labels]).to_string();
+    sha1_smol::Sha1::from(canonical.as_bytes())
+        .digest()
+        .to_string()
 }
 
 impl Store {
-    /// Creates the workflow unless the idempotency key (kept for `ttl`) or the id already exists.
+    /// The one way to start a workflow: checks `submission` against `registry`
+    /// ([`Registry::prepare`]: kind, input, priority, labels, descendant bound), builds its first
+    /// task, and writes it under `id` unless the idempotency key (kept for its TTL) or the id already
+    /// names one. A refused submission writes nothing.
+    pub async fn submit_new(
+        &self,
+        registry: &Registry,
+        id: String,
+        submission: Submission,
+        idempotency: Option<(&str, Duration)>,
+        now_ms: u64,
+    ) -> std::result::Result<Submitted, SubmitError> {
+        let wf = registry.prepare(id, submission, now_ms)?;
+        Ok(self.submit(&wf, idempotency, now_ms).await?)
+    }
+
+    /// Writes a prepared workflow unless the idempotency key (kept for `ttl`) or the id already exists.
     pub async fn submit(
         &self,
         wf: &NewWorkflow,
@@ -76,11 +90,11 @@ impl Store {
         let (key, ttl) = idempotency.unwrap_or(("", Duration::ZERO));
         let reply: (String, String) = self
             .fcall("drover_submit", &self.wf_key(&wf.id))
-            .arg(serde_json::to_string(&wf.to_record(None)?)?)
+            .arg(serde_json::to_string(&record(wf, None)?)?)
             .arg(key)
             .arg(ttl.as_millis().max(1) as u64)
             .arg(now_ms)
-            .arg(wf.fingerprint())
+            .arg(fingerprint(wf))
             .run()
             .await?;
         Ok(Submitted {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::BoxFuture;
+use async_trait::async_trait;
 
 /// Why a cluster call failed, classified for the engine.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -132,48 +132,44 @@ pub enum Eviction {
 }
 
 /// The cluster operations maintenance workflows use. Every call is idempotent or says how it was not.
+#[async_trait]
 pub trait Kube: Send + Sync {
-    fn get_node(&self, name: &str) -> BoxFuture<'_, Result<NodeInfo, KubeError>>;
-    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, KubeError>>;
+    async fn get_node(&self, name: &str) -> Result<NodeInfo, KubeError>;
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, KubeError>;
     /// Sets `spec.unschedulable`.
-    fn set_unschedulable(
-        &self,
-        node: &str,
-        unschedulable: bool,
-    ) -> BoxFuture<'_, Result<(), KubeError>>;
-    fn list_vmis(&self, node: Option<&str>) -> BoxFuture<'_, Result<Vec<VmiInfo>, KubeError>>;
+    async fn set_unschedulable(&self, node: &str, unschedulable: bool) -> Result<(), KubeError>;
+    async fn list_vmis(&self, node: Option<&str>) -> Result<Vec<VmiInfo>, KubeError>;
     /// Creates a migration; an existing one of the same name is returned as it is.
-    fn create_migration(
+    async fn create_migration(
         &self,
         namespace: &str,
         name: &str,
         vmi: &str,
         added_node_selector: &BTreeMap<String, String>,
-    ) -> BoxFuture<'_, Result<MigrationInfo, KubeError>>;
-    fn get_migration(
+    ) -> Result<MigrationInfo, KubeError>;
+    async fn get_migration(
         &self,
         namespace: &str,
         name: &str,
-    ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>>;
+    ) -> Result<Option<MigrationInfo>, KubeError>;
     /// Reads a migration and, unless it has finished, waits (at most `timeout`) for its phase to
     /// change or for it to go; returns it as it is then. The adapter watches the one object, so a
     /// change is seen when it happens rather than at the next poll.
-    fn watch_migration(
+    async fn watch_migration(
         &self,
         namespace: &str,
         name: &str,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Option<MigrationInfo>, KubeError>>;
+    ) -> Result<Option<MigrationInfo>, KubeError>;
     /// Deletes a migration (KubeVirt aborts it if still running); a missing one is fine.
-    fn delete_migration(&self, namespace: &str, name: &str)
-    -> BoxFuture<'_, Result<(), KubeError>>;
+    async fn delete_migration(&self, namespace: &str, name: &str) -> Result<(), KubeError>;
     /// Stops or starts a VirtualMachine through its subresource.
-    fn set_vm_running(
+    async fn set_vm_running(
         &self,
         namespace: &str,
         vm: &str,
         running: bool,
-    ) -> BoxFuture<'_, Result<(), KubeError>>;
-    fn list_pods(&self, node: &str) -> BoxFuture<'_, Result<Vec<PodInfo>, KubeError>>;
-    fn evict_pod(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<Eviction, KubeError>>;
+    ) -> Result<(), KubeError>;
+    async fn list_pods(&self, node: &str) -> Result<Vec<PodInfo>, KubeError>;
+    async fn evict_pod(&self, namespace: &str, name: &str) -> Result<Eviction, KubeError>;
 }

@@ -2,7 +2,8 @@
 //! Scheduled -> PreparingTarget -> TargetReady -> Running -> Succeeded | Failed, KubeVirt's
 //! throttling (`parallelMigrationsPerCluster`, `parallelOutboundMigrationsPerNode`), and a duration
 //! model (memory over the source NIC's share, times a dirty-rate factor, bounded by
-//! `completionTimeoutPerGiB`). Time is an input; the engine applies the outcomes to objects.
+//! `completionTimeoutPerGiB`). Time is an input; `migration_controller` applies the outcomes to
+//! objects.
 
 use std::collections::HashMap;
 

@@ -20,14 +20,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use drover_workflows::ports::kube::{NodeInfo, VmiInfo};
+use drover_workflows::sdk::{Ctx, Kind, Step, StepError, StepResult};
+use drover_workflows::{ChildSpec, ChildStatus, JoinPolicy, Outcome, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::drain_node::{Maintenance, Policy};
-use crate::kind::{StepContext, StepDef, Workflow};
-use crate::migrate_vmi::{kube, outcome_of};
-use crate::model::{ChildSpec, JoinPolicy, Outcome, State};
+use crate::cluster::{cluster_steps, default_cluster_limit, default_node_limit, default_poll_ms};
+use crate::drain_node::{self, DrainNode, Maintenance, Policy};
+use crate::gate::{self, Gate, Maintained};
 use crate::plan::{Plan, PlanNode, PlanVm, plan};
 
 /// The `rolling-maintenance` kind.
@@ -59,11 +60,11 @@ pub struct Input {
     /// Pin destinations to plan each VM's single move (false: let the scheduler choose, the naive way).
     #[serde(default = "yes")]
     pub pin_destinations: bool,
-    #[serde(default = "crate::migrate_vmi::default_cluster_limit")]
+    #[serde(default = "default_cluster_limit")]
     pub cluster_limit: u32,
-    #[serde(default = "crate::migrate_vmi::default_node_limit")]
+    #[serde(default = "default_node_limit")]
     pub node_limit: u32,
-    #[serde(default = "crate::migrate_vmi::default_poll_ms")]
+    #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
 }
 
@@ -77,57 +78,44 @@ fn yes() -> bool {
     true
 }
 
-fn parse(input: &Value) -> Result<Input, String> {
-    let i: Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
-    if i.nodes.is_empty() == i.selector.is_empty() {
-        return Err("give either nodes (a list of names) or selector (labels), not both".into());
-    }
-    if i.max_in_maintenance == 0 {
-        return Err("max_in_maintenance must be at least 1".into());
-    }
-    Ok(i)
+/// `plan`'s output: the plan, and the nodes that could host VMs before the rollout.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Planned {
+    #[serde(flatten)]
+    pub plan: Plan,
+    #[serde(default)]
+    pub hosted_vms: Vec<String>,
 }
 
-#[async_trait]
-impl Workflow for RollingMaintenance {
-    fn kind(&self) -> &'static str {
-        "rolling-maintenance"
+impl Kind for RollingMaintenance {
+    const NAME: &'static str = "rolling-maintenance";
+    type Input = Input;
+
+    fn check(i: &Input) -> Result<(), String> {
+        if i.nodes.is_empty() == i.selector.is_empty() {
+            return Err(
+                "give either nodes (a list of names) or selector (labels), not both".into(),
+            );
+        }
+        if i.max_in_maintenance == 0 {
+            return Err("max_in_maintenance must be at least 1".into());
+        }
+        Ok(())
     }
 
-    fn validate(&self, input: &Value) -> Result<(), String> {
-        parse(input).map(|_| ())
-    }
-
-    fn steps(&self, _input: &Value) -> Vec<StepDef> {
-        let retry = crate::migrate_vmi::cluster_retry();
-        ["plan", "rollout", "report"]
-            .iter()
-            .map(|n| StepDef::new(*n).retry(retry))
-            .collect()
-    }
-
-    async fn run(&self, ctx: &StepContext<'_>) -> Outcome {
-        let input = match parse(ctx.input) {
-            Ok(i) => i,
-            Err(e) => return Outcome::Fail { error: e },
-        };
-        let kube = match kube(ctx) {
-            Ok(k) => k,
-            Err(o) => return o,
-        };
-        let result = match ctx.step {
-            0 => make_plan(kube, &input).await,
-            1 => rollout(kube, ctx, &input).await,
-            _ => Ok(report(ctx)),
-        };
-        result.unwrap_or_else(|o| o)
+    fn steps(_: &Input) -> Vec<Step<Self>> {
+        cluster_steps(vec![
+            Step::new("plan", |ctx| Box::pin(make_plan(ctx))),
+            Step::new("rollout", |ctx| Box::pin(rollout(ctx))),
+            Step::new("report", |ctx| Box::pin(report(ctx))),
+        ])
     }
 }
 
-type Step = Result<Outcome, Outcome>;
-
-async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
-    let nodes = kube.list_nodes().await.map_err(outcome_of)?;
+async fn make_plan(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
+    let kube = ctx.kube()?;
+    let input = ctx.input;
+    let nodes = kube.list_nodes().await?;
     let names: Vec<String> = if input.nodes.is_empty() {
         nodes
             .iter()
@@ -143,40 +131,32 @@ async fn make_plan(kube: &dyn crate::ports::kube::Kube, input: &Input) -> Step {
         input.nodes.clone()
     };
     if let Some(missing) = names.iter().find(|n| !nodes.iter().any(|x| &x.name == *n)) {
-        return Err(Outcome::Fail {
-            error: format!("node {missing} does not exist"),
-        });
+        return Err(StepError::fail(format!("node {missing} does not exist")));
     }
     if names.is_empty() {
-        return Err(Outcome::Fail {
-            error: "the selector matches no node".into(),
-        });
+        return Err(StepError::fail("the selector matches no node"));
     }
-    let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
-    let p = plan_for(&nodes, &vmis, &names, input.max_in_maintenance as usize);
-    let mut out = serde_json::to_value(&p).unwrap_or(Value::Null);
-    // Which nodes could host VMs before (cordon aside): the health gate asks them to again, and
-    // asks the others only to be Ready and uncordoned (a node without virt-handler, or with a taint
-    // of its own, would otherwise hold the rollout forever).
-    out["hosted_vms"] = json!(
-        nodes
+    let vmis = kube.list_vmis(None).await?;
+    let planned = Planned {
+        plan: plan_for(&nodes, &vmis, &names, input.max_in_maintenance as usize),
+        // Which nodes could host VMs before (cordon aside): the health gate asks them to again,
+        // and asks the others only to be Ready and uncordoned (a node without virt-handler, or
+        // with a taint of its own, would otherwise hold the rollout forever).
+        hosted_vms: nodes
             .iter()
             .filter(|n| names.contains(&n.name) && n.hosts_vms_when_uncordoned())
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-    );
-    Ok(Outcome::Done(out))
+            .map(|n| n.name.clone())
+            .collect(),
+    };
+    serde_json::to_value(&planned)
+        .map(Outcome::Done)
+        .map_err(|e| StepError::fail(format!("encoding the plan: {e}")))
 }
 
 /// Plans the drain of `names` (in waves of `wave`) from the cluster as it is now. Nodes in the plan
 /// count as destinations for the VMs of later waves (they will have been maintained by then), as
 /// long as they are Ready and untainted; other nodes when they take VMs now.
-fn plan_for(
-    nodes: &[crate::ports::kube::NodeInfo],
-    vmis: &[crate::ports::kube::VmiInfo],
-    names: &[String],
-    wave: usize,
-) -> Plan {
+fn plan_for(nodes: &[NodeInfo], vmis: &[VmiInfo], names: &[String], wave: usize) -> Plan {
     let plan_nodes: Vec<PlanNode> = nodes
         .iter()
         .map(|n| PlanNode {
@@ -202,20 +182,17 @@ fn plan_for(
     plan(&plan_nodes, &plan_vms, names, wave)
 }
 
-async fn rollout(
-    kube: &dyn crate::ports::kube::Kube,
-    ctx: &StepContext<'_>,
-    input: &Input,
-) -> Step {
-    let p: Plan = ctx
-        .outputs
-        .get("plan")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
+async fn rollout(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
+    let kube = ctx.kube()?;
+    let input = ctx.input;
+    let planned: Planned = ctx.output("plan")?;
+    let p = &planned.plan;
     // The latest drain per node.
-    let mut latest: BTreeMap<String, &crate::model::ChildStatus> = BTreeMap::new();
+    let mut latest: BTreeMap<String, &ChildStatus> = BTreeMap::new();
     for c in ctx.children {
-        latest.insert(c.input["node"].as_str().unwrap_or_default().to_string(), c);
+        let drain: drain_node::Input = serde_json::from_value(c.input.clone())
+            .map_err(|e| StepError::fail(format!("child {} has an unreadable input: {e}", c.id)))?;
+        latest.insert(drain.node, c);
     }
     let failed: Vec<&String> = latest
         .iter()
@@ -235,66 +212,35 @@ async fn rollout(
     }
     // Health gate: maintained nodes take VMs again and the VMs on them run. One read of the
     // cluster serves the gate and the next wave's plan.
-    let nodes = kube.list_nodes().await.map_err(outcome_of)?;
-    let vmis = kube.list_vmis(None).await.map_err(outcome_of)?;
-    let hosted: Vec<&str> = ctx
-        .outputs
-        .get("plan")
-        .and_then(|p| p["hosted_vms"].as_array())
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    for (node, c) in &latest {
-        if c.state != State::Succeeded {
-            continue;
-        }
-        let Some(info) = nodes.iter().find(|n| &n.name == node) else {
-            return Err(Outcome::Fail {
-                error: format!("node {node} is gone from the cluster"),
-            });
-        };
-        let not_running: Vec<&str> = vmis
-            .iter()
-            .filter(|v| v.node.as_deref() == Some(node.as_str()) && v.phase != "Running")
-            .map(|v| v.name.as_str())
-            .collect();
-        // Ready is not enough: after a reboot virt-handler starts later, and until it labels the
-        // node schedulable no VM can land there, so the next node's VMs would have nowhere to go
-        // but nodes still to be maintained.
-        let back = if hosted.contains(&node.as_str()) {
-            info.takes_vms()
-        } else {
-            info.ready && !info.unschedulable
-        };
-        if !back || !not_running.is_empty() {
-            let waited_ms = ctx.ports.clock.now_ms().saturating_sub(c.updated_ms);
-            let allowed_ms = input.health_timeout_secs * 1000 * (1 + u64::from(ctx.resumes));
-            if c.updated_ms > 0 && waited_ms > allowed_ms {
-                return Ok(Outcome::Pause {
-                    reason: format!(
-                        "{node} has not passed the health gate {} s after its drain ended (Ready: \
-                         {}, uncordoned: {}, takes VMs: {}, VMs not running: {}); fix it and resume",
-                        waited_ms / 1000,
-                        info.ready,
-                        !info.unschedulable,
-                        info.takes_vms(),
-                        if not_running.is_empty() {
-                            "none".to_string()
-                        } else {
-                            not_running.join(", ")
-                        },
-                    ),
-                });
-            }
+    let nodes = kube.list_nodes().await?;
+    let vmis = kube.list_vmis(None).await?;
+    let maintained: Vec<Maintained> = latest
+        .iter()
+        .filter(|(_, c)| c.state == State::Succeeded)
+        .map(|(node, c)| Maintained {
+            node,
+            drained_ms: c.updated_ms,
+        })
+        .collect();
+    let hosted: Vec<&str> = planned.hosted_vms.iter().map(String::as_str).collect();
+    let timeout_ms = input.health_timeout_secs * 1000 * (1 + u64::from(ctx.resumes));
+    match gate::check(
+        &maintained,
+        &nodes,
+        &vmis,
+        &hosted,
+        ctx.now_ms(),
+        timeout_ms,
+    ) {
+        Gate::Open => {}
+        Gate::Wait(progress) => {
             return Ok(Outcome::Poll {
                 after: Duration::from_millis(input.poll_ms),
-                progress: Some(json!({
-                    "health_gate": node,
-                    "ready": info.ready,
-                    "takes_vms": info.takes_vms(),
-                    "not_running": not_running,
-                })),
+                progress: Some(progress),
             });
         }
+        Gate::Overdue(reason) => return Ok(Outcome::Pause { reason }),
+        Gate::Gone(error) => return Err(StepError::fail(error)),
     }
     let remaining: Vec<String> = p
         .order
@@ -352,20 +298,19 @@ async fn rollout(
             } else {
                 BTreeMap::new()
             };
-            ChildSpec {
-                kind: "drain-node".into(),
-                input: json!({
-                    "node": node,
-                    "non_migratable": input.non_migratable,
-                    "uncordon": true,
-                    "maintenance": input.maintenance,
-                    "targets": targets,
-                    "cluster_limit": input.cluster_limit,
-                    "node_limit": input.node_limit,
-                    "poll_ms": input.poll_ms,
-                }),
-                priority: 0,
-            }
+            ChildSpec::of::<DrainNode>(&drain_node::Input {
+                node: node.to_string(),
+                non_migratable: input.non_migratable,
+                deadline_ms: None,
+                target_selector: BTreeMap::new(),
+                uncordon: true,
+                targets,
+                maintenance: input.maintenance,
+                max_migration_attempts: 3,
+                cluster_limit: input.cluster_limit,
+                node_limit: input.node_limit,
+                poll_ms: input.poll_ms,
+            })
         })
         .collect();
     Ok(Outcome::Spawn {
@@ -374,20 +319,28 @@ async fn rollout(
     })
 }
 
-fn report(ctx: &StepContext<'_>) -> Outcome {
-    let p: Plan = ctx
-        .outputs
-        .get("plan")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    let rollout = ctx.outputs.get("rollout");
-    Outcome::Done(json!({
+/// `rollout`'s output, as the report reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RolloutOut {
+    #[serde(default)]
+    migrations: Value,
+    #[serde(default)]
+    moved_more_than_once: Value,
+    #[serde(default)]
+    nodes: Value,
+}
+
+async fn report(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
+    let planned: Planned = ctx.output("plan")?;
+    let rollout: RolloutOut = ctx.output("rollout")?;
+    let p = planned.plan;
+    Ok(Outcome::Done(json!({
         "order": p.order,
         "planned_migrations": p.migrations,
         "planned_second_moves": p.second_moves,
         "unplaced": p.unplaced,
-        "migrations": rollout.map(|r| r["migrations"].clone()),
-        "moved_more_than_once": rollout.map(|r| r["moved_more_than_once"].clone()),
-        "nodes": rollout.map(|r| r["nodes"].clone()),
-    }))
+        "migrations": rollout.migrations,
+        "moved_more_than_once": rollout.moved_more_than_once,
+        "nodes": rollout.nodes,
+    })))
 }

@@ -7,22 +7,22 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-use crate::kind::{StepContext, StepDef, Workflow};
-use crate::model::{
-    ChildSpec, JoinPolicy, NAME_RULE, Outcome, Permit, Phase, RetryPolicy, is_name,
+use drover_workflows::ports::ProbeEvent;
+use drover_workflows::ports::secrets::SecretRef;
+use drover_workflows::sdk::{Ctx, Kind, Step, StepError, StepResult};
+use drover_workflows::{
+    ChildSpec, JoinPolicy, MAX_CHILDREN, NAME_RULE, Outcome, Permit, RetryPolicy, State, is_name,
 };
-use crate::ports::ProbeEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// The `synthetic` kind.
 pub struct Synthetic;
 
-#[derive(Debug, Deserialize)]
+/// Input of `synthetic`.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Input {
+pub struct Input {
     /// Number of steps, 1..=100.
     steps: usize,
     /// Each step sleeps a pseudo-random time in [min_ms, max_ms].
@@ -60,16 +60,19 @@ struct Input {
     /// Report permit holding to the probe port.
     #[serde(default)]
     probe: bool,
+    /// A secret every step resolves (and reports only the length of), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<SecretRef>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignalAt {
     step: usize,
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FanOut {
     step: usize,
@@ -87,8 +90,7 @@ fn default_retry_ms() -> u64 {
     100
 }
 
-fn parse(input: &Value) -> Result<Input, String> {
-    let parsed: Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
+fn check(parsed: &Input) -> Result<(), String> {
     if !(1..=100).contains(&parsed.steps) {
         return Err(format!(
             "steps must be between 1 and 100, got {}",
@@ -146,15 +148,16 @@ fn parse(input: &Value) -> Result<Input, String> {
         ));
     }
     if let Some(f) = &parsed.fan_out {
-        if f.children > crate::model::MAX_CHILDREN {
-            return Err(format!(
-                "fan_out.children must be at most {}",
-                crate::model::MAX_CHILDREN
-            ));
+        if f.children > MAX_CHILDREN {
+            return Err(format!("fan_out.children must be at most {MAX_CHILDREN}"));
         }
         parse(&f.child).map_err(|e| format!("fan_out.child: {e}"))?;
     }
-    Ok(parsed)
+    Ok(())
+}
+
+fn parse(input: &Value) -> Result<Input, String> {
+    drover_workflows::sdk::parse::<Synthetic>(input)
 }
 
 /// The most workflows `input` creates: each fan-out child and, recursively, what it creates.
@@ -182,24 +185,19 @@ fn unit(id: &str, step: usize, attempt: u32, salt: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-#[async_trait]
-impl Workflow for Synthetic {
-    fn kind(&self) -> &'static str {
-        "synthetic"
+impl Kind for Synthetic {
+    const NAME: &'static str = "synthetic";
+    type Input = Input;
+
+    fn check(input: &Input) -> Result<(), String> {
+        check(input)
     }
 
-    fn validate(&self, input: &Value) -> Result<(), String> {
-        parse(input).map(|_| ())
+    fn descendants(input: &Input) -> u64 {
+        descendants(input)
     }
 
-    fn descendants(&self, input: &Value) -> u64 {
-        parse(input).map_or(0, |input| descendants(&input))
-    }
-
-    fn steps(&self, input: &Value) -> Vec<StepDef> {
-        let Ok(input) = parse(input) else {
-            return Vec::new();
-        };
+    fn steps(input: &Input) -> Vec<Step<Self>> {
         let retry = RetryPolicy {
             max_attempts: input.max_attempts,
             initial: Duration::from_millis(input.retry_ms),
@@ -209,85 +207,86 @@ impl Workflow for Synthetic {
         };
         (0..input.steps)
             .map(|i| {
-                let def = StepDef::new(format!("step-{i}")).retry(retry);
+                let step = Step::new(format!("step-{i}"), |ctx| Box::pin(run(ctx)))
+                    .retry(retry)
+                    .permits(|input| input.permits.clone());
                 if input.compensate {
-                    def.compensable()
+                    step.compensate(|ctx| Box::pin(compensate(ctx)))
                 } else {
-                    def
+                    step
                 }
             })
             .collect()
     }
-
-    fn permits(&self, _step: usize, phase: Phase, input: &Value) -> Vec<Permit> {
-        match (phase, parse(input)) {
-            (Phase::Forward, Ok(input)) => input.permits,
-            _ => Vec::new(),
-        }
-    }
-
-    async fn run(&self, ctx: &StepContext<'_>) -> Outcome {
-        let input = match parse(ctx.input) {
-            Ok(input) => input,
-            Err(e) => return Outcome::Fail { error: e },
-        };
-        if let Some(f) = input.fan_out.as_ref().filter(|f| f.step == ctx.step) {
-            return fan_out(ctx, f);
-        }
-        if input.pause_step == Some(ctx.step) && ctx.resumes == 0 {
-            return Outcome::Pause {
-                reason: format!("step {} asks for an operator", ctx.step),
-            };
-        }
-        if let Some(s) = input.signal.as_ref().filter(|s| s.step == ctx.step) {
-            match ctx.signals.get(&s.name) {
-                Some(payload) => return Outcome::Done(json!({ "signal": payload })),
-                None => {
-                    return Outcome::WaitSignal {
-                        name: s.name.clone(),
-                    };
-                }
-            }
-        }
-        let span = input.max_ms - input.min_ms;
-        let duration =
-            input.min_ms + (unit(ctx.workflow_id, ctx.step, ctx.attempt, 1) * span as f64) as u64;
-        let permits: Vec<String> = input.permits.iter().map(|p| p.name.clone()).collect();
-        if input.probe {
-            probe(ctx, "enter", &permits).await;
-        }
-        if duration > 0 {
-            ctx.ports.clock.sleep(Duration::from_millis(duration)).await;
-        }
-        if input.probe {
-            probe(ctx, "exit", &permits).await;
-        }
-        if input.fail_step == Some(ctx.step) {
-            return Outcome::Fail {
-                error: format!("step {} fails on purpose", ctx.step),
-            };
-        }
-        if unit(ctx.workflow_id, ctx.step, ctx.attempt, 2) < input.fail_rate {
-            return Outcome::Retry {
-                error: format!("injected failure at attempt {}", ctx.attempt),
-                after: None,
-            };
-        }
-        Outcome::Done(json!({
-            "step": ctx.step,
-            "attempt": ctx.attempt,
-            "worker": ctx.worker,
-            "token": ctx.token,
-            "slept_ms": duration,
-        }))
-    }
-
-    async fn compensate(&self, ctx: &StepContext<'_>) -> Outcome {
-        Outcome::Done(json!({ "compensated": ctx.step, "token": ctx.token }))
-    }
 }
 
-fn fan_out(ctx: &StepContext<'_>, f: &FanOut) -> Outcome {
+async fn run(ctx: &Ctx<'_, Synthetic>) -> StepResult {
+    let input = ctx.input;
+    if let Some(f) = input.fan_out.as_ref().filter(|f| f.step == ctx.step) {
+        return fan_out(ctx, f);
+    }
+    if input.pause_step == Some(ctx.step) && ctx.resumes == 0 {
+        return Ok(Outcome::Pause {
+            reason: format!("step {} asks for an operator", ctx.step),
+        });
+    }
+    if let Some(s) = input.signal.as_ref().filter(|s| s.step == ctx.step) {
+        return Ok(match ctx.signal(&s.name) {
+            Some(payload) => Outcome::Done(json!({ "signal": payload })),
+            None => Outcome::WaitSignal {
+                name: s.name.clone(),
+            },
+        });
+    }
+    let secret_bytes = match &input.secret {
+        Some(reference) => Some(ctx.secret(reference).await?.expose().len()),
+        None => None,
+    };
+    let span = input.max_ms - input.min_ms;
+    let duration =
+        input.min_ms + (unit(ctx.workflow_id, ctx.step, ctx.attempt, 1) * span as f64) as u64;
+    let permits: Vec<String> = input.permits.iter().map(|p| p.name.clone()).collect();
+    if input.probe {
+        probe(ctx, "enter", &permits).await;
+    }
+    if duration > 0 {
+        ctx.ports.clock.sleep(Duration::from_millis(duration)).await;
+    }
+    if input.probe {
+        probe(ctx, "exit", &permits).await;
+    }
+    if input.fail_step == Some(ctx.step) {
+        return Err(StepError::fail(format!(
+            "step {} fails on purpose",
+            ctx.step
+        )));
+    }
+    if unit(ctx.workflow_id, ctx.step, ctx.attempt, 2) < input.fail_rate {
+        return Err(StepError::retry(
+            format!("injected failure at attempt {}", ctx.attempt),
+            None,
+        ));
+    }
+    let mut out = json!({
+        "step": ctx.step,
+        "attempt": ctx.attempt,
+        "worker": ctx.worker,
+        "token": ctx.token,
+        "slept_ms": duration,
+    });
+    if let Some(n) = secret_bytes {
+        out["secret_bytes"] = json!(n);
+    }
+    Ok(Outcome::Done(out))
+}
+
+async fn compensate(ctx: &Ctx<'_, Synthetic>) -> StepResult {
+    Ok(Outcome::Done(
+        json!({ "compensated": ctx.step, "token": ctx.token }),
+    ))
+}
+
+fn fan_out(ctx: &Ctx<'_, Synthetic>, f: &FanOut) -> StepResult {
     if ctx.children.is_empty() {
         let children = (0..f.children)
             .map(|_| ChildSpec {
@@ -301,28 +300,24 @@ fn fan_out(ctx: &StepContext<'_>, f: &FanOut) -> Outcome {
         } else {
             JoinPolicy::All
         };
-        return Outcome::Spawn { children, join };
+        return Ok(Outcome::Spawn { children, join });
     }
     let failed: Vec<&str> = ctx
         .children
         .iter()
-        .filter(|c| {
-            matches!(
-                c.state,
-                crate::model::State::Failed | crate::model::State::Cancelled
-            )
-        })
+        .filter(|c| matches!(c.state, State::Failed | State::Cancelled))
         .map(|c| c.id.as_str())
         .collect();
     if !failed.is_empty() {
-        return Outcome::Fail {
-            error: format!("children failed: {}", failed.join(", ")),
-        };
+        return Err(StepError::fail(format!(
+            "children failed: {}",
+            failed.join(", ")
+        )));
     }
-    Outcome::Done(json!({ "children": ctx.children.len() }))
+    Ok(Outcome::Done(json!({ "children": ctx.children.len() })))
 }
 
-async fn probe(ctx: &StepContext<'_>, what: &str, permits: &[String]) {
+async fn probe(ctx: &Ctx<'_, Synthetic>, what: &str, permits: &[String]) {
     if let Some(probe) = &ctx.ports.probe {
         probe
             .record(ProbeEvent {
@@ -333,7 +328,7 @@ async fn probe(ctx: &StepContext<'_>, what: &str, permits: &[String]) {
                 token: ctx.token,
                 worker: ctx.worker.to_string(),
                 permits: permits.to_vec(),
-                at_ms: ctx.ports.clock.now_ms(),
+                at_ms: ctx.now_ms(),
             })
             .await;
     }
@@ -343,31 +338,33 @@ async fn probe(ctx: &StepContext<'_>, what: &str, permits: &[String]) {
 mod tests {
     use super::*;
 
+    fn validate(input: &Value) -> Result<(), String> {
+        parse(input).map(|_| ())
+    }
+
     #[test]
     fn validation_says_what_to_fix() {
-        let s = Synthetic;
-        assert!(s.validate(&json!({"steps": 3})).is_ok());
+        assert!(validate(&json!({"steps": 3})).is_ok());
         assert!(
-            s.validate(&json!({"steps": 0}))
+            validate(&json!({"steps": 0}))
                 .unwrap_err()
                 .contains("between 1 and 100")
         );
         assert!(
-            s.validate(&json!({"steps": 2, "bogus": 1}))
+            validate(&json!({"steps": 2, "bogus": 1}))
                 .unwrap_err()
                 .contains("bogus")
         );
         assert!(
-            s.validate(&json!({"steps": 2, "min_ms": 5, "max_ms": 1}))
+            validate(&json!({"steps": 2, "min_ms": 5, "max_ms": 1}))
                 .unwrap_err()
                 .contains("max_ms")
         );
-        assert!(s.validate(&json!("x")).is_err());
+        assert!(validate(&json!("x")).is_err());
     }
 
     #[test]
     fn inputs_that_could_never_work_are_refused() {
-        let s = Synthetic;
         for (input, says) in [
             (
                 json!({"steps": 2, "signal": {"step": 1, "name": "with space"}}),
@@ -392,13 +389,10 @@ mod tests {
                 "permit",
             ),
         ] {
-            let err = s.validate(&input).unwrap_err();
+            let err = validate(&input).unwrap_err();
             assert!(err.contains(says), "{input}: {err}");
         }
-        assert!(
-            s.validate(&json!({"steps": 2, "signal": {"step": 1, "name": "go"}}))
-                .is_ok()
-        );
+        assert!(validate(&json!({"steps": 2, "signal": {"step": 1, "name": "go"}})).is_ok());
     }
 
     #[test]
@@ -407,11 +401,11 @@ mod tests {
         let one = json!({"steps": 1, "fan_out": {"step": 0, "children": 256, "child": leaf}});
         let two = json!({"steps": 1, "fan_out": {"step": 0, "children": 256, "child": one}});
         let three = json!({"steps": 1, "fan_out": {"step": 0, "children": 256, "child": two}});
-        assert_eq!(Synthetic.descendants(&leaf), 0);
-        assert_eq!(Synthetic.descendants(&one), 256);
-        assert_eq!(Synthetic.descendants(&two), 256 + 256 * 256);
+        assert_eq!(descendants(&parse(&leaf).unwrap()), 0);
+        assert_eq!(descendants(&parse(&one).unwrap()), 256);
+        assert_eq!(descendants(&parse(&two).unwrap()), 256 + 256 * 256);
         assert_eq!(
-            Synthetic.descendants(&three),
+            descendants(&parse(&three).unwrap()),
             256 + 256 * 256 + 256 * 256 * 256
         );
     }

@@ -1,171 +1,26 @@
-//! The simulator loop and KubeVirt's migration and evacuation controllers. Each pass reads the
-//! store, runs the pure decisions (`migration::admit`, `migration::advance`, `placement::choose`)
-//! with the simulated time, and writes phases, `migrationState`, pods and events back. Also records
-//! the migration concurrency counters in the audit.
+//! KubeVirt's migration controller, with virt-handler's side of a migration. Each pass takes new
+//! VirtualMachineInstanceMigrations in (failing at once those whose VMI is missing, already
+//! migrating, not Running or not live-migratable), admits them under the parallelism limits
+//! (`migration::admit`), places target pods (`placement::choose`), advances every migration as far
+//! as the simulated clock allows (`migration::advance`), and writes phases, `migrationState`, pods,
+//! Events and the audit's completion record back. It aborts migrations whose object was deleted,
+//! keeps at most five finished migrations per VMI and records the concurrency counters in the
+//! audit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::clock::SimTime;
 use crate::kube::resources::keys;
+use crate::sim::memory::{Entry, Key, SimState};
 use crate::sim::migration::{self, Phase, Run, Step};
-use crate::sim::{nodes, placement, storage, vms};
+use crate::sim::{placement, vms};
 use crate::state::Shared;
 
-/// Real time between simulator passes.
-pub const TICK: Duration = Duration::from_millis(50);
-
-type Key = (String, String);
-
-/// The simulator's own memory: migrations in flight and evacuation back-offs.
-#[derive(Debug, Default)]
-pub struct SimState {
-    runs: BTreeMap<Key, Entry>,
-    evacuation_retry: HashMap<Key, SimTime>,
-    last_rv: u64,
-    busy: bool,
-    last_counts: Option<(usize, BTreeMap<String, usize>)>,
-    /// Nodes rebooting: when each is Ready again and when virt-handler runs again.
-    reboots: BTreeMap<String, (SimTime, SimTime)>,
-}
-
-impl SimState {
-    /// Follow a node's reboot until virt-handler runs on it again.
-    pub fn rebooting(&mut self, node: &str, times: (SimTime, SimTime)) {
-        self.reboots.insert(node.to_string(), times);
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    run: Run,
-    vmi: String,
-    uid: String,
-    source_pod: String,
-    target_pod: Option<String>,
-    no_target: bool,
-    cpu: f64,
-    transitions: Vec<Value>,
-}
-
-fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
-}
-
-/// Run the simulator until `shutdown` fires.
-pub async fn run(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        // A malformed object must not stop the simulation: log and carry on with the next pass.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(&shared))).is_err() {
-            tracing::error!("A simulator pass panicked; continuing.");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// One simulator pass.
-pub fn tick(shared: &Shared) {
-    let now = shared.clock.now();
-    crate::maas::sim::tick(shared, now);
-    let mut st = shared.sim.lock().unwrap_or_else(|e| e.into_inner());
-    let rv = shared.store.resource_version();
-    st.reboots
-        .retain(|node, times| !nodes::finish_reboot(shared, node, now, *times));
-    if rv == st.last_rv && !st.busy && st.runs.is_empty() {
-        return;
-    }
-    let active: HashSet<Key> = st
-        .runs
-        .iter()
-        .filter(|(_, e)| !e.run.phase.is_final())
-        .map(|((ns, _), e)| (ns.clone(), e.vmi.clone()))
-        .collect();
-    let mut busy = vms::reconcile(shared, now, &|ns, name| {
-        active.contains(&(ns.to_string(), name.to_string()))
-    });
-    busy |= storage::reconcile(shared, now);
-    evacuate(shared, &mut st, now);
-    migrations(shared, &mut st, now);
-    busy |= !st.runs.is_empty();
-    st.busy = busy;
-    // The resourceVersion this pass started from: a change made while it ran (an API write, or the
-    // pass's own) makes the next pass run too, so no change is missed.
-    st.last_rv = rv;
-}
-
-fn evacuate(shared: &Shared, st: &mut SimState, now: SimTime) {
-    let (nodes, _) = shared.store.list_shared(keys::NODES, None, |n| {
-        n["spec"]["taints"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t["key"] == "kubevirt.io/drain"))
-    });
-    let drained: HashSet<String> = nodes
-        .iter()
-        .map(|n| s(n, "/metadata/name").to_string())
-        .collect();
-    let (vmis, _) = shared.store.list_shared(keys::VMIS, None, |v| {
-        !s(v, "/status/evacuationNodeName").is_empty() || drained.contains(s(v, "/status/nodeName"))
-    });
-    for vmi in vmis {
-        let ns = s(&vmi, "/metadata/namespace").to_string();
-        let name = s(&vmi, "/metadata/name").to_string();
-        let node = s(&vmi, "/status/nodeName").to_string();
-        let evac = s(&vmi, "/status/evacuationNodeName").to_string();
-        if !evac.is_empty() && evac != node {
-            let _ = shared.store.modify(keys::VMIS, &ns, &name, |v| {
-                if let Some(st) = v["status"].as_object_mut() {
-                    st.remove("evacuationNodeName");
-                }
-                Ok(())
-            });
-            continue;
-        }
-        if s(&vmi, "/status/phase") != "Running" {
-            continue;
-        }
-        let in_flight = st
-            .runs
-            .iter()
-            .any(|((n, _), e)| *n == ns && e.vmi == name && !e.run.phase.is_final());
-        let key = (ns.clone(), name.clone());
-        if in_flight || st.evacuation_retry.get(&key).is_some_and(|t| *t > now) {
-            continue;
-        }
-        let obj = json!({
-            "apiVersion": "kubevirt.io/v1",
-            "kind": "VirtualMachineInstanceMigration",
-            "metadata": {
-                "generateName": "kubevirt-evacuation-",
-                "namespace": ns,
-                "annotations": {"kubevirt.io/evacuationMigration": node},
-                "labels": {"kubevirt.io/vmi-name": name}
-            },
-            "spec": {"vmiName": name}
-        });
-        if shared.store.create(keys::VMIMS, obj).is_ok() {
-            // Hold further evacuations of this VMI until the migration registers.
-            st.evacuation_retry.insert(key, now + 1e-3);
-        }
-    }
-}
-
-fn status_patch(shared: &Shared, ns: &str, name: &str, e: &Entry, extra: impl FnOnce(&mut Value)) {
-    let _ = shared.store.modify(keys::VMIMS, ns, name, |m| {
-        m["status"]["phase"] = json!(e.run.phase.as_str());
-        m["status"]["phaseTransitionTimestamps"] = Value::Array(e.transitions.clone());
-        m["metadata"]["labels"]["kubevirt.io/vmi-name"] = json!(e.vmi);
-        extra(m);
-        Ok(())
-    });
-}
-
-fn migrations(shared: &Shared, st: &mut SimState, now: SimTime) {
+/// One pass: take new migrations in, admit, place and advance them, forget finished ones.
+pub fn reconcile(shared: &Shared, st: &mut SimState, now: SimTime) {
     let settings = &shared.scenario.migrations;
     let wall = shared.clock.rfc3339();
     let (vmims, _) = shared.store.list_shared(keys::VMIMS, None, |_| true);
@@ -423,6 +278,44 @@ fn migrations(shared: &Shared, st: &mut SimState, now: SimTime) {
     record_counters(shared, st, now);
 }
 
+/// Record a core/v1 Event about a migration, as virt-controller does.
+pub fn event(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    kind_of: &str,
+    reason: &str,
+    message: &str,
+) {
+    let wall = shared.clock.rfc3339();
+    let (kind, api_version) = ("VirtualMachineInstanceMigration", "kubevirt.io/v1");
+    let _ = shared.store.create(keys::EVENTS, json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": if ns.is_empty() { "default" } else { ns }},
+        "involvedObject": {"kind": kind, "namespace": ns, "name": name, "uid": uid, "apiVersion": api_version},
+        "reason": reason,
+        "message": message,
+        "type": kind_of,
+        "source": {"component": "virt-controller"},
+        "reportingComponent": "virt-controller",
+        "firstTimestamp": wall,
+        "lastTimestamp": wall,
+        "count": 1
+    }));
+}
+
+fn status_patch(shared: &Shared, ns: &str, name: &str, e: &Entry, extra: impl FnOnce(&mut Value)) {
+    let _ = shared.store.modify(keys::VMIMS, ns, name, |m| {
+        m["status"]["phase"] = json!(e.run.phase.as_str());
+        m["status"]["phaseTransitionTimestamps"] = Value::Array(e.transitions.clone());
+        m["metadata"]["labels"]["kubevirt.io/vmi-name"] = json!(e.vmi);
+        extra(m);
+        Ok(())
+    });
+}
+
 fn migration_state(e: &Entry, shared: &Shared) -> Value {
     let target = e.run.target.clone().unwrap_or_default();
     let target_ip = shared
@@ -646,30 +539,6 @@ fn record_counters(shared: &Shared, st: &mut SimState, now: SimTime) {
     }
 }
 
-/// Record a core/v1 Event about a migration, as virt-controller does.
-pub fn event(
-    shared: &Shared,
-    ns: &str,
-    name: &str,
-    uid: &str,
-    kind_of: &str,
-    reason: &str,
-    message: &str,
-) {
-    let wall = shared.clock.rfc3339();
-    let (kind, api_version) = ("VirtualMachineInstanceMigration", "kubevirt.io/v1");
-    let _ = shared.store.create(keys::EVENTS, json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": format!("{name}."), "namespace": if ns.is_empty() { "default" } else { ns }},
-        "involvedObject": {"kind": kind, "namespace": ns, "name": name, "uid": uid, "apiVersion": api_version},
-        "reason": reason,
-        "message": message,
-        "type": kind_of,
-        "source": {"component": "virt-controller"},
-        "reportingComponent": "virt-controller",
-        "firstTimestamp": wall,
-        "lastTimestamp": wall,
-        "count": 1
-    }));
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }

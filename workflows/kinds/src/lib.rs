@@ -1,0 +1,28 @@
+//! Drover's workflow kinds, each one file written with the kind SDK (`drover_workflows::sdk`):
+//! `synthetic` (the engine's demo, test and benchmark workload), `drain-node`, its per-VMI child
+//! `migrate-vmi`, and `rolling-maintenance` with its pure planner (`plan.rs`) and health gate
+//! (`gate.rs`). What several kinds share lives in `cluster.rs`. [`builtin`] is the registry every
+//! Drover process uses.
+//!
+//! A new kind on existing ports is one file with a `Kind` impl and one line in [`builtin`].
+
+pub mod cluster;
+pub mod drain_node;
+pub mod gate;
+pub mod migrate_vmi;
+pub mod plan;
+pub mod rolling_maintenance;
+pub mod synthetic;
+
+use drover_workflows::Registry;
+
+/// Every kind Drover ships.
+pub fn builtin() -> Registry {
+    let mut registry = Registry::default();
+    registry
+        .register::<synthetic::Synthetic>()
+        .register::<drain_node::DrainNode>()
+        .register::<migrate_vmi::MigrateVmi>()
+        .register::<rolling_maintenance::RollingMaintenance>();
+    registry
+}
