@@ -10,3 +10,5 @@ mod engine;
 mod harness;
 mod hostile;
 mod lab;
+mod secrets;
+mod versioning;

@@ -1,0 +1,1 @@
+//! Secrets by reference, end to end (filled in below).

@@ -1,0 +1,1 @@
+//! Versioned steps across worker builds (filled in below).
