@@ -20,6 +20,12 @@ pub struct Config {
     pub api: drover_api::Config,
     pub worker: drover_worker::Config,
     pub kube: KubeConfig,
+    /// Secrets by reference (`[secrets]`): each entry maps a name that workflow inputs give as
+    /// `{"secret": "<name>"}` to where the worker reads the value, with exactly one of
+    /// `{ env = "VAR" }`, `{ file = "/path" }` and
+    /// `{ kubernetes = { namespace = "...", name = "...", key = "..." } }` (through `[kube]`). Read
+    /// at each use, so rotation needs no restart; only workers read them.
+    pub secrets: drover_worker::secrets::Config,
 }
 
 /// Where workers find the Kubernetes cluster (`[kube]`). Nothing set: no cluster, and workflows that
@@ -166,6 +172,32 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_checked_when_the_file_is_parsed() {
+        use drover_worker::secrets::Source;
+        let config: Config = toml::from_str(
+            r#"
+            [secrets]
+            maas-api-key = { env = "MAAS_API_KEY" }
+            [secrets.ticketing]
+            kubernetes = { namespace = "drover", name = "ticketing", key = "password" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.secrets.get("maas-api-key"),
+            Some(&Source::Env("MAAS_API_KEY".into()))
+        );
+        assert!(matches!(
+            config.secrets.get("ticketing"),
+            Some(Source::Kubernetes(_))
+        ));
+        let e = toml::from_str::<Config>("[secrets]\nx = { env = \"A\", file = \"/b\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one of"), "{e}");
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -125,17 +125,50 @@ async fn connect(redis_url: &str) -> anyhow::Result<drover_store::Store> {
 pub async fn worker_ports(
     store: &drover_store::Store,
     kube: &config::KubeConfig,
+    secrets: &drover_worker::secrets::Config,
 ) -> anyhow::Result<Ports> {
     let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock)).with_probe(Arc::new(
         drover_store::probe::RedisProbe::new(store.clone()),
     ));
+    let mut cluster = None;
     if let Some(target) = kube.target()? {
-        let cluster = drover_kube::Cluster::connect(&target)
+        let connected = drover_kube::Cluster::connect(&target)
             .await
             .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
-        ports = ports.with_kube(cluster.port());
+        ports = ports.with_kube(connected.clone().port());
+        cluster = Some(connected);
+    }
+    secrets
+        .validate(cluster.is_some())
+        .map_err(anyhow::Error::msg)?;
+    // Without [secrets] the port stays unset, and a step that needs one says to configure it.
+    if !secrets.is_empty() {
+        let kube = cluster
+            .map(|c| Arc::new(ClusterSecrets(c)) as Arc<dyn drover_worker::secrets::KubeSecrets>);
+        ports = ports.with_secrets(Arc::new(drover_worker::secrets::ConfigSecrets::new(
+            secrets.clone(),
+            kube,
+        )));
     }
     Ok(ports)
+}
+
+/// The `kubernetes` secret source over the cluster in `[kube]` (the worker crate does not depend on
+/// the kube adapter, so the binary joins them).
+struct ClusterSecrets(drover_kube::Cluster);
+
+impl drover_worker::secrets::KubeSecrets for ClusterSecrets {
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> drover_workflows::ports::BoxFuture<
+        'a,
+        Result<Vec<u8>, drover_workflows::ports::kube::KubeError>,
+    > {
+        Box::pin(self.0.read_secret(namespace, name, key))
+    }
 }
 
 async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -159,10 +192,14 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
 async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config.worker.validate().map_err(anyhow::Error::msg)?;
-    config.kube.target()?;
+    let has_cluster = config.kube.target()?.is_some();
+    config
+        .secrets
+        .validate(has_cluster)
+        .map_err(anyhow::Error::msg)?;
     let redis_url = config.require_redis()?;
     let store = connect(&redis_url).await?;
-    let ports = worker_ports(&store, &config.kube).await?;
+    let ports = worker_ports(&store, &config.kube, &config.secrets).await?;
     drover_worker::run(
         store,
         config.registry(),

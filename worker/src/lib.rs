@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod ports;
+pub mod secrets;
 pub mod service;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -8,6 +8,7 @@ mod error;
 mod nodes;
 mod pods;
 mod resources;
+mod secrets;
 mod vmis;
 
 use std::sync::Arc;
@@ -77,6 +78,18 @@ impl Cluster {
 
     pub fn client(&self) -> &kube::Client {
         &self.client
+    }
+
+    /// The value under `key` in Secret `namespace/name`, decoded from base64; for the worker's
+    /// `kubernetes` secret sources (not part of the `Kube` port: steps never read Secrets). Errors
+    /// name the Secret and key, never a value.
+    pub async fn read_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Vec<u8>, KubeError> {
+        secrets::read(&self.client, namespace, name, key).await
     }
 }
 

@@ -111,14 +111,18 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Why a secret could not be resolved. Messages name the secret and its source, never its value.
+/// Why a secret could not be resolved. Messages name the secret and its source, never its value:
+/// `Unavailable` and `Invalid` carry the quoted name and the reason, `"maas-key" (environment
+/// variable MAAS_KEY is not set)`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SecretError {
+    /// The name is not in the worker's `[secrets]`.
     #[error("no secret named {0:?} is configured on this worker; add it under [secrets]")]
     Unknown(String),
     /// The source did not answer (a file not there yet, the cluster unreachable): worth retrying.
     #[error("secret {0} is unavailable for now")]
     Unavailable(String),
+    /// The source answered, but not with a usable value (unset, empty, not UTF-8, no such key).
     #[error("secret {0} is unusable")]
     Invalid(String),
 }
