@@ -127,6 +127,10 @@ pub struct Migrated {
     /// VMs whose migrations failed `max_migration_attempts` times.
     #[serde(default)]
     pub gave_up: Vec<Blocked>,
+    /// VMIs whose migration failed but which left the node anyway (deleted, or stopped, meanwhile):
+    /// off the node, so neither retried nor given up on. `namespace/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<String>,
 }
 
 /// `stop-blocked`'s output.
@@ -344,11 +348,23 @@ async fn migrate(ctx: &Ctx<'_, DrainNode>) -> StepResult {
         let entry = latest.entry((child.namespace, child.vmi)).or_insert((0, c));
         *entry = (entry.0 + 1, c);
     }
+    // A VMI whose migration failed but which is no longer on the node has left it all the same.
+    let on_node: Vec<VmiInfo> = if latest.values().any(|(_, c)| c.state != State::Succeeded) {
+        kube.list_vmis(Some(&input.node)).await?
+    } else {
+        Vec::new()
+    };
+    let still_there = |key: &(String, String)| {
+        on_node
+            .iter()
+            .any(|v| v.namespace == key.0 && v.name == key.1)
+    };
     let mut retry = Vec::new();
     let mut out = Migrated::default();
     for (key, (tries, c)) in &latest {
         match c.state {
             State::Succeeded => out.migrated.push(json!({ "namespace": key.0, "vmi": key.1, "target": c.result.as_ref().and_then(|r| r.get("target").cloned()) })),
+            _ if !still_there(key) => out.gone.push(format!("{}/{}", key.0, key.1)),
             _ if (*tries as u32) < input.max_migration_attempts => retry.push(key.clone()),
             _ => out.gave_up.push(Blocked {
                 namespace: key.0.clone(),
@@ -380,9 +396,8 @@ async fn migrate(ctx: &Ctx<'_, DrainNode>) -> StepResult {
     }
     // VMs given up on are handled like the non-migratable ones; find their VirtualMachines.
     if !out.gave_up.is_empty() {
-        let vmis = kube.list_vmis(Some(&input.node)).await?;
         for b in &mut out.gave_up {
-            b.vm = vmis
+            b.vm = on_node
                 .iter()
                 .find(|v| v.namespace == b.namespace && v.name == b.name)
                 .and_then(|v| v.vm.clone());
@@ -581,4 +596,1202 @@ async fn node_return(ctx: &Ctx<'_, DrainNode>) -> StepResult {
     Ok(Outcome::Done(json!({
         "node": input.node, "uncordoned": input.uncordon, "ready": true, "migrated": migrated.migrated,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_workflows::ports::kube::{KubeError, PodInfo};
+    use drover_workflows::sdk::Typed;
+    use drover_workflows::{Phase, Workflow};
+
+    use super::*;
+    use crate::fake::{Call, FakeKube, Harness, Op, child, node, pod, too_many_requests, vmi};
+
+    const GIB: u64 = 1 << 30;
+
+    fn input(policy: &str) -> Value {
+        json!({ "node": "n1", "non_migratable": policy })
+    }
+
+    fn blocked_vmi() -> VmiInfo {
+        VmiInfo {
+            not_migratable: Some((
+                "DisksNotLiveMigratable".into(),
+                "PVC data is not shared".into(),
+            )),
+            ..vmi("c", "n1")
+        }
+    }
+
+    fn launcher(vmi: &str) -> PodInfo {
+        PodInfo {
+            labels: BTreeMap::from([("kubevirt.io".into(), "virt-launcher".into())]),
+            ..pod(
+                &format!("virt-launcher-{vmi}"),
+                Some("VirtualMachineInstance"),
+            )
+        }
+    }
+
+    /// `n1` to drain, with migratable `a` and `b`, non-migratable `c` and their launcher pods, a
+    /// DaemonSet pod, a mirror pod and a ReplicaSet's pod; `n2` and `n3` with room, `x` on `n2`.
+    fn cluster() -> FakeKube {
+        FakeKube::default()
+            .node(node("n1"))
+            .node(node("n2"))
+            .node(node("n3"))
+            .vmi(vmi("a", "n1"))
+            .vmi(vmi("b", "n1"))
+            .vmi(blocked_vmi())
+            .vmi(vmi("x", "n2"))
+            .pod("n1", launcher("a"))
+            .pod("n1", launcher("b"))
+            .pod("n1", launcher("c"))
+            .pod("n1", pod("node-agent-n1", Some("DaemonSet")))
+            .pod("n1", pod("kube-proxy-n1", Some("Node")))
+            .pod("n1", pod("web-1", Some("ReplicaSet")))
+            .pod("n2", pod("web-2", Some("ReplicaSet")))
+    }
+
+    fn harness(input: Value, kube: FakeKube) -> Harness {
+        Harness::new::<DrainNode>(input, kube)
+    }
+
+    fn blocked(name: &str, vm: Option<&str>, reason: &str, message: &str) -> Blocked {
+        Blocked {
+            namespace: "ns".into(),
+            name: name.into(),
+            vm: vm.map(str::to_string),
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    fn c_blocked() -> Blocked {
+        blocked(
+            "c",
+            Some("c-vm"),
+            "DisksNotLiveMigratable",
+            "PVC data is not shared",
+        )
+    }
+
+    fn preflight_of(was_cordoned: bool) -> Preflight {
+        Preflight {
+            was_cordoned,
+            migratable: vec![("ns".into(), "a".into()), ("ns".into(), "b".into())],
+            blocked: vec![c_blocked()],
+        }
+    }
+
+    fn set<T: Serialize>(h: &mut Harness, step: &str, output: T) {
+        let value = serde_json::to_value(output).expect("an output encodes");
+        h.outputs.insert(step.to_string(), value);
+    }
+
+    fn fail_containing(outcome: &Outcome, text: &str) -> bool {
+        matches!(outcome, Outcome::Fail { error } if error.contains(text))
+    }
+
+    fn cordon_call(unschedulable: bool) -> Call {
+        Call::SetUnschedulable {
+            node: "n1".into(),
+            unschedulable,
+        }
+    }
+
+    fn vm_call(vm: &str, running: bool) -> Call {
+        Call::SetVmRunning {
+            namespace: "ns".into(),
+            vm: vm.into(),
+            running,
+        }
+    }
+
+    fn evict_call(name: &str) -> Call {
+        Call::EvictPod {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    /// The child `migrate` spawns for `vmi` with the default input.
+    fn spec(vmi: &str) -> ChildSpec {
+        migration(
+            &parse(input("shutdown-restart")),
+            &("ns".to_string(), vmi.to_string()),
+        )
+    }
+
+    fn parse(v: Value) -> Input {
+        drover_workflows::sdk::parse::<DrainNode>(&v).expect("a valid input")
+    }
+
+    fn removed(h: &Harness, name: &str) {
+        h.kube.edit(|c| c.vmis.retain(|v| v.name != name));
+    }
+
+    fn moved(h: &Harness, name: &str, to: &str) {
+        h.kube.edit(|c| {
+            for v in c.vmis.iter_mut().filter(|v| v.name == name) {
+                v.node = Some(to.into());
+            }
+        });
+    }
+
+    #[test]
+    fn the_step_table_and_the_input_checks() {
+        let h = harness(input("fail"), cluster());
+        let steps: Vec<(&str, bool)> = h
+            .loaded()
+            .steps()
+            .iter()
+            .map(|s| (s.name.as_str(), s.compensable))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("preflight", false),
+                ("cordon", true),
+                ("migrate", false),
+                ("stop-blocked", true),
+                ("evict", false),
+                ("verify", false),
+                ("maintenance", false),
+                ("return", false),
+            ]
+        );
+        let lock = h.loaded().permits(0, Phase::Forward);
+        assert_eq!(lock, [drover_workflows::Permit::lock("node:n1")]);
+        assert!(h.loaded().permits(0, Phase::Compensate).is_empty());
+
+        let kind = Typed::<DrainNode>::default();
+        for (bad, says) in [
+            (json!({ "node": "" }), "node must name a node"),
+            (
+                json!({ "node": "n1", "max_migration_attempts": 0 }),
+                "at least 1",
+            ),
+            (
+                json!({ "node": "n1", "non_migratable": "ignore" }),
+                "unknown variant",
+            ),
+            (json!({ "node": "n1", "force": true }), "unknown field"),
+        ] {
+            let error = kind.load(&bad).err().unwrap_or_default();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn preflight_classifies_the_vmis_and_changes_nothing() {
+        for policy in ["shutdown-restart", "skip"] {
+            let h = harness(input(policy), cluster());
+            let outcome = h.run("preflight");
+            let Outcome::Done(out) = outcome else {
+                panic!("{policy}: {outcome:?}");
+            };
+            let out: Preflight = serde_json::from_value(out).expect("preflight's output");
+            assert!(!out.was_cordoned);
+            assert_eq!(out.migratable, preflight_of(false).migratable, "{policy}");
+            assert_eq!(out.blocked, [c_blocked()], "{policy}");
+            assert!(h.kube.mutations().is_empty(), "{policy}");
+        }
+        let h = harness(input("fail"), cluster());
+        assert_eq!(
+            h.run("preflight"),
+            Outcome::Fail {
+                error: "1 VMs on n1 cannot live-migrate: ns/c (DisksNotLiveMigratable: PVC data \
+                        is not shared)"
+                    .into()
+            }
+        );
+        assert!(h.kube.mutations().is_empty());
+        // Without blockers, policy `fail` goes on; a node cordoned already is remembered as such.
+        let kube = cluster();
+        kube.edit(|c| {
+            c.vmis.retain(|v| v.name != "c");
+            c.nodes.get_mut("n1").expect("n1").unschedulable = true;
+        });
+        let h = harness(input("fail"), kube);
+        let Outcome::Done(out) = h.run("preflight") else {
+            panic!("preflight did not pass");
+        };
+        assert_eq!(out["was_cordoned"], true);
+        assert_eq!(out["blocked"], json!([]));
+    }
+
+    #[test]
+    fn preflight_counts_room_only_where_the_vms_may_go() {
+        // a, b and c each ask 1 core and 4 GiB: 8 GiB must leave, 12 GiB with shutdown-restart.
+        // The only other node is n2, where x uses 4 GiB.
+        type Shape = fn(&mut crate::fake::Cluster);
+        fn n2(c: &mut crate::fake::Cluster) -> &mut drover_workflows::ports::kube::NodeInfo {
+            c.nodes.get_mut("n2").expect("n2")
+        }
+        let small: Shape = |c| n2(c).memory_bytes = 12 * GIB;
+        let cordoned: Shape = |c| n2(c).unschedulable = true;
+        let not_ready: Shape = |c| n2(c).ready = false;
+        let racked: Shape = |c| {
+            n2(c).labels.insert("rack".into(), "r2".into());
+        };
+        let crowded: Shape = |c| {
+            for x in c.vmis.iter_mut().filter(|v| v.name == "x") {
+                x.memory_bytes = 60 * GIB;
+            }
+        };
+        let rack = json!({ "rack": "r2" });
+        let cases: [(&str, Shape, Value, bool); 7] = [
+            ("skip", small, json!({}), true),
+            ("shutdown-restart", small, json!({}), false),
+            ("skip", cordoned, json!({}), false),
+            ("skip", not_ready, json!({}), false),
+            ("skip", |_| {}, rack.clone(), false),
+            ("skip", racked, rack, true),
+            ("skip", crowded, json!({}), false),
+        ];
+        for (i, (policy, shape, selector, fits)) in cases.into_iter().enumerate() {
+            let kube = cluster();
+            kube.edit(|c| {
+                c.nodes.remove("n3");
+                shape(c);
+            });
+            let mut input = input(policy);
+            input["target_selector"] = selector;
+            let outcome = harness(input, kube).run("preflight");
+            if fits {
+                assert!(matches!(outcome, Outcome::Done(_)), "case {i}: {outcome:?}");
+            } else {
+                assert!(
+                    fail_containing(&outcome, "not enough room to drain n1"),
+                    "case {i}: {outcome:?}"
+                );
+            }
+        }
+        let kube = cluster();
+        kube.edit(|c| c.nodes.retain(|n, _| n == "n1"));
+        assert_eq!(
+            harness(input("skip"), kube).run("preflight"),
+            Outcome::Fail {
+                error: "not enough room to drain n1: its VMs need 8.0 GiB and 2000 mCPU, the 0 \
+                        other schedulable nodes have 0.0 GiB and 0 mCPU free"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn preflight_turns_cluster_errors_into_outcomes() {
+        let h = harness(input("skip"), cluster());
+        h.kube
+            .fail(Op::GetNode, 1, too_many_requests(Duration::from_secs(5)));
+        assert_eq!(
+            h.run("preflight"),
+            Outcome::Retry {
+                error: "429 Too Many Requests".into(),
+                after: Some(Duration::from_secs(5)),
+            }
+        );
+        h.kube.fail(
+            Op::ListNodes,
+            1,
+            KubeError::Transient {
+                message: "connection reset".into(),
+                retry_after: None,
+            },
+        );
+        assert!(matches!(
+            h.run("preflight"),
+            Outcome::Retry { after: None, .. }
+        ));
+        assert!(matches!(h.run("preflight"), Outcome::Done(_)));
+        let h = harness(json!({ "node": "n9" }), cluster());
+        assert_eq!(
+            h.run("preflight"),
+            Outcome::Fail {
+                error: "nodes \"n9\" not found".into()
+            }
+        );
+    }
+
+    #[test]
+    fn past_the_deadline_every_forward_step_fails_but_compensations_run() {
+        let mut input = input("shutdown-restart");
+        input["deadline_ms"] = json!(1_000);
+        let mut h = harness(input, cluster());
+        h.clock.set(1_001);
+        set(&mut h, "preflight", preflight_of(false));
+        set(
+            &mut h,
+            "cordon",
+            Cordoned {
+                cordoned_by_us: true,
+            },
+        );
+        for step in [
+            "preflight",
+            "cordon",
+            "migrate",
+            "stop-blocked",
+            "evict",
+            "verify",
+            "maintenance",
+            "return",
+        ] {
+            assert_eq!(
+                h.run(step),
+                Outcome::Fail {
+                    error: "the drain of n1 passed its deadline".into()
+                },
+                "{step}"
+            );
+        }
+        assert!(h.kube.calls().is_empty());
+        // Undoing is never too late.
+        assert_eq!(
+            h.compensate("cordon"),
+            Outcome::Done(json!({ "uncordoned": true }))
+        );
+        h.clock.set(1_000);
+        assert!(matches!(h.run("maintenance"), Outcome::Done(_)));
+    }
+
+    #[test]
+    fn cordon_cordons_and_remembers_whether_the_drain_did() {
+        // (cordoned at preflight, cordoned now) -> (cordon call made, cordoned by us)
+        let cases = [
+            ((false, false), (true, true)),
+            ((true, true), (false, false)),
+            // A re-run after a crash: our own cordon is found and still ours.
+            ((false, true), (false, true)),
+            // Uncordoned by someone since preflight: cordoned again, but not ours to undo.
+            ((true, false), (true, false)),
+        ];
+        for ((was, now), (calls, ours)) in cases {
+            let mut h = harness(input("skip"), cluster());
+            h.kube
+                .edit(|c| c.nodes.get_mut("n1").expect("n1").unschedulable = now);
+            set(&mut h, "preflight", preflight_of(was));
+            assert_eq!(
+                h.run("cordon"),
+                Outcome::Done(json!({ "cordoned_by_us": ours })),
+                "{was} {now}"
+            );
+            let expected = if calls {
+                vec![cordon_call(true)]
+            } else {
+                vec![]
+            };
+            assert_eq!(h.kube.mutations(), expected, "{was} {now}");
+            assert!(h.kube.edit(|c| c.nodes["n1"].unschedulable));
+        }
+    }
+
+    #[test]
+    fn an_output_that_does_not_decode_fails_the_step_with_a_message() {
+        let mut h = harness(input("skip"), cluster());
+        assert_eq!(
+            h.run("cordon"),
+            Outcome::Fail {
+                error: "step \"cordon\" needs the output of step \"preflight\", which has none"
+                    .into()
+            }
+        );
+        h.outputs.insert("preflight".into(), json!("garbage"));
+        let outcome = h.run("cordon");
+        assert!(
+            fail_containing(
+                &outcome,
+                "the output of step \"preflight\" does not decode as drain-node expects"
+            ),
+            "{outcome:?}"
+        );
+        h.outputs.insert("cordon".into(), json!({ "cordoned": 1 }));
+        assert!(fail_containing(
+            &h.compensate("cordon"),
+            "\"cordon\" does not decode"
+        ));
+        h.outputs.insert("migrate".into(), json!([1, 2]));
+        assert!(fail_containing(
+            &h.run("return"),
+            "\"migrate\" does not decode"
+        ));
+        assert!(h.kube.mutations().is_empty());
+    }
+
+    #[test]
+    fn the_compensation_of_cordon_uncordons_only_its_own_cordon() {
+        let cases = [
+            (Some(true), vec![cordon_call(false)], true),
+            (Some(false), vec![], false),
+            (None, vec![], false),
+        ];
+        for (ours, mutations, uncordoned) in cases {
+            let mut h = harness(input("skip"), cluster());
+            h.kube
+                .edit(|c| c.nodes.get_mut("n1").expect("n1").unschedulable = true);
+            if let Some(ours) = ours {
+                set(
+                    &mut h,
+                    "cordon",
+                    Cordoned {
+                        cordoned_by_us: ours,
+                    },
+                );
+            }
+            assert_eq!(
+                h.compensate("cordon"),
+                Outcome::Done(json!({ "uncordoned": uncordoned })),
+                "{ours:?}"
+            );
+            assert_eq!(h.kube.mutations(), mutations, "{ours:?}");
+            assert_eq!(h.kube.edit(|c| c.nodes["n1"].unschedulable), !uncordoned);
+        }
+        let mut h = harness(input("skip"), cluster());
+        set(
+            &mut h,
+            "cordon",
+            Cordoned {
+                cordoned_by_us: true,
+            },
+        );
+        h.kube.fail(
+            Op::SetUnschedulable,
+            1,
+            too_many_requests(Duration::from_secs(1)),
+        );
+        assert!(matches!(
+            h.compensate("cordon"),
+            Outcome::Retry { after: Some(_), .. }
+        ));
+        assert!(matches!(h.compensate("cordon"), Outcome::Done(_)));
+    }
+
+    #[test]
+    fn migrate_spawns_one_child_per_migratable_vmi_pinned_as_asked() {
+        let mut input = input("shutdown-restart");
+        input["target_selector"] = json!({ "rack": "r2" });
+        input["targets"] = json!({ "ns/a": "n3" });
+        input["cluster_limit"] = json!(4);
+        input["node_limit"] = json!(1);
+        let h = harness(input, cluster());
+        let child = |vmi: &str, pin: Option<&str>| {
+            let mut selector = BTreeMap::from([("rack".to_string(), "r2".to_string())]);
+            if let Some(pin) = pin {
+                selector.insert("kubernetes.io/hostname".into(), pin.into());
+            }
+            ChildSpec::of::<MigrateVmi>(&migrate_vmi::Input {
+                namespace: "ns".into(),
+                vmi: vmi.into(),
+                source_node: "n1".into(),
+                added_node_selector: selector,
+                cluster_limit: 4,
+                node_limit: 1,
+                poll_ms: None,
+            })
+        };
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Spawn {
+                children: vec![child("a", Some("n3")), child("b", None)],
+                join: JoinPolicy::All,
+            }
+        );
+        assert_eq!(
+            h.kube.calls(),
+            [Call::ListVmis {
+                node: Some("n1".into())
+            }]
+        );
+        // Nothing left to move (they left, or only blocked ones remain): done at once.
+        let h = harness(json!({ "node": "n1", "non_migratable": "skip" }), cluster());
+        removed(&h, "a");
+        moved(&h, "b", "n2");
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Done(json!({ "migrated": [], "gave_up": [] }))
+        );
+        h.kube
+            .fail(Op::ListVmis, 1, too_many_requests(Duration::from_secs(2)));
+        assert!(
+            matches!(h.run("migrate"), Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn migrate_reports_the_moves_and_retries_failed_migrations_as_new_children() {
+        let (a, b) = (spec("a"), spec("b"));
+        let target = |node: &str| Some(json!({ "migration": "m", "target": node }));
+        let mut h = harness(input("shutdown-restart"), cluster());
+        h.children = vec![
+            child("c1", &a, State::Succeeded, target("n2"), None),
+            child("c2", &b, State::Failed, None, Some("target pod failed")),
+        ];
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Spawn {
+                children: vec![b.clone()],
+                join: JoinPolicy::All,
+            }
+        );
+        h.children
+            .push(child("c3", &b, State::Cancelled, None, None));
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Spawn {
+                children: vec![b.clone()],
+                join: JoinPolicy::All,
+            }
+        );
+        h.children
+            .push(child("c4", &b, State::Succeeded, target("n3"), None));
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Done(json!({
+                "migrated": [
+                    { "namespace": "ns", "vmi": "a", "target": "n2" },
+                    { "namespace": "ns", "vmi": "b", "target": "n3" },
+                ],
+                "gave_up": [],
+            }))
+        );
+        // Once children ran, the step judges by them, and reads the node only to see whether the
+        // VMIs whose migration failed are still there (twice here: c2 and c3 had failed).
+        let reads = vec![
+            Call::ListVmis {
+                node: Some("n1".into())
+            };
+            2
+        ];
+        assert_eq!(h.kube.calls(), reads);
+        h.children.push(ChildStatus {
+            input: json!({ "vmi": 7 }),
+            ..child("c5", &b, State::Failed, None, None)
+        });
+        assert!(fail_containing(
+            &h.run("migrate"),
+            "child c5 has an unreadable input"
+        ));
+    }
+
+    #[test]
+    fn migrate_gives_up_after_the_attempts_and_applies_the_policy() {
+        let (a, b) = (spec("a"), spec("b"));
+        let tries = |h: &mut Harness| {
+            h.children = vec![child(
+                "c1",
+                &a,
+                State::Succeeded,
+                Some(json!({ "target": "n2" })),
+                None,
+            )];
+            for i in 0..3 {
+                h.children.push(child(
+                    &format!("b{i}"),
+                    &b,
+                    State::Failed,
+                    None,
+                    Some("migration timed out"),
+                ));
+            }
+        };
+        let mut h = harness(input("fail"), cluster());
+        tries(&mut h);
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Fail {
+                error: "1 migrations failed 3 times: ns/b: migration timed out".into()
+            }
+        );
+        for policy in ["shutdown-restart", "skip"] {
+            let mut h = harness(input(policy), cluster());
+            tries(&mut h);
+            assert_eq!(
+                h.run("migrate"),
+                Outcome::Done(json!({
+                    "migrated": [{ "namespace": "ns", "vmi": "a", "target": "n2" }],
+                    "gave_up": [blocked("b", Some("b-vm"), "MigrationFailed", "migration timed out")],
+                })),
+                "{policy}"
+            );
+            // The VirtualMachine to stop is looked up on the node.
+            assert_eq!(
+                h.kube.calls(),
+                [Call::ListVmis {
+                    node: Some("n1".into())
+                }]
+            );
+        }
+    }
+
+    /// What the code does with a VMI that disappears (deleted, or stopped by its owner) while its
+    /// migration runs: `migrate-vmi` fails (KubeVirt refuses a migration of a missing VMI), and
+    /// `migrate` judges by its children alone, so the VMI does not count as moved there: it is
+    /// tried again, then given up on with no VirtualMachine, which `stop-blocked` refuses. Only
+    /// `verify` (and `migrate`'s first run) count a VMI that is gone as off the node.
+    #[test]
+    fn a_vmi_that_is_gone_counts_as_off_the_node_in_migrate() {
+        let b = spec("b");
+        let gone = "422 admission webhook: the VMI \"ns/b\" does not exist";
+        for policy in ["fail", "shutdown-restart", "skip"] {
+            let mut h = harness(input(policy), cluster());
+            removed(&h, "b");
+            // Its migration failed because it was deleted meanwhile: no retry, no give-up.
+            h.children = vec![child("b0", &b, State::Failed, None, Some(gone))];
+            let Outcome::Done(out) = h.run("migrate") else {
+                panic!("{policy}: migrate did not finish");
+            };
+            assert_eq!(out["migrated"], json!([]), "{policy}");
+            assert_eq!(out["gave_up"], json!([]), "{policy}");
+            assert_eq!(out["gone"], json!(["ns/b"]), "{policy}");
+        }
+        // Still on the node: the failed migration is tried again.
+        let mut h = harness(input("fail"), cluster());
+        h.children = vec![child("b0", &b, State::Failed, None, Some("timed out"))];
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Spawn {
+                children: vec![b.clone()],
+                join: JoinPolicy::All,
+            }
+        );
+    }
+
+    #[test]
+    fn stop_blocked_acts_as_the_policy_says() {
+        let migrated = Migrated::default();
+        for (policy, output) in [
+            ("fail", json!({ "stopped": [] })),
+            ("skip", json!({ "stopped": [], "skipped": [c_blocked()] })),
+        ] {
+            let mut h = harness(input(policy), cluster());
+            set(&mut h, "preflight", preflight_of(false));
+            set(&mut h, "migrate", &migrated);
+            assert_eq!(h.run("stop-blocked"), Outcome::Done(output), "{policy}");
+            assert!(h.kube.calls().is_empty(), "{policy}");
+        }
+        // shutdown-restart stops the VM, then waits for its instance to leave the node.
+        let mut h = harness(input("shutdown-restart"), cluster());
+        set(&mut h, "preflight", preflight_of(false));
+        set(&mut h, "migrate", &migrated);
+        assert_eq!(
+            h.run("stop-blocked"),
+            Outcome::Poll {
+                after: Duration::from_millis(1000),
+                progress: Some(json!({ "stopping": ["c"] })),
+            }
+        );
+        assert_eq!(h.kube.mutations(), [vm_call("c-vm", false)]);
+        assert!(!h.kube.edit(|c| c.vms[&("ns".into(), "c-vm".into())]));
+        removed(&h, "c");
+        assert_eq!(
+            h.run("stop-blocked"),
+            Outcome::Done(json!({ "stopped": [c_blocked()] }))
+        );
+        // Stopping a stopped VM again is fine.
+        assert_eq!(
+            h.kube.mutations(),
+            [vm_call("c-vm", false), vm_call("c-vm", false)]
+        );
+    }
+
+    #[test]
+    fn stop_blocked_also_stops_what_migrate_gave_up_on() {
+        let mut h = harness(input("shutdown-restart"), cluster());
+        let gave_up = blocked("b", Some("b-vm"), "MigrationFailed", "timed out");
+        set(&mut h, "preflight", preflight_of(false));
+        set(
+            &mut h,
+            "migrate",
+            Migrated {
+                migrated: vec![json!({ "namespace": "ns", "vmi": "a", "target": "n2" })],
+                gave_up: vec![gave_up.clone()],
+                gone: vec![],
+            },
+        );
+        removed(&h, "b");
+        removed(&h, "c");
+        assert_eq!(
+            h.run("stop-blocked"),
+            Outcome::Done(json!({ "stopped": [c_blocked(), gave_up] }))
+        );
+        assert_eq!(
+            h.kube.mutations(),
+            [vm_call("c-vm", false), vm_call("b-vm", false)]
+        );
+    }
+
+    #[test]
+    fn stop_blocked_fails_on_what_it_cannot_stop() {
+        // A VMI without a VirtualMachine: nothing to start it again from, so nothing is stopped.
+        let mut h = harness(input("shutdown-restart"), cluster());
+        let mut pre = preflight_of(false);
+        pre.blocked.push(blocked("d", None, "HostDevice", "a GPU"));
+        set(&mut h, "preflight", pre);
+        set(&mut h, "migrate", Migrated::default());
+        assert_eq!(
+            h.run("stop-blocked"),
+            Outcome::Fail {
+                error: "ns/d cannot move and has no VirtualMachine to restart it from".into()
+            }
+        );
+        assert!(h.kube.calls().is_empty());
+        // A VirtualMachine deleted since preflight: the stop's 404 fails the step.
+        let mut h = harness(input("shutdown-restart"), cluster());
+        h.kube.edit(|c| c.vms.clear());
+        set(&mut h, "preflight", preflight_of(false));
+        set(&mut h, "migrate", Migrated::default());
+        assert_eq!(
+            h.run("stop-blocked"),
+            Outcome::Fail {
+                error: "virtualmachines.kubevirt.io \"c-vm\" not found".into()
+            }
+        );
+        // A 429 on the stop is retried with the server's delay.
+        let mut h = harness(input("shutdown-restart"), cluster());
+        h.kube.fail(
+            Op::SetVmRunning,
+            1,
+            too_many_requests(Duration::from_secs(9)),
+        );
+        set(&mut h, "preflight", preflight_of(false));
+        set(&mut h, "migrate", Migrated::default());
+        assert!(
+            matches!(h.run("stop-blocked"), Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(9))
+        );
+        h.outputs
+            .insert("migrate".into(), json!({ "gave_up": "b" }));
+        assert!(fail_containing(
+            &h.run("stop-blocked"),
+            "\"migrate\" does not decode"
+        ));
+    }
+
+    #[test]
+    fn the_compensation_of_stop_blocked_starts_only_what_it_stopped() {
+        let outputs = [
+            (
+                Some(Stopped {
+                    stopped: vec![c_blocked()],
+                    skipped: None,
+                }),
+                vec![vm_call("c-vm", true)],
+            ),
+            (
+                Some(Stopped {
+                    stopped: vec![],
+                    skipped: Some(vec![c_blocked()]),
+                }),
+                vec![],
+            ),
+            (Some(Stopped::default()), vec![]),
+            // The step never finished: nothing recorded as stopped, nothing started.
+            (None, vec![]),
+        ];
+        for (output, mutations) in outputs {
+            let mut h = harness(input("shutdown-restart"), cluster());
+            h.kube
+                .edit(|c| c.vms.insert(("ns".into(), "c-vm".into()), false));
+            let started = output.as_ref().map_or(0, |s| s.stopped.len());
+            if let Some(output) = &output {
+                set(&mut h, "stop-blocked", output);
+            }
+            assert_eq!(
+                h.compensate("stop-blocked"),
+                Outcome::Done(json!({ "started": started })),
+                "{output:?}"
+            );
+            assert_eq!(h.kube.mutations(), mutations, "{output:?}");
+        }
+    }
+
+    #[test]
+    fn evict_leaves_daemonset_and_mirror_pods_and_waits_for_the_rest() {
+        let kube = cluster().pod("n1", pod("db-0", Some("StatefulSet")));
+        kube.edit(|c| {
+            c.evictions.insert(
+                ("ns".into(), "db-0".into()),
+                Eviction::Refused {
+                    message: "Cannot evict pod as it would violate the pod's disruption budget."
+                        .into(),
+                },
+            );
+        });
+        let h = harness(input("shutdown-restart"), kube);
+        assert_eq!(
+            h.run("evict"),
+            Outcome::Poll {
+                after: Duration::from_millis(1000),
+                progress: Some(json!({
+                    "remaining_pods": 5,
+                    "refused": ["ns/db-0: Cannot evict pod as it would violate the pod's disruption budget."],
+                })),
+            }
+        );
+        assert_eq!(
+            h.kube.mutations(),
+            [
+                evict_call("virt-launcher-a"),
+                evict_call("virt-launcher-b"),
+                evict_call("virt-launcher-c"),
+                evict_call("web-1"),
+                evict_call("db-0"),
+            ]
+        );
+        // The budget allows it now: the next run evicts it; the one after finds only the pods left
+        // alone.
+        h.kube.clear_calls();
+        h.kube.edit(|c| c.evictions.clear());
+        assert_eq!(
+            h.run("evict"),
+            Outcome::Poll {
+                after: Duration::from_millis(1000),
+                progress: Some(json!({ "remaining_pods": 1, "refused": [] })),
+            }
+        );
+        assert_eq!(h.kube.mutations(), [evict_call("db-0")]);
+        assert_eq!(h.run("evict"), Outcome::Done(json!({ "evicted": "all" })));
+        let left: Vec<String> = h.kube.edit(|c| {
+            c.pods
+                .iter()
+                .filter(|(n, _)| n == "n1")
+                .map(|(_, p)| p.name.clone())
+                .collect()
+        });
+        assert_eq!(left, ["node-agent-n1", "kube-proxy-n1"]);
+    }
+
+    #[test]
+    fn evict_under_skip_leaves_the_vms_pods_and_handles_a_pod_gone_meanwhile() {
+        let kube = cluster();
+        kube.edit(|c| {
+            c.evictions
+                .insert(("ns".into(), "web-1".into()), Eviction::Gone)
+        });
+        let h = harness(input("skip"), kube);
+        assert_eq!(
+            h.run("evict"),
+            Outcome::Poll {
+                after: Duration::from_millis(1000),
+                progress: Some(json!({ "remaining_pods": 1, "refused": [] })),
+            }
+        );
+        assert_eq!(h.kube.mutations(), [evict_call("web-1")]);
+        assert_eq!(h.run("evict"), Outcome::Done(json!({ "evicted": "all" })));
+    }
+
+    #[test]
+    fn evict_retries_what_the_api_server_throttles() {
+        let h = harness(input("skip"), cluster());
+        h.kube
+            .fail(Op::ListPods, 1, too_many_requests(Duration::from_secs(2)));
+        assert_eq!(
+            h.run("evict"),
+            Outcome::Retry {
+                error: "429 Too Many Requests".into(),
+                after: Some(Duration::from_secs(2)),
+            }
+        );
+        // A 429 from the Eviction API is a refusal (above); other transient trouble is a retry.
+        h.kube.fail(
+            Op::EvictPod,
+            1,
+            KubeError::Transient {
+                message: "503 etcdserver: leader changed".into(),
+                retry_after: None,
+            },
+        );
+        assert!(matches!(h.run("evict"), Outcome::Retry { after: None, .. }));
+        assert!(matches!(h.run("evict"), Outcome::Poll { .. }));
+    }
+
+    #[test]
+    fn verify_checks_the_node_is_empty_and_starts_the_stopped_vms() {
+        let mut h = harness(input("shutdown-restart"), cluster());
+        set(
+            &mut h,
+            "stop-blocked",
+            Stopped {
+                stopped: vec![c_blocked()],
+                skipped: None,
+            },
+        );
+        h.kube
+            .edit(|c| c.vms.insert(("ns".into(), "c-vm".into()), false));
+        assert_eq!(
+            h.run("verify"),
+            Outcome::Retry {
+                error: "VMIs still on n1: ns/a, ns/b, ns/c".into(),
+                after: Some(Duration::from_millis(1000)),
+            }
+        );
+        assert!(h.kube.mutations().is_empty());
+        moved(&h, "a", "n2");
+        // A VMI that is gone (deleted, or stopped by its owner) counts as off the node.
+        removed(&h, "b");
+        removed(&h, "c");
+        assert_eq!(
+            h.run("verify"),
+            Outcome::Done(json!({ "node": "n1", "restarted": 1, "skipped": [] }))
+        );
+        assert_eq!(h.kube.mutations(), [vm_call("c-vm", true)]);
+    }
+
+    #[test]
+    fn verify_under_skip_leaves_the_skipped_vmis_where_they_are() {
+        let mut h = harness(input("skip"), cluster());
+        let gave_up = blocked("b", Some("b-vm"), "MigrationFailed", "timed out");
+        set(&mut h, "preflight", preflight_of(false));
+        set(
+            &mut h,
+            "migrate",
+            Migrated {
+                migrated: vec![],
+                gave_up: vec![gave_up.clone()],
+                gone: vec![],
+            },
+        );
+        set(
+            &mut h,
+            "stop-blocked",
+            Stopped {
+                stopped: vec![],
+                skipped: Some(vec![c_blocked(), gave_up.clone()]),
+            },
+        );
+        assert!(
+            matches!(h.run("verify"), Outcome::Retry { error, .. } if error == "VMIs still on n1: ns/a")
+        );
+        removed(&h, "a");
+        assert_eq!(
+            h.run("verify"),
+            Outcome::Done(
+                json!({ "node": "n1", "restarted": 0, "skipped": [c_blocked(), gave_up] })
+            )
+        );
+        assert!(h.kube.mutations().is_empty());
+    }
+
+    #[test]
+    fn maintenance_waits_for_its_signal_only_when_asked() {
+        let cases = [
+            (
+                "none",
+                None,
+                Outcome::Done(json!({ "maintenance": "none" })),
+            ),
+            (
+                "wait-for-signal",
+                None,
+                Outcome::WaitSignal {
+                    name: MAINTENANCE_DONE.into(),
+                },
+            ),
+            (
+                "wait-for-signal",
+                Some(json!({ "firmware": "2.1" })),
+                Outcome::Done(json!({ "maintenance": { "firmware": "2.1" } })),
+            ),
+        ];
+        for (maintenance, signal, expected) in cases {
+            let mut input = input("skip");
+            input["maintenance"] = json!(maintenance);
+            let mut h = harness(input, cluster());
+            if let Some(payload) = signal.clone() {
+                h.signals.insert(MAINTENANCE_DONE.into(), payload);
+            }
+            assert_eq!(h.run("maintenance"), expected, "{maintenance} {signal:?}");
+            assert!(h.kube.calls().is_empty());
+        }
+    }
+
+    #[test]
+    fn return_waits_for_the_node_and_the_restarted_vms() {
+        let moves = Migrated {
+            migrated: vec![json!({ "namespace": "ns", "vmi": "a", "target": "n2" })],
+            gave_up: vec![],
+            gone: vec![],
+        };
+        // (uncordon, node ready) -> (outcome shape, mutations)
+        for uncordon in [false, true] {
+            let mut input = input("shutdown-restart");
+            input["uncordon"] = json!(uncordon);
+            let mut h = harness(input, cluster());
+            h.kube.edit(|c| {
+                let n1 = c.nodes.get_mut("n1").expect("n1");
+                n1.unschedulable = true;
+                n1.ready = false;
+            });
+            set(&mut h, "migrate", &moves);
+            set(
+                &mut h,
+                "stop-blocked",
+                Stopped {
+                    stopped: vec![c_blocked()],
+                    skipped: None,
+                },
+            );
+            // c was stopped and has not come back yet.
+            removed(&h, "c");
+            assert_eq!(
+                h.run("return"),
+                Outcome::Poll {
+                    after: Duration::from_millis(1000),
+                    progress: Some(json!({ "starting": ["c"] })),
+                }
+            );
+            h.kube.edit(|c| {
+                let mut back = blocked_vmi();
+                back.node = Some("n3".into());
+                c.vmis.push(back);
+            });
+            assert_eq!(
+                h.run("return"),
+                Outcome::Poll {
+                    after: Duration::from_millis(1000),
+                    progress: Some(json!({ "waiting": "n1 to be Ready" })),
+                }
+            );
+            h.kube
+                .edit(|c| c.nodes.get_mut("n1").expect("n1").ready = true);
+            assert_eq!(
+                h.run("return"),
+                Outcome::Done(json!({
+                    "node": "n1", "uncordoned": uncordon, "ready": true,
+                    "migrated": [{ "namespace": "ns", "vmi": "a", "target": "n2" }],
+                }))
+            );
+            let expected = if uncordon {
+                vec![cordon_call(false); 3]
+            } else {
+                vec![]
+            };
+            assert_eq!(h.kube.mutations(), expected, "uncordon {uncordon}");
+            assert_eq!(h.kube.edit(|c| c.nodes["n1"].unschedulable), !uncordon);
+        }
+    }
+
+    /// Runs `step` forward until it is done, letting the cluster act in between as KubeVirt and
+    /// the controllers would: children's migrations succeed, stopped VMs' instances go, evicted
+    /// pods go.
+    fn drive(h: &mut Harness, step: &str) -> Value {
+        for _ in 0..5 {
+            match h.advance(step) {
+                Outcome::Done(v) => return v,
+                Outcome::Spawn { children, .. } => {
+                    for (i, c) in children.iter().enumerate() {
+                        let vmi = c.input["vmi"].as_str().expect("a child's vmi").to_string();
+                        moved(h, &vmi, "n2");
+                        let result = json!({ "target": "n2" });
+                        let id = format!("child-{i}");
+                        h.children
+                            .push(child(&id, c, State::Succeeded, Some(result), None));
+                    }
+                }
+                Outcome::Poll { .. } => {
+                    let stopped: Vec<String> = h.kube.edit(|c| {
+                        c.vms
+                            .iter()
+                            .filter(|(_, running)| !**running)
+                            .map(|((_, vm), _)| vm.trim_end_matches("-vm").to_string())
+                            .collect()
+                    });
+                    for vmi in stopped {
+                        removed(h, &vmi);
+                    }
+                }
+                other => panic!("{step}: {other:?}"),
+            }
+        }
+        panic!("{step} did not finish");
+    }
+
+    #[test]
+    fn a_drain_runs_forward_step_by_step() {
+        let mut h = harness(input("shutdown-restart"), cluster());
+        for step in ["preflight", "cordon", "migrate", "stop-blocked", "evict"] {
+            drive(&mut h, step);
+        }
+        h.children.clear();
+        let verified = drive(&mut h, "verify");
+        assert_eq!(verified["restarted"], 1);
+        // c-vm was started again; KubeVirt schedules its instance on another node.
+        h.kube.edit(|c| {
+            let mut back = blocked_vmi();
+            back.node = Some("n3".into());
+            c.vmis.push(back);
+        });
+        drive(&mut h, "maintenance");
+        let result = drive(&mut h, "return");
+        assert_eq!(result["migrated"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            h.kube.mutations(),
+            [
+                cordon_call(true),
+                // Once, then again when it looked whether the instance had gone.
+                vm_call("c-vm", false),
+                vm_call("c-vm", false),
+                evict_call("virt-launcher-a"),
+                evict_call("virt-launcher-b"),
+                evict_call("virt-launcher-c"),
+                evict_call("web-1"),
+                vm_call("c-vm", true),
+            ]
+        );
+        let (cordoned, running) = h.kube.edit(|c| {
+            (
+                c.nodes["n1"].unschedulable,
+                c.vms[&("ns".into(), "c-vm".into())],
+            )
+        });
+        assert!(cordoned && running);
+    }
+
+    /// Drives a drain through `stop-blocked`, then runs the compensations as a cancellation does:
+    /// completed compensable steps, in reverse.
+    fn cancelled_after_stop_blocked(kube: FakeKube) -> Harness {
+        let mut h = harness(input("shutdown-restart"), kube);
+        for step in ["preflight", "cordon", "migrate", "stop-blocked"] {
+            drive(&mut h, step);
+        }
+        assert!(!h.kube.edit(|c| c.vms[&("ns".into(), "c-vm".into())]));
+        h.kube.clear_calls();
+        for step in ["stop-blocked", "cordon"] {
+            assert!(matches!(h.compensate(step), Outcome::Done(_)), "{step}");
+        }
+        h
+    }
+
+    #[test]
+    fn cancellation_compensates_in_reverse() {
+        let h = cancelled_after_stop_blocked(cluster());
+        assert_eq!(
+            h.kube.mutations(),
+            [vm_call("c-vm", true), cordon_call(false)]
+        );
+        let (cordoned, running) = h.kube.edit(|c| {
+            (
+                c.nodes["n1"].unschedulable,
+                c.vms[&("ns".into(), "c-vm".into())],
+            )
+        });
+        assert!(!cordoned && running);
+    }
+
+    #[test]
+    fn cancellation_leaves_a_node_cordoned_before_the_drain_cordoned() {
+        let kube = cluster();
+        kube.edit(|c| c.nodes.get_mut("n1").expect("n1").unschedulable = true);
+        let h = cancelled_after_stop_blocked(kube);
+        assert_eq!(h.kube.mutations(), [vm_call("c-vm", true)]);
+        assert!(h.kube.edit(|c| c.nodes["n1"].unschedulable));
+    }
+
+    #[test]
+    fn without_a_cluster_the_steps_say_what_to_configure() {
+        let h = harness(input("skip"), cluster()).without_kube();
+        let outcome = h.run("preflight");
+        assert!(fail_containing(&outcome, "configure [kube]"), "{outcome:?}");
+        assert!(fail_containing(&h.compensate("cordon"), "configure [kube]"));
+    }
 }

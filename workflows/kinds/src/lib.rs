@@ -8,6 +8,8 @@
 
 pub mod cluster;
 pub mod drain_node;
+#[cfg(test)]
+mod fake;
 pub mod gate;
 pub mod migrate_vmi;
 pub mod plan;

@@ -3,9 +3,10 @@
 //! to its end, so the limits hold while the migration runs in the cluster, not only while a worker
 //! looks at it.
 //!
-//! Steps: `start` creates the VirtualMachineInstanceMigration, named after this workflow so a re-run
-//! finds it instead of creating a second (its compensation deletes it, which makes KubeVirt abort
-//! it); `wait` watches it (each run until its phase changes, at most [`WATCH_WINDOW`]) to Succeeded,
+//! Steps: `start` reads, and unless it finds it creates, the VirtualMachineInstanceMigration named
+//! after this workflow, so a re-run finds its own instead of asking for a second (KubeVirt's webhook
+//! would refuse that one while the first runs; a create that races another gets the 409 adopted by
+//! the adapter). Its compensation deletes it, which makes KubeVirt abort it; `wait` watches it (each run until its phase changes, at most [`WATCH_WINDOW`]) to Succeeded,
 //! or fails with KubeVirt's reason.
 
 use std::collections::BTreeMap;
@@ -91,10 +92,14 @@ fn permits(i: &Input) -> Vec<Permit> {
 async fn start(ctx: &Ctx<'_, MigrateVmi>) -> StepResult {
     let i = ctx.input;
     let name = migration_name(ctx.workflow_id, &i.vmi);
-    let m = ctx
-        .kube()?
-        .create_migration(&i.namespace, &name, &i.vmi, &i.added_node_selector)
-        .await?;
+    let kube = ctx.kube()?;
+    let m = match kube.get_migration(&i.namespace, &name).await? {
+        Some(ours) => ours,
+        None => {
+            kube.create_migration(&i.namespace, &name, &i.vmi, &i.added_node_selector)
+                .await?
+        }
+    };
     Ok(Outcome::Done(json!({ "migration": m.name })))
 }
 
@@ -136,5 +141,459 @@ async fn abort(ctx: &Ctx<'_, MigrateVmi>) -> StepResult {
             Ok(Outcome::Done(json!({ "aborted": name })))
         }
         _ => Ok(Outcome::Done(json!({ "aborted": Value::Null }))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_workflows::ports::kube::KubeError;
+    use drover_workflows::sdk::Typed;
+    use drover_workflows::{Phase, Scope, Workflow};
+
+    use super::*;
+    use crate::fake::{Call, FakeKube, Harness, Op, migration, node, too_many_requests, vmi};
+
+    fn input() -> Value {
+        json!({
+            "namespace": "ns", "vmi": "a", "source_node": "n1",
+            "added_node_selector": { "kubernetes.io/hostname": "n2" },
+        })
+    }
+
+    /// A cluster where VMI `a` runs on `n1`.
+    fn cluster() -> FakeKube {
+        FakeKube::default()
+            .node(node("n1"))
+            .node(node("n2"))
+            .vmi(vmi("a", "n1"))
+    }
+
+    fn harness(kube: FakeKube) -> Harness {
+        Harness::new::<MigrateVmi>(input(), kube)
+    }
+
+    /// The name `start` gives the migration of `harness`'s workflow.
+    fn name(h: &Harness) -> String {
+        migration_name(&h.workflow_id, "a")
+    }
+
+    fn create(name: &str) -> Call {
+        Call::CreateMigration {
+            namespace: "ns".into(),
+            name: name.into(),
+            vmi: "a".into(),
+            selector: BTreeMap::from([("kubernetes.io/hostname".into(), "n2".into())]),
+        }
+    }
+
+    fn fail_containing(outcome: &Outcome, text: &str) -> bool {
+        matches!(outcome, Outcome::Fail { error } if error.contains(text))
+    }
+
+    #[test]
+    fn the_input_is_checked_and_the_permits_are_held_for_the_workflow() {
+        let kind = Typed::<MigrateVmi>::default();
+        for (bad, says) in [
+            (
+                json!({"namespace": "ns", "vmi": "", "source_node": "n1"}),
+                "must be set",
+            ),
+            (
+                json!({"namespace": "ns", "vmi": "a", "source_node": "n1", "node_limit": 0}),
+                "at least 1",
+            ),
+            (
+                json!({"namespace": "ns", "vmi": "a", "source_node": "n1", "speed": 1}),
+                "unknown field",
+            ),
+        ] {
+            let error = kind.load(&bad).err().unwrap_or_default();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        // Children created before `wait` watched still carry poll_ms.
+        let old = json!({"namespace": "ns", "vmi": "a", "source_node": "n1", "poll_ms": 500});
+        assert!(kind.load(&old).is_ok());
+
+        let h = harness(cluster());
+        let steps: Vec<(&str, bool)> = h
+            .loaded()
+            .steps()
+            .iter()
+            .map(|s| (s.name.as_str(), s.compensable))
+            .collect();
+        assert_eq!(steps, [("start", true), ("wait", false)]);
+        let permits = h.loaded().permits(0, Phase::Forward);
+        let names: Vec<(&str, u32, Scope)> = permits
+            .iter()
+            .map(|p| (p.name.as_str(), p.capacity, p.scope))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("migrations:cluster", 5, Scope::Workflow),
+                ("migrations-out:n1", 2, Scope::Workflow)
+            ]
+        );
+        assert!(h.loaded().permits(1, Phase::Forward).is_empty());
+    }
+
+    #[test]
+    fn start_creates_the_migration_named_after_the_workflow() {
+        let h = harness(cluster());
+        let name = name(&h);
+        assert_eq!(h.run("start"), Outcome::Done(json!({ "migration": name })));
+        assert_eq!(h.kube.mutations(), [create(&name)]);
+        let made = h
+            .kube
+            .edit(|c| c.migrations.values().cloned().collect::<Vec<_>>());
+        assert_eq!(made.len(), 1);
+        assert_eq!(
+            (made[0].vmi.as_str(), made[0].phase.as_str()),
+            ("a", "Pending")
+        );
+        assert_eq!(made[0].source_node.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn a_rerun_of_start_finds_its_own_migration() {
+        let h = harness(cluster());
+        let name = name(&h);
+        let first = h.run("start");
+        // The worker died before the output was recorded: the step runs again.
+        let second = h.run("start");
+        assert_eq!(first, second);
+        // The re-run reads first and finds the object it made: no second create.
+        assert_eq!(h.kube.edit(|c| c.created.clone()), [name.as_str()]);
+        assert!(h.kube.edit(|c| c.adopted.is_empty()));
+        assert_eq!(h.kube.mutations(), [create(&name)]);
+        assert_eq!(h.kube.edit(|c| c.migrations.len()), 1);
+        // Another attempt of the drain is another child with its own migration.
+        let mut other = harness(cluster());
+        other.workflow_id = "wf-2".into();
+        assert_ne!(name, migration_name(&other.workflow_id, "a"));
+    }
+
+    #[test]
+    fn a_409_on_create_is_adopted_as_it_is() {
+        // An earlier attempt's migration, already running: the create meets its name.
+        let h = harness(cluster());
+        let name = name(&h);
+        let mut running = migration(&name, "a", "Running");
+        running.target_node = Some("n2".into());
+        let kube = cluster().migration(running.clone());
+        let h = harness(kube);
+        // It appeared between the read and the create (another attempt's create raced ours).
+        h.kube.edit(|c| c.unseen_reads = 1);
+        assert_eq!(h.run("start"), Outcome::Done(json!({ "migration": name })));
+        assert!(h.kube.edit(|c| c.created.is_empty()));
+        assert_eq!(h.kube.edit(|c| c.adopted.clone()), [name.as_str()]);
+        let now = h
+            .kube
+            .edit(|c| c.migrations.values().cloned().collect::<Vec<_>>());
+        assert_eq!(now, [running]);
+    }
+
+    /// KubeVirt's webhook refuses a migration of a VMI that has one in flight, before the API
+    /// server would answer 409; a re-run of `start` while its migration runs finds it by reading
+    /// first, and never meets the webhook.
+    #[test]
+    fn a_rerun_of_start_finds_its_own_migration_under_kubevirts_webhook() {
+        let h = harness(cluster());
+        h.kube.edit(|c| c.in_flight_webhook = true);
+        let first = h.run("start");
+        assert!(matches!(first, Outcome::Done(_)), "{first:?}");
+        assert_eq!(h.run("start"), first);
+    }
+
+    #[test]
+    fn under_kubevirts_webhook_start_finds_its_own_and_is_refused_beside_another() {
+        let h = harness(cluster());
+        let name = name(&h);
+        for phase in ["Pending", "Running", "Succeeded", "Failed"] {
+            let h = harness(cluster().migration(migration(&name, "a", phase)));
+            h.kube.edit(|c| c.in_flight_webhook = true);
+            assert_eq!(
+                h.run("start"),
+                Outcome::Done(json!({ "migration": name })),
+                "{phase}"
+            );
+            assert!(h.kube.mutations().is_empty(), "{phase}");
+        }
+        // Someone else's migration of the VMI still runs: KubeVirt refuses ours, permanently.
+        let h = harness(cluster().migration(migration("someone-else", "a", "Running")));
+        h.kube.edit(|c| c.in_flight_webhook = true);
+        let outcome = h.run("start");
+        assert!(
+            fail_containing(&outcome, "in-flight migration detected"),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn start_turns_cluster_errors_into_outcomes() {
+        let delay = Duration::from_secs(7);
+        let cases = [
+            (
+                too_many_requests(delay),
+                Outcome::Retry {
+                    error: "429 Too Many Requests".into(),
+                    after: Some(delay),
+                },
+            ),
+            (
+                KubeError::Transient {
+                    message: "503 Service Unavailable".into(),
+                    retry_after: None,
+                },
+                Outcome::Retry {
+                    error: "503 Service Unavailable".into(),
+                    after: None,
+                },
+            ),
+            (
+                KubeError::Permanent("403 forbidden".into()),
+                Outcome::Fail {
+                    error: "403 forbidden".into(),
+                },
+            ),
+            (
+                KubeError::NotFound("namespaces \"ns\" not found".into()),
+                Outcome::Fail {
+                    error: "namespaces \"ns\" not found".into(),
+                },
+            ),
+        ];
+        for (error, expected) in cases {
+            let h = harness(cluster());
+            h.kube.fail(Op::CreateMigration, 1, error.clone());
+            assert_eq!(h.run("start"), expected, "{error:?}");
+            assert!(h.kube.edit(|c| c.migrations.is_empty()));
+            // The failure was for one call: the retry creates it.
+            assert!(matches!(h.run("start"), Outcome::Done(_)), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_429_is_retried_until_the_server_lets_the_create_through() {
+        let h = harness(cluster());
+        let delay = Duration::from_millis(1500);
+        h.kube
+            .fail(Op::CreateMigration, 2, too_many_requests(delay));
+        for _ in 0..2 {
+            assert!(matches!(h.run("start"), Outcome::Retry { after: Some(d), .. } if d == delay));
+        }
+        assert!(matches!(h.run("start"), Outcome::Done(_)));
+        assert_eq!(h.kube.edit(|c| c.created.len()), 1);
+    }
+
+    #[test]
+    fn start_for_a_vmi_that_is_gone_fails() {
+        // KubeVirt's webhook refuses a migration of a VMI that does not exist: the child fails (it
+        // does not count as moved here; see drain-node's `migrate` for what the parent does).
+        let h = harness(FakeKube::default().node(node("n1")));
+        let outcome = h.run("start");
+        assert!(fail_containing(&outcome, "does not exist"), "{outcome:?}");
+        assert!(h.kube.edit(|c| c.migrations.is_empty()));
+    }
+
+    #[test]
+    fn wait_turns_each_phase_into_an_outcome() {
+        let h = harness(cluster());
+        let name = name(&h);
+        let with = |phase: &str, target: Option<&str>, failure: Option<&str>| {
+            let mut m = migration(&name, "a", phase);
+            m.source_node = Some("n1".into());
+            m.target_node = target.map(str::to_string);
+            m.failure = failure.map(str::to_string);
+            Some(m)
+        };
+        let cases = [
+            (
+                with("Pending", None, None),
+                Outcome::Poll {
+                    after: Duration::ZERO,
+                    progress: Some(json!({ "phase": "Pending", "target": null })),
+                },
+            ),
+            (
+                with("Running", Some("n2"), None),
+                Outcome::Poll {
+                    after: Duration::ZERO,
+                    progress: Some(json!({ "phase": "Running", "target": "n2" })),
+                },
+            ),
+            (
+                with("Succeeded", Some("n2"), None),
+                Outcome::Done(json!({ "migration": name, "source": "n1", "target": "n2" })),
+            ),
+            (
+                with("Failed", Some("n2"), Some("target pod failed")),
+                Outcome::Fail {
+                    error: format!("migration {name} of ns/a failed: target pod failed"),
+                },
+            ),
+            (
+                with("Failed", None, None),
+                Outcome::Fail {
+                    error: format!("migration {name} of ns/a failed: no reason given"),
+                },
+            ),
+            (
+                None,
+                Outcome::Fail {
+                    error: format!("migration {name} disappeared"),
+                },
+            ),
+        ];
+        for (m, expected) in cases {
+            let kube = match &m {
+                Some(m) => cluster().migration(m.clone()),
+                None => cluster(),
+            };
+            let h = harness(kube);
+            assert_eq!(h.run("wait"), expected, "{m:?}");
+            assert_eq!(
+                h.kube.calls(),
+                [Call::WatchMigration {
+                    namespace: "ns".into(),
+                    name: name.clone(),
+                    timeout: WATCH_WINDOW,
+                }]
+            );
+            assert!(h.kube.mutations().is_empty());
+        }
+    }
+
+    #[test]
+    fn wait_follows_the_migration_the_cluster_moves_on() {
+        let mut h = harness(cluster());
+        let name = name(&h);
+        assert!(matches!(h.advance("start"), Outcome::Done(_)));
+        let set = |h: &Harness, phase: &str| {
+            h.kube.edit(|c| {
+                let m = c.migrations.values_mut().next().expect("the migration");
+                m.phase = phase.into();
+                m.target_node = Some("n2".into());
+            })
+        };
+        assert!(matches!(h.run("wait"), Outcome::Poll { .. }));
+        set(&h, "Scheduling");
+        assert!(
+            matches!(h.run("wait"), Outcome::Poll { progress: Some(p), .. } if p["phase"] == "Scheduling")
+        );
+        set(&h, "Succeeded");
+        assert_eq!(
+            h.run("wait"),
+            Outcome::Done(json!({ "migration": name, "source": "n1", "target": "n2" }))
+        );
+    }
+
+    #[test]
+    fn a_429_while_waiting_is_retried_with_the_servers_delay() {
+        let h = harness(cluster());
+        let kube = cluster().migration(migration(&name(&h), "a", "Running"));
+        let h = harness(kube);
+        h.kube.fail(
+            Op::WatchMigration,
+            1,
+            too_many_requests(Duration::from_secs(3)),
+        );
+        assert_eq!(
+            h.run("wait"),
+            Outcome::Retry {
+                error: "429 Too Many Requests".into(),
+                after: Some(Duration::from_secs(3)),
+            }
+        );
+        assert!(matches!(h.run("wait"), Outcome::Poll { .. }));
+    }
+
+    #[test]
+    fn the_compensation_of_start_deletes_only_a_migration_still_running() {
+        let h = harness(cluster());
+        let name = name(&h);
+        let delete = Call::DeleteMigration {
+            namespace: "ns".into(),
+            name: name.clone(),
+        };
+        let cases = [
+            (
+                Some("Pending"),
+                json!({ "aborted": name }),
+                vec![delete.clone()],
+            ),
+            (Some("Running"), json!({ "aborted": name }), vec![delete]),
+            (Some("Succeeded"), json!({ "aborted": null }), vec![]),
+            (Some("Failed"), json!({ "aborted": null }), vec![]),
+            (None, json!({ "aborted": null }), vec![]),
+        ];
+        for (phase, output, mutations) in cases {
+            let kube = match phase {
+                Some(p) => cluster().migration(migration(&name, "a", p)),
+                None => cluster(),
+            };
+            let h = harness(kube);
+            assert_eq!(h.compensate("start"), Outcome::Done(output), "{phase:?}");
+            assert_eq!(h.kube.mutations(), mutations, "{phase:?}");
+            let left = h.kube.edit(|c| c.migrations.len());
+            let finished = matches!(phase, Some("Succeeded" | "Failed"));
+            assert_eq!(left, usize::from(finished), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn the_compensation_of_start_is_idempotent_and_retries_the_cluster() {
+        let mut h = harness(cluster());
+        let name = name(&h);
+        assert!(matches!(h.advance("start"), Outcome::Done(_)));
+        h.kube.clear_calls();
+        // A 429 on the read, then on the delete: retried, nothing deleted meanwhile.
+        h.kube.fail(
+            Op::GetMigration,
+            1,
+            too_many_requests(Duration::from_secs(2)),
+        );
+        assert!(
+            matches!(h.compensate("start"), Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(2))
+        );
+        h.kube.fail(
+            Op::DeleteMigration,
+            1,
+            too_many_requests(Duration::from_secs(4)),
+        );
+        assert!(
+            matches!(h.compensate("start"), Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(4))
+        );
+        assert_eq!(h.kube.edit(|c| c.migrations.len()), 1);
+        assert_eq!(
+            h.compensate("start"),
+            Outcome::Done(json!({ "aborted": name }))
+        );
+        // Run again (the worker died before recording it): the migration is gone, nothing to do.
+        assert_eq!(
+            h.compensate("start"),
+            Outcome::Done(json!({ "aborted": null }))
+        );
+        let deletes = h
+            .kube
+            .mutations()
+            .into_iter()
+            .filter(|c| matches!(c, Call::DeleteMigration { .. }))
+            .count();
+        assert_eq!(
+            deletes, 2,
+            "the failed delete and the one that went through"
+        );
+        // `wait` can never have run: the compensation leaves a workflow with nothing to wait for.
+        assert!(fail_containing(&h.run("wait"), "disappeared"));
+    }
+
+    #[test]
+    fn without_a_cluster_the_steps_say_what_to_configure() {
+        let h = harness(cluster()).without_kube();
+        for outcome in [h.run("start"), h.run("wait"), h.compensate("start")] {
+            assert!(fail_containing(&outcome, "configure [kube]"), "{outcome:?}");
+        }
+        assert!(h.kube.calls().is_empty());
     }
 }
