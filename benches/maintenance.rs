@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use drover_lab::{Lab, LabConfig, LabHandle, Scenario};
+use drover_store::server::{Options, RedisServer};
 use drover_store::{Store, Submission};
+use drover_worker::now_ms;
 use drover_workflows::State;
 use drover_workflows::ports::Ports;
 use serde_json::json;
@@ -205,7 +207,7 @@ async fn reboot_and_wait_ready(lab: &LabHandle, node: &str) -> Result<()> {
 async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Vec<String>)> {
     let lab = lab(scenario).await?;
     let leaving = vmis_on(&lab, plan);
-    let redis = RedisServer::start()?;
+    let redis = RedisServer::start(Options::temporary())?;
     let store = Store::connect(&drover_store::Config::new(redis.url())).await?;
     let cluster = drover_kube::Cluster::connect(&drover_kube::Target::Url(lab.kube_url())).await?;
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -438,10 +440,6 @@ fn write_section(report: &str) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    drover_worker::now_ms()
-}
-
 /// `2026-12-01T13:15:21Z` -> seconds since the epoch.
 fn epoch(t: &str) -> Option<i64> {
     let (date, time) = t.trim_end_matches('Z').split_once('T')?;
@@ -482,51 +480,4 @@ fn cpu() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default()
-}
-
-/// A private redis-server on a free port, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl RedisServer {
-    fn start() -> Result<RedisServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .context("cannot start redis-server")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("redis-server did not start");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(RedisServer { port, child })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover_store::probe::RedisProbe;
+use drover_store::server::{Aof, Options, RedisServer};
 use drover_store::{Store, Submission};
 use drover_workflows::ports::Ports;
 use serde_json::Value;
 use tokio::sync::watch;
 
-/// A private redis-server on a free loopback port, killed on drop. A missing redis-server is a
-/// failure with instructions, not a skip.
+/// A private redis-server on a free loopback port in a temporary directory, killed on drop
+/// (`drover_store::server`, the launcher that `drover dev` and the benchmarks use too). A missing
+/// redis-server is a failure with instructions, not a skip.
 pub struct Redis {
     pub port: u16,
-    pub dir: PathBuf,
-    aof_always: bool,
-    child: Option<Child>,
+    server: RedisServer,
 }
 
 impl Redis {
@@ -29,84 +29,33 @@ impl Redis {
 
     /// With `aof_always`, every acknowledged write is on disk before the reply (appendfsync always).
     pub fn start_with(aof_always: bool) -> Redis {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("drover-test-redis-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create redis dir");
-        let mut redis = Redis {
-            port,
-            dir,
-            aof_always,
-            child: None,
-        };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &self.port.to_string(),
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(&self.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if self.aof_always {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): install it (apt-get install redis-server); the tests need a real Redis")
-        });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        let aof = if aof_always { Aof::Always } else { Aof::Off };
+        let server = RedisServer::start(Options::temporary().aof(aof))
+            .unwrap_or_else(|e| panic!("{e}; the tests need a real Redis"));
+        Redis {
+            port: server.port(),
+            server,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        self.server.url()
     }
 
     /// SIGKILL: no shutdown save, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill9();
     }
 
-    /// Starts again on the same port and data directory.
+    /// Starts again on the same port and data directory; returns once it has loaded its data.
     pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
+        self.server.restart().expect("redis-server restarts");
     }
 
     pub async fn store(&self) -> Store {
         Store::connect(&drover_store::Config::new(self.url()))
             .await
             .expect("connect store")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill9();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -117,9 +66,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-pub fn now_ms() -> u64 {
-    drover_worker::now_ms()
-}
+pub use drover_worker::now_ms;
 
 /// Waits until `cond` holds, failing the test with `what` after `timeout`.
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod drain;
 mod engine;
+mod engine_bench;
 mod harness;
 mod hostile;
 mod lab;

@@ -219,7 +219,10 @@ async fn ran(store: &drover_store::Store, id: &str) -> Vec<String> {
 async fn versioned_steps_continue_by_name_across_a_worker_upgrade() {
     let redis = Redis::start();
     let store = redis.store().await;
-    let mut v1 = [spawn_worker(&redis.url(), "v1"), spawn_worker(&redis.url(), "v1")];
+    let mut v1 = [
+        spawn_worker(&redis.url(), "v1"),
+        spawn_worker(&redis.url(), "v1"),
+    ];
     let mut at_c = Vec::new();
     let mut at_old = Vec::new();
     for _ in 0..3 {
@@ -236,7 +239,10 @@ async fn versioned_steps_continue_by_name_across_a_worker_upgrade() {
     for w in &mut v1 {
         terminate(w);
     }
-    let mut v2 = [spawn_worker(&redis.url(), "v2"), spawn_worker(&redis.url(), "v2")];
+    let mut v2 = [
+        spawn_worker(&redis.url(), "v2"),
+        spawn_worker(&redis.url(), "v2"),
+    ];
     let fresh = submit_under(&store, "v2", "versioned", "none").await;
     let all: Vec<String> = at_c.iter().chain(&at_old).cloned().collect();
     for id in &all {

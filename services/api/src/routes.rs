@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use drover_store::{ControlResult, Filter, SignalLimits, Submission, SubmitError};
+use drover_store::{ControlResult, Filter, SignalLimits, Submission, SubmitError, now_ms};
 use drover_workflows::registry::Error as Refused;
 use drover_workflows::{
     NAME_RULE, Phase, State as WfState, Versioned, is_name, is_workflow_id, resume_task,
@@ -59,13 +59,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::guard::guard,
         ))
         .with_state(state)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn body_error(e: BytesRejection, limit: usize) -> ApiError {

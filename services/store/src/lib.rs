@@ -11,6 +11,7 @@ mod control;
 mod handback;
 pub mod probe;
 mod query;
+pub mod server;
 mod submit;
 
 use std::time::Duration;
@@ -72,6 +73,15 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Milliseconds since the Unix epoch: the time every store call is given (functions never read the
+/// clock). The one definition; the worker, the API, tests and benchmarks use it.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Whether `id` can name a workflow record at all. Ids are parts of key names: one with a `:` would
 /// reach a workflow's sub-keys (`<id>:out`), so such ids name nothing. The API checks the exact form

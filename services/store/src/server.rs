@@ -1,0 +1,289 @@
+//! A private `redis-server` process: started on a free loopback port in a directory of its own,
+//! answering (its data loaded) when `start` returns, and killed with SIGKILL when dropped. `drover
+//! dev` runs its Redis with it (AOF on, in the data directory, so dev resumes where it stopped); the
+//! integration tests and the benchmarks run theirs (a temporary directory, AOF off or fsynced on
+//! every write, killed and restarted on the same port and data to test crash recovery).
+//!
+//! It lives in the store because launching Redis is Redis-specific and the store is the one library
+//! the binary, the tests and the benchmarks all depend on (they cannot import from the binary).
+//! Blocking: it starts processes and waits on sockets with `std`, not tokio.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the server keeps writes. RDB snapshots are always off (`--save ""`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Aof {
+    /// No persistence (`--appendonly no`): the data dies with the process.
+    #[default]
+    Off,
+    /// `--appendonly yes --appendfsync everysec`: a crash of the machine loses at most a second.
+    EverySec,
+    /// `--appendonly yes --appendfsync always`: every acknowledged write is on disk before the
+    /// reply, so a SIGKILL loses nothing that was acknowledged.
+    Always,
+}
+
+/// What to start: where the server keeps its files, how it persists, where its log goes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    dir: PathBuf,
+    aof: Aof,
+    log_file: bool,
+    temporary: bool,
+}
+
+impl Options {
+    /// A server keeping its files in `dir` (created if missing, kept when the server stops).
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Options {
+        Options {
+            dir: dir.into(),
+            aof: Aof::Off,
+            log_file: false,
+            temporary: false,
+        }
+    }
+
+    /// A server in a fresh directory under `$TMPDIR` (`drover-redis-<pid>-<n>`), removed when the
+    /// server is dropped.
+    pub fn temporary() -> Options {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("drover-redis-{}-{n}", std::process::id()));
+        Options {
+            temporary: true,
+            ..Options::in_dir(dir)
+        }
+    }
+
+    /// Persistence (default: [`Aof::Off`]).
+    pub fn aof(self, aof: Aof) -> Options {
+        Options { aof, ..self }
+    }
+
+    /// Redis's log goes to `redis.log` in the directory (by default its output is discarded).
+    pub fn log_file(self) -> Options {
+        Options {
+            log_file: true,
+            ..self
+        }
+    }
+}
+
+/// A running private `redis-server`, SIGKILLed when dropped (and its directory removed if it was
+/// [`Options::temporary`]).
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    options: Options,
+    child: Option<Child>,
+}
+
+/// How long `start` and `restart` wait for the server to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Fresh ports `start` tries when the server exits at once (another process took the port between
+/// our probe and its bind).
+const PORT_TRIES: usize = 3;
+
+impl RedisServer {
+    /// Starts a server on a free loopback port and waits until it answers PING.
+    pub fn start(options: Options) -> io::Result<RedisServer> {
+        if options.temporary {
+            // A directory left by an earlier process with the same pid.
+            let _ = std::fs::remove_dir_all(&options.dir);
+        }
+        std::fs::create_dir_all(&options.dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", options.dir.display()),
+            )
+        })?;
+        let mut server = RedisServer {
+            port: 0,
+            options,
+            child: None,
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            server.port = free_port()?;
+            match server.spawn() {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < PORT_TRIES => continue,
+                result => return result.map(|()| server),
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Where the server keeps its files (and `redis.log`, with [`Options::log_file`]).
+    pub fn dir(&self) -> &Path {
+        &self.options.dir
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown save, no goodbye. Returns once the process is gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server if it runs and starts it again on the same port and directory; returns once
+    /// it answers, its AOF (if any) loaded.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &port, "--save", ""])
+            .arg("--dir")
+            .arg(&self.options.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match self.options.aof {
+            Aof::Off => cmd.args(["--appendonly", "no"]),
+            Aof::EverySec => cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]),
+            Aof::Always => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
+        };
+        if self.options.log_file {
+            cmd.args(["--logfile", "redis.log"]);
+        }
+        let child = cmd.spawn().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot start redis-server ({e}); install it (apt-get install redis-server)"
+                ),
+            )
+        })?;
+        self.child = Some(self.wait_ready(child)?);
+        Ok(())
+    }
+
+    /// Waits until the server answers PING with PONG (a server still loading its AOF accepts
+    /// connections but answers `-LOADING`); kills it if it does not within [`READY_TIMEOUT`].
+    fn wait_ready(&self, mut child: Child) -> io::Result<Child> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if pong(self.port) {
+                return Ok(child);
+            }
+            if let Some(status) = child.try_wait()? {
+                // Most often the port was taken (redis-server logs why, if it has a log).
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "redis-server exited ({status}) before answering on port {}{}",
+                        self.port,
+                        self.log_hint()
+                    ),
+                ));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "redis-server did not answer on port {} within {} s{}",
+                        self.port,
+                        READY_TIMEOUT.as_secs(),
+                        self.log_hint()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_hint(&self) -> String {
+        if self.options.log_file {
+            format!("; see {}", self.options.dir.join("redis.log").display())
+        } else {
+            String::new()
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+        if self.options.temporary {
+            let _ = std::fs::remove_dir_all(&self.options.dir);
+        }
+    }
+}
+
+/// A loopback port nobody listens on now (bind port 0, read it back, let it go). Redis's own
+/// `--port 0` would disable TCP rather than pick one.
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Whether the server on `port` answers an inline PING with `+PONG`.
+fn pong(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let timeout = Duration::from_secs(1);
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs `redis-server` on PATH, like the integration tests.
+    #[test]
+    fn restarts_on_the_same_port_with_its_aof() {
+        let mut server = RedisServer::start(Options::temporary().aof(Aof::Always)).unwrap();
+        let (port, dir) = (server.port(), server.dir().to_path_buf());
+        let set = |port: u16| {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+            s.write_all(b"SET k v\r\nGET k\r\n").unwrap();
+            let mut reply = [0u8; 12];
+            s.read_exact(&mut reply).unwrap();
+            reply
+        };
+        assert_eq!(&set(port), b"+OK\r\n$1\r\nv\r\n");
+        server.kill9();
+        assert!(!pong(port), "killed");
+        server.restart().unwrap();
+        assert_eq!(server.port(), port);
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        s.write_all(b"GET k\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(
+            &reply, b"$1\r\nv\r\n",
+            "the acknowledged write survived SIGKILL"
+        );
+        drop(s);
+        drop(server);
+        assert!(!dir.exists(), "a temporary directory is removed");
+    }
+}
