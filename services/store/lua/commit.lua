@@ -21,11 +21,14 @@ step N+1 twice (the cursor moved, so the stale commit is refused).
 redis.register_function('drover_commit', function(keys, args)
   local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
   local wk = keys[1]
-  if not is_record(wk, id) then
+  -- The record check rides on the read every commit makes (a step costs no extra command): a hash
+  -- whose `id` is not this id is no workflow record (a sub-key such as <id>:out); any other type
+  -- makes HMGET fail, before anything is written.
+  local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
+    'priority', 'kids_step', 'id')
+  if held[9] ~= id then
     return {'gone'}
   end
-  local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
-    'priority', 'kids_step')
   if held[1] ~= token then
     if held[2] == token then
       return {'ok', 'duplicate'}
