@@ -70,6 +70,10 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
                 config.api.listen
             )
         })?;
+    // The address actually bound (`--listen 127.0.0.1:0` picks a free port).
+    if let Ok(bound) = listener.local_addr() {
+        config.api.listen = bound.to_string();
+    }
     let (_redis, redis_url) = match &config.redis_url {
         Some(url) => (None, url.clone()),
         None => {
