@@ -6,6 +6,7 @@
 //!
 //! A new kind on existing ports is one file with a `Kind` impl and one line in [`builtin`].
 
+pub mod cloud_init;
 pub mod cluster;
 pub mod drain_node;
 #[cfg(test)]
