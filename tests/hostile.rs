@@ -521,7 +521,10 @@ async fn redis_functions_refuse_keys_that_are_not_workflow_records() {
                     "0".into(),
                 ],
             ),
-            ("drover_handback", vec!["1".into(), "1".into(), "1000".into()]),
+            (
+                "drover_handback",
+                vec!["1".into(), "1".into(), "1000".into()],
+            ),
         ] {
             let reply: redis::RedisResult<redis::Value> = redis::cmd("FCALL")
                 .arg(function)

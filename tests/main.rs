@@ -11,5 +11,6 @@ mod engine_bench;
 mod harness;
 mod hostile;
 mod lab;
+mod maas_adapter;
 mod secrets;
 mod versioning;

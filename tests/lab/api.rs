@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use drover_lab::{Fault, Lab, LabConfig};
@@ -571,6 +572,195 @@ async fn fuzzed_requests_never_break_the_server() {
             (v["status"]["migrationState"]["completed"] == true).then_some(())
         },
     )
+    .await;
+    lab.shutdown().await;
+}
+
+/// The MAAS region, signed in, against hostile parameters on every endpoint the adapter uses:
+/// form, multipart (empty, garbage, bad base64), JSON and no content type; nothing may answer
+/// 5xx, and a machine still deploys afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maas_malformed_input_never_breaks_the_region() {
+    let lab = support::lab(600.0).await;
+    let c = support::http();
+    let auth = drover_lab::maas::auth::plaintext_header(&lab.maas_api_key());
+    let api = format!("{}api/2.0/", lab.maas_url());
+    let machines: Value = c
+        .get(format!("{api}machines/"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("machines")
+        .json()
+        .await
+        .expect("json");
+    let by_host = |h: &str| -> (String, String) {
+        let m = machines
+            .as_array()
+            .expect("machines")
+            .iter()
+            .find(|m| m["hostname"] == h)
+            .expect("machine");
+        (
+            m["system_id"].as_str().expect("id").to_string(),
+            m["interface_set"][0]["id"].to_string(),
+        )
+    };
+    let (worker, worker_nic) = by_host("worker-01");
+    let (spare, spare_nic) = by_host("spare-01");
+    // Kept out of the fuzz (a locked machine is never allocated) to deploy afterwards.
+    let (kept, _) = by_host("spare-04");
+    let lock = |op: &'static str| {
+        let req = c
+            .post(format!("{api}machines/{kept}/?op={op}"))
+            .header("authorization", &auth);
+        async move { req.send().await.expect(op).status().as_u16() }
+    };
+    assert_eq!(lock("lock").await, 200);
+    let mut paths = vec![
+        "machines/?op=allocate".to_string(),
+        "machines/?op=release".to_string(),
+        "machines/?status=x&zone=&pool=%00&tags=,,,&cpu_count=nan&mem=-1".to_string(),
+        "events/?op=query".to_string(),
+        "events/?op=query&limit=-5&before=-1&level=".to_string(),
+        "events/?op=query&after=99999999999999999999&id=zzz".to_string(),
+    ];
+    for id in [&worker, &spare, &"zzzzzz".to_string()] {
+        for op in [
+            "deploy",
+            "release",
+            "abort",
+            "mark_broken",
+            "mark_fixed",
+            "power_on",
+            "power_off",
+            "query_power_state",
+            "set_owner_data",
+            "lock",
+        ] {
+            paths.push(format!("machines/{id}/?op={op}"));
+        }
+        paths.push(format!("machines/{id}/"));
+        for op in [
+            "create_bond",
+            "create_vlan",
+            "create_bridge",
+            "create_physical",
+        ] {
+            paths.push(format!("nodes/{id}/interfaces/?op={op}"));
+        }
+    }
+    for (id, nic) in [(&worker, &worker_nic), (&spare, &spare_nic)] {
+        for op in ["link_subnet", "unlink_subnet", "disconnect", "add_tag"] {
+            paths.push(format!("nodes/{id}/interfaces/{nic}/?op={op}"));
+        }
+        paths.push(format!("nodes/{id}/interfaces/{nic}/"));
+        paths.push(format!("nodes/{id}/interfaces/99999999999999999999/"));
+    }
+    let forms: [&[u8]; 9] = [
+        b"",
+        b"user_data=%%%&distro_series=%00&hwe_kernel=&osystem=/",
+        b"parents=abc&parents=-1&parents=99999999999999999999&name=&vlan=x&mtu=1&bond_miimon=-3",
+        b"parent=1&parents=2&vlan=5003&bridge_fd=x&bond_num_grat_arp=999",
+        b"mode=zzz&subnet=99999999999999999999&ip_address=300.1.1.1&id=",
+        b"mode=STATIC&subnet=1/99&ip_address=::1&force=maybe",
+        b"cpu_count=inf&mem=1e999&tags=&not_tags=a,,b&arch=sparc&system_id=&name=%ff",
+        b"erase=maybe&secure_erase=1&quick_erase=yes&comment=%00&machines=zzzzzz",
+        b"stop_mode=now&key=&=value&%00=%00&tag=",
+    ];
+    let boundary = "===============0000000000==";
+    let multipart_bodies: [String; 4] = [
+        format!("--{boundary}\r\n\r\n--{boundary}--"),
+        format!("--{boundary}\r\ngarbage"),
+        format!(
+            "--{boundary}\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: form-data; name=\"user_data\"\r\n\r\n@@@\r\n--{boundary}--"
+        ),
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"parents\"\r\n\r\n{spare_nic}\r\n--{boundary}--"
+        ),
+    ];
+    let methods = [Method::POST, Method::GET, Method::PUT, Method::DELETE];
+    let mut cases: Vec<(String, Method, String, Vec<u8>)> = Vec::new();
+    for path in &paths {
+        for method in &methods {
+            for body in forms {
+                cases.push((
+                    path.clone(),
+                    method.clone(),
+                    "application/x-www-form-urlencoded".into(),
+                    body.to_vec(),
+                ));
+            }
+            for body in &multipart_bodies {
+                cases.push((
+                    path.clone(),
+                    method.clone(),
+                    format!("multipart/form-data; boundary=\"{boundary}\""),
+                    body.as_bytes().to_vec(),
+                ));
+            }
+            cases.push((
+                path.clone(),
+                method.clone(),
+                "multipart/form-data".into(),
+                b"x".to_vec(),
+            ));
+            cases.push((
+                path.clone(),
+                method.clone(),
+                "application/json".into(),
+                br#"{"tags":[1,{"a":null}],"parents":7}"#.to_vec(),
+            ));
+            cases.push((
+                path.clone(),
+                method.clone(),
+                "".into(),
+                (0..48).map(|_| rand::random::<u8>()).collect(),
+            ));
+        }
+    }
+    for (path, method, ctype, body) in cases {
+        let mut req = c
+            .request(method.clone(), format!("{api}{path}"))
+            .header("authorization", &auth)
+            .body(body)
+            .timeout(Duration::from_secs(5));
+        if !ctype.is_empty() {
+            req = req.header("content-type", ctype.clone());
+        }
+        if let Ok(resp) = req.send().await {
+            assert!(
+                resp.status().as_u16() < 500,
+                "{method} {path} ({ctype}) -> {}",
+                resp.status()
+            );
+        }
+    }
+    // Still a MAAS: the machine kept aside deploys.
+    assert_eq!(lock("unlock").await, 200);
+    let id = kept.clone();
+    let resp = c
+        .post(format!("{api}machines/{id}/?op=deploy"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(resp.status(), 200);
+    support::wait_for("the deploy after the fuzz", Duration::from_secs(30), || {
+        let (c, auth, url) = (c.clone(), auth.clone(), format!("{api}machines/{id}/"));
+        async move {
+            let m: Value = c
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (m["status_name"] == "Deployed").then_some(())
+        }
+    })
     .await;
     lab.shutdown().await;
 }

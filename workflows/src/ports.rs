@@ -2,6 +2,7 @@
 //! `worker/` implement them over real protocols; the workflows crate only names them.
 
 pub mod kube;
+pub mod maas;
 pub mod secrets;
 
 use std::future::Future;
@@ -49,6 +50,7 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     pub probe: Option<Arc<dyn Probe>>,
     pub kube: Option<Arc<dyn kube::Kube>>,
+    pub maas: Option<Arc<dyn maas::Maas>>,
     pub secrets: Option<Arc<dyn secrets::Secrets>>,
 }
 
@@ -59,6 +61,7 @@ impl Ports {
             clock,
             probe: None,
             kube: None,
+            maas: None,
             secrets: None,
         }
     }
@@ -70,6 +73,11 @@ impl Ports {
 
     pub fn with_kube(mut self, kube: Arc<dyn kube::Kube>) -> Ports {
         self.kube = Some(kube);
+        self
+    }
+
+    pub fn with_maas(mut self, maas: Arc<dyn maas::Maas>) -> Ports {
+        self.maas = Some(maas);
         self
     }
 

@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::kind::{Loaded, StepContext, StepDef, Workflow};
 use crate::model::{ChildSpec, ChildStatus, Outcome, Permit, Phase, RetryPolicy};
 use crate::ports::kube::{Kube, KubeError};
+use crate::ports::maas::{Maas, MaasError};
 use crate::ports::secrets::{Secret, SecretError, SecretRef};
 use crate::ports::{BoxFuture, Ports};
 
@@ -145,6 +146,27 @@ impl From<KubeError> for StepError {
     }
 }
 
+/// MAAS errors: Transient retries under the step's policy (after MAAS's Retry-After); the rest
+/// fail the step. A step that can do better (wait for a machine to free up on `NoMatch`, read the
+/// machine's state on `Conflict`) matches on the error before using `?`.
+impl From<MaasError> for StepError {
+    fn from(e: MaasError) -> StepError {
+        match e {
+            MaasError::Transient {
+                message,
+                retry_after,
+            } => StepError::Retry {
+                error: message,
+                after: retry_after,
+            },
+            e @ (MaasError::NoMatch(_)
+            | MaasError::NotFound(_)
+            | MaasError::Conflict(_)
+            | MaasError::Permanent(_)) => StepError::fail(e.to_string()),
+        }
+    }
+}
+
 impl From<SecretError> for StepError {
     fn from(e: SecretError) -> StepError {
         match e {
@@ -213,6 +235,15 @@ impl<K: Kind> Ctx<'_, K> {
         self.ports.kube.as_deref().ok_or_else(|| {
             StepError::fail(
                 "this worker has no Kubernetes connection; configure [kube] (kubeconfig or url)",
+            )
+        })
+    }
+
+    /// The MAAS port, or a failure saying what to configure.
+    pub fn maas(&self) -> Result<&dyn Maas, StepError> {
+        self.ports.maas.as_deref().ok_or_else(|| {
+            StepError::fail(
+                "this worker has no MAAS connection; configure [maas] (url and api key)",
             )
         })
     }

@@ -65,7 +65,8 @@ fn route(shared: &Shared, req: &Req) -> Result<Response<Body>> {
     }
 }
 
-/// Arm a fault, or apply it at once when it is immediate (node readiness, broken machines).
+/// Arm a fault, or apply it at once when it is immediate (node readiness, broken machines,
+/// machines losing power).
 pub fn inject(shared: &Shared, fault: Fault) -> Result<()> {
     match fault {
         Fault::NodeNotReady { node } => nodes::set_ready(shared, &node, false).map(|_| ()),
@@ -80,6 +81,7 @@ pub fn inject(shared: &Shared, fault: Fault) -> Result<()> {
             Ok(())
         }
         Fault::MaasMachineBroken { machine } => crate::maas::sim::break_machine(shared, &machine),
+        Fault::MaasPowerLoss { machine } => crate::maas::sim::lose_power(shared, &machine),
         other => {
             shared.faults.add(other);
             Ok(())

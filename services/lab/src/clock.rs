@@ -25,6 +25,11 @@ impl Clock {
         }
     }
 
+    /// Wall time at simulated time 0.
+    pub fn epoch(&self) -> SystemTime {
+        self.started_wall
+    }
+
     /// The time scale.
     pub fn scale(&self) -> f64 {
         self.scale

@@ -1,7 +1,8 @@
 //! Fault injection: random rates from the scenario plus targeted faults set through the lab admin
 //! endpoint (`POST /lab/faults`) or in-process. HTTP faults answer a request with an error before it
-//! reaches a handler; simulation faults are consulted by the simulator (migration failures,
-//! unschedulable targets, MAAS deploy failures and hangs, watch disconnects).
+//! reaches a handler (or, for a proxy timeout that lets the request through, after it took
+//! effect); simulation faults are consulted by the simulator (migration failures, unschedulable
+//! targets, MAAS deploy, release and erase failures, machines losing power, watch disconnects).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::maas::lifecycle::DeployFault;
 use crate::scenario::FaultRates;
 use crate::sim::migration::Phase;
 
@@ -83,6 +85,42 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u32,
     },
+    /// The next deploy of a machine fails within a minute: its BMC never powers it on (Failed
+    /// deployment, `power_state` `error`).
+    MaasDeployPowerFailure {
+        #[serde(default)]
+        machine: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// During the next deploy of a machine it loses power while installing; MAAS hears nothing
+    /// more and fails the deployment `node_timeout` after the last message.
+    MaasDeployPowerLoss {
+        #[serde(default)]
+        machine: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next disk erase of a machine (a release with `erase`) fails: Failed disk erasing.
+    MaasEraseFailure {
+        #[serde(default)]
+        machine: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The proxy in front of the region times out matching MAAS requests: 504 with its HTML
+    /// page. With `applied` the request reached MAAS and took effect first (the client cannot
+    /// tell which happened).
+    MaasProxyTimeout {
+        #[serde(default)]
+        method: Option<String>,
+        #[serde(default)]
+        path_contains: Option<String>,
+        #[serde(default)]
+        applied: bool,
+        #[serde(default = "one")]
+        count: u32,
+    },
     /// Applied at once: a node goes NotReady (kubelet stops posting status).
     NodeNotReady { node: String },
     /// Applied at once: a node becomes Ready again.
@@ -93,6 +131,9 @@ pub enum Fault {
     NodeReboot { node: String },
     /// Applied at once: a machine goes Broken.
     MaasMachineBroken { machine: String },
+    /// Applied at once: a machine loses power (a deploying one stalls until `node_timeout`, a
+    /// deployed one's Node goes NotReady until it is powered on again).
+    MaasPowerLoss { machine: String },
 }
 
 fn one() -> u32 {
@@ -104,6 +145,17 @@ fn one() -> u32 {
 pub struct Faults {
     rates: Mutex<FaultRates>,
     targeted: Mutex<Vec<Fault>>,
+    /// MAAS requests still to fail in the current random 503 burst.
+    maas_burst: Mutex<u32>,
+}
+
+/// What goes wrong with a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReleaseFault {
+    /// The release hangs until the 5-minute timeout (Releasing failed).
+    pub hang: bool,
+    /// Its disk erasing fails (Failed disk erasing).
+    pub erase: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,6 +172,7 @@ impl Faults {
         Faults {
             rates: Mutex::new(rates),
             targeted: Mutex::new(Vec::new()),
+            maas_burst: Mutex::new(0),
         }
     }
 
@@ -147,6 +200,7 @@ impl Faults {
     pub fn clear(&self) {
         lock(&self.targeted).clear();
         *lock(&self.rates) = FaultRates::default();
+        *lock(&self.maas_burst) = 0;
     }
 
     /// Take the first armed fault `pick` accepts, decrementing its count.
@@ -167,7 +221,11 @@ impl Faults {
             | Fault::WatchDisconnect { count, .. }
             | Fault::MaasDeployFailure { count, .. }
             | Fault::MaasDeployHang { count, .. }
-            | Fault::MaasReleaseHang { count, .. } => {
+            | Fault::MaasReleaseHang { count, .. }
+            | Fault::MaasDeployPowerFailure { count, .. }
+            | Fault::MaasDeployPowerLoss { count, .. }
+            | Fault::MaasEraseFailure { count, .. }
+            | Fault::MaasProxyTimeout { count, .. } => {
                 *count = count.saturating_sub(1);
                 *count == 0
             }
@@ -185,7 +243,7 @@ impl Faults {
         (max > 0).then(|| Duration::from_millis(rand::random_range(0..=max)))
     }
 
-    /// An error to answer an HTTP request with, if a fault fires.
+    /// An error to answer an HTTP request with before it reaches a handler, if a fault fires.
     pub fn http(&self, api: Api, method: &str, path: &str) -> Option<Error> {
         let targeted = self.take(|f| match f {
             Fault::Http {
@@ -201,6 +259,17 @@ impl Faults {
                 && path_contains.as_deref().is_none_or(|p| path.contains(p)) =>
             {
                 Some(injected(api, *status, *retry_after, message.clone()))
+            }
+            Fault::MaasProxyTimeout {
+                method: m,
+                path_contains,
+                applied: false,
+                ..
+            } if api == Api::Maas
+                && m.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path_contains.as_deref().is_none_or(|p| path.contains(p)) =>
+            {
+                Some(injected(api, 504, None, None))
             }
             _ => None,
         });
@@ -225,15 +294,51 @@ impl Faults {
                 }
             }
             Api::Maas => {
-                if roll(r.maas_503) {
-                    return Some(injected(api, 503, Some(10), None));
+                {
+                    let mut burst = lock(&self.maas_burst);
+                    if *burst > 0 {
+                        *burst -= 1;
+                        return Some(injected(api, 503, Some(10), None));
+                    }
+                    if roll(r.maas_503) {
+                        *burst = r.maas_503_burst.saturating_sub(1);
+                        return Some(injected(api, 503, Some(10), None));
+                    }
                 }
                 if writes && roll(r.maas_409) {
                     return Some(injected(api, 409, Some(5), None));
                 }
+                if roll(r.maas_504) {
+                    return Some(injected(api, 504, None, None));
+                }
             }
         }
         None
+    }
+
+    /// An error to answer an HTTP request with after its handler ran and took effect (a proxy
+    /// that timed out waiting for the answer), if a fault fires.
+    pub fn http_after(&self, api: Api, method: &str, path: &str) -> Option<Error> {
+        if api != Api::Maas {
+            return None;
+        }
+        let targeted = self.take(|f| match f {
+            Fault::MaasProxyTimeout {
+                method: m,
+                path_contains,
+                applied: true,
+                ..
+            } if m.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path_contains.as_deref().is_none_or(|p| path.contains(p)) =>
+            {
+                Some(injected(api, 504, None, None))
+            }
+            _ => None,
+        });
+        if targeted.is_some() {
+            return targeted;
+        }
+        roll(lock(&self.rates).maas_504_applied).then(|| injected(api, 504, None, None))
     }
 
     /// A watch disconnect: how long the next watch may live.
@@ -281,41 +386,61 @@ impl Faults {
             .is_some()
     }
 
-    /// Whether a deploy of this machine fails (`Some(false)`), hangs (`Some(true)`) or proceeds.
-    pub fn maas_deploy(&self, hostname: &str, system_id: &str) -> Option<bool> {
+    /// What goes wrong with the deploy of this machine that is starting.
+    pub fn maas_deploy(&self, hostname: &str, system_id: &str) -> DeployFault {
         let matches =
             |m: &Option<String>| m.as_deref().is_none_or(|m| m == hostname || m == system_id);
         let targeted = self.take(|f| match f {
-            Fault::MaasDeployFailure { machine, .. } if matches(machine) => Some(false),
-            Fault::MaasDeployHang { machine, .. } if matches(machine) => Some(true),
-            _ => None,
-        });
-        if targeted.is_some() {
-            return targeted;
-        }
-        let r = lock(&self.rates).clone();
-        if roll(r.maas_deploy_failure) {
-            return Some(false);
-        }
-        if roll(r.maas_deploy_hang) {
-            return Some(true);
-        }
-        None
-    }
-
-    /// Whether a release of this machine hangs.
-    pub fn maas_release_hang(&self, hostname: &str, system_id: &str) -> bool {
-        self.take(|f| match f {
-            Fault::MaasReleaseHang { machine, .. }
-                if machine
-                    .as_deref()
-                    .is_none_or(|m| m == hostname || m == system_id) =>
-            {
-                Some(())
+            Fault::MaasDeployFailure { machine, .. } if matches(machine) => {
+                Some(DeployFault::Install)
+            }
+            Fault::MaasDeployHang { machine, .. } if matches(machine) => Some(DeployFault::Hang),
+            Fault::MaasDeployPowerFailure { machine, .. } if matches(machine) => {
+                Some(DeployFault::PowerOn)
+            }
+            Fault::MaasDeployPowerLoss { machine, .. } if matches(machine) => {
+                Some(DeployFault::PowerLoss)
             }
             _ => None,
-        })
-        .is_some()
+        });
+        if let Some(fault) = targeted {
+            return fault;
+        }
+        let r = lock(&self.rates).clone();
+        [
+            (r.maas_deploy_failure, DeployFault::Install),
+            (r.maas_deploy_power_failure, DeployFault::PowerOn),
+            (r.maas_deploy_hang, DeployFault::Hang),
+            (r.maas_deploy_power_loss, DeployFault::PowerLoss),
+        ]
+        .into_iter()
+        .find(|(rate, _)| roll(*rate))
+        .map_or(DeployFault::None, |(_, fault)| fault)
+    }
+
+    /// What goes wrong with the release of this machine that is starting (`erasing`: with disk
+    /// erasing, the only kind an erase failure can hit).
+    pub fn maas_release(&self, hostname: &str, system_id: &str, erasing: bool) -> ReleaseFault {
+        let matches =
+            |m: &Option<String>| m.as_deref().is_none_or(|m| m == hostname || m == system_id);
+        let hang = self
+            .take(|f| match f {
+                Fault::MaasReleaseHang { machine, .. } if matches(machine) => Some(()),
+                _ => None,
+            })
+            .is_some();
+        let erase = erasing
+            && self
+                .take(|f| match f {
+                    Fault::MaasEraseFailure { machine, .. } if matches(machine) => Some(()),
+                    _ => None,
+                })
+                .is_some();
+        let r = lock(&self.rates).clone();
+        ReleaseFault {
+            hang: hang || roll(r.maas_release_failure),
+            erase: erase || (erasing && roll(r.maas_erase_failure)),
+        }
     }
 
     /// Whether a machine goes Broken now (random rate, per deployed machine per pass).
@@ -324,10 +449,14 @@ impl Faults {
     }
 }
 
+/// What a proxy in front of the MAAS region (HAProxy's default page) answers when MAAS is slow.
+pub const PROXY_TIMEOUT_PAGE: &str = "<html><body><h1>504 Gateway Time-out</h1>\nThe server didn't respond in time.\n</body></html>\n";
+
 fn injected(api: Api, code: u16, retry_after: Option<u64>, message: Option<String>) -> Error {
     let default = match (api, code) {
         (Api::Maas, 503) => "Unable to connect to any rack controller; no connections available.",
         (Api::Maas, 409) => "Conflict error. Please try again.",
+        (Api::Maas, 504) => PROXY_TIMEOUT_PAGE,
         (_, 429) => "Too many requests, please try again later.",
         (_, 409) => {
             "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again"
@@ -378,5 +507,55 @@ mod tests {
         assert_eq!(f.migration_failure("ns", "b"), None);
         assert_eq!(f.migration_failure("ns", "a"), Some(Phase::Scheduling));
         assert_eq!(f.migration_failure("ns", "a"), None);
+    }
+
+    #[test]
+    fn maas_bursts_proxy_timeouts_and_lifecycle_faults() {
+        let f = Faults::new(FaultRates {
+            maas_503: 1.0,
+            maas_503_burst: 3,
+            ..FaultRates::default()
+        });
+        for _ in 0..3 {
+            assert!(matches!(
+                f.http(Api::Maas, "GET", "/MAAS/api/2.0/machines/"),
+                Some(Error::Injected {
+                    code: 503,
+                    retry_after: Some(10),
+                    ..
+                })
+            ));
+        }
+        f.clear();
+        assert!(
+            f.http(Api::Maas, "GET", "/MAAS/api/2.0/machines/")
+                .is_none()
+        );
+        f.add(Fault::MaasProxyTimeout {
+            method: None,
+            path_contains: Some("op=allocate".into()),
+            applied: true,
+            count: 1,
+        });
+        assert!(f.http(Api::Maas, "POST", "/x?op=allocate").is_none());
+        match f.http_after(Api::Maas, "POST", "/x?op=allocate") {
+            Some(Error::Injected { code, message, .. }) => {
+                assert_eq!((code, message.as_str()), (504, PROXY_TIMEOUT_PAGE));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(f.http_after(Api::Maas, "POST", "/x?op=allocate").is_none());
+        f.add(Fault::MaasEraseFailure {
+            machine: Some("m1".into()),
+            count: 1,
+        });
+        assert_eq!(f.maas_release("m1", "abc", false), ReleaseFault::default());
+        assert!(f.maas_release("m1", "abc", true).erase);
+        f.add(Fault::MaasDeployPowerLoss {
+            machine: None,
+            count: 1,
+        });
+        assert_eq!(f.maas_deploy("m2", "def"), DeployFault::PowerLoss);
+        assert_eq!(f.maas_deploy("m2", "def"), DeployFault::None);
     }
 }

@@ -141,7 +141,7 @@ impl Lab {
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             stopping: rx.clone(),
-            maas: Mutex::new(maas::Region::new(&config.scenario.maas)),
+            maas: Mutex::new(maas::Region::new(&config.scenario.maas).with_epoch(clock.epoch())),
             store: store::Store::new(clock.clone(), config.watch_history),
             faults: faults::Faults::new(config.scenario.faults.clone()),
             audit: audit::Audit::default(),

@@ -1,14 +1,19 @@
 //! The simulated MAAS region API 2.0 under `/MAAS/api/2.0/`: OAuth1 authentication, `describe/` for
-//! python-libmaas, machines and their ops, pools, zones, tags, fabrics, VLANs, subnets and
-//! interfaces. Ops arrive as `?op=<name>` (query or form field) or as a `/op-<name>` path suffix.
-//! Errors are MAAS's text/plain bodies (JSON for form validation).
+//! python-libmaas, machines and their ops, events, pools, zones, tags, fabrics, VLANs, subnets
+//! and interfaces. Ops arrive as `?op=<name>` (query or form field) or as a `/op-<name>` path
+//! suffix. Errors are MAAS's text/plain bodies (JSON for form validation; the HTML page of the
+//! proxy in front of the region for an injected 504).
 
 pub mod auth;
 pub mod describe;
+pub mod events;
 pub mod form;
+pub mod interfaces;
+pub mod lifecycle;
 pub mod machines;
 pub mod model;
 pub mod network;
+pub mod ops;
 pub mod sim;
 
 use axum::body::Body;
@@ -19,19 +24,39 @@ use crate::error::{Error, Result};
 use crate::http::{self, Req};
 use crate::state::Shared;
 pub use model::Region;
+use model::Status;
+
+/// What a MAAS handler answers: JSON, or 204 for a delete.
+enum Reply {
+    Json(Value),
+    Deleted,
+}
+
+impl From<Value> for Reply {
+    fn from(v: Value) -> Self {
+        Reply::Json(v)
+    }
+}
 
 /// Serve a MAAS request.
 pub async fn handle(shared: &Shared, req: &Req) -> Response<Body> {
     match route(shared, req) {
-        Ok(v) => http::json(200, &v),
+        Ok(Reply::Json(v)) => http::json(200, &v),
+        Ok(Reply::Deleted) => {
+            http::bytes_response(204, "text/plain; charset=utf-8", Default::default())
+        }
         Err(e) => error_response(&e),
     }
 }
 
-/// A MAAS error response: text/plain, except JSON for validation errors.
+/// A MAAS error response: text/plain, except JSON for validation errors and the proxy's HTML
+/// page for a 504.
 pub fn error_response(err: &Error) -> Response<Body> {
     let resp = match err {
         Error::Validation(v) => http::json(400, v),
+        Error::Injected {
+            code: 504, message, ..
+        } => http::bytes_response(504, "text/html", bytes::Bytes::from(message.clone())),
         Error::NotFound { resource, .. } => {
             http::text(404, &format!("No {resource} matches the given query."))
         }
@@ -101,7 +126,7 @@ fn unrecognised(method: &Method, op: Option<&str>) -> Error {
     ))
 }
 
-fn route(shared: &Shared, req: &Req) -> Result<Value> {
+fn route(shared: &Shared, req: &Req) -> Result<Reply> {
     let (segs, path_op) = split_path(&req.path).ok_or(Error::NoRoute)?;
     let params = form::params(req)?;
     let op = path_op.or_else(|| params.get("op").map(String::from));
@@ -110,13 +135,13 @@ fn route(shared: &Shared, req: &Req) -> Result<Value> {
     let method = &req.method;
     let get = *method == Method::GET;
     match seg.as_slice() {
-        ["describe"] if get => return Ok(describe::describe(&req.host)),
+        ["describe"] if get => return Ok(describe::describe(&req.host).into()),
         ["version"] if get => {
             return Ok(json!({
                 "capabilities": ["networks-management", "static-ipaddresses", "ipv6-deployment-ubuntu", "devices-management", "storage-deployment-ubuntu", "network-deployment-ubuntu", "bridging-interface-ubuntu", "bridging-automatic-ubuntu", "authenticate-api"],
                 "version": "3.5.4",
                 "subversion": "drover-lab"
-            }));
+            }).into());
         }
         _ => {}
     }
@@ -139,152 +164,162 @@ fn route(shared: &Shared, req: &Req) -> Result<Value> {
         },
     )?;
     let user = shared.scenario.maas.user.clone();
+    let user = user.as_str();
     let now = shared.clock.now();
     let mut r = shared
         .maas
         .lock()
         .map_err(|_| Error::Internal("maas state poisoned".into()))?;
     let r = &mut *r;
-    match (method.clone(), seg.as_slice(), op) {
-        (Method::GET, ["users"], Some("whoami")) => Ok(
-            json!({"username": user, "email": format!("{user}@lab.drover.dev"), "is_superuser": true, "is_local": true, "resource_uri": format!("{}users/{user}/", model::ROOT)}),
-        ),
-        (Method::GET, ["users"], None) => Ok(
-            json!([{"username": user, "email": format!("{user}@lab.drover.dev"), "is_superuser": true, "is_local": true}]),
-        ),
-        (Method::GET, ["maas"], Some("get_config")) => Ok(match params.get("name").unwrap_or("") {
+    let release_faults =
+        |host: &str, sid: &str, erasing: bool| shared.faults.maas_release(host, sid, erasing);
+    let reply: Value = match (method.clone(), seg.as_slice(), op) {
+        (Method::GET, ["users"], Some("whoami")) => {
+            json!({"username": user, "email": format!("{user}@lab.drover.dev"), "is_superuser": true, "is_local": true, "resource_uri": format!("{}users/{user}/", model::ROOT)})
+        }
+        (Method::GET, ["users"], None) => {
+            json!([{"username": user, "email": format!("{user}@lab.drover.dev"), "is_superuser": true, "is_local": true}])
+        }
+        (Method::GET, ["maas"], Some("get_config")) => match params.get("name").unwrap_or("") {
             "default_distro_series" => json!("jammy"),
             "default_osystem" => json!("ubuntu"),
             "maas_name" => json!("drover-lab"),
             "node_timeout" => json!(r.settings.node_timeout_minutes),
             "commissioning_distro_series" => json!("jammy"),
+            "enable_disk_erasing_on_release" => json!(false),
             _ => Value::Null,
-        }),
-        (Method::GET, ["machines"] | ["nodes"], None) => machines::list(r, &params),
-        (Method::GET, ["machines"], Some("list_allocated")) => {
-            let mine = form::Params(vec![("owner".into(), user.clone())]);
-            machines::list(r, &mine)
+        },
+        (Method::GET, ["events"], Some("query")) => {
+            let q = events::Query::parse(&params)?;
+            let filter = form::Params(
+                params
+                    .0
+                    .iter()
+                    .filter(|(k, _)| {
+                        matches!(
+                            k.as_str(),
+                            "hostname" | "id" | "zone" | "agent_name" | "mac_address" | "domain"
+                        )
+                    })
+                    .cloned()
+                    .collect(),
+            );
+            let nodes: Vec<String> = machines::select(r, &filter, user)?
+                .into_iter()
+                .map(|m| m.system_id.clone())
+                .collect();
+            events::query(&r.events, &q, &params, |sid| nodes.iter().any(|n| n == sid))
         }
-        (Method::GET, ["machines"], Some("power_parameters")) => Ok(json!({})),
-        (Method::POST, ["machines"], Some("allocate")) => machines::allocate(r, &params, &user),
-        (Method::POST, ["machines"], Some("release")) => machines::release_many(r, &params, now),
-        (Method::POST, ["machines"], None) => Err(Error::Validation(
-            json!({"power_type": ["This field is required."]}),
-        )),
-        (Method::GET, ["machines", id], None) => r
-            .machine(id)
-            .map(|m| r.machine_json(m))
-            .ok_or_else(|| Error::NotFound {
-                resource: "Machine".into(),
-                name: id.to_string(),
-            }),
-        (Method::PUT, ["machines", id], None) => machines::update(r, id, &params),
+        (Method::GET, ["machines"] | ["nodes"], None) => machines::list(r, &params, user)?,
+        (Method::GET, ["machines"], Some("list_allocated")) => {
+            let mine = form::Params(vec![("owner".into(), user.to_string())]);
+            machines::list(r, &mine, user)?
+        }
+        (Method::GET, ["machines"], Some("power_parameters")) => json!({}),
+        (Method::POST, ["machines"], Some("allocate")) => {
+            machines::allocate(r, &params, user, now)?
+        }
+        (Method::POST, ["machines"], Some("release")) => {
+            machines::release_many(r, &params, user, now, &release_faults)?
+        }
+        (Method::POST, ["machines"], None) => {
+            return Err(Error::Validation(
+                json!({"power_type": ["This field is required."]}),
+            ));
+        }
+        (Method::GET, ["machines", id], None) => {
+            let i = r.index(id)?;
+            r.machine_json(&r.machines[i])
+        }
+        (Method::PUT, ["machines", id], None) => machines::update(r, id, &params)?,
         (Method::DELETE, ["machines", id], None) => {
-            let before = r.machines.len();
-            r.machines.retain(|m| m.system_id != *id);
-            if before == r.machines.len() {
-                return Err(Error::NotFound {
-                    resource: "Machine".into(),
-                    name: id.to_string(),
-                });
-            }
-            Ok(Value::Null)
+            let i = r.index(id)?;
+            r.machines.remove(i);
+            return Ok(Reply::Deleted);
         }
         (Method::GET, ["machines", id], Some("query_power_state")) => {
-            machines::power(r, id, "query_power_state")
+            ops::power(r, id, "query_power_state", &params, user, now)?
         }
-        (Method::GET, ["machines", id], Some("details")) => r
-            .machine(id)
-            .map(|_| json!({"lshw": "", "lldp": ""}))
-            .ok_or_else(|| Error::NotFound {
-                resource: "Machine".into(),
-                name: id.to_string(),
-            }),
-        (Method::GET, ["machines", id], Some("power_parameters")) => r
-            .machine(id)
-            .map(|_| json!({"power_address": "10.0.0.1", "power_user": "admin"}))
-            .ok_or_else(|| Error::NotFound {
-                resource: "Machine".into(),
-                name: id.to_string(),
-            }),
-        (Method::POST, ["machines", id], Some(op)) => {
-            let id = id.to_string();
-            match op {
-                "deploy" => {
-                    let (host, sid) = r
-                        .machine(&id)
-                        .map(|m| (m.hostname.clone(), m.system_id.clone()))
-                        .ok_or_else(|| Error::NotFound {
-                            resource: "Machine".into(),
-                            name: id.clone(),
-                        })?;
-                    let fault = shared.faults.maas_deploy(&host, &sid);
-                    machines::deploy(r, &id, &params, &user, now, fault)
-                }
-                "release" => {
-                    let out = machines::release(r, &id, &params, now)?;
-                    if let Some(m) = r.machine_mut(&id) {
-                        let (host, sid) = (m.hostname.clone(), m.system_id.clone());
-                        if let model::Activity::Releasing { hang, .. } = &mut m.activity
-                            && shared.faults.maas_release_hang(&host, &sid)
-                        {
-                            *hang = true;
-                        }
-                    }
-                    Ok(out)
-                }
-                "abort" => machines::abort(r, &id),
-                "mark_broken" => machines::mark_broken(r, &id, &params, &user),
-                "mark_fixed" => machines::mark_fixed(r, &id),
-                "power_on" | "power_off" => machines::power(r, &id, op),
-                "lock" => machines::lock(r, &id, true),
-                "unlock" => machines::lock(r, &id, false),
-                "set_owner_data"
-                | "clear_default_gateways"
-                | "restore_default_configuration"
-                | "restore_networking_configuration"
-                | "restore_storage_configuration" => r
-                    .machine(&id)
-                    .map(|m| r.machine_json(m))
-                    .ok_or_else(|| Error::NotFound {
-                        resource: "Machine".into(),
-                        name: id.clone(),
-                    }),
-                other => Err(unrecognised(method, Some(other))),
+        (Method::GET, ["machines", id], Some("details")) => {
+            r.index(id)?;
+            json!({"lshw": "", "lldp": ""})
+        }
+        (Method::GET, ["machines", id], Some("power_parameters")) => {
+            r.index(id)?;
+            json!({"power_address": "10.0.0.1", "power_user": "admin"})
+        }
+        (Method::POST, ["machines", id], Some(op)) => match op {
+            "deploy" => {
+                let i = r.index(id)?;
+                let (host, sid) = (
+                    r.machines[i].hostname.clone(),
+                    r.machines[i].system_id.clone(),
+                );
+                let fault = if r.machines[i].status == Status::Allocated
+                    || r.machines[i].status == Status::Ready
+                {
+                    shared.faults.maas_deploy(&host, &sid)
+                } else {
+                    lifecycle::DeployFault::None
+                };
+                ops::deploy(r, id, &params, user, now, fault)?
             }
-        }
+            "release" => ops::release(r, id, &params, user, now, &release_faults)?,
+            "abort" => ops::abort(r, id, &params, user, now)?,
+            "mark_broken" => ops::mark_broken(r, id, &params, user, now)?,
+            "mark_fixed" => ops::mark_fixed(r, id, &params, user, now)?,
+            "power_on" | "power_off" => ops::power(r, id, op, &params, user, now)?,
+            "lock" => ops::lock(r, id, true)?,
+            "unlock" => ops::lock(r, id, false)?,
+            "set_owner_data" | "set_workload_annotations" => {
+                ops::set_owner_data(r, id, &params, user)?
+            }
+            "clear_default_gateways"
+            | "restore_default_configuration"
+            | "restore_networking_configuration"
+            | "restore_storage_configuration" => {
+                let i = r.index(id)?;
+                r.machine_json(&r.machines[i])
+            }
+            other => return Err(unrecognised(method, Some(other))),
+        },
         (
             Method::GET,
             [what @ ("resourcepools" | "zones" | "tags" | "fabrics" | "subnets")],
             None,
-        ) => Ok(network::list(r, what)),
+        ) => network::list(r, what),
         (Method::POST, [what @ ("resourcepools" | "zones" | "tags")], None) => {
-            network::create_named(r, what, &params)
+            network::create_named(r, what, &params)?
         }
-        (Method::GET, ["resourcepool", id], None) => network::pool(r, id),
-        (Method::GET, ["zones", name], None) => network::zone(r, name),
-        (Method::GET, ["tags", name], op) => network::tag(r, name, op, &params),
+        (Method::GET, ["resourcepool", id], None) => network::pool(r, id)?,
+        (Method::GET, ["zones", name], None) => network::zone(r, name)?,
+        (Method::GET, ["tags", name], op) => network::tag(r, name, op, &params)?,
         (Method::POST, ["tags", name], Some("update_nodes")) => {
-            network::tag(r, name, Some("update_nodes"), &params)
+            network::tag(r, name, Some("update_nodes"), &params)?
         }
-        (Method::GET, ["fabrics", id], None) => network::fabric(r, id),
-        (Method::GET, ["fabrics", id, "vlans"], None) => network::vlans(r, id, None),
-        (Method::POST, ["fabrics", id, "vlans"], None) => network::vlans(r, id, Some(&params)),
-        (Method::GET, ["fabrics", id, "vlans", vid], None) => network::vlan(r, id, vid, None),
+        (Method::GET, ["fabrics", id], None) => network::fabric(r, id)?,
+        (Method::GET, ["fabrics", id, "vlans"], None) => network::vlans(r, id, None)?,
+        (Method::POST, ["fabrics", id, "vlans"], None) => network::vlans(r, id, Some(&params))?,
+        (Method::GET, ["fabrics", id, "vlans", vid], None) => network::vlan(r, id, vid, None)?,
         (Method::PUT, ["fabrics", id, "vlans", vid], None) => {
-            network::vlan(r, id, vid, Some(&params))
+            network::vlan(r, id, vid, Some(&params))?
         }
-        (Method::GET, ["subnets", id], None) => network::subnet(r, id),
-        (Method::GET, ["nodes", sid, "interfaces"], None) => {
-            network::interfaces(r, sid, None, &params)
-        }
+        (Method::GET, ["subnets", id], None) => network::subnet(r, id)?,
+        (Method::GET, ["nodes", sid, "interfaces"], None) => interfaces::list(r, sid)?,
         (Method::POST, ["nodes", sid, "interfaces"], Some(op)) => {
-            network::interfaces(r, sid, Some(op), &params)
+            interfaces::create(r, sid, op, &params)?
+        }
+        (Method::DELETE, ["nodes", sid, "interfaces", iid], None) => {
+            interfaces::delete(r, sid, iid)?;
+            return Ok(Reply::Deleted);
         }
         (m, ["nodes", sid, "interfaces", iid], op) => {
-            network::interface(r, sid, iid, m.as_str(), op, &params)
+            interfaces::interface(r, sid, iid, m.as_str(), op, &params)?
         }
-        (m, ["machines" | "tags" | "users" | "maas", ..], op) => Err(unrecognised(&m, op)),
-        _ => Err(Error::NoRoute),
-    }
+        (m, ["machines" | "tags" | "users" | "maas" | "events", ..], op) => {
+            return Err(unrecognised(&m, op));
+        }
+        _ => return Err(Error::NoRoute),
+    };
+    Ok(Reply::Json(reply))
 }

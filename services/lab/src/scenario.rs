@@ -116,6 +116,8 @@ pub struct MaasSettings {
     pub quick_erase_secs: f64,
     /// Extra seconds a full erase takes.
     pub erase_secs: f64,
+    /// Extra seconds a secure erase takes (the drives' own erase feature).
+    pub secure_erase_secs: f64,
     /// Seconds from Deployed (with cluster-join user data) until the Node object appears.
     pub join_delay_secs: f64,
     /// Seconds from the Node appearing until it is Ready.
@@ -233,10 +235,31 @@ pub struct VmGroup {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaultRates {
+    /// A MAAS request is answered 503 with `Retry-After: 10` (no rack controller), and so are
+    /// the next `maas_503_burst - 1` MAAS requests.
     pub maas_503: f64,
+    /// How many consecutive MAAS requests one random 503 takes (0 and 1 mean one).
+    pub maas_503_burst: u32,
+    /// A MAAS write is answered 409 with `Retry-After: 5` (serialization retries exhausted).
     pub maas_409: f64,
+    /// A MAAS request times out at the proxy in front of the region (504, HTML body) before
+    /// reaching MAAS.
+    pub maas_504: f64,
+    /// A MAAS request reaches MAAS and takes effect, but the proxy answers 504 anyway.
+    pub maas_504_applied: f64,
+    /// A deployment fails while installing (Failed deployment, the machine stays on).
     pub maas_deploy_failure: f64,
+    /// A deployment fails within a minute: the BMC does not power the machine on.
+    pub maas_deploy_power_failure: f64,
+    /// A deployment never PXE boots and fails at `node_timeout`.
     pub maas_deploy_hang: f64,
+    /// A machine loses power while installing; its deployment fails `node_timeout` later.
+    pub maas_deploy_power_loss: f64,
+    /// A release hangs and becomes Releasing failed after MAAS's 5-minute release timeout.
+    pub maas_release_failure: f64,
+    /// A release's disk erasing fails (Failed disk erasing).
+    pub maas_erase_failure: f64,
+    /// A deployed machine goes Broken, per hour.
     pub maas_machine_broken: f64,
     pub kube_429: f64,
     pub kube_500: f64,
@@ -278,6 +301,7 @@ impl Default for MaasSettings {
             release_secs: 60.0,
             quick_erase_secs: 90.0,
             erase_secs: 3600.0,
+            secure_erase_secs: 300.0,
             join_delay_secs: 60.0,
             node_ready_delay_secs: 90.0,
             join_marker: "join".into(),

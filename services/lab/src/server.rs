@@ -1,6 +1,7 @@
 //! The HTTP front: one axum app serving the Kubernetes API at `/`, the MAAS region at `/MAAS/` and
-//! the lab's admin endpoints at `/lab/`. Every request passes the fault injector first and every
-//! mutating request lands in the audit with its outcome.
+//! the lab's admin endpoints at `/lab/`. Every request passes the fault injector first (and MAAS
+//! requests again after their handler, for a proxy that times out on an applied request) and
+//! every mutating request lands in the audit with the outcome the client saw.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,6 +112,15 @@ async fn entry(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Res
                 _ => kube::status::response(&err),
             }
         }
+    };
+    // A proxy that gave up waiting: the request took effect, the client sees the error.
+    let resp = match api.and_then(|api| {
+        shared
+            .faults
+            .http_after(api, req.method.as_str(), &path_and_query)
+    }) {
+        Some(err) => maas::error_response(&err),
+        None => resp,
     };
     if let Some(api) = api {
         audit(&shared, &req, api, resp.status().as_u16());

@@ -53,6 +53,11 @@ static HANDLERS: &[Handler] = &[
             ("power_parameters", Some("power_parameters"), "GET"),
             ("set_owner_data", Some("set_owner_data"), "POST"),
             (
+                "set_workload_annotations",
+                Some("set_workload_annotations"),
+                "POST",
+            ),
+            (
                 "clear_default_gateways",
                 Some("clear_default_gateways"),
                 "POST",
@@ -79,6 +84,12 @@ static HANDLERS: &[Handler] = &[
         ],
     ),
     ("NodesHandler", "nodes/", &[], &[("read", R, "GET")]),
+    (
+        "EventsHandler",
+        "events/",
+        &[],
+        &[("query", Some("query"), "GET")],
+    ),
     (
         "InterfacesHandler",
         "nodes/{system_id}/interfaces/",

@@ -1,6 +1,8 @@
 //! MAAS request parameters: the query string plus an `application/x-www-form-urlencoded` or
 //! `multipart/form-data` body (python-libmaas sends base64 transfer-encoded parts). Repeated keys
-//! are multi-valued (`tags=a&tags=b`).
+//! are multi-valued (`tags=a&tags=b`). As Django's parser does, a multipart body without parts,
+//! or whose parts are empty or unnamed, carries no parameters: python-libmaas sends exactly that
+//! (one empty part) for `allocate()` without constraints and `deploy()` with defaults.
 
 use base64::Engine;
 
@@ -81,7 +83,9 @@ fn scalar(v: &serde_json::Value) -> String {
     }
 }
 
-/// Parse a multipart/form-data body.
+/// Parse a multipart/form-data body. Empty parts and parts without a `name` are skipped (Django
+/// skips them too); a part with content but no blank line after its headers, or a base64 part
+/// that does not decode, is a 400.
 pub fn multipart(body: &[u8], boundary: &str) -> Result<Vec<(String, String)>> {
     let bad = || Error::BadRequest("Invalid multipart body".into());
     let text = String::from_utf8_lossy(body);
@@ -90,6 +94,9 @@ pub fn multipart(body: &[u8], boundary: &str) -> Result<Vec<(String, String)>> {
     for part in text.split(&delim).skip(1) {
         if part.starts_with("--") {
             break;
+        }
+        if part.trim().is_empty() {
+            continue;
         }
         let part = part
             .strip_prefix("\r\n")
@@ -112,7 +119,7 @@ pub fn multipart(body: &[u8], boundary: &str) -> Result<Vec<(String, String)>> {
                 base64_encoded = true;
             }
         }
-        let name = name.ok_or_else(bad)?;
+        let Some(name) = name else { continue };
         let value = value
             .strip_suffix("\r\n")
             .or_else(|| value.strip_suffix('\n'))
@@ -147,5 +154,27 @@ mod tests {
             ]
         );
         assert!(multipart(b"--b\r\ngarbage", "b").is_err());
+    }
+
+    #[test]
+    fn empty_multipart_bodies_carry_no_parameters() {
+        // What python-libmaas sends for `allocate()` and `deploy()` without arguments.
+        let b = "===============8666602823579139788==";
+        let one_empty_part = format!("--{b}\r\n\r\n--{b}--");
+        let no_parts = format!("--{b}--");
+        let unnamed = format!("--{b}\r\nContent-Type: text/plain\r\n\r\nx\r\n--{b}--");
+        let cases = [
+            (one_empty_part.as_str(), Vec::new()),
+            (no_parts.as_str(), Vec::new()),
+            (unnamed.as_str(), Vec::new()),
+            ("", Vec::new()),
+        ];
+        for (body, want) in cases {
+            assert_eq!(multipart(body.as_bytes(), b).unwrap(), want, "{body:?}");
+        }
+        let bad_base64 = format!(
+            "--{b}\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n@@@\r\n--{b}--"
+        );
+        assert!(multipart(bad_base64.as_bytes(), b).is_err());
     }
 }

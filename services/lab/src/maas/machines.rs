@@ -1,80 +1,281 @@
-//! Machine endpoints and ops with MAAS's own rules and messages: list with filters, allocate
-//! (constraints, 409 texts, 400 for unknown tags/pools/zones), deploy (implicit allocation, 409 from
-//! the wrong state), release (erase options, bulk), abort, mark_broken/mark_fixed, power ops, lock.
+//! The machine collection with MAAS's own rules and messages: `GET machines/` with the
+//! `ReadNodesForm` filters, allocate with the `AcquireNodeForm` constraints (cheapest match
+//! first, 409 texts, 400 for unknown tags/pools/zones and unknown constraints), bulk release,
+//! and `PUT machines/{id}/`. Ops on one machine are in `ops.rs`.
 
-use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::clock::SimTime;
 use crate::error::{Error, Result};
+use crate::maas::events::kinds;
 use crate::maas::form::Params;
-use crate::maas::model::{Activity, Machine, Region, Status};
+use crate::maas::model::{Machine, Region, Status};
+use crate::maas::ops;
 
-/// Options that are not constraints in an allocate request.
-const NON_CONSTRAINTS: &[&str] = &[
-    "op",
-    "agent_name",
+/// `AcquireNodeForm`'s fields: everything else except `IGNORED` is "No such constraint.".
+const ACQUIRE_FIELDS: &[&str] = &[
+    "arch",
+    "not_arch",
+    "tags",
+    "not_tags",
+    "fabrics",
+    "not_fabrics",
+    "fabric_classes",
+    "not_fabric_classes",
+    "subnets",
+    "not_subnets",
+    "link_speed",
+    "vlans",
+    "not_vlans",
+    "zone",
+    "not_in_zone",
+    "pool",
+    "not_in_pool",
+    "storage",
+    "interfaces",
+    "devices",
+    "cpu_count",
+    "cpu_speed",
+    "mem",
+    "pod",
+    "not_pod",
+    "pod_type",
+    "not_pod_type",
+    "owner",
+    "not_owner",
+    "power_state",
+    "not_power_state",
+    "name",
+    "system_id",
+];
+
+/// Options of an allocate request that are not constraints (`IGNORED_FIELDS`).
+const IGNORED: &[&str] = &[
     "comment",
-    "dry_run",
-    "verbose",
     "bridge_all",
     "bridge_type",
     "bridge_stp",
     "bridge_fd",
+    "dry_run",
+    "verbose",
+    "op",
+    "agent_name",
 ];
 
-fn not_found() -> Error {
-    Error::NotFound {
-        resource: "Machine".into(),
-        name: String::new(),
+/// Numeric constraints (floats: they read back as `cpu_count=16.0`).
+const NUMERIC: &[(&str, &str)] = &[
+    ("cpu_count", "Invalid CPU count: number required."),
+    ("cpu_speed", "Invalid CPU speed: number required."),
+    ("mem", "Invalid memory: number of MiB required."),
+    ("link_speed", "Invalid link speed: number required."),
+];
+
+const POWER_STATES: &[&str] = &["on", "off", "unknown", "error"];
+
+/// Form errors, gathered field by field as Django reports them.
+#[derive(Default)]
+struct Errors(Map<String, Value>);
+
+impl Errors {
+    fn add(&mut self, field: &str, msg: String) {
+        let entry = self
+            .0
+            .entry(field.to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(a) = entry {
+            a.push(Value::String(msg));
+        }
+    }
+
+    fn into_result(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(Value::Object(self.0)))
+        }
     }
 }
 
-fn machine<'a>(r: &'a mut Region, id: &str) -> Result<&'a mut Machine> {
-    r.machine_mut(id).ok_or_else(not_found)
+fn invalid_choice(v: &str) -> String {
+    format!("Select a valid choice. {v} is not one of the available choices.")
 }
 
-/// `GET machines/` with MAAS's filters.
-pub fn list(r: &Region, p: &Params) -> Result<Value> {
-    let statuses: Vec<Status> = p
-        .all("status")
-        .iter()
-        .map(|s| {
-            Status::from_constant(s).ok_or_else(|| {
-                Error::Validation(json!({"status": [format!("Select a valid choice. {s} is not one of the available choices.")]}))
-            })
-        })
-        .collect::<Result<_>>()?;
-    let hostnames = p.all("hostname");
-    let ids: Vec<String> = p.all("id").into_iter().chain(p.all("system_id")).collect();
+/// Check names against the region's tags, zones, pools and users, with MAAS's texts.
+fn check_names(r: &Region, p: &Params, user: &str, errors: &mut Errors) {
     let tags = p.all("tags");
-    let not_tags = p.all("not_tags");
-    let zones = p.all("zone");
-    let pools = p.all("pool");
-    let owners = p.all("owner");
-    let agents = p.all("agent_name");
-    let items: Vec<Value> = r
-        .machines
+    let unknown: Vec<String> = tags
         .iter()
-        .filter(|m| statuses.is_empty() || statuses.contains(&m.status))
-        .filter(|m| hostnames.is_empty() || hostnames.contains(&m.hostname))
-        .filter(|m| ids.is_empty() || ids.contains(&m.system_id))
-        .filter(|m| tags.iter().all(|t| m.tags.contains(t)))
-        .filter(|m| !not_tags.iter().any(|t| m.tags.contains(t)))
-        .filter(|m| zones.is_empty() || zones.contains(&m.zone))
-        .filter(|m| pools.is_empty() || pools.contains(&m.pool))
-        .filter(|m| owners.is_empty() || m.owner.as_ref().is_some_and(|o| owners.contains(o)))
-        .filter(|m| agents.is_empty() || agents.contains(&m.agent_name))
-        .map(|m| r.machine_json(m))
+        .filter(|t| !r.tags.iter().any(|x| &x.name == *t))
+        .map(|t| format!("'{t}'"))
         .collect();
-    Ok(Value::Array(items))
+    if !unknown.is_empty() {
+        errors.add("tags", format!("No such tag(s): {}.", unknown.join(", ")));
+    }
+    for (field, what, names) in [
+        (
+            "zone",
+            "zone",
+            r.zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
+        ),
+        (
+            "not_in_zone",
+            "zone",
+            r.zones.iter().map(|z| z.name.as_str()).collect(),
+        ),
+        (
+            "pool",
+            "pool",
+            r.pools.iter().map(|x| x.name.as_str()).collect(),
+        ),
+        (
+            "not_in_pool",
+            "pool",
+            r.pools.iter().map(|x| x.name.as_str()).collect(),
+        ),
+    ] {
+        let mut missing: Vec<String> = p
+            .all(field)
+            .into_iter()
+            .filter(|v| !names.contains(&v.as_str()))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        match missing.as_slice() {
+            [] => {}
+            [one] => errors.add(field, format!("No such {what}: '{one}'.")),
+            many => errors.add(field, format!("No such {what}(s): {}.", many.join(", "))),
+        }
+    }
+    if let Some(owner) = p.all("owner").into_iter().find(|o| o != user) {
+        errors.add("owner", format!("No such owner: '{owner}'."));
+    }
+    for field in ["power_state", "not_power_state"] {
+        for v in p.all(field) {
+            if !POWER_STATES.contains(&v.as_str()) {
+                errors.add(field, invalid_choice(&v));
+            }
+        }
+    }
 }
 
-fn python_repr(p: &Params) -> (String, String) {
-    let mut keys: Vec<String> = Vec::new();
+fn numbers(p: &Params, errors: &mut Errors) -> Vec<(&'static str, Option<f64>)> {
+    NUMERIC
+        .iter()
+        .map(|(field, msg)| {
+            let v = p.get(field).filter(|v| !v.is_empty());
+            let parsed = v.and_then(|v| v.trim().parse::<f64>().ok());
+            if v.is_some() && parsed.is_none() {
+                errors.add(field, (*msg).to_string());
+            }
+            (*field, parsed)
+        })
+        .collect()
+}
+
+fn arch_ok(arches: &[String]) -> bool {
+    arches.iter().all(|a| a == "amd64" || a == "amd64/generic")
+}
+
+/// `GET machines/` (and `nodes/`) with MAAS's filters: `id` (also `system_id`), `hostname`,
+/// `status`, `owner`, `agent_name`, `tags`, `not_tags`, `zone`, `not_in_zone`, `pool`,
+/// `not_in_pool`, `power_state`, `arch`, `cpu_count`, `mem` (minimums), `domain`,
+/// `mac_address` and their `not_` forms where MAAS has them.
+pub fn list(r: &Region, p: &Params, user: &str) -> Result<Value> {
+    Ok(Value::Array(
+        select(r, p, user)?
+            .into_iter()
+            .map(|m| r.machine_json(m))
+            .collect(),
+    ))
+}
+
+/// The machines `GET machines/` with these filters returns, in id order.
+pub fn select<'a>(r: &'a Region, p: &Params, user: &str) -> Result<Vec<&'a Machine>> {
+    let mut errors = Errors::default();
+    check_names(r, p, user, &mut errors);
+    let statuses = |field: &str, errors: &mut Errors| -> Vec<Status> {
+        p.all(field)
+            .iter()
+            .filter_map(|s| {
+                let st = Status::from_constant(s);
+                if st.is_none() {
+                    errors.add(field, invalid_choice(s));
+                }
+                st
+            })
+            .collect()
+    };
+    let status = statuses("status", &mut errors);
+    let not_status = statuses("not_status", &mut errors);
+    let nums = numbers(p, &mut errors);
+    let arches = p.all("arch");
+    if !arch_ok(&arches) {
+        errors.add("arch", "Architecture not recognised.".into());
+    }
+    errors.into_result()?;
+    let num = |k: &str| nums.iter().find(|(f, _)| *f == k).and_then(|(_, v)| *v);
+    let (cpu, mem) = (num("cpu_count"), num("mem"));
+    let any = |field: &str, value: &str| {
+        let vs = p.all(field);
+        vs.is_empty() || vs.iter().any(|v| v == value)
+    };
+    let none = |field: &str, value: &str| !p.all(field).iter().any(|v| v == value);
+    let ids: Vec<String> = p.all("id").into_iter().chain(p.all("system_id")).collect();
+    let domain = r.settings.domain.as_str();
+    Ok(r.machines
+        .iter()
+        .filter(|m| ids.is_empty() || ids.contains(&m.system_id))
+        .filter(|m| none("not_id", &m.system_id))
+        .filter(|m| any("hostname", &m.hostname) && none("not_hostname", &m.hostname))
+        .filter(|m| status.is_empty() || status.contains(&m.status))
+        .filter(|m| !not_status.contains(&m.status))
+        .filter(|m| {
+            let owner = m.owner.as_deref().unwrap_or("");
+            any("owner", owner) && none("not_owner", owner)
+        })
+        .filter(|m| any("agent_name", &m.agent_name) && none("not_agent_name", &m.agent_name))
+        .filter(|m| p.all("tags").iter().all(|t| m.tags.contains(t)))
+        .filter(|m| !p.all("not_tags").iter().any(|t| m.tags.contains(t)))
+        .filter(|m| any("zone", &m.zone) && none("not_in_zone", &m.zone))
+        .filter(|m| any("pool", &m.pool) && none("not_in_pool", &m.pool))
+        .filter(|m| any("power_state", &m.power_state) && none("not_power_state", &m.power_state))
+        .filter(|_| any("domain", domain) && none("not_domain", domain))
+        .filter(|m| {
+            let macs = p.all("mac_address");
+            macs.is_empty()
+                || m.interfaces
+                    .iter()
+                    .any(|i| macs.iter().any(|x| x.eq_ignore_ascii_case(&i.mac)))
+        })
+        .filter(|m| cpu.is_none_or(|c| f64::from(m.cpu_count) >= c))
+        .filter(|m| mem.is_none_or(|x| m.memory as f64 >= x))
+        .collect())
+}
+
+/// Python's `str()` of a float (`16.0`, `1.5`).
+fn py_float(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e16 {
+        format!("{x:.1}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Python's `repr()` of a string.
+fn py_repr(s: &str) -> String {
+    if s.contains('\'') && !s.contains('"') {
+        format!("\"{s}\"")
+    } else {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+/// `str(list(request.data.lists()))` without `op`: `[('pool', ['vmo']), ('tags', ['gpu'])]`.
+fn request_repr(p: &Params) -> String {
+    let mut keys: Vec<&str> = Vec::new();
     for (k, _) in &p.0 {
-        if !NON_CONSTRAINTS.contains(&k.as_str()) && !keys.contains(k) {
-            keys.push(k.clone());
+        if k != "op" && !keys.contains(&k.as_str()) {
+            keys.push(k);
         }
     }
     let lists: Vec<String> = keys
@@ -83,221 +284,132 @@ fn python_repr(p: &Params) -> (String, String) {
             let vals: Vec<String> =
                 p.0.iter()
                     .filter(|(x, _)| x == k)
-                    .map(|(_, v)| format!("'{v}'"))
+                    .map(|(_, v)| py_repr(v))
                     .collect();
-            format!("('{k}', [{}])", vals.join(", "))
+            format!("({}, [{}])", py_repr(k), vals.join(", "))
         })
         .collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    let resolved: Vec<String> = sorted
-        .iter()
-        .map(|k| format!("{k}={}", p.all(k).join(",")))
-        .collect();
-    (format!("[{}]", lists.join(", ")), resolved.join(" "))
+    format!("[{}]", lists.join(", "))
 }
 
-/// `POST machines/?op=allocate`.
-pub fn allocate(r: &mut Region, p: &Params, user: &str) -> Result<Value> {
-    let tags = p.all("tags");
-    let unknown: Vec<String> = tags
-        .iter()
-        .filter(|t| !r.tags.iter().any(|x| &x.name == *t))
-        .map(|t| format!("'{t}'"))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(Error::Validation(
-            json!({"tags": [format!("No such tag(s): {}.", unknown.join(", "))]}),
-        ));
-    }
-    if let Some(pool) = p
-        .get("pool")
-        .filter(|x| !r.pools.iter().any(|y| y.name == *x))
-    {
-        return Err(Error::Validation(
-            json!({"pool": [format!("No such pool: '{pool}'.")]}),
-        ));
-    }
-    if let Some(zone) = p
-        .get("zone")
-        .filter(|x| !r.zones.iter().any(|y| y.name == *x))
-    {
-        return Err(Error::Validation(
-            json!({"zone": [format!("No such zone: '{zone}'.")]}),
-        ));
-    }
-    let not_tags = p.all("not_tags");
-    let not_in_zone: Vec<String> = p
-        .all("not_in_zone")
+/// `describe_constraints()`: Juju-style `name=value` of the set constraints, sorted by name.
+fn describe_constraints(p: &Params) -> String {
+    let mut fields: Vec<&str> = ACQUIRE_FIELDS.to_vec();
+    fields.sort();
+    fields
         .into_iter()
-        .chain(p.all("not_in_zones"))
-        .collect();
-    let not_in_pool = p.all("not_in_pool");
-    let num = |k: &str| -> Result<Option<f64>> {
-        match p.get(k) {
-            None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| Error::Validation(json!({k: ["Enter a number."]}))),
+        .filter_map(|f| {
+            let mut values = p.all(f);
+            if values.is_empty() {
+                return None;
+            }
+            if NUMERIC.iter().any(|(n, _)| *n == f) {
+                values = values
+                    .iter()
+                    .filter_map(|v| v.trim().parse::<f64>().ok())
+                    .map(py_float)
+                    .collect();
+            } else if f == "tags" {
+                values.sort();
+                values.dedup();
+            }
+            Some(format!("{f}={}", values.join(",")))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `POST machines/?op=allocate`: the cheapest Ready machine (`cpu_count + memory / 1024`) that
+/// matches every constraint becomes Allocated to `user`.
+pub fn allocate(r: &mut Region, p: &Params, user: &str, now: SimTime) -> Result<Value> {
+    let mut errors = Errors::default();
+    for (k, _) in &p.0 {
+        if !ACQUIRE_FIELDS.contains(&k.as_str())
+            && !IGNORED.contains(&k.as_str())
+            && !errors.0.contains_key(k)
+        {
+            errors.add(k, "No such constraint.".into());
         }
-    };
-    let (cpu, mem) = (num("cpu_count")?, num("mem")?);
-    let name = p.get("name");
-    let system_id = p.get("system_id");
+    }
+    check_names(r, p, user, &mut errors);
+    let nums = numbers(p, &mut errors);
     let arches = p.all("arch");
+    if !arch_ok(&arches) {
+        errors.add("arch", "Architecture not recognised.".into());
+    }
+    errors.into_result()?;
+    let num = |k: &str| nums.iter().find(|(f, _)| *f == k).and_then(|(_, v)| *v);
+    let (cpu, mem, cpu_speed) = (num("cpu_count"), num("mem"), num("cpu_speed"));
+    let names = p.all("name");
+    let system_ids = p.all("system_id");
     let domain = r.settings.domain.clone();
-    let pick = r.machines.iter().position(|m| {
-        m.status == Status::Ready
-            && !m.locked
-            && name.is_none_or(|n| n == m.hostname || n == format!("{}.{}", m.hostname, domain))
-            && system_id.is_none_or(|s| s == m.system_id)
-            && tags.iter().all(|t| m.tags.contains(t))
-            && !not_tags.iter().any(|t| m.tags.contains(t))
-            && p.get("zone").is_none_or(|z| z == m.zone)
-            && !not_in_zone.contains(&m.zone)
-            && p.get("pool").is_none_or(|x| x == m.pool)
-            && !not_in_pool.contains(&m.pool)
-            && cpu.is_none_or(|c| f64::from(m.cpu_count) >= c)
-            && mem.is_none_or(|x| m.memory as f64 >= x)
-            && (arches.is_empty() || arches.iter().any(|a| a == "amd64" || a == "amd64/generic"))
-    });
-    let Some(i) = pick else {
-        let (repr, resolved) = python_repr(p);
-        let msg = if let Some(s) = system_id {
+    let any = |field: &str, value: &str| {
+        let vs = p.all(field);
+        vs.is_empty() || vs.iter().any(|v| v == value)
+    };
+    let none = |field: &str, value: &str| !p.all(field).iter().any(|v| v == value);
+    let mut candidates: Vec<usize> = (0..r.machines.len())
+        .filter(|&i| {
+            let m = &r.machines[i];
+            m.status == Status::Ready
+                && m.owner.is_none()
+                && !m.locked
+                && (names.is_empty()
+                    || names
+                        .iter()
+                        .any(|n| *n == m.hostname || *n == format!("{}.{domain}", m.hostname)))
+                && (system_ids.is_empty() || system_ids.contains(&m.system_id))
+                && p.all("tags").iter().all(|t| m.tags.contains(t))
+                && !p.all("not_tags").iter().any(|t| m.tags.contains(t))
+                && any("zone", &m.zone)
+                && none("not_in_zone", &m.zone)
+                && any("pool", &m.pool)
+                && none("not_in_pool", &m.pool)
+                && any("power_state", &m.power_state)
+                && none("not_power_state", &m.power_state)
+                && cpu.is_none_or(|c| f64::from(m.cpu_count) >= c)
+                && mem.is_none_or(|x| m.memory as f64 >= x)
+                && cpu_speed.is_none_or(|x| x <= 2600.0)
+        })
+        .collect();
+    let cost = |m: &Machine| f64::from(m.cpu_count) + m.memory as f64 / 1024.0;
+    candidates.sort_by(|a, b| cost(&r.machines[*a]).total_cmp(&cost(&r.machines[*b])));
+    let Some(&i) = candidates.first() else {
+        let described = describe_constraints(p);
+        let msg = if let Some(s) = system_ids.first() {
             format!("No machine with system ID {s} available.")
-        } else if resolved.is_empty() {
+        } else if described.is_empty() {
             "No machine available.".to_string()
         } else {
-            format!("No available machine matches constraints: {repr} (resolved to \"{resolved}\")")
+            format!(
+                "No available machine matches constraints: {} (resolved to \"{described}\")",
+                request_repr(p)
+            )
         };
         return Err(Error::StateConflict(msg));
     };
     if !p.flag("dry_run") {
+        r.request(i, kinds::REQUEST_NODE_ACQUIRE, user, p.get("comment"), now);
         let m = &mut r.machines[i];
-        m.status = Status::Allocated;
-        m.status_message = "Allocated".into();
         m.owner = Some(user.to_string());
         m.agent_name = p.get("agent_name").unwrap_or("").to_string();
+        r.set_status(i, Status::Allocated, now);
+        let audit = format!("Acquired '{}'.", r.machines[i].hostname);
+        r.event(i, kinds::NODE, &audit, Some(user), now);
     }
     let mut out = r.machine_json(&r.machines[i]);
     out["constraints_by_type"] = json!({});
     Ok(out)
 }
 
-/// A duration drawn from a lognormal distribution around `median` (`sigma` 0 means exact): real
-/// deployments vary, median ~12 min with a long tail.
-pub fn jittered(median: f64, sigma: f64) -> f64 {
-    if sigma <= 0.0 {
-        return median;
-    }
-    // Box-Muller: a standard normal from two uniforms.
-    let (u1, u2) = (rand::random::<f64>().max(1e-12), rand::random::<f64>());
-    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-    median * (sigma * z).exp()
-}
-
-/// `POST machines/{id}/?op=deploy`.
-pub fn deploy(
+/// `POST machines/?op=release` with repeated `machines=<id>`: all or nothing.
+pub fn release_many(
     r: &mut Region,
-    id: &str,
     p: &Params,
     user: &str,
     now: SimTime,
-    fault: Option<bool>,
+    faults: ops::ReleaseFaults<'_>,
 ) -> Result<Value> {
-    let (r_deploy_secs, r_jitter) = (r.settings.deploy_secs, r.settings.deploy_jitter);
-    let m = machine(r, id)?;
-    if m.status == Status::Ready {
-        m.status = Status::Allocated;
-        m.owner = Some(user.to_string());
-    }
-    if m.status != Status::Allocated {
-        return Err(Error::StateConflict(format!(
-            "Can't deploy a machine that is in the '{}' state",
-            m.status.label()
-        )));
-    }
-    let user_data = p.get("user_data").unwrap_or("");
-    let compact: String = user_data.chars().filter(|c| !c.is_whitespace()).collect();
-    m.user_data = match base64::engine::general_purpose::STANDARD.decode(&compact) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(_) if user_data.is_empty() => String::new(),
-        Err(_) => {
-            return Err(Error::Validation(
-                json!({"user_data": ["Invalid base64 user data."]}),
-            ));
-        }
-    };
-    let series = p.get("distro_series").unwrap_or("jammy");
-    let (osystem, series) = match series.split_once('/') {
-        Some((os, s)) => (os.to_string(), s.to_string()),
-        None => (
-            p.get("osystem").unwrap_or("ubuntu").to_string(),
-            series.to_string(),
-        ),
-    };
-    m.osystem = osystem;
-    m.distro_series = series;
-    m.hwe_kernel = p.get("hwe_kernel").unwrap_or("").to_string();
-    if let Some(agent) = p.get("agent_name") {
-        m.agent_name = agent.to_string();
-    }
-    m.status = Status::Deploying;
-    m.status_message = "Deploying".into();
-    m.error_description.clear();
-    m.power_state = "on".into();
-    m.deployed_at = None;
-    m.joined = false;
-    m.activity = Activity::Deploying {
-        started: now,
-        secs: jittered(r_deploy_secs, r_jitter),
-        fail: fault == Some(false),
-        hang: fault == Some(true),
-    };
-    let m = m.clone();
-    Ok(r.machine_json(&m))
-}
-
-/// `POST machines/{id}/?op=release`.
-pub fn release(r: &mut Region, id: &str, p: &Params, now: SimTime) -> Result<Value> {
-    let quick = r.settings.quick_erase_secs;
-    let full = r.settings.erase_secs;
-    let m = machine(r, id)?;
-    if matches!(m.status, Status::Releasing | Status::Ready) {
-        let m = m.clone();
-        return Ok(r.machine_json(&m));
-    }
-    if !m.status.releasable() {
-        return Err(Error::StateConflict(format!(
-            "Machine cannot be released in its current state ('{}').",
-            m.status.label()
-        )));
-    }
-    let erase = p.flag("erase") || p.flag("secure_erase") || p.flag("quick_erase");
-    let erase_secs = match (erase, p.flag("quick_erase")) {
-        (false, _) => 0.0,
-        (true, true) => quick,
-        (true, false) => full,
-    };
-    start_release(m, now, erase_secs);
-    let m = m.clone();
-    Ok(r.machine_json(&m))
-}
-
-/// Put a machine into Releasing.
-pub fn start_release(m: &mut Machine, now: SimTime, erase_secs: f64) {
-    m.status = Status::Releasing;
-    m.status_message = "Releasing".into();
-    m.activity = Activity::Releasing {
-        started: now,
-        erase_secs,
-        hang: false,
-    };
-}
-
-/// `POST machines/?op=release` with repeated `machines=<id>`.
-pub fn release_many(r: &mut Region, p: &Params, now: SimTime) -> Result<Value> {
     let ids = p.all("machines");
     let missing: Vec<&String> = ids.iter().filter(|id| r.machine(id).is_none()).collect();
     if !missing.is_empty() {
@@ -319,160 +431,66 @@ pub fn release_many(r: &mut Region, p: &Params, now: SimTime) -> Result<Value> {
             bad.join(", ")
         )));
     }
+    let options = Params(
+        p.0.iter()
+            .filter(|(k, _)| k != "machines")
+            .cloned()
+            .collect(),
+    );
     for id in &ids {
-        release(r, id, &Params::default(), now)?;
+        ops::release(r, id, &options, user, now, faults)?;
     }
     Ok(json!(ids))
 }
 
-/// `POST machines/{id}/?op=abort`.
-pub fn abort(r: &mut Region, id: &str) -> Result<Value> {
-    let m = machine(r, id)?;
-    match m.status {
-        Status::Deploying => {
-            m.status = Status::Allocated;
-            m.status_message = "Aborted deployment".into();
-            m.power_state = "off".into();
-            m.activity = Activity::Idle;
-        }
-        Status::DiskErasing => {
-            m.status = Status::FailedDiskErasing;
-            m.status_message = "Aborted disk erasing".into();
-            m.power_state = "off".into();
-            m.activity = Activity::Idle;
-        }
-        s => {
-            return Err(Error::StateConflict(format!(
-                "Cannot abort in current state: node {} is in state {}.",
-                m.system_id,
-                s.label()
-            )));
-        }
-    }
-    let m = m.clone();
-    Ok(r.machine_json(&m))
-}
-
-/// `POST machines/{id}/?op=mark_broken` (owner only).
-pub fn mark_broken(r: &mut Region, id: &str, p: &Params, user: &str) -> Result<Value> {
-    let m = machine(r, id)?;
-    if m.owner.as_deref() != Some(user) {
-        return Err(Error::Forbidden(
-            "You do not have permission to mark this node as broken.".into(),
-        ));
-    }
-    if m.status == Status::Broken {
-        return Err(Error::StateConflict(format!(
-            "Cannot mark node broken: node {} is already broken.",
-            m.system_id
-        )));
-    }
-    let comment = p
-        .get("comment")
-        .or_else(|| p.get("error_description"))
-        .unwrap_or("")
-        .to_string();
-    m.previous_status = m.status;
-    if m.status.releasable() {
-        m.owner = None;
-    }
-    m.status = Status::Broken;
-    m.status_message = if comment.is_empty() {
-        "Marking node broken".into()
-    } else {
-        format!("Marking node broken - {comment}")
-    };
-    m.error_description = comment;
-    m.activity = Activity::Idle;
-    let m = m.clone();
-    Ok(r.machine_json(&m))
-}
-
-/// `POST machines/{id}/?op=mark_fixed`.
-pub fn mark_fixed(r: &mut Region, id: &str) -> Result<Value> {
-    let m = machine(r, id)?;
-    if m.status != Status::Broken {
-        return Err(Error::StateConflict(
-            "Can't mark a non-broken node as 'Ready'.".into(),
-        ));
-    }
-    m.status = if m.previous_status == Status::Deployed {
-        Status::Deployed
-    } else {
-        Status::Ready
-    };
-    m.status_message = m.status.label().into();
-    m.error_description.clear();
-    let m = m.clone();
-    Ok(r.machine_json(&m))
-}
-
-/// Power ops: `power_on`, `power_off`, `query_power_state`.
-pub fn power(r: &mut Region, id: &str, op: &str) -> Result<Value> {
-    let m = machine(r, id)?;
-    match op {
-        "power_on" => {
-            if m.owner.is_none() {
-                return Err(Error::StateConflict(
-                    "Can't start node: it hasn't been allocated.".into(),
-                ));
-            }
-            m.power_state = "on".into();
-        }
-        "power_off" => m.power_state = "off".into(),
-        _ => return Ok(json!({"state": m.power_state})),
-    }
-    let m = m.clone();
-    Ok(r.machine_json(&m))
-}
-
-/// `lock` / `unlock`.
-pub fn lock(r: &mut Region, id: &str, lock: bool) -> Result<Value> {
-    let m = machine(r, id)?;
-    if m.locked == lock {
-        return Err(Error::StateConflict(if lock {
-            "Machine is already locked".into()
-        } else {
-            "Machine is not locked".into()
-        }));
-    }
-    m.locked = lock;
-    let m = m.clone();
-    Ok(r.machine_json(&m))
-}
-
-/// `PUT machines/{id}/`.
+/// `PUT machines/{id}/`: hostname, swap_size, pool, zone.
 pub fn update(r: &mut Region, id: &str, p: &Params) -> Result<Value> {
     let pools: Vec<String> = r.pools.iter().map(|x| x.name.clone()).collect();
     let zones: Vec<String> = r.zones.iter().map(|x| x.name.clone()).collect();
-    let m = machine(r, id)?;
+    let i = r.index(id)?;
+    let mut errors = Errors::default();
+    let swap = p.get("swap_size").map(|s| s.trim().parse::<u64>());
+    if let Some(Err(_)) = swap {
+        errors.add("swap_size", "Enter a whole number.".into());
+    }
+    for (field, names) in [("pool", &pools), ("zone", &zones)] {
+        if p.get(field).is_some_and(|v| !names.iter().any(|x| x == v)) {
+            errors.add(
+                field,
+                "Select a valid choice. That choice is not one of the available choices.".into(),
+            );
+        }
+    }
+    if p.get("hostname").is_some_and(|h| h.is_empty()) {
+        errors.add("hostname", "This field cannot be blank.".into());
+    }
+    errors.into_result()?;
+    let m = &mut r.machines[i];
     if let Some(h) = p.get("hostname") {
         m.hostname = h.to_string();
     }
-    if let Some(s) = p.get("swap_size") {
-        m.swap_size = Some(
-            s.parse()
-                .map_err(|_| Error::Validation(json!({"swap_size": ["Enter a whole number."]})))?,
-        );
+    if let Some(Ok(s)) = swap {
+        m.swap_size = Some(s);
     }
     if let Some(pool) = p.get("pool") {
-        if !pools.iter().any(|x| x == pool) {
-            return Err(Error::Validation(
-                json!({"pool": ["Select a valid choice. That choice is not one of the available choices."]}),
-            ));
-        }
         m.pool = pool.to_string();
     }
     if let Some(zone) = p.get("zone") {
-        if !zones.iter().any(|x| x == zone) {
-            return Err(Error::Validation(
-                json!({"zone": ["Select a valid choice. That choice is not one of the available choices."]}),
-            ));
-        }
         m.zone = zone.to_string();
     }
-    let m = m.clone();
-    Ok(r.machine_json(&m))
+    Ok(r.machine_json(&r.machines[i]))
+}
+
+/// A duration drawn from a lognormal distribution around `median` (`sigma` 0 means exact): real
+/// deployments vary, median ~12 min with a long tail.
+pub fn jittered(median: f64, sigma: f64) -> f64 {
+    if sigma <= 0.0 {
+        return median;
+    }
+    // Box-Muller: a standard normal from two uniforms.
+    let (u1, u2) = (rand::random::<f64>().max(1e-12), rand::random::<f64>());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    median * (sigma * z).exp()
 }
 
 #[cfg(test)]
@@ -498,8 +516,13 @@ mod tests {
         let mut r = region();
         let m = allocate(
             &mut r,
-            &params(&[("tags", "vmo-worker"), ("pool", "spare")]),
+            &params(&[
+                ("tags", "vmo-worker"),
+                ("pool", "spare"),
+                ("agent_name", "drover"),
+            ]),
             "admin",
+            0.0,
         )
         .unwrap();
         assert_eq!(m["status_name"], "Allocated");
@@ -508,6 +531,7 @@ mod tests {
             &mut r,
             &params(&[("op", "allocate"), ("pool", "spare"), ("tags", "gpu")]),
             "admin",
+            0.0,
         )
         .unwrap_err();
         assert_eq!(
@@ -515,26 +539,100 @@ mod tests {
             "No available machine matches constraints: [('pool', ['spare']), ('tags', ['gpu'])] (resolved to \"pool=spare tags=gpu\")"
         );
         assert_eq!(err.status_code(), 409);
-        let err = allocate(&mut r, &params(&[("tags", "nope")]), "admin").unwrap_err();
+        let err = allocate(
+            &mut r,
+            &params(&[("cpu_count", "128"), ("mem", "4096"), ("agent_name", "a")]),
+            "admin",
+            0.0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "No available machine matches constraints: [('cpu_count', ['128']), ('mem', ['4096']), ('agent_name', ['a'])] (resolved to \"cpu_count=128.0 mem=4096.0\")"
+        );
+        let err = allocate(&mut r, &params(&[("tags", "nope")]), "admin", 0.0).unwrap_err();
         assert!(matches!(&err, Error::Validation(v) if v["tags"][0] == "No such tag(s): 'nope'."));
         assert!(
-            matches!(allocate(&mut r, &params(&[("pool", "x")]), "admin").unwrap_err(), Error::Validation(v) if v["pool"][0] == "No such pool: 'x'.")
+            matches!(allocate(&mut r, &params(&[("pool", "x")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v["pool"][0] == "No such pool: 'x'.")
+        );
+        assert!(
+            matches!(allocate(&mut r, &params(&[("zone", "x")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v["zone"][0] == "No such zone: 'x'.")
+        );
+        assert!(
+            matches!(allocate(&mut r, &params(&[("memory", "1")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v == json!({"memory": ["No such constraint."]}))
+        );
+        assert!(
+            matches!(allocate(&mut r, &params(&[("cpu_count", "many")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v["cpu_count"][0] == "Invalid CPU count: number required.")
         );
         assert_eq!(
-            allocate(&mut r, &params(&[("system_id", "zzzzzz")]), "admin")
+            allocate(&mut r, &params(&[("system_id", "zzzzzz")]), "admin", 0.0)
                 .unwrap_err()
                 .to_string(),
             "No machine with system ID zzzzzz available."
         );
         for _ in 0..3 {
-            allocate(&mut r, &params(&[]), "admin").unwrap();
+            allocate(&mut r, &params(&[]), "admin", 0.0).unwrap();
         }
         assert_eq!(
-            allocate(&mut r, &params(&[]), "admin")
+            allocate(&mut r, &params(&[("comment", "x")]), "admin", 0.0)
                 .unwrap_err()
                 .to_string(),
             "No machine available."
         );
+    }
+
+    #[test]
+    fn list_filters_and_validation() {
+        let mut r = region();
+        let m = allocate(
+            &mut r,
+            &params(&[("pool", "spare"), ("agent_name", "drover")]),
+            "admin",
+            0.0,
+        )
+        .unwrap();
+        let sid = m["system_id"].as_str().unwrap().to_string();
+        let count =
+            |r: &Region, pairs: &[(&str, &str)]| select(r, &params(pairs), "admin").unwrap().len();
+        assert_eq!(count(&r, &[]), 15);
+        assert_eq!(count(&r, &[("agent_name", "drover")]), 1);
+        assert_eq!(count(&r, &[("id", &sid)]), 1);
+        assert_eq!(count(&r, &[("system_id", &sid)]), 1);
+        assert_eq!(count(&r, &[("status", "allocated")]), 1);
+        assert_eq!(count(&r, &[("status", "ready"), ("pool", "spare")]), 3);
+        assert_eq!(count(&r, &[("pool", "spare"), ("not_id", &sid)]), 3);
+        assert_eq!(
+            count(
+                &r,
+                &[("tags", "vmo-worker"), ("zone", "az2"), ("pool", "spare")]
+            ),
+            2
+        );
+        assert_eq!(
+            count(&r, &[("hostname", "spare-01"), ("hostname", "spare-02")]),
+            2
+        );
+        assert_eq!(count(&r, &[("power_state", "on")]), 11);
+        let err = |pairs: &[(&str, &str)]| match select(&r, &params(pairs), "admin") {
+            Err(Error::Validation(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            err(&[("status", "bogus"), ("zone", "nowhere")]),
+            json!({"zone": ["No such zone: 'nowhere'."], "status": ["Select a valid choice. bogus is not one of the available choices."]})
+        );
+        assert_eq!(
+            err(&[("owner", "mallory")]),
+            json!({"owner": ["No such owner: 'mallory'."]})
+        );
+    }
+
+    #[test]
+    fn python_reprs() {
+        assert_eq!(py_float(16.0), "16.0");
+        assert_eq!(py_float(1.5), "1.5");
+        assert_eq!(py_repr("it's"), "\"it's\"");
+        assert_eq!(py_repr("a"), "'a'");
     }
 
     #[test]
@@ -544,80 +642,5 @@ mod tests {
         xs.sort_by(f64::total_cmp);
         assert!((xs[1000] - 720.0).abs() < 72.0, "median {}", xs[1000]);
         assert!(xs[1900] > 900.0 && xs[1900] < 1400.0, "p95 {}", xs[1900]);
-    }
-
-    #[test]
-    fn deploy_release_abort_transitions() {
-        let mut r = region();
-        let id = r
-            .machines
-            .iter()
-            .find(|m| m.status == Status::Ready)
-            .unwrap()
-            .system_id
-            .clone();
-        let m = deploy(
-            &mut r,
-            &id,
-            &params(&[
-                ("distro_series", "jammy"),
-                ("user_data", "I2Nsb3VkLWNvbmZpZw=="),
-            ]),
-            "admin",
-            0.0,
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            (m["status"].as_u64(), m["status_name"].as_str()),
-            (Some(9), Some("Deploying"))
-        );
-        assert_eq!(r.machine(&id).unwrap().user_data, "#cloud-config");
-        assert_eq!(
-            deploy(&mut r, &id, &params(&[]), "admin", 0.0, None)
-                .unwrap_err()
-                .to_string(),
-            "Can't deploy a machine that is in the 'Deploying' state"
-        );
-        assert_eq!(abort(&mut r, &id).unwrap()["status_name"], "Allocated");
-        assert!(
-            abort(&mut r, &id)
-                .unwrap_err()
-                .to_string()
-                .starts_with("Cannot abort in current state: node")
-        );
-        r.machine_mut(&id).unwrap().status = Status::FailedDeployment;
-        assert_eq!(
-            deploy(&mut r, &id, &params(&[]), "admin", 0.0, None)
-                .unwrap_err()
-                .to_string(),
-            "Can't deploy a machine that is in the 'Failed deployment' state"
-        );
-        assert_eq!(
-            release(
-                &mut r,
-                &id,
-                &params(&[("quick_erase", "true"), ("erase", "true")]),
-                0.0
-            )
-            .unwrap()["status_name"],
-            "Releasing"
-        );
-        r.machine_mut(&id).unwrap().status = Status::New;
-        assert_eq!(
-            release(&mut r, &id, &params(&[]), 0.0)
-                .unwrap_err()
-                .to_string(),
-            "Machine cannot be released in its current state ('New')."
-        );
-        assert_eq!(
-            mark_fixed(&mut r, &id).unwrap_err().to_string(),
-            "Can't mark a non-broken node as 'Ready'."
-        );
-        r.machine_mut(&id).unwrap().owner = None;
-        assert_eq!(
-            power(&mut r, &id, "power_on").unwrap_err().to_string(),
-            "Can't start node: it hasn't been allocated."
-        );
     }
 }

@@ -1,10 +1,17 @@
 //! The MAAS region's data: machines with MAAS's numeric statuses and labels, resource pools, zones,
-//! tags, fabrics, VLANs, subnets and interfaces, and their JSON renderings as the 2.0 API returns
-//! them (`resource_uri`s, nested `pool`/`zone`/`vlan` objects).
+//! tags, fabrics, VLANs, subnets and interfaces, the event log, and their JSON renderings as the
+//! 2.0 API returns them (`resource_uri`s, nested `pool`/`zone`/`vlan` objects). Status changes
+//! and events go through `Region::set_status` and `Region::event`, which keep each machine's
+//! `status_message` equal to its latest event at INFO or above, as MAAS derives it.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
 use crate::clock::SimTime;
+use crate::error::{Error, Result};
+use crate::maas::events::{self, Kind, kinds};
+use crate::maas::lifecycle::DeployPlan;
 use crate::scenario::MaasSettings;
 
 /// API root, as resource URIs spell it.
@@ -146,24 +153,26 @@ pub struct Interface {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activity {
     Idle,
-    /// Deploying since `started` for `secs`; `fail` fails it at the install step, `hang` stalls it
-    /// until `node_timeout`.
+    /// Deploying since `started` as `plan` says; `stages` of `lifecycle::DEPLOY_STAGES` have
+    /// been reported so far.
     Deploying {
         started: SimTime,
-        secs: f64,
-        fail: bool,
-        hang: bool,
+        plan: DeployPlan,
+        stages: usize,
     },
-    /// Releasing since `started`; `erase_secs` of disk erasing follow; `hang` stalls it until the
-    /// 5-minute release timeout makes it Releasing failed.
+    /// Releasing since `started`; disk erasing of `erase_secs` follows when set (`erase_fails`:
+    /// it fails halfway); `hang` stalls the release until the 5-minute release timeout makes it
+    /// Releasing failed.
     Releasing {
         started: SimTime,
-        erase_secs: f64,
+        erase_secs: Option<f64>,
+        erase_fails: bool,
         hang: bool,
     },
     DiskErasing {
         started: SimTime,
         secs: f64,
+        fails: bool,
     },
 }
 
@@ -183,13 +192,18 @@ pub struct Machine {
     pub tags: Vec<String>,
     pub cpu_count: u32,
     pub memory: u64,
+    /// `on`, `off`, `unknown` or `error`.
     pub power_state: String,
+    /// When the power state last changed (a Node boots `node_ready_delay_secs` after power on).
+    pub power_changed: SimTime,
     pub ip: String,
     pub osystem: String,
     pub distro_series: String,
     pub hwe_kernel: String,
     pub user_data: String,
     pub agent_name: String,
+    /// `set_owner_data` / `set_workload_annotations` key-values, cleared when the owner goes.
+    pub owner_data: BTreeMap<String, String>,
     pub locked: bool,
     pub swap_size: Option<u64>,
     pub interfaces: Vec<Interface>,
@@ -247,6 +261,8 @@ pub struct Region {
     pub next_id: u64,
     /// Simulated time of the last lifecycle pass.
     pub last_tick: SimTime,
+    /// Every machine's events.
+    pub events: events::Log,
 }
 
 impl Region {
@@ -322,6 +338,7 @@ impl Region {
             ],
             next_id: 100,
             last_tick: 0.0,
+            events: events::Log::default(),
         };
         for (i, p) in settings.pools.iter().enumerate() {
             if p != "default" {
@@ -407,6 +424,7 @@ impl Region {
                 } else {
                     "off".into()
                 },
+                power_changed: 0.0,
                 ip,
                 osystem: if status == Status::Deployed {
                     "ubuntu".into()
@@ -421,6 +439,7 @@ impl Region {
                 hwe_kernel: String::new(),
                 user_data: String::new(),
                 agent_name: String::new(),
+                owner_data: BTreeMap::new(),
                 locked: false,
                 swap_size: None,
                 interfaces: Vec::new(),
@@ -454,6 +473,12 @@ impl Region {
         r
     }
 
+    /// The same region with events stamped from `epoch` (wall time at simulated time 0).
+    pub fn with_epoch(mut self, epoch: std::time::SystemTime) -> Self {
+        self.events.epoch = epoch;
+        self
+    }
+
     /// Number of machines.
     pub fn machine_count(&self) -> usize {
         self.machines.len()
@@ -467,6 +492,100 @@ impl Region {
     /// A machine by system_id, mutably.
     pub fn machine_mut(&mut self, system_id: &str) -> Option<&mut Machine> {
         self.machines.iter_mut().find(|m| m.system_id == system_id)
+    }
+
+    /// The index of a machine, or MAAS's 404.
+    pub fn index(&self, system_id: &str) -> Result<usize> {
+        self.machines
+            .iter()
+            .position(|m| m.system_id == system_id)
+            .ok_or_else(|| Error::NotFound {
+                resource: "Machine".into(),
+                name: system_id.to_string(),
+            })
+    }
+
+    /// Record an event for machine `i`; INFO and above become its `status_message`. `user` is
+    /// who caused it (the machine's owner, or `unknown`, when `None`).
+    pub fn event(
+        &mut self,
+        i: usize,
+        kind: Kind,
+        description: &str,
+        user: Option<&str>,
+        at: SimTime,
+    ) {
+        let m = &self.machines[i];
+        let username = user.or(m.owner.as_deref()).unwrap_or("unknown").to_string();
+        let e = self.events.push(
+            &m.system_id,
+            &m.hostname,
+            at,
+            kind,
+            description.to_string(),
+            &username,
+        );
+        if let Some(msg) = e.status_message() {
+            self.machines[i].status_message = msg;
+        }
+    }
+
+    /// Record a user's request (`User releasing node`: `(admin)` or `(admin) - comment`).
+    pub fn request(
+        &mut self,
+        i: usize,
+        kind: Kind,
+        user: &str,
+        comment: Option<&str>,
+        at: SimTime,
+    ) {
+        let description = match comment.filter(|c| !c.is_empty()) {
+            Some(c) => format!("({user}) - {c}"),
+            None => format!("({user})"),
+        };
+        self.event(i, kind, &description, Some(user), at);
+    }
+
+    /// Move machine `i` to `to`, recording `Node changed status` (`From 'Ready' to 'Allocated'`,
+    /// with ` (to admin)` when it gains an owner).
+    pub fn set_status(&mut self, i: usize, to: Status, at: SimTime) {
+        let m = &mut self.machines[i];
+        let from = m.status;
+        if from == to {
+            return;
+        }
+        m.previous_status = from;
+        m.status = to;
+        let mut description = format!("From '{}' to '{}'", from.label(), to.label());
+        if to == Status::Allocated
+            && let Some(owner) = &m.owner
+        {
+            description.push_str(&format!(" (to {owner})"));
+        }
+        self.event(i, kinds::NODE_CHANGED_STATUS, &description, None, at);
+    }
+
+    /// Change machine `i`'s power state, recording `Node powered on`/`off`.
+    pub fn set_power(&mut self, i: usize, state: &str, at: SimTime) {
+        let m = &mut self.machines[i];
+        if m.power_state == state {
+            return;
+        }
+        m.power_state = state.to_string();
+        m.power_changed = at;
+        match state {
+            "on" => self.event(i, kinds::NODE_POWERED_ON, "", None, at),
+            "off" => self.event(i, kinds::NODE_POWERED_OFF, "", None, at),
+            _ => {}
+        }
+    }
+
+    /// Machine `i` no longer has an owner: its owner data goes too (MAAS deletes it).
+    pub fn disown(&mut self, i: usize) {
+        let m = &mut self.machines[i];
+        m.owner = None;
+        m.owner_data.clear();
+        m.agent_name.clear();
     }
 
     fn named_json(&self, n: &Named, kind: &str) -> Value {
@@ -554,12 +673,15 @@ impl Region {
             .find(|v| v.id == i.vlan_id)
             .map(|v| self.vlan_json(v))
             .unwrap_or(Value::Null);
-        let children: Vec<String> = m
+        let mut children: Vec<String> = m
             .interfaces
             .iter()
             .filter(|c| c.parents.contains(&i.name))
             .map(|c| c.name.clone())
             .collect();
+        children.sort();
+        let mut parents = i.parents.clone();
+        parents.sort();
         let links: Vec<Value> = i
             .links
             .iter()
@@ -584,7 +706,7 @@ impl Region {
             .map_or(1500, |v| v.mtu);
         json!({
             "id": i.id, "name": i.name, "type": i.kind, "mac_address": i.mac, "vlan": vlan,
-            "parents": i.parents, "children": children, "links": links, "tags": i.tags,
+            "parents": parents, "children": children, "links": links, "tags": i.tags,
             "enabled": true, "effective_mtu": mtu, "params": i.params, "discovered": [],
             "system_id": m.system_id, "link_connected": true, "interface_speed": 10000, "link_speed": 10000,
             "resource_uri": format!("{ROOT}nodes/{}/interfaces/{}/", m.system_id, i.id)
@@ -624,7 +746,8 @@ impl Region {
             "domain": {"id": 0, "name": domain, "authoritative": true, "ttl": null, "resource_record_count": 0, "is_default": true, "resource_uri": format!("{ROOT}domains/0/")},
             "fqdn": format!("{}.{}", m.hostname, domain),
             "owner": m.owner,
-            "owner_data": {},
+            "owner_data": m.owner_data,
+            "workload_annotations": m.owner_data,
             "locked": m.locked,
             "architecture": "amd64/generic",
             "min_hwe_kernel": "",
@@ -665,7 +788,6 @@ impl Region {
             "commissioning_status": 2, "commissioning_status_name": "Passed",
             "testing_status": 2, "testing_status_name": "Passed",
             "numanode_set": [],
-            "workload_annotations": {},
             "hardware_info": {"system_vendor": "Lab", "system_product": "Simulated", "cpu_model": "Intel(R) Xeon(R) Gold 6338"},
             "enable_hw_sync": false,
             "enable_kernel_crash_dump": false,

@@ -1,96 +1,31 @@
-//! The MAAS machine lifecycle over simulated time: deploys walk MAAS's status messages to Deployed
-//! (or fail, or hang until `node_timeout` makes them Failed deployment), releases go through
-//! Releasing and Disk erasing to Ready, and machines deployed with cluster-join user data become
-//! Kubernetes Nodes that turn Ready after a delay (and go NotReady and away when released).
+//! The MAAS machine lifecycle over simulated time: deploys walk MAAS's status messages to
+//! Deployed (or fail: at install, at power on, or silent until `node_timeout`), releases go
+//! through Releasing and Disk erasing to Ready (or Releasing failed after MAAS's 5-minute
+//! release timeout, or Failed disk erasing), every step recorded as MAAS's events at the
+//! simulated time it happened. Machines deployed with cluster-join user data become Kubernetes
+//! Nodes that turn Ready after a delay, go NotReady while powered off, broken or released, and
+//! go away when the machine is Ready again. The decisions are `lifecycle.rs`'s.
 
 use serde_json::Value;
 
 use crate::clock::SimTime;
 use crate::error::{Error, Result};
 use crate::kube::resources::keys;
-use crate::maas::model::{Activity, Machine, Status};
+use crate::maas::events::kinds;
+use crate::maas::lifecycle::{
+    self, DEPLOY_STAGES, DeployFault, End, Failure, RELEASE_TIMEOUT_SECS, deploy_progress,
+};
+use crate::maas::model::{Activity, Machine, Region, Status};
+use crate::maas::ops;
 use crate::scenario::MaasSettings;
 use crate::sim::nodes;
 use crate::state::Shared;
-
-/// MAAS's hard-coded timeout for RELEASING (`get_node_timeout`).
-pub const RELEASE_TIMEOUT_SECS: f64 = 300.0;
-
-/// Deployment status messages and the fraction of the deploy at which each starts.
-pub const DEPLOY_STAGES: &[(f64, &str)] = &[
-    (0.0, "Deploying"),
-    (0.05, "Performing PXE boot"),
-    (0.2, "Loading ephemeral"),
-    (0.3, "Configuring storage"),
-    (0.4, "Installing OS"),
-    (0.75, "Configuring OS"),
-    (0.9, "Rebooting"),
-];
-
-/// Where a deployment stands.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeployStep {
-    /// Still deploying, with this status message.
-    Progress(&'static str),
-    Deployed,
-    /// Failed deployment, with the reason, and whether the machine is powered off.
-    Failed(String, bool),
-}
-
-/// Pure: the state of a deploy that takes `secs`, `elapsed` seconds in.
-pub fn deploy_step(
-    elapsed: f64,
-    secs: f64,
-    s: &MaasSettings,
-    fail: bool,
-    hang: bool,
-) -> DeployStep {
-    let timeout = s.node_timeout_minutes * 60.0;
-    let mut fraction = elapsed / secs.max(1e-9);
-    if hang {
-        if elapsed >= timeout {
-            return DeployStep::Failed(
-                format!(
-                    "Node operation 'Deploying' timed out after {} minutes.",
-                    s.node_timeout_minutes
-                ),
-                true,
-            );
-        }
-        fraction = fraction.min(0.5);
-    } else if fail && fraction >= 0.6 {
-        return DeployStep::Failed(
-            "Installation failed (refer to the installation log for more information).".into(),
-            false,
-        );
-    } else if fraction >= 1.0 {
-        return DeployStep::Deployed;
-    }
-    let msg = DEPLOY_STAGES
-        .iter()
-        .rev()
-        .find(|(f, _)| fraction >= *f)
-        .map_or("Deploying", |(_, m)| m);
-    DeployStep::Progress(msg)
-}
 
 enum NodeAction {
     Create(Box<Machine>),
     Ready(String),
     NotReady(String),
     Delete(String),
-}
-
-fn finish_release(m: &mut Machine) {
-    m.status = Status::Ready;
-    m.status_message = "Released".into();
-    m.owner = None;
-    m.power_state = "off".into();
-    m.osystem.clear();
-    m.distro_series.clear();
-    m.user_data.clear();
-    m.agent_name.clear();
-    m.activity = Activity::Idle;
 }
 
 /// One pass of the MAAS lifecycle.
@@ -100,108 +35,237 @@ pub fn tick(shared: &Shared, now: SimTime) {
         let Ok(mut r) = shared.maas.lock() else {
             return;
         };
+        let r = &mut *r;
         let s = r.settings.clone();
-        let dt = (now - r.last_tick).max(0.0);
+        let prev = r.last_tick.min(now);
         r.last_tick = now;
-        for m in r.machines.iter_mut() {
-            match m.activity.clone() {
-                Activity::Deploying {
-                    started,
-                    secs,
-                    fail,
-                    hang,
-                } => match deploy_step(now - started, secs, &s, fail, hang) {
-                    DeployStep::Progress(msg) => m.status_message = msg.into(),
-                    DeployStep::Deployed => {
-                        m.status = Status::Deployed;
-                        m.status_message = "Deployed".into();
-                        m.activity = Activity::Idle;
-                        m.deployed_at = Some(now);
-                    }
-                    DeployStep::Failed(reason, off) => {
-                        m.status = Status::FailedDeployment;
-                        m.status_message = format!("Marking node failed - {reason}");
-                        m.error_description = reason;
-                        m.activity = Activity::Idle;
-                        if off {
-                            m.power_state = "off".into();
-                        }
-                    }
-                },
-                Activity::Releasing {
-                    started,
-                    hang: true,
-                    ..
-                } if now - started >= RELEASE_TIMEOUT_SECS => {
-                    m.status = Status::FailedReleasing;
-                    m.status_message = "Marking node failed - Node operation 'Releasing' timed out after 5 minutes.".into();
-                    m.error_description =
-                        "Node operation 'Releasing' timed out after 5 minutes.".into();
-                    m.activity = Activity::Idle;
-                }
-                Activity::Releasing {
-                    started,
-                    erase_secs,
-                    hang: false,
-                } if now - started >= s.release_secs => {
-                    if erase_secs > 0.0 {
-                        m.status = Status::DiskErasing;
-                        m.status_message = "Disk erasing".into();
-                        m.activity = Activity::DiskErasing {
-                            started: now,
-                            secs: erase_secs,
-                        };
-                    } else {
-                        finish_release(m);
-                    }
-                }
-                Activity::DiskErasing { started, secs } if now - started >= secs => {
-                    finish_release(m)
-                }
-                _ => {}
+        for i in 0..r.machines.len() {
+            advance(r, i, prev, now, &s);
+            let broken = r.machines[i].status == Status::Deployed
+                && shared.faults.maas_machine_broken((now - prev) / 3600.0);
+            if broken {
+                break_at(r, i, "simulated hardware failure", now);
             }
-            let has_node = m.joined || m.node_created.is_some();
-            match m.status {
-                Status::Deployed if !m.joined && m.user_data.contains(&s.join_marker) => {
-                    let deployed_at = m.deployed_at.unwrap_or(now);
-                    match m.node_created {
-                        None if now >= deployed_at + s.join_delay_secs => {
-                            m.node_created = Some(now);
-                            m.node_down = false;
-                            actions.push(NodeAction::Create(Box::new(m.clone())));
-                        }
-                        Some(t) if now >= t + s.node_ready_delay_secs => {
-                            m.joined = true;
-                            actions.push(NodeAction::Ready(m.hostname.clone()));
-                        }
-                        _ => {}
-                    }
-                }
-                Status::Releasing | Status::DiskErasing | Status::Broken
-                    if has_node && !m.node_down =>
-                {
-                    m.node_down = true;
-                    actions.push(NodeAction::NotReady(m.hostname.clone()));
-                }
-                Status::Ready | Status::New if has_node => {
-                    m.joined = false;
-                    m.node_created = None;
-                    m.node_down = false;
-                    actions.push(NodeAction::Delete(m.hostname.clone()));
-                }
-                Status::Deployed if shared.faults.maas_machine_broken(dt / 3600.0) => {
-                    m.previous_status = m.status;
-                    m.status = Status::Broken;
-                    m.status_message = "Marking node broken - simulated hardware failure".into();
-                    m.error_description = "simulated hardware failure".into();
-                }
-                _ => {}
+            if let Some(a) = node_action(&mut r.machines[i], now, &s) {
+                actions.push(a);
             }
         }
     }
     for a in actions {
         apply(shared, a);
     }
+}
+
+/// Move machine `i`'s ongoing operation forward from `prev` to `now`.
+fn advance(r: &mut Region, i: usize, prev: SimTime, now: SimTime, s: &MaasSettings) {
+    match r.machines[i].activity.clone() {
+        Activity::Idle => {}
+        Activity::Deploying {
+            started,
+            plan,
+            stages,
+        } => {
+            let progress = deploy_progress(now - started, &plan, s.node_timeout_minutes * 60.0);
+            for (k, (_, kind)) in DEPLOY_STAGES
+                .iter()
+                .enumerate()
+                .take(progress.stages)
+                .skip(stages)
+            {
+                let at = started + plan.stage_at(k);
+                r.event(i, *kind, "", None, at);
+                if k == 0 && plan.fault != DeployFault::PowerOn {
+                    r.set_power(i, "on", at);
+                }
+            }
+            if let Some(t) = plan.power_loss_at()
+                && started + t > prev
+                && started + t <= now
+            {
+                r.set_power(i, "off", started + t);
+            }
+            match progress.end {
+                None => {
+                    r.machines[i].activity = Activity::Deploying {
+                        started,
+                        plan,
+                        stages: progress.stages.max(stages),
+                    };
+                }
+                Some((t, End::Deployed)) => {
+                    let at = started + t;
+                    r.machines[i].activity = Activity::Idle;
+                    r.machines[i].deployed_at = Some(at);
+                    r.set_status(i, Status::Deployed, at);
+                    r.event(i, kinds::DEPLOYED, "", None, at);
+                }
+                Some((t, End::Failed(why))) => {
+                    let at = started + t;
+                    let sid = r.machines[i].system_id.clone();
+                    let reason = why.reason(&sid, s.node_timeout_minutes);
+                    r.machines[i].activity = Activity::Idle;
+                    if why == Failure::Install {
+                        r.event(
+                            i,
+                            kinds::NODE_INSTALL_EVENT_FAILED,
+                            "curtin command install",
+                            None,
+                            at,
+                        );
+                    }
+                    r.event(i, kinds::REQUEST_NODE_MARK_FAILED_SYSTEM, &reason, None, at);
+                    r.set_status(i, Status::FailedDeployment, at);
+                    r.machines[i].error_description = reason.clone();
+                    match why {
+                        Failure::PowerOn => {
+                            r.event(i, kinds::NODE_POWER_ON_FAILED, &reason, None, at);
+                            r.set_power(i, "error", at);
+                        }
+                        // MAAS powers a machine off when its operation times out.
+                        Failure::Timeout => r.set_power(i, "off", at),
+                        Failure::Install => {}
+                    }
+                }
+            }
+        }
+        Activity::Releasing {
+            started,
+            hang: true,
+            ..
+        } if now - started >= RELEASE_TIMEOUT_SECS => {
+            let at = started + RELEASE_TIMEOUT_SECS;
+            let reason = "Node operation 'Releasing' timed out after 5 minutes.";
+            r.machines[i].activity = Activity::Idle;
+            r.event(i, kinds::REQUEST_NODE_MARK_FAILED_SYSTEM, reason, None, at);
+            r.set_status(i, Status::FailedReleasing, at);
+            r.machines[i].error_description = reason.into();
+        }
+        Activity::Releasing {
+            started,
+            erase_secs,
+            erase_fails,
+            hang: false,
+        } if now - started >= s.release_secs => {
+            let at = started + s.release_secs;
+            r.set_power(i, "off", at);
+            match erase_secs {
+                Some(secs) => {
+                    // Disk erasing boots the machine into the ephemeral environment.
+                    r.machines[i].activity = Activity::DiskErasing {
+                        started: at,
+                        secs,
+                        fails: erase_fails,
+                    };
+                    r.set_status(i, Status::DiskErasing, at);
+                    r.set_power(i, "on", at);
+                    r.event(i, kinds::PERFORMING_PXE_BOOT, "", None, at);
+                    r.event(i, kinds::LOADING_EPHEMERAL, "", None, at);
+                }
+                None => finish_release(r, i, at),
+            }
+        }
+        Activity::DiskErasing {
+            started,
+            secs,
+            fails: true,
+        } if now - started >= lifecycle::ERASE_FAILURE_AT * secs => {
+            let at = started + lifecycle::ERASE_FAILURE_AT * secs;
+            let reason = "Failed to erase disks.";
+            r.machines[i].activity = Activity::Idle;
+            r.event(i, kinds::REQUEST_NODE_MARK_FAILED_SYSTEM, reason, None, at);
+            r.set_status(i, Status::FailedDiskErasing, at);
+            r.machines[i].error_description = reason.into();
+            r.set_power(i, "off", at);
+        }
+        Activity::DiskErasing {
+            started,
+            secs,
+            fails: false,
+        } if now - started >= secs => {
+            let at = started + secs;
+            r.event(i, kinds::DISKS_ERASED, "", None, at);
+            finish_release(r, i, at);
+        }
+        Activity::Releasing { .. } | Activity::DiskErasing { .. } => {}
+    }
+}
+
+/// Release done: powered off, Ready, no owner, no owner data, no OS.
+fn finish_release(r: &mut Region, i: usize, at: SimTime) {
+    r.set_power(i, "off", at);
+    r.set_status(i, Status::Ready, at);
+    r.event(i, kinds::RELEASED, "", None, at);
+    r.disown(i);
+    let m = &mut r.machines[i];
+    m.osystem.clear();
+    m.distro_series.clear();
+    m.hwe_kernel.clear();
+    m.user_data.clear();
+    m.error_description.clear();
+    m.activity = Activity::Idle;
+}
+
+/// What the machine's Kubernetes Node should do now, if anything.
+fn node_action(m: &mut Machine, now: SimTime, s: &MaasSettings) -> Option<NodeAction> {
+    let has_node = m.joined || m.node_created.is_some();
+    let on = m.power_state == "on";
+    match m.status {
+        Status::Deployed if !m.joined && on && m.user_data.contains(&s.join_marker) => {
+            let deployed_at = m.deployed_at.unwrap_or(now);
+            match m.node_created {
+                None if now >= deployed_at + s.join_delay_secs => {
+                    m.node_created = Some(now);
+                    m.node_down = false;
+                    Some(NodeAction::Create(Box::new(m.clone())))
+                }
+                Some(t) if now >= t + s.node_ready_delay_secs => {
+                    m.joined = true;
+                    Some(NodeAction::Ready(m.hostname.clone()))
+                }
+                _ => None,
+            }
+        }
+        // Powered off: the kubelet stops posting status.
+        Status::Deployed if m.joined && !on && !m.node_down => {
+            m.node_down = true;
+            Some(NodeAction::NotReady(m.hostname.clone()))
+        }
+        // Powered on again: Ready once it has booted.
+        Status::Deployed
+            if m.joined
+                && on
+                && m.node_down
+                && now >= m.power_changed + s.node_ready_delay_secs =>
+        {
+            m.node_down = false;
+            Some(NodeAction::Ready(m.hostname.clone()))
+        }
+        Status::Releasing
+        | Status::DiskErasing
+        | Status::Broken
+        | Status::FailedReleasing
+        | Status::FailedDiskErasing
+            if has_node && !m.node_down =>
+        {
+            m.node_down = true;
+            Some(NodeAction::NotReady(m.hostname.clone()))
+        }
+        Status::Ready | Status::New if has_node => {
+            m.joined = false;
+            m.node_created = None;
+            m.node_down = false;
+            Some(NodeAction::Delete(m.hostname.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The region marks machine `i` Broken on its own (owner kept, as MAAS's system path does).
+fn break_at(r: &mut Region, i: usize, reason: &str, now: SimTime) {
+    r.machines[i].activity = Activity::Idle;
+    r.event(i, kinds::REQUEST_NODE_MARK_BROKEN_SYSTEM, reason, None, now);
+    r.set_status(i, Status::Broken, now);
+    r.machines[i].error_description = reason.into();
 }
 
 fn apply(shared: &Shared, action: NodeAction) {
@@ -251,73 +315,249 @@ fn apply(shared: &Shared, action: NodeAction) {
     }
 }
 
+fn by_name(r: &Region, machine: &str) -> Result<usize> {
+    r.machines
+        .iter()
+        .position(|m| m.hostname == machine || m.system_id == machine)
+        .ok_or_else(|| Error::NotFound {
+            resource: "Machine".into(),
+            name: machine.into(),
+        })
+}
+
 /// Mark a machine (hostname or system_id) Broken now.
 pub fn break_machine(shared: &Shared, machine: &str) -> Result<()> {
     let mut r = shared
         .maas
         .lock()
         .map_err(|_| Error::Internal("maas state poisoned".into()))?;
-    let m = r
-        .machines
-        .iter_mut()
-        .find(|m| m.hostname == machine || m.system_id == machine)
-        .ok_or_else(|| Error::NotFound {
-            resource: "Machine".into(),
-            name: machine.into(),
-        })?;
-    m.previous_status = m.status;
-    m.status = Status::Broken;
-    m.status_message = "Marking node broken - injected fault".into();
-    m.error_description = "injected fault".into();
-    m.activity = Activity::Idle;
+    let i = by_name(&r, machine)?;
+    break_at(&mut r, i, "injected fault", shared.clock.now());
+    Ok(())
+}
+
+/// A machine (hostname or system_id) loses power now.
+pub fn lose_power(shared: &Shared, machine: &str) -> Result<()> {
+    let mut r = shared
+        .maas
+        .lock()
+        .map_err(|_| Error::Internal("maas state poisoned".into()))?;
+    let i = by_name(&r, machine)?;
+    ops::power_loss(&mut r, i, shared.clock.now());
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::ReleaseFault;
+    use crate::maas::form::Params;
+    use crate::scenario;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// A region with one Ready machine deploying with `fault` (deploys take exactly 720 s).
+    fn deploying(fault: DeployFault) -> (Region, usize) {
+        let mut s = scenario::reference_architecture().maas;
+        s.deploy_jitter = 0.0;
+        let mut r = Region::new(&s);
+        let i = r
+            .machines
+            .iter()
+            .position(|m| m.status == Status::Ready)
+            .unwrap();
+        let id = r.machines[i].system_id.clone();
+        ops::deploy(&mut r, &id, &params(&[]), "admin", 0.0, fault).unwrap();
+        (r, i)
+    }
+
+    fn run(r: &mut Region, i: usize, until: f64) {
+        let s = r.settings.clone();
+        let mut t = r.last_tick;
+        while t < until {
+            let next = (t + 7.0_f64).min(until);
+            advance(r, i, t, next, &s);
+            t = next;
+        }
+        r.last_tick = until;
+    }
+
+    fn info_messages(r: &Region) -> Vec<String> {
+        r.events.iter().filter_map(|e| e.status_message()).collect()
+    }
 
     #[test]
-    fn deploy_progression_table() {
-        let s = MaasSettings::default();
+    fn deploy_walks_maas_status_messages() {
+        let (mut r, i) = deploying(DeployFault::None);
+        run(&mut r, i, 100.0);
+        assert_eq!(r.machines[i].status_message, "Performing PXE boot");
+        assert_eq!(r.machines[i].power_state, "on");
+        run(&mut r, i, 800.0);
+        let m = &r.machines[i];
+        assert_eq!(
+            (m.status, m.status_message.as_str()),
+            (Status::Deployed, "Deployed")
+        );
+        assert_eq!(m.deployed_at, Some(720.0));
+        assert_eq!(
+            info_messages(&r),
+            [
+                "Deploying",
+                "Powering on",
+                "Performing PXE boot",
+                "Loading ephemeral",
+                "Configuring storage",
+                "Installing OS",
+                "Configuring OS",
+                "Rebooting",
+                "Deployed"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_deployments_record_the_reason() {
         let cases = [
-            (0.0, false, false, DeployStep::Progress("Deploying")),
             (
-                40.0,
-                false,
-                false,
-                DeployStep::Progress("Performing PXE boot"),
+                DeployFault::Install,
+                500.0,
+                "Installation failed (refer to the installation log for more information).",
+                "on",
             ),
-            (300.0, false, false, DeployStep::Progress("Installing OS")),
-            (700.0, false, false, DeployStep::Progress("Rebooting")),
-            (720.0, false, false, DeployStep::Deployed),
             (
-                440.0,
-                true,
-                false,
-                DeployStep::Failed(
-                    "Installation failed (refer to the installation log for more information)."
-                        .into(),
-                    false,
-                ),
+                DeployFault::PowerOn,
+                60.0,
+                "Power on for the node failed: Failed talking to node's BMC: Failed to power aaaaaa. BMC never transitioned from off to on.",
+                "error",
             ),
-            (720.0, false, true, DeployStep::Progress("Installing OS")),
             (
-                1800.0,
-                false,
-                true,
-                DeployStep::Failed(
-                    "Node operation 'Deploying' timed out after 30 minutes.".into(),
-                    true,
-                ),
+                DeployFault::Hang,
+                1801.0,
+                "Node operation 'Deploying' timed out after 30 minutes.",
+                "off",
+            ),
+            (
+                DeployFault::PowerLoss,
+                2100.0,
+                "Node operation 'Deploying' timed out after 30 minutes.",
+                "off",
             ),
         ];
-        for (t, fail, hang, want) in cases {
-            assert_eq!(
-                deploy_step(t, s.deploy_secs, &s, fail, hang),
-                want,
-                "t={t} fail={fail} hang={hang}"
-            );
+        for (fault, until, reason, power) in cases {
+            let (mut r, i) = deploying(fault);
+            r.machines[i].system_id = "aaaaaa".into();
+            run(&mut r, i, until);
+            let m = &r.machines[i];
+            assert_eq!(m.status, Status::FailedDeployment, "{fault:?}");
+            assert_eq!(m.error_description, reason, "{fault:?}");
+            assert_eq!(m.power_state, power, "{fault:?}");
+            let failed = r
+                .events
+                .iter()
+                .find(|e| e.kind == kinds::REQUEST_NODE_MARK_FAILED_SYSTEM)
+                .expect("a Marking node failed event");
+            assert_eq!(failed.description, reason);
         }
+        // A user's power_off stalls a deployment until node_timeout after its last message.
+        let (mut r, i) = deploying(DeployFault::None);
+        run(&mut r, i, 400.0);
+        ops::power_loss(&mut r, i, 400.0);
+        let s = r.settings.clone();
+        advance(&mut r, i, 400.0, 2087.0, &s);
+        assert_eq!(r.machines[i].status, Status::Deploying);
+        advance(&mut r, i, 2087.0, 2089.0, &s);
+        assert_eq!(r.machines[i].status, Status::FailedDeployment);
+    }
+
+    #[test]
+    fn releases_erase_and_fail_as_maas_does() {
+        let s = scenario::reference_architecture().maas;
+        let cases = [
+            (None, ReleaseFault::default(), Status::Ready, "Released"),
+            (
+                Some(90.0),
+                ReleaseFault::default(),
+                Status::Ready,
+                "Released",
+            ),
+            (
+                Some(90.0),
+                ReleaseFault {
+                    erase: true,
+                    hang: false,
+                },
+                Status::FailedDiskErasing,
+                "Marking node failed - Failed to erase disks.",
+            ),
+            (
+                None,
+                ReleaseFault {
+                    erase: false,
+                    hang: true,
+                },
+                Status::FailedReleasing,
+                "Marking node failed - Node operation 'Releasing' timed out after 5 minutes.",
+            ),
+        ];
+        for (erase, fault, want, message) in cases {
+            let mut r = Region::new(&s);
+            let i = r
+                .machines
+                .iter()
+                .position(|m| m.hostname == "worker-01")
+                .unwrap();
+            ops::start_release(&mut r, i, 0.0, erase, fault);
+            assert_eq!(r.machines[i].status_message, "Releasing");
+            advance(&mut r, i, 0.0, s.release_secs, &s);
+            if erase.is_some() && !fault.hang {
+                assert_eq!(r.machines[i].status, Status::DiskErasing);
+                assert_eq!(r.machines[i].power_state, "on");
+            }
+            advance(&mut r, i, s.release_secs, 400.0, &s);
+            let m = &r.machines[i];
+            assert_eq!(
+                (m.status, m.status_message.as_str()),
+                (want, message),
+                "{erase:?} {fault:?}"
+            );
+            if want == Status::Ready {
+                assert_eq!((m.owner.as_deref(), m.power_state.as_str()), (None, "off"));
+            } else {
+                assert_eq!(
+                    m.owner.as_deref(),
+                    Some("admin"),
+                    "a failed release keeps its owner"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_follow_power() {
+        let s = scenario::reference_architecture().maas;
+        let mut r = Region::new(&s);
+        let i = r
+            .machines
+            .iter()
+            .position(|m| m.hostname == "worker-01")
+            .unwrap();
+        assert!(node_action(&mut r.machines[i], 10.0, &s).is_none());
+        ops::power_loss(&mut r, i, 10.0);
+        assert!(
+            matches!(node_action(&mut r.machines[i], 11.0, &s), Some(NodeAction::NotReady(n)) if n == "worker-01")
+        );
+        r.set_power(i, "on", 20.0);
+        assert!(node_action(&mut r.machines[i], 21.0, &s).is_none());
+        let ready_at = 20.0 + s.node_ready_delay_secs;
+        assert!(
+            matches!(node_action(&mut r.machines[i], ready_at, &s), Some(NodeAction::Ready(n)) if n == "worker-01")
+        );
     }
 }
