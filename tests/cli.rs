@@ -29,6 +29,26 @@ fn invalid_config_says_what_is_wrong_and_exits_non_zero() {
         "redis_url = \"redis://127.0.0.1:1\"\n[worker]\nconcurency = 4\n",
     )
     .unwrap();
+    let maas_without_key = dir.join("maas-no-key.toml");
+    std::fs::write(
+        &maas_without_key,
+        "redis_url = \"redis://127.0.0.1:1\"\n[maas]\nurl = \"http://127.0.0.1:1/MAAS/\"\n",
+    )
+    .unwrap();
+    let maas_unknown_secret = dir.join("maas-unknown-secret.toml");
+    std::fs::write(
+        &maas_unknown_secret,
+        "redis_url = \"redis://127.0.0.1:1\"\n[maas]\nurl = \"http://127.0.0.1:1/MAAS/\"\n\
+         api_key = { secret = \"maas-api-key\" }\n",
+    )
+    .unwrap();
+    let maas_literal_key = dir.join("maas-literal-key.toml");
+    std::fs::write(
+        &maas_literal_key,
+        "redis_url = \"redis://127.0.0.1:1\"\n[maas]\nurl = \"http://127.0.0.1:1/MAAS/\"\n\
+         api_key = \"ck:tk:0123456789abcdef0\"\n",
+    )
+    .unwrap();
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
         (
@@ -47,6 +67,21 @@ fn invalid_config_says_what_is_wrong_and_exits_non_zero() {
             "concurrency must be at least 1",
         ),
         (vec!["worker"], vec![], "no Redis configured"),
+        (
+            vec!["worker", "--config", maas_without_key.to_str().unwrap()],
+            vec![],
+            "maas.api_key is missing",
+        ),
+        (
+            vec!["worker", "--config", maas_unknown_secret.to_str().unwrap()],
+            vec![],
+            "which [secrets] does not define",
+        ),
+        (
+            vec!["worker", "--config", maas_literal_key.to_str().unwrap()],
+            vec![],
+            "this field is a secret",
+        ),
         (
             vec!["api"],
             vec![("DROVER_REDIS_URL", "redis://127.0.0.1:1")],

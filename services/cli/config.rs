@@ -26,6 +26,40 @@ pub struct Config {
     /// `{ kubernetes = { namespace = "...", name = "...", key = "..." } }` (through `[kube]`). Read
     /// at each use, so rotation needs no restart; only workers read them.
     pub secrets: drover_worker::secrets::Config,
+    pub maas: MaasConfig,
+}
+
+/// Where workers find MAAS (`[maas]`): the region's URL (`http://maas.example:5240/MAAS/`) and its API
+/// key by secret reference (`api_key = { secret = "maas-api-key" }`, an entry of `[secrets]`). The
+/// key is resolved when the worker starts (a new key needs a restart). Nothing set: no MAAS, and
+/// steps that need it fail saying so. The URL is also DROVER_MAAS_URL.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaasConfig {
+    pub url: Option<String>,
+    pub api_key: Option<drover_workflows::ports::secrets::SecretRef>,
+}
+
+impl MaasConfig {
+    /// Both set, or neither; the key must name a configured secret.
+    pub fn validate(&self, secrets: &drover_worker::secrets::Config) -> Result<(), String> {
+        match (&self.url, &self.api_key) {
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(
+                "maas.api_key is missing: name the secret that holds MAAS's API \
+                 key, api_key = { secret = \"maas-api-key\" }, and define it under [secrets]"
+                    .into(),
+            ),
+            (None, Some(_)) => Err("maas.url is missing: give the region's URL, \
+                 url = \"http://maas.example:5240/MAAS/\""
+                .into()),
+            (Some(_), Some(key)) if secrets.get(key.name()).is_none() => Err(format!(
+                "maas.api_key names secret {:?}, which [secrets] does not define",
+                key.name()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Where workers find the Kubernetes cluster (`[kube]`). Nothing set: no cluster, and workflows that
@@ -106,14 +140,30 @@ fn env_num<T: std::str::FromStr>(name: &str, into: &mut T) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A config file that does not parse, said without quoting the file: toml's own message shows the
+/// offending line, which may hold a token or a key (a literal where a secret reference belongs).
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" (line {line}, column {column})")
+    });
+    anyhow::anyhow!(
+        "config file {}: {}{}",
+        path.display(),
+        e.message(),
+        at.unwrap_or_default()
+    )
+}
+
 /// Loads defaults <- file <- environment.
 pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     let mut config = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?
         }
         None => Config::default(),
     };
@@ -159,6 +209,9 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     )?;
     if let Some(name) = env("DROVER_WORKER_NAME") {
         config.worker.name = Some(name);
+    }
+    if let Some(url) = env("DROVER_MAAS_URL") {
+        config.maas.url = Some(url);
     }
     if let Some(path) = env("DROVER_KUBECONFIG") {
         config.kube.kubeconfig = Some(path.into());

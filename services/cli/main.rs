@@ -126,6 +126,7 @@ pub async fn worker_ports(
     store: &drover_store::Store,
     kube: &config::KubeConfig,
     secrets: &drover_worker::secrets::Config,
+    maas: &config::MaasConfig,
 ) -> anyhow::Result<Ports> {
     let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock)).with_probe(Arc::new(
         drover_store::probe::RedisProbe::new(store.clone()),
@@ -141,14 +142,26 @@ pub async fn worker_ports(
     secrets
         .validate(cluster.is_some())
         .map_err(anyhow::Error::msg)?;
+    maas.validate(secrets).map_err(anyhow::Error::msg)?;
     // Without [secrets] the port stays unset, and a step that needs one says to configure it.
     if !secrets.is_empty() {
         let kube = cluster
             .map(|c| Arc::new(ClusterSecrets(c)) as Arc<dyn drover_worker::secrets::KubeSecrets>);
-        ports = ports.with_secrets(Arc::new(drover_worker::secrets::ConfigSecrets::new(
+        let resolver = Arc::new(drover_worker::secrets::ConfigSecrets::new(
             secrets.clone(),
             kube,
-        )));
+        ));
+        if let (Some(url), Some(key)) = (&maas.url, &maas.api_key) {
+            use drover_workflows::ports::secrets::Secrets;
+            let api_key = resolver
+                .get(key.name())
+                .await
+                .map_err(|e| anyhow::anyhow!("maas.api_key: {e}"))?;
+            let client = drover_maas::Client::new(drover_maas::Config::new(url.clone(), api_key))
+                .map_err(|e| anyhow::anyhow!("cannot set up the MAAS client: {e}"))?;
+            ports = ports.with_maas(client.port());
+        }
+        ports = ports.with_secrets(resolver);
     }
     Ok(ports)
 }
@@ -197,9 +210,13 @@ async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
         .secrets
         .validate(has_cluster)
         .map_err(anyhow::Error::msg)?;
+    config
+        .maas
+        .validate(&config.secrets)
+        .map_err(anyhow::Error::msg)?;
     let redis_url = config.require_redis()?;
     let store = connect(&redis_url).await?;
-    let ports = worker_ports(&store, &config.kube, &config.secrets).await?;
+    let ports = worker_ports(&store, &config.kube, &config.secrets, &config.maas).await?;
     drover_worker::run(
         store,
         config.registry(),
