@@ -244,9 +244,9 @@ async fn preflight(ctx: &Ctx<'_, DrainNode>) -> StepResult {
     let mut free_mem = 0u64;
     let mut targets = 0;
     for n in nodes.iter().filter(|n| {
+        // Where a VM can land: Ready, uncordoned, untainted, virt-handler running.
         n.name != input.node
-            && !n.unschedulable
-            && n.ready
+            && n.takes_vms()
             && input
                 .target_selector
                 .iter()
@@ -840,8 +840,12 @@ mod tests {
                 x.memory_bytes = 60 * GIB;
             }
         };
+        let tainted: Shape = |c| n2(c).taints.push("dedicated".into());
+        let no_handler: Shape = |c| {
+            n2(c).labels.remove("kubevirt.io/schedulable");
+        };
         let rack = json!({ "rack": "r2" });
-        let cases: [(&str, Shape, Value, bool); 7] = [
+        let cases: [(&str, Shape, Value, bool); 9] = [
             ("skip", small, json!({}), true),
             ("shutdown-restart", small, json!({}), false),
             ("skip", cordoned, json!({}), false),
@@ -849,6 +853,8 @@ mod tests {
             ("skip", |_| {}, rack.clone(), false),
             ("skip", racked, rack, true),
             ("skip", crowded, json!({}), false),
+            ("skip", tainted, json!({}), false),
+            ("skip", no_handler, json!({}), false),
         ];
         for (i, (policy, shape, selector, fits)) in cases.into_iter().enumerate() {
             let kube = cluster();
