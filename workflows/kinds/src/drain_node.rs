@@ -8,7 +8,9 @@
 //! 1 `cordon`     remembers whether the node was already cordoned (compensation uncordons only then).
 //! 2 `migrate`    one `migrate-vmi` child per migratable VMI (limits enforced by their permits);
 //!                failed migrations are retried as new children up to a limit, then the policy applies.
-//! 3 `stop-blocked` per policy, stops the VMs that cannot move (compensation starts them again).
+//! 3 `stop-blocked` per policy, stops the VMs that cannot move (compensation starts them again); it
+//!                ends as soon as the stops are asked for, so a cancellation from here on restarts them.
+//! 3b `wait-stopped` waits until their instances have left the node.
 //! 4 `evict`      evicts the remaining non-DaemonSet pods through the Eviction API (429: wait, retry).
 //! 5 `verify`     checks no VMI is left and starts the stopped VMs (they land elsewhere).
 //! 6 `maintenance` with `wait-for-signal`, waits for the signal `maintenance-done` (sent through the
@@ -166,6 +168,7 @@ impl Kind for DrainNode {
             Step::new("migrate", |ctx| Box::pin(migrate(ctx))),
             Step::new("stop-blocked", |ctx| Box::pin(stop_blocked(ctx)))
                 .compensate(|ctx| Box::pin(restart_stopped(ctx))),
+            Step::new("wait-stopped", |ctx| Box::pin(wait_stopped(ctx))),
             Step::new("evict", |ctx| Box::pin(evict(ctx))),
             Step::new("verify", |ctx| Box::pin(verify(ctx))),
             Step::new("maintenance", |ctx| Box::pin(maintenance(ctx))),
@@ -438,8 +441,24 @@ async fn stop_blocked(ctx: &Ctx<'_, DrainNode>) -> StepResult {
             kube.set_vm_running(&b.namespace, vm, false).await?;
         }
     }
+    // Done once the stops are asked for: from here on this step is compensable, so a cancellation
+    // while the VMs shut down starts them again. `wait-stopped` waits for them to leave the node.
+    done(&Stopped {
+        stopped: stuck,
+        skipped: None,
+    })
+}
+
+/// Waits until the instances of the VMs `stop-blocked` stopped have left the node.
+async fn wait_stopped(ctx: &Ctx<'_, DrainNode>) -> StepResult {
+    let kube = begin(ctx)?;
+    let input = ctx.input;
+    let stopped = stopped(ctx)?;
+    if stopped.is_empty() {
+        return Ok(Outcome::Done(json!({ "stopped": 0 })));
+    }
     let on_node = kube.list_vmis(Some(&input.node)).await?;
-    let still: Vec<&str> = stuck
+    let still: Vec<&str> = stopped
         .iter()
         .filter(|b| {
             on_node
@@ -454,10 +473,7 @@ async fn stop_blocked(ctx: &Ctx<'_, DrainNode>) -> StepResult {
             progress: Some(json!({ "stopping": still })),
         });
     }
-    done(&Stopped {
-        stopped: stuck,
-        skipped: None,
-    })
+    Ok(Outcome::Done(json!({ "stopped": stopped.len() })))
 }
 
 /// The VMs `stop-blocked` stopped (none before it ran).
@@ -755,6 +771,7 @@ mod tests {
                 ("cordon", true),
                 ("migrate", false),
                 ("stop-blocked", true),
+                ("wait-stopped", false),
                 ("evict", false),
                 ("verify", false),
                 ("maintenance", false),
@@ -1276,25 +1293,31 @@ mod tests {
             assert_eq!(h.run("stop-blocked"), Outcome::Done(output), "{policy}");
             assert!(h.kube.calls().is_empty(), "{policy}");
         }
-        // shutdown-restart stops the VM, then waits for its instance to leave the node.
+        // shutdown-restart stops the VM and is done at once (so a cancellation from then on
+        // restarts it); wait-stopped waits for its instance to leave the node.
         let mut h = harness(input("shutdown-restart"), cluster());
         set(&mut h, "preflight", preflight_of(false));
         set(&mut h, "migrate", &migrated);
         assert_eq!(
-            h.run("stop-blocked"),
+            h.advance("stop-blocked"),
+            Outcome::Done(json!({ "stopped": [c_blocked()] }))
+        );
+        assert_eq!(h.kube.mutations(), [vm_call("c-vm", false)]);
+        assert!(!h.kube.edit(|c| c.vms[&("ns".into(), "c-vm".into())]));
+        assert_eq!(
+            h.run("wait-stopped"),
             Outcome::Poll {
                 after: Duration::from_millis(1000),
                 progress: Some(json!({ "stopping": ["c"] })),
             }
         );
-        assert_eq!(h.kube.mutations(), [vm_call("c-vm", false)]);
-        assert!(!h.kube.edit(|c| c.vms[&("ns".into(), "c-vm".into())]));
         removed(&h, "c");
         assert_eq!(
-            h.run("stop-blocked"),
-            Outcome::Done(json!({ "stopped": [c_blocked()] }))
+            h.run("wait-stopped"),
+            Outcome::Done(json!({ "stopped": 1 }))
         );
-        // Stopping a stopped VM again is fine.
+        // A re-run of stop-blocked stops the stopped VM again, which is fine.
+        h.run("stop-blocked");
         assert_eq!(
             h.kube.mutations(),
             [vm_call("c-vm", false), vm_call("c-vm", false)]
@@ -1715,7 +1738,14 @@ mod tests {
     #[test]
     fn a_drain_runs_forward_step_by_step() {
         let mut h = harness(input("shutdown-restart"), cluster());
-        for step in ["preflight", "cordon", "migrate", "stop-blocked", "evict"] {
+        for step in [
+            "preflight",
+            "cordon",
+            "migrate",
+            "stop-blocked",
+            "wait-stopped",
+            "evict",
+        ] {
             drive(&mut h, step);
         }
         h.children.clear();
@@ -1734,8 +1764,7 @@ mod tests {
             h.kube.mutations(),
             [
                 cordon_call(true),
-                // Once, then again when it looked whether the instance had gone.
-                vm_call("c-vm", false),
+                // Once: wait-stopped only looks.
                 vm_call("c-vm", false),
                 evict_call("virt-launcher-a"),
                 evict_call("virt-launcher-b"),
@@ -1753,7 +1782,8 @@ mod tests {
         assert!(cordoned && running);
     }
 
-    /// Drives a drain through `stop-blocked`, then runs the compensations as a cancellation does:
+    /// Drives a drain through `stop-blocked` (its VMs asked to stop, still shutting down: a
+    /// cancellation during `wait-stopped`), then runs the compensations as a cancellation does:
     /// completed compensable steps, in reverse.
     fn cancelled_after_stop_blocked(kube: FakeKube) -> Harness {
         let mut h = harness(input("shutdown-restart"), kube);
