@@ -9,7 +9,6 @@
 //! pool, zone, tags, CPUs and memory, at a time scale where a deploy takes a tenth of a second.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +22,8 @@ use drover_workflows::ports::maas::{
 };
 use drover_workflows::ports::secrets::Secret;
 use serde_json::json;
+
+use crate::lab::support::wait_for;
 
 /// Simulated seconds per real second: a 60 s deploy takes 0.1 s.
 const SCALE: f64 = 600.0;
@@ -100,31 +101,56 @@ fn config(lab: &LabHandle) -> Config {
     }
 }
 
-fn client(lab: &LabHandle) -> Client {
-    Client::new(config(lab)).expect("client")
+/// A lab of its own and an adapter client for it.
+async fn start() -> (LabHandle, Client) {
+    let lab = lab().await;
+    let maas = Client::new(config(&lab)).expect("client");
+    (lab, maas)
 }
 
-/// Polls `check` until it returns `Some`, failing the test after `timeout`.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// An allocation of a machine with this tag.
+fn tagged(tag: &str) -> Allocation {
+    Allocation {
+        tags: vec![tag.into()],
+        ..Allocation::default()
     }
 }
 
+/// An allocation of a machine from this pool.
+fn in_pool(pool: &str) -> Allocation {
+    Allocation {
+        pool: Some(pool.into()),
+        ..Allocation::default()
+    }
+}
+
+/// Allocates a machine that must be there.
+async fn allocate(maas: &Client, allocation: Allocation) -> Machine {
+    maas.allocate(&allocation).await.expect("allocate")
+}
+
+/// Deploys with MAAS's defaults; the request must be accepted.
+async fn deploy(maas: &Client, id: &str) -> Machine {
+    maas.deploy(id, &Deployment::default())
+        .await
+        .expect("deploy")
+}
+
+/// Arms a fault in the lab.
+fn inject(lab: &LabHandle, fault: Fault) {
+    lab.inject(fault).expect("fault");
+}
+
+/// Asserts `e` is a conflict whose message contains `text`.
+fn assert_conflict(e: &MaasError, text: &str) {
+    assert!(
+        matches!(e, MaasError::Conflict(m) if m.contains(text)),
+        "{e}"
+    );
+}
+
 async fn wait_status(maas: &Client, id: &str, want: u32) -> Machine {
-    until(
+    wait_for(
         &format!("machine {id} in status {want}"),
         Duration::from_secs(20),
         || async {
@@ -187,8 +213,7 @@ fn machine_fault(kind: &str, system_id: &str) -> Fault {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signs_and_reads_machines() {
-    let lab = lab().await;
-    let maas = client(&lab);
+    let (lab, maas) = start().await;
     let all = maas
         .list_machines(&MachineFilter::default())
         .await
@@ -302,14 +327,10 @@ async fn signs_and_reads_machines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocates_by_each_constraint_and_says_why_not() {
-    let lab = lab().await;
-    let maas = client(&lab);
+    let (lab, maas) = start().await;
     // Refusals first, while every machine is Ready.
     let e = maas
-        .allocate(&Allocation {
-            tags: vec!["nope".into()],
-            ..Allocation::default()
-        })
+        .allocate(&tagged("nope"))
         .await
         .expect_err("unknown tag");
     assert!(
@@ -317,10 +338,7 @@ async fn allocates_by_each_constraint_and_says_why_not() {
         "{e}"
     );
     let e = maas
-        .allocate(&Allocation {
-            pool: Some("nope".into()),
-            ..Allocation::default()
-        })
+        .allocate(&in_pool("nope"))
         .await
         .expect_err("unknown pool");
     assert!(
@@ -360,13 +378,7 @@ async fn allocates_by_each_constraint_and_says_why_not() {
             },
             "vmo-02",
         ),
-        (
-            Allocation {
-                pool: Some("spare".into()),
-                ..Allocation::default()
-            },
-            "spare-01",
-        ),
+        (in_pool("spare"), "spare-01"),
         (
             Allocation {
                 cpu_count: Some(90),
@@ -419,15 +431,8 @@ async fn allocates_by_each_constraint_and_says_why_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_until_deployed_and_releases_with_quick_erase() {
-    let lab = lab().await;
-    let maas = client(&lab);
-    let m = maas
-        .allocate(&Allocation {
-            tags: vec!["gpu".into()],
-            ..Allocation::default()
-        })
-        .await
-        .expect("allocate");
+    let (lab, maas) = start().await;
+    let m = allocate(&maas, tagged("gpu")).await;
     // The lab creates a Node for user data that joins a cluster: that proves MAAS decoded the
     // base64 the adapter sent.
     let deployment = Deployment {
@@ -445,7 +450,7 @@ async fn deploys_until_deployed_and_releases_with_quick_erase() {
     assert_eq!(deployed.status_name, "Deployed");
     assert_eq!(deployed.power_state, "on");
     assert!(!deployed.ip_addresses.is_empty());
-    until(
+    wait_for(
         "the Node of the deployed machine",
         Duration::from_secs(20),
         || async { lab.get("nodes", "", "gpu-01") },
@@ -455,10 +460,7 @@ async fn deploys_until_deployed_and_releases_with_quick_erase() {
         .deploy(&m.system_id, &Deployment::default())
         .await
         .expect_err("deployed twice");
-    assert!(
-        matches!(&e, MaasError::Conflict(m) if m.contains("Can't deploy a machine that is in the 'Deployed' state")),
-        "{e}"
-    );
+    assert_conflict(&e, "Can't deploy a machine that is in the 'Deployed' state");
 
     let releasing = maas
         .release(
@@ -487,39 +489,23 @@ async fn deploys_until_deployed_and_releases_with_quick_erase() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborts_marks_broken_and_fixed_and_reports_failed_deployments() {
-    let lab = lab().await;
-    let maas = client(&lab);
-    let m = maas
-        .allocate(&Allocation {
-            pool: Some("spare".into()),
-            ..Allocation::default()
-        })
-        .await
-        .expect("allocate");
+    let (lab, maas) = start().await;
+    let m = allocate(&maas, in_pool("spare")).await;
     let id = m.system_id.clone();
-    lab.inject(machine_fault("maas_deploy_hang", &id))
-        .expect("fault");
-    maas.deploy(&id, &Deployment::default())
-        .await
-        .expect("deploy");
+    inject(&lab, machine_fault("maas_deploy_hang", &id));
+    deploy(&maas, &id).await;
     let e = maas
         .deploy(&id, &Deployment::default())
         .await
         .expect_err("deploying");
-    assert!(
-        matches!(&e, MaasError::Conflict(m) if m.contains("'Deploying' state")),
-        "{e}"
-    );
+    assert_conflict(&e, "'Deploying' state");
     let aborted = maas
         .abort(&id, Some("changed my mind"))
         .await
         .expect("abort");
     assert_eq!(aborted.status, status::ALLOCATED);
     let e = maas.abort(&id, None).await.expect_err("nothing to abort");
-    assert!(
-        matches!(&e, MaasError::Conflict(m) if m.contains("Cannot abort in current state")),
-        "{e}"
-    );
+    assert_conflict(&e, "Cannot abort in current state");
 
     let broken = maas
         .mark_broken(&id, "bad disk")
@@ -541,17 +527,11 @@ async fn aborts_marks_broken_and_fixed_and_reports_failed_deployments() {
         .expect("mark fixed");
     assert_eq!(fixed.status, status::READY);
     let e = maas.mark_fixed(&id, None).await.expect_err("not broken");
-    assert!(
-        matches!(&e, MaasError::Conflict(m) if m.contains("Can't mark a non-broken node as 'Ready'.")),
-        "{e}"
-    );
+    assert_conflict(&e, "Can't mark a non-broken node as 'Ready'.");
 
     // A deployment that fails: the machine's state says so, with MAAS's reason.
-    lab.inject(machine_fault("maas_deploy_failure", &id))
-        .expect("fault");
-    maas.deploy(&id, &Deployment::default())
-        .await
-        .expect("deploy");
+    inject(&lab, machine_fault("maas_deploy_failure", &id));
+    deploy(&maas, &id).await;
     let failed = wait_status(&maas, &id, status::FAILED_DEPLOYMENT).await;
     assert!(
         failed.status_message.starts_with("Marking node failed"),
@@ -563,25 +543,15 @@ async fn aborts_marks_broken_and_fixed_and_reports_failed_deployments() {
         .deploy(&id, &Deployment::default())
         .await
         .expect_err("redeploy a failed machine");
-    assert!(
-        matches!(&e, MaasError::Conflict(m) if m.contains("'Failed deployment' state")),
-        "{e}"
-    );
+    assert_conflict(&e, "'Failed deployment' state");
     lab.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_data_is_set_filtered_and_deleted() {
-    let lab = lab().await;
-    let maas = client(&lab);
-    let m = maas
-        .allocate(&Allocation::default())
-        .await
-        .expect("allocate");
-    let other = maas
-        .allocate(&Allocation::default())
-        .await
-        .expect("allocate");
+    let (lab, maas) = start().await;
+    let m = allocate(&maas, Allocation::default()).await;
+    let other = allocate(&maas, Allocation::default()).await;
     let set = |pairs: &[(&str, Option<&str>)]| -> BTreeMap<String, Option<String>> {
         pairs
             .iter()
@@ -631,17 +601,10 @@ async fn owner_data_is_set_filtered_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_give_the_failure_reason() {
-    let lab = lab().await;
-    let maas = client(&lab);
-    let m = maas
-        .allocate(&Allocation::default())
-        .await
-        .expect("allocate");
-    lab.inject(machine_fault("maas_deploy_failure", &m.system_id))
-        .expect("fault");
-    maas.deploy(&m.system_id, &Deployment::default())
-        .await
-        .expect("deploy");
+    let (lab, maas) = start().await;
+    let m = allocate(&maas, Allocation::default()).await;
+    inject(&lab, machine_fault("maas_deploy_failure", &m.system_id));
+    deploy(&maas, &m.system_id).await;
     let failed = wait_status(&maas, &m.system_id, status::FAILED_DEPLOYMENT).await;
     let events = maas.events(&m.system_id, 50).await.expect("events");
     assert!(!events.is_empty());
@@ -680,15 +643,8 @@ fn interface_writes(lab: &LabHandle) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_network_is_checked_whole_then_built_once() {
-    let lab = lab().await;
-    let maas = client(&lab);
-    let m = maas
-        .allocate(&Allocation {
-            tags: vec!["vmo-worker".into()],
-            ..Allocation::default()
-        })
-        .await
-        .expect("allocate");
+    let (lab, maas) = start().await;
+    let m = allocate(&maas, tagged("vmo-worker")).await;
     let id = m.system_id.clone();
     let before = maas.interfaces(&id).await.expect("interfaces");
     assert_eq!(before, m.interfaces);
@@ -764,11 +720,9 @@ async fn host_network_is_checked_whole_then_built_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_refusals_transparently_and_bounded() {
-    let lab = lab().await;
-    let maas = client(&lab);
+    let (lab, maas) = start().await;
     // A burst of 503s shorter than the attempts: the caller sees a machine.
-    lab.inject(http_fault("POST", "op=allocate", 503, None, 3))
-        .expect("fault");
+    inject(&lab, http_fault("POST", "op=allocate", 503, None, 3));
     let m = maas
         .allocate(&Allocation::default())
         .await
@@ -777,8 +731,7 @@ async fn retries_refusals_transparently_and_bounded() {
     assert_eq!(outcomes(&lab, "allocate"), [503, 503, 503, 200]);
 
     // Retry-After is honoured.
-    lab.inject(http_fault("POST", "op=deploy", 503, Some(1), 1))
-        .expect("fault");
+    inject(&lab, http_fault("POST", "op=deploy", 503, Some(1), 1));
     let started = Instant::now();
     maas.deploy(&m.system_id, &Deployment::default())
         .await
@@ -787,16 +740,14 @@ async fn retries_refusals_transparently_and_bounded() {
     assert_eq!(outcomes(&lab, "deploy"), [503, 200]);
 
     // A 409 with Retry-After is MAAS's database retry: repeated too.
-    lab.inject(http_fault("POST", "op=mark_broken", 409, Some(1), 1))
-        .expect("fault");
+    inject(&lab, http_fault("POST", "op=mark_broken", 409, Some(1), 1));
     maas.mark_broken(&m.system_id, "test")
         .await
         .expect("mark broken through a 409");
     assert_eq!(outcomes(&lab, "mark_broken"), [409, 200]);
 
     // Reads are retried as well (GETs are not audited: the faults are spent).
-    lab.inject(http_fault("GET", "/machines/", 503, None, 2))
-        .expect("fault");
+    inject(&lab, http_fault("GET", "/machines/", 503, None, 2));
     maas.list_machines(&MachineFilter::default())
         .await
         .expect("list through 503s");
@@ -809,8 +760,7 @@ async fn retries_refusals_transparently_and_bounded() {
     assert_eq!(armed["targeted"], json!([]), "every fault fired");
 
     // A longer burst: Transient after the bounded attempts, with MAAS's message.
-    lab.inject(http_fault("POST", "op=allocate", 503, None, 10))
-        .expect("fault");
+    inject(&lab, http_fault("POST", "op=allocate", 503, None, 10));
     let e = maas
         .allocate(&Allocation::default())
         .await
@@ -829,8 +779,7 @@ async fn retries_refusals_transparently_and_bounded() {
 
     // A Retry-After longer than the adapter waits goes to the engine at once.
     lab.clear_faults();
-    lab.inject(http_fault("POST", "op=allocate", 503, Some(30), 1))
-        .expect("fault");
+    inject(&lab, http_fault("POST", "op=allocate", 503, Some(30), 1));
     let e = maas
         .allocate(&Allocation::default())
         .await
@@ -844,16 +793,11 @@ async fn retries_refusals_transparently_and_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_with_unknown_outcome_are_not_repeated() {
-    let lab = lab().await;
-    let maas = client(&lab);
-    let m = maas
-        .allocate(&Allocation::default())
-        .await
-        .expect("allocate");
+    let (lab, maas) = start().await;
+    let m = allocate(&maas, Allocation::default()).await;
     // A proxy's 504 on a deploy: Transient at once, never a failed deployment; the machine's
     // state decides (here the request never reached MAAS).
-    lab.inject(http_fault("POST", "op=deploy", 504, None, 1))
-        .expect("fault");
+    inject(&lab, http_fault("POST", "op=deploy", 504, None, 1));
     let e = maas
         .deploy(&m.system_id, &Deployment::default())
         .await
@@ -867,17 +811,17 @@ async fn writes_with_unknown_outcome_are_not_repeated() {
         maas.get_machine(&m.system_id).await.expect("get").status,
         status::ALLOCATED
     );
-    maas.deploy(&m.system_id, &Deployment::default())
-        .await
-        .expect("deploy");
+    deploy(&maas, &m.system_id).await;
 
     // The same after MAAS applied the request: an allocation the caller never saw is found
     // again by its agent name (what a step does after a crash or a timeout), not made twice.
-    lab.inject(fault(json!({
-        "kind": "maas_proxy_timeout", "method": "POST", "path_contains": "op=allocate",
-        "applied": true, "count": 1
-    })))
-    .expect("fault");
+    inject(
+        &lab,
+        fault(json!({
+            "kind": "maas_proxy_timeout", "method": "POST", "path_contains": "op=allocate",
+            "applied": true, "count": 1
+        })),
+    );
     let e = maas
         .allocate(&Allocation {
             agent_name: Some("wf-timeout".into()),
@@ -897,11 +841,13 @@ async fn writes_with_unknown_outcome_are_not_repeated() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].status, status::ALLOCATED);
     // And a deploy MAAS started while the proxy gave up: Transient, and the machine deploys.
-    lab.inject(fault(json!({
-        "kind": "maas_proxy_timeout", "method": "POST", "path_contains": "op=deploy",
-        "applied": true, "count": 1
-    })))
-    .expect("fault");
+    inject(
+        &lab,
+        fault(json!({
+            "kind": "maas_proxy_timeout", "method": "POST", "path_contains": "op=deploy",
+            "applied": true, "count": 1
+        })),
+    );
     let e = maas
         .deploy(&found[0].system_id, &Deployment::default())
         .await

@@ -54,6 +54,37 @@ async fn post(lab: &LabHandle, path: &str, form: &[(&str, &str)]) -> Value {
     ok(lab, Method::POST, path, form).await
 }
 
+/// A POST, whatever it answers.
+async fn try_post(
+    lab: &LabHandle,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String, reqwest::header::HeaderMap) {
+    call(lab, Method::POST, path, form).await
+}
+
+/// `POST machines/{id}/?op={op}`, which must answer 200 with JSON.
+async fn machine_op(lab: &LabHandle, id: &str, op: &str, form: &[(&str, &str)]) -> Value {
+    post(lab, &format!("machines/{id}/?op={op}"), form).await
+}
+
+/// `POST machines/{id}/?op={op}`, whatever it answers.
+async fn try_machine_op(
+    lab: &LabHandle,
+    id: &str,
+    op: &str,
+    form: &[(&str, &str)],
+) -> (u16, String, reqwest::header::HeaderMap) {
+    try_post(lab, &format!("machines/{id}/?op={op}"), form).await
+}
+
+/// A lab at `scale` and its machines' ids by hostname.
+async fn lab_and_ids(scale: f64) -> (LabHandle, HashMap<String, String>) {
+    let lab = support::lab(scale).await;
+    let ids = ids(&lab).await;
+    (lab, ids)
+}
+
 /// hostname -> system_id.
 async fn ids(lab: &LabHandle) -> HashMap<String, String> {
     get(lab, "machines/")
@@ -394,7 +425,7 @@ async fn allocate_constraints_and_maas_messages() {
             json!({"cpu_count": ["Invalid CPU count: number required."], "mem": ["Invalid memory: number of MiB required."]}),
         ),
     ] {
-        let (code, body, _) = call(&lab, Method::POST, "machines/?op=allocate", &form).await;
+        let (code, body, _) = try_post(&lab, "machines/?op=allocate", &form).await;
         assert_eq!(code, 400, "{form:?}");
         assert_eq!(serde_json::from_str::<Value>(&body).expect("json"), want);
     }
@@ -415,13 +446,13 @@ async fn deploy_walks_status_messages_and_refuses_wrong_states() {
     let m = post(&lab, "machines/?op=allocate", &[("pool", "spare")]).await;
     let id = m["system_id"].as_str().expect("id").to_string();
     let deploy = format!("machines/{id}/?op=deploy");
-    let (code, body, _) = call(&lab, Method::POST, &deploy, &[("distro_series", "hirsute")]).await;
+    let (code, body, _) = try_post(&lab, &deploy, &[("distro_series", "hirsute")]).await;
     assert_eq!(code, 400);
     assert_eq!(
         serde_json::from_str::<Value>(&body).expect("json"),
         json!({"distro_series": ["'hirsute' is not a valid distro_series.  It should be one of: '', 'ubuntu/focal', 'ubuntu/jammy', 'ubuntu/noble'."]})
     );
-    let (code, _, _) = call(&lab, Method::POST, &deploy, &[("user_data", "not base64!")]).await;
+    let (code, _, _) = try_post(&lab, &deploy, &[("user_data", "not base64!")]).await;
     assert_eq!(code, 400);
     let m = post(
         &lab,
@@ -449,7 +480,7 @@ async fn deploy_walks_status_messages_and_refuses_wrong_states() {
             Some("hwe-22.04")
         )
     );
-    let (code, body, _) = call(&lab, Method::POST, &deploy, &[]).await;
+    let (code, body, _) = try_post(&lab, &deploy, &[]).await;
     assert_eq!(
         (code, body.as_str()),
         (
@@ -510,7 +541,7 @@ async fn deploy_walks_status_messages_and_refuses_wrong_states() {
         .map(|e| e["type"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(info, stages);
-    let (code, body, _) = call(&lab, Method::POST, &deploy, &[]).await;
+    let (code, body, _) = try_post(&lab, &deploy, &[]).await;
     assert_eq!(
         (code, body.as_str()),
         (
@@ -518,7 +549,7 @@ async fn deploy_walks_status_messages_and_refuses_wrong_states() {
             "Can't deploy a machine that is in the 'Deployed' state"
         )
     );
-    let (code, body, _) = call(&lab, Method::POST, &format!("machines/{id}/?op=abort"), &[]).await;
+    let (code, body, _) = try_machine_op(&lab, &id, "abort", &[]).await;
     assert_eq!(
         (code, body),
         (
@@ -531,8 +562,7 @@ async fn deploy_walks_status_messages_and_refuses_wrong_states() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_deployments_fast_and_at_node_timeout() {
-    let lab = support::lab(600.0).await;
-    let ids = ids(&lab).await;
+    let (lab, ids) = lab_and_ids(600.0).await;
     let plan = [
         (
             "spare-01",
@@ -575,7 +605,7 @@ async fn failed_deployments_fast_and_at_node_timeout() {
     for (host, fault, _, _) in &plan {
         lab.inject(fault.clone()).expect("fault");
         // Deploying a Ready machine allocates it first.
-        let m = post(&lab, &format!("machines/{}/?op=deploy", ids[*host]), &[]).await;
+        let m = machine_op(&lab, &ids[*host], "deploy", &[]).await;
         assert_eq!(
             (m["status_name"].as_str(), m["owner"].as_str()),
             (Some("Deploying"), Some("admin"))
@@ -611,13 +641,7 @@ async fn failed_deployments_fast_and_at_node_timeout() {
                 .any(|e| e["type"] == "Marking node failed" && e["description"] == reason.as_str()),
             "{host}: {errors:?}"
         );
-        let (code, body, _) = call(
-            &lab,
-            Method::POST,
-            &format!("machines/{id}/?op=deploy"),
-            &[],
-        )
-        .await;
+        let (code, body, _) = try_machine_op(&lab, id, "deploy", &[]).await;
         assert_eq!(
             (code, body.as_str()),
             (
@@ -637,9 +661,10 @@ async fn failed_deployments_fast_and_at_node_timeout() {
     );
     // A failed machine is released (quick erase) and Ready again.
     let id = &ids["spare-01"];
-    post(
+    machine_op(
         &lab,
-        &format!("machines/{id}/?op=release"),
+        id,
+        "release",
         &[("erase", "true"), ("quick_erase", "true")],
     )
     .await;
@@ -653,8 +678,7 @@ async fn failed_deployments_fast_and_at_node_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_erase_options_and_failures() {
-    let lab = support::lab(600.0).await;
-    let ids = ids(&lab).await;
+    let (lab, ids) = lab_and_ids(600.0).await;
     let t0 = lab.sim_time();
     let release = |host: &str, form: Vec<(&'static str, &'static str)>| {
         let (lab, id) = (&lab, ids[host].clone());
@@ -686,13 +710,7 @@ async fn release_erase_options_and_failures() {
         (erasing["status"].as_u64(), erasing["power_state"].as_str()),
         (Some(14), Some("on"))
     );
-    let (code, body, _) = call(
-        &lab,
-        Method::POST,
-        &format!("machines/{}/?op=release", ids["worker-06"]),
-        &[],
-    )
-    .await;
+    let (code, body, _) = try_machine_op(&lab, &ids["worker-06"], "release", &[]).await;
     assert_eq!(
         (code, body.as_str()),
         (
@@ -779,17 +797,11 @@ async fn release_erase_options_and_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_mark_broken_mark_fixed_and_power() {
-    let lab = support::lab(300.0).await;
-    let ids = ids(&lab).await;
+    let (lab, ids) = lab_and_ids(300.0).await;
     // Abort a deployment: Allocated again, powered off.
     let a = &ids["spare-01"];
-    post(&lab, &format!("machines/{a}/?op=deploy"), &[]).await;
-    let m = post(
-        &lab,
-        &format!("machines/{a}/?op=abort"),
-        &[("comment", "wrong image")],
-    )
-    .await;
+    machine_op(&lab, a, "deploy", &[]).await;
+    let m = machine_op(&lab, a, "abort", &[("comment", "wrong image")]).await;
     assert_eq!(
         (
             m["status_name"].as_str(),
@@ -798,7 +810,7 @@ async fn abort_mark_broken_mark_fixed_and_power() {
         ),
         (Some("Allocated"), Some("off"), Some("Aborted deployment"))
     );
-    let (code, body, _) = call(&lab, Method::POST, &format!("machines/{a}/?op=abort"), &[]).await;
+    let (code, body, _) = try_machine_op(&lab, a, "abort", &[]).await;
     assert_eq!(
         (code, body),
         (
@@ -809,29 +821,13 @@ async fn abort_mark_broken_mark_fixed_and_power() {
 
     // mark_broken: only the owner may; it releases first; fixed, it is Ready.
     let b = &ids["spare-02"];
-    let (code, _, _) = call(
-        &lab,
-        Method::POST,
-        &format!("machines/{b}/?op=mark_broken"),
-        &[],
-    )
-    .await;
+    let (code, _, _) = try_machine_op(&lab, b, "mark_broken", &[]).await;
     assert_eq!(
         code, 403,
         "an unowned machine cannot be marked broken by a user"
     );
-    post(
-        &lab,
-        &format!("machines/{a}/?op=set_owner_data"),
-        &[("drover/workflow", "wf-1")],
-    )
-    .await;
-    let m = post(
-        &lab,
-        &format!("machines/{a}/?op=mark_broken"),
-        &[("comment", "bad NIC")],
-    )
-    .await;
+    machine_op(&lab, a, "set_owner_data", &[("drover/workflow", "wf-1")]).await;
+    let m = machine_op(&lab, a, "mark_broken", &[("comment", "bad NIC")]).await;
     assert_eq!(
         (
             m["status"].as_u64(),
@@ -841,33 +837,22 @@ async fn abort_mark_broken_mark_fixed_and_power() {
         ),
         (Some(8), Value::Null, json!({}), Some("bad NIC"))
     );
-    let (code, body, _) = call(
-        &lab,
-        Method::POST,
-        &format!("machines/{b}/?op=mark_fixed"),
-        &[],
-    )
-    .await;
+    let (code, body, _) = try_machine_op(&lab, b, "mark_fixed", &[]).await;
     assert_eq!(
         (code, body.as_str()),
         (409, "Can't mark a non-broken node as 'Ready'.")
     );
     assert_eq!(
-        post(&lab, &format!("machines/{a}/?op=mark_fixed"), &[]).await["status_name"],
+        machine_op(&lab, a, "mark_fixed", &[]).await["status_name"],
         "Ready"
     );
 
     // A deployed worker marked broken by its owner is released: its Node goes, fixed it is Ready.
     let w3 = &ids["worker-03"];
-    post(
-        &lab,
-        &format!("machines/{w3}/?op=mark_broken"),
-        &[("comment", "ECC errors")],
-    )
-    .await;
+    machine_op(&lab, w3, "mark_broken", &[("comment", "ECC errors")]).await;
     wait_node(&lab, "worker-03", Some("Unknown")).await;
     assert_eq!(
-        post(&lab, &format!("machines/{w3}/?op=mark_fixed"), &[]).await["status_name"],
+        machine_op(&lab, w3, "mark_fixed", &[]).await["status_name"],
         "Ready"
     );
     wait_node(&lab, "worker-03", None).await;
@@ -877,12 +862,7 @@ async fn abort_mark_broken_mark_fixed_and_power() {
     })
     .expect("fault");
     wait_node(&lab, "worker-02", Some("Unknown")).await;
-    let m = post(
-        &lab,
-        &format!("machines/{}/?op=mark_fixed", ids["worker-02"]),
-        &[],
-    )
-    .await;
+    let m = machine_op(&lab, &ids["worker-02"], "mark_fixed", &[]).await;
     assert_eq!(
         (m["status_name"].as_str(), m["owner"].as_str()),
         (Some("Deployed"), Some("admin"))
@@ -891,31 +871,20 @@ async fn abort_mark_broken_mark_fixed_and_power() {
 
     // Power: off takes the Node down, on brings it back once booted.
     let w4 = &ids["worker-04"];
-    let m = post(
-        &lab,
-        &format!("machines/{w4}/?op=power_off"),
-        &[("stop_mode", "soft")],
-    )
-    .await;
+    let m = machine_op(&lab, w4, "power_off", &[("stop_mode", "soft")]).await;
     assert_eq!(m["power_state"], "off");
     assert_eq!(
         get(&lab, &format!("machines/{w4}/?op=query_power_state")).await,
         json!({"state": "off"})
     );
     wait_node(&lab, "worker-04", Some("Unknown")).await;
-    post(&lab, &format!("machines/{w4}/?op=power_on"), &[]).await;
+    machine_op(&lab, w4, "power_on", &[]).await;
     assert_eq!(
         get(&lab, &format!("machines/{w4}/?op=query_power_state")).await,
         json!({"state": "on"})
     );
     wait_node(&lab, "worker-04", Some("True")).await;
-    let (code, body, _) = call(
-        &lab,
-        Method::POST,
-        &format!("machines/{b}/?op=power_on"),
-        &[],
-    )
-    .await;
+    let (code, body, _) = try_machine_op(&lab, b, "power_on", &[]).await;
     assert_eq!(
         (code, body.as_str()),
         (409, "Can't start node: it hasn't been allocated.")
@@ -935,15 +904,9 @@ async fn abort_mark_broken_mark_fixed_and_power() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_data_is_set_deleted_and_cleared_on_release() {
-    let lab = support::lab(600.0).await;
-    let ids = ids(&lab).await;
-    let (code, body, _) = call(
-        &lab,
-        Method::POST,
-        &format!("machines/{}/?op=set_owner_data", ids["spare-01"]),
-        &[("a", "b")],
-    )
-    .await;
+    let (lab, ids) = lab_and_ids(600.0).await;
+    let (code, body, _) =
+        try_machine_op(&lab, &ids["spare-01"], "set_owner_data", &[("a", "b")]).await;
     assert_eq!(
         (code, body.as_str()),
         (
@@ -954,9 +917,10 @@ async fn owner_data_is_set_deleted_and_cleared_on_release() {
     let m = post(&lab, "machines/?op=allocate", &[("pool", "spare")]).await;
     let id = m["system_id"].as_str().expect("id").to_string();
     assert_eq!(m["owner_data"], json!({}));
-    let m = post(
+    let m = machine_op(
         &lab,
-        &format!("machines/{id}/?op=set_owner_data"),
+        &id,
+        "set_owner_data",
         &[("drover/workflow", "wf-1"), ("drover/attempt", "1")],
     )
     .await;
@@ -976,7 +940,7 @@ async fn owner_data_is_set_deleted_and_cleared_on_release() {
         m["workload_annotations"],
         json!({"drover/workflow": "wf-2"})
     );
-    post(&lab, &format!("machines/{id}/?op=release"), &[]).await;
+    machine_op(&lab, &id, "release", &[]).await;
     let m = wait_status(&lab, &id, "Ready").await;
     assert_eq!(
         (m["owner_data"].clone(), m["owner"].clone()),
@@ -1099,9 +1063,8 @@ async fn interfaces_bond_bridge_vlan_link() {
         json!({"parent": ["A VLAN interface can't have a parent that is already in a bond."]}),
     )
     .await;
-    let (code, body, _) = call(
+    let (code, body, _) = try_post(
         &lab,
-        Method::POST,
         &format!("{ifaces}?op=create_bridge"),
         &[("name", "br0"), ("parents", &bond_id), ("parent", &bond_id)],
     )
@@ -1186,7 +1149,7 @@ async fn interfaces_bond_bridge_vlan_link() {
             json!({"ip_address": ["IP address is already in use."]}),
         ),
     ] {
-        let (code, body, _) = call(&lab, Method::POST, &link, &form).await;
+        let (code, body, _) = try_post(&lab, &link, &form).await;
         assert_eq!(code, 400, "{form:?}");
         assert_eq!(serde_json::from_str::<Value>(&body).expect("json"), want);
     }
@@ -1198,9 +1161,8 @@ async fn interfaces_bond_bridge_vlan_link() {
     )
     .await;
     assert_eq!(unlinked["links"][0]["mode"], "link_up");
-    let (code, body, _) = call(
+    let (code, body, _) = try_post(
         &lab,
-        Method::POST,
         &format!("{ifaces}{vlan_id}/?op=unlink_subnet"),
         &[("id", "424242")],
     )
@@ -1232,7 +1194,7 @@ async fn interfaces_bond_bridge_vlan_link() {
         (404, "No Interface matches the given query.")
     );
     // Deploying machines' interfaces cannot be changed, with MAAS's wording per operation.
-    post(&lab, &format!("machines/{id}/?op=deploy"), &[]).await;
+    machine_op(&lab, &id, "deploy", &[]).await;
     for (path, form, words) in [
         (
             format!("{ifaces}?op=create_bond"),
@@ -1256,7 +1218,7 @@ async fn interfaces_bond_bridge_vlan_link() {
             "unlink subnet",
         ),
     ] {
-        let (code, body, _) = call(&lab, Method::POST, &path, &form).await;
+        let (code, body, _) = try_post(&lab, &path, &form).await;
         assert_eq!(
             (code, body),
             (
@@ -1280,17 +1242,11 @@ async fn interfaces_bond_bridge_vlan_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_query_shape_filters_and_paging() {
-    let lab = support::lab(600.0).await;
-    let ids = ids(&lab).await;
+    let (lab, ids) = lab_and_ids(600.0).await;
     let id = ids["spare-01"].clone();
-    post(&lab, &format!("machines/{id}/?op=deploy"), &[]).await;
+    machine_op(&lab, &id, "deploy", &[]).await;
     wait_status(&lab, &id, "Deployed").await;
-    post(
-        &lab,
-        &format!("machines/{}/?op=deploy", ids["spare-02"]),
-        &[],
-    )
-    .await;
+    machine_op(&lab, &ids["spare-02"], "deploy", &[]).await;
     let page = get(&lab, &format!("events/?op=query&id={id}")).await;
     let keys: Vec<&str> = page
         .as_object()
@@ -1473,13 +1429,8 @@ async fn faults_bursts_proxy_timeouts_and_conflicts() {
         count: 1,
     })
     .expect("fault");
-    let (code, body, headers) = call(
-        &lab,
-        Method::POST,
-        "machines/?op=allocate",
-        &[("agent_name", "wf-409")],
-    )
-    .await;
+    let (code, body, headers) =
+        try_post(&lab, "machines/?op=allocate", &[("agent_name", "wf-409")]).await;
     assert_eq!(
         (code, body.as_str()),
         (409, "Conflict error. Please try again.")
@@ -1502,13 +1453,8 @@ async fn faults_bursts_proxy_timeouts_and_conflicts() {
     )
     .await;
     assert_eq!(code, 201);
-    let (code, body, headers) = call(
-        &lab,
-        Method::POST,
-        "machines/?op=allocate",
-        &[("agent_name", "wf-504")],
-    )
-    .await;
+    let (code, body, headers) =
+        try_post(&lab, "machines/?op=allocate", &[("agent_name", "wf-504")]).await;
     assert_eq!(code, 504);
     assert_eq!(
         headers.get("content-type").and_then(|v| v.to_str().ok()),
@@ -1524,13 +1470,7 @@ async fn faults_bursts_proxy_timeouts_and_conflicts() {
         count: 1,
     })
     .expect("fault");
-    let (code, _, _) = call(
-        &lab,
-        Method::POST,
-        "machines/?op=allocate",
-        &[("agent_name", "wf-504")],
-    )
-    .await;
+    let (code, _, _) = try_post(&lab, "machines/?op=allocate", &[("agent_name", "wf-504")]).await;
     assert_eq!(code, 504);
     let held = get(&lab, "machines/?agent_name=wf-504").await;
     assert_eq!(

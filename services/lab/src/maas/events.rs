@@ -395,15 +395,6 @@ pub fn query(log: &Log, q: &Query, p: &Params, node_ok: impl Fn(&str) -> bool) -
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
     fn log() -> Log {
         let mut log = Log::default();
         for (i, (sid, kind, desc)) in [
@@ -447,7 +438,7 @@ mod tests {
                 .collect()
         };
         let run = |pairs: &[(&str, &str)], node: &'static str| {
-            let p = params(pairs);
+            let p = Params::of(pairs);
             let q = Query::parse(&p).unwrap();
             query(&log, &q, &p, |sid| node.is_empty() || sid == node)
         };
@@ -481,7 +472,7 @@ mod tests {
 
     #[test]
     fn query_errors_are_maas_texts() {
-        let err = |pairs: &[(&str, &str)]| Query::parse(&params(pairs)).unwrap_err();
+        let err = |pairs: &[(&str, &str)]| Query::parse(&Params::of(pairs)).unwrap_err();
         assert_eq!(
             err(&[("limit", "1001")]).to_string(),
             "Requested number of events 1001 is greater than limit: 1000"

@@ -14,6 +14,17 @@ use crate::http::Req;
 pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
+    /// Parameters from literal pairs, as unit tests write them.
+    #[cfg(test)]
+    pub fn of(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// First value.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
@@ -40,6 +51,36 @@ impl Params {
     pub fn flag(&self, key: &str) -> bool {
         self.get(key)
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "on" | "yes"))
+    }
+}
+
+/// Form errors, gathered field by field as Django reports them; MAAS answers them all at once
+/// as a 400 `{"field": ["message", ...]}`.
+#[derive(Default)]
+pub struct Errors(serde_json::Map<String, serde_json::Value>);
+
+impl Errors {
+    pub fn add(&mut self, field: &str, msg: impl Into<String>) {
+        let entry = self
+            .0
+            .entry(field.to_string())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(a) = entry {
+            a.push(serde_json::Value::String(msg.into()));
+        }
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.0.contains_key(field)
+    }
+
+    /// `Ok` when there is none, else every error as one validation error.
+    pub fn into_result(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(serde_json::Value::Object(self.0)))
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
-use crate::maas::form::Params;
+use crate::maas::form::{Errors, Params};
 use crate::maas::model::{Interface, Machine, Region, Status};
 
 const BOND_MODES: &[&str] = &[
@@ -32,34 +32,6 @@ fn nf(kind: &str) -> Error {
     Error::NotFound {
         resource: kind.into(),
         name: String::new(),
-    }
-}
-
-/// Form errors, field by field.
-#[derive(Default)]
-struct Errors(Map<String, Value>);
-
-impl Errors {
-    fn add(&mut self, field: &str, msg: impl Into<String>) {
-        let entry = self
-            .0
-            .entry(field.to_string())
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(a) = entry {
-            a.push(Value::String(msg.into()));
-        }
-    }
-
-    fn has(&self, field: &str) -> bool {
-        self.0.contains_key(field)
-    }
-
-    fn into_result(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Validation(Value::Object(self.0)))
-        }
     }
 }
 
@@ -689,19 +661,10 @@ pub fn interface(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario;
 
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
-    fn setup() -> (Region, String, Vec<String>) {
-        let mut r = Region::new(&scenario::reference_architecture().maas);
+    /// The host and its NICs' ids.
+    fn setup() -> (Host, Vec<String>) {
+        let mut r = Region::reference();
         let i = r
             .machines
             .iter()
@@ -714,7 +677,32 @@ mod tests {
             .iter()
             .map(|n| n.id.to_string())
             .collect();
-        (r, sid, nics)
+        (Host { r, sid }, nics)
+    }
+
+    /// An allocated machine of the reference region, to build interfaces on.
+    struct Host {
+        r: Region,
+        sid: String,
+    }
+
+    impl Host {
+        /// `POST /machines/<sid>/interfaces/?op=<op>` with literal parameters.
+        fn create(&mut self, op: &str, pairs: &[(&str, &str)]) -> Result<Value> {
+            create(&mut self.r, &self.sid, op, &Params::of(pairs))
+        }
+
+        /// `POST /machines/<sid>/interfaces/<iid>/?op=<op>` with literal parameters.
+        fn post(&mut self, iid: &str, op: &str, pairs: &[(&str, &str)]) -> Result<Value> {
+            interface(
+                &mut self.r,
+                &self.sid,
+                iid,
+                "POST",
+                Some(op),
+                &Params::of(pairs),
+            )
+        }
     }
 
     fn err(res: Result<Value>) -> Value {
@@ -726,184 +714,118 @@ mod tests {
 
     #[test]
     fn vmo_host_network_and_parent_checks() {
-        let (mut r, sid, nics) = setup();
+        let (mut h, nics) = setup();
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
-                "create_bond",
-                &params(&[("name", "bond0"), ("parents", "999")])
-            )),
+            err(h.create("create_bond", &[("name", "bond0"), ("parents", "999")])),
             json!({"parents": ["Select a valid choice. 999 is not one of the available choices."]})
         );
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
-                "create_bond",
-                &params(&[("name", "bond0")])
-            )),
+            err(h.create("create_bond", &[("name", "bond0")])),
             json!({"parents": ["A bond interface must have one or more parents."]})
         );
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
+            err(h.create(
                 "create_bond",
-                &params(&[
+                &[
                     ("name", "bond0"),
                     ("parents", &nics[0]),
                     ("bond_mode", "fastest")
-                ])
+                ]
             )),
             json!({"bond_mode": ["'fastest' is not a valid bond_mode.  It should be one of: 'balance-rr', 'active-backup', 'balance-xor', 'broadcast', '802.3ad', 'balance-tlb', 'balance-alb'."]})
         );
-        let bond = create(
-            &mut r,
-            &sid,
-            "create_bond",
-            &params(&[
-                ("name", "bond0"),
-                ("parents", &nics[0]),
-                ("parents", &nics[1]),
-                ("bond_mode", "802.3ad"),
-            ]),
-        )
-        .unwrap();
+        let bond = h
+            .create(
+                "create_bond",
+                &[
+                    ("name", "bond0"),
+                    ("parents", &nics[0]),
+                    ("parents", &nics[1]),
+                    ("bond_mode", "802.3ad"),
+                ],
+            )
+            .unwrap();
         assert_eq!(bond["parents"], json!(["eno1", "eno2"]));
         assert_eq!(bond["links"][0]["mode"], "link_up");
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
-                "create_bond",
-                &params(&[("name", "bond1"), ("parents", &nics[0])])
-            )),
+            err(h.create("create_bond", &[("name", "bond1"), ("parents", &nics[0])])),
             json!({"parents": ["Interfaces already in-use: eno1."]})
         );
         let bond_id = bond["id"].to_string();
-        let vlan = create(
-            &mut r,
-            &sid,
-            "create_vlan",
-            &params(&[("vlan", "5002"), ("parent", &bond_id)]),
-        )
-        .unwrap();
+        let vlan = h
+            .create("create_vlan", &[("vlan", "5002"), ("parent", &bond_id)])
+            .unwrap();
         assert_eq!(vlan["name"], "bond0.10");
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
-                "create_vlan",
-                &params(&[("vlan", "5001"), ("parent", &bond_id)])
-            )),
+            err(h.create("create_vlan", &[("vlan", "5001"), ("parent", &bond_id)])),
             json!({"vlan": ["A VLAN interface can only belong to a tagged VLAN."]})
         );
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
-                "create_vlan",
-                &params(&[("vlan", "5003"), ("parent", &nics[0])])
-            )),
+            err(h.create("create_vlan", &[("vlan", "5003"), ("parent", &nics[0])])),
             json!({"parent": ["A VLAN interface can't have a parent that is already in a bond."]})
         );
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
-                "create_vlan",
-                &params(&[("vlan", "5002"), ("parent", &bond_id)])
-            )),
-            json!({"name": [format!("Node {sid} (spare-01.maas) already has an interface named 'bond0.10'.")]})
+            err(h.create("create_vlan", &[("vlan", "5002"), ("parent", &bond_id)])),
+            json!({"name": [format!("Node {} (spare-01.maas) already has an interface named 'bond0.10'.", h.sid)]})
         );
-        let br = create(
-            &mut r,
-            &sid,
-            "create_bridge",
-            &params(&[("name", "br0"), ("parent", &bond_id)]),
-        )
-        .unwrap();
+        let br = h
+            .create("create_bridge", &[("name", "br0"), ("parent", &bond_id)])
+            .unwrap();
         assert_eq!(br["type"], "bridge");
         assert_eq!(
-            err(create(
-                &mut r,
-                &sid,
-                "create_bridge",
-                &params(&[("name", "br1"), ("parent", &bond_id)])
-            )),
+            err(h.create("create_bridge", &[("name", "br1"), ("parent", &bond_id)])),
             json!({"parent": ["A bridge interface can't have a parent that is already in a bond or a bridge."]})
         );
         let vid = vlan["id"].to_string();
-        let linked = interface(
-            &mut r,
-            &sid,
-            &vid,
-            "POST",
-            Some("link_subnet"),
-            &params(&[
-                ("mode", "STATIC"),
-                ("subnet", "2"),
-                ("ip_address", "172.16.0.50"),
-            ]),
-        )
-        .unwrap();
+        let linked = h
+            .post(
+                &vid,
+                "link_subnet",
+                &[
+                    ("mode", "STATIC"),
+                    ("subnet", "2"),
+                    ("ip_address", "172.16.0.50"),
+                ],
+            )
+            .unwrap();
         assert_eq!(linked["links"].as_array().map(Vec::len), Some(1));
         assert_eq!(linked["links"][0]["ip_address"], "172.16.0.50");
         assert_eq!(
-            err(interface(
-                &mut r,
-                &sid,
+            err(h.post(
                 &vid,
-                "POST",
-                Some("link_subnet"),
-                &params(&[
+                "link_subnet",
+                &[
                     ("mode", "STATIC"),
                     ("subnet", "2"),
                     ("ip_address", "10.0.0.1")
-                ])
+                ]
             )),
             json!({"ip_address": ["IP address is not in the given subnet '172.16.0.0/22'."]})
         );
         assert_eq!(
-            err(interface(
-                &mut r,
-                &sid,
-                &vid,
-                "POST",
-                Some("link_subnet"),
-                &params(&[("mode", "AUTO")])
-            )),
+            err(h.post(&vid, "link_subnet", &[("mode", "AUTO")])),
             json!({"subnet": ["This field is required."]})
         );
         let link = linked["links"][0]["id"].to_string();
-        let unlinked = interface(
-            &mut r,
-            &sid,
-            &vid,
-            "POST",
-            Some("unlink_subnet"),
-            &params(&[("id", &link)]),
-        )
-        .unwrap();
+        let unlinked = h.post(&vid, "unlink_subnet", &[("id", &link)]).unwrap();
         assert_eq!(unlinked["links"][0]["mode"], "link_up");
         // Deleting the bond takes its VLAN interface with it; the bridge loses its parent.
-        delete(&mut r, &sid, &bond_id).unwrap();
-        let names: Vec<String> = r
-            .machine(&sid)
-            .unwrap()
-            .interfaces
-            .iter()
-            .map(|i| i.name.clone())
-            .collect();
+        delete(&mut h.r, &h.sid, &bond_id).unwrap();
+        let names: Vec<String> =
+            h.r.machine(&h.sid)
+                .unwrap()
+                .interfaces
+                .iter()
+                .map(|i| i.name.clone())
+                .collect();
         assert_eq!(names, vec!["eno1", "eno2", "br0"]);
     }
 
     #[test]
     fn state_conflicts_use_maas_wording() {
-        let (mut r, sid, nics) = setup();
-        let i = r.index(&sid).unwrap();
-        r.machines[i].status = Status::Deploying;
+        let (mut h, nics) = setup();
+        let i = h.r.index(&h.sid).unwrap();
+        h.r.machines[i].status = Status::Deploying;
         let cases = [
             ("create_bond", "create bond"),
             ("create_vlan", "create VLAN"),
@@ -912,40 +834,31 @@ mod tests {
         ];
         for (op, words) in cases {
             assert_eq!(
-                create(&mut r, &sid, op, &params(&[]))
-                    .unwrap_err()
-                    .to_string(),
+                h.create(op, &[]).unwrap_err().to_string(),
                 format!(
                     "Cannot {words} interface because the machine is not New, Ready, Allocated, or Broken."
                 )
             );
         }
         assert_eq!(
-            delete(&mut r, &sid, &nics[0]).unwrap_err().to_string(),
+            delete(&mut h.r, &h.sid, &nics[0]).unwrap_err().to_string(),
             "Cannot delete interface interface because the machine is not New, Ready, Allocated, or Broken."
         );
         assert_eq!(
-            interface(
-                &mut r,
-                &sid,
-                &nics[0],
-                "POST",
-                Some("link_subnet"),
-                &params(&[])
-            )
-            .unwrap_err()
-            .to_string(),
+            h.post(&nics[0], "link_subnet", &[])
+                .unwrap_err()
+                .to_string(),
             "Cannot link subnet interface because the machine is not New, Ready, Allocated, or Broken."
         );
-        r.machines[i].status = Status::Deployed;
+        h.r.machines[i].status = Status::Deployed;
         assert!(
             interface(
-                &mut r,
-                &sid,
+                &mut h.r,
+                &h.sid,
                 &nics[0],
                 "PUT",
                 None,
-                &params(&[("name", "eth0")])
+                &Params::of(&[("name", "eth0")])
             )
             .is_ok()
         );

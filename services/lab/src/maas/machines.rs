@@ -3,12 +3,12 @@
 //! first, 409 texts, 400 for unknown tags/pools/zones and unknown constraints), bulk release,
 //! and `PUT machines/{id}/`. Ops on one machine are in `ops.rs`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::clock::SimTime;
 use crate::error::{Error, Result};
 use crate::maas::events::kinds;
-use crate::maas::form::Params;
+use crate::maas::form::{Errors, Params};
 use crate::maas::model::{Machine, Region, Status};
 use crate::maas::ops;
 
@@ -71,30 +71,6 @@ const NUMERIC: &[(&str, &str)] = &[
 ];
 
 const POWER_STATES: &[&str] = &["on", "off", "unknown", "error"];
-
-/// Form errors, gathered field by field as Django reports them.
-#[derive(Default)]
-struct Errors(Map<String, Value>);
-
-impl Errors {
-    fn add(&mut self, field: &str, msg: String) {
-        let entry = self
-            .0
-            .entry(field.to_string())
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(a) = entry {
-            a.push(Value::String(msg));
-        }
-    }
-
-    fn into_result(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Validation(Value::Object(self.0)))
-        }
-    }
-}
 
 fn invalid_choice(v: &str) -> String {
     format!("Select a valid choice. {v} is not one of the available choices.")
@@ -176,6 +152,29 @@ fn arch_ok(arches: &[String]) -> bool {
     arches.iter().all(|a| a == "amd64" || a == "amd64/generic")
 }
 
+/// The numeric constraints by field (`None` where absent).
+struct Numbers(Vec<(&'static str, Option<f64>)>);
+
+impl Numbers {
+    fn get(&self, field: &str) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .and_then(|(_, v)| *v)
+    }
+}
+
+/// The checks filtering and allocation end with: the numbers and `arch`, then every form error
+/// gathered so far answered at once.
+fn finish_checks(p: &Params, mut errors: Errors) -> Result<Numbers> {
+    let nums = numbers(p, &mut errors);
+    if !arch_ok(&p.all("arch")) {
+        errors.add("arch", "Architecture not recognised.");
+    }
+    errors.into_result()?;
+    Ok(Numbers(nums))
+}
+
 /// `GET machines/` (and `nodes/`) with MAAS's filters: `id` (also `system_id`), `hostname`,
 /// `status`, `owner`, `agent_name`, `tags`, `not_tags`, `zone`, `not_in_zone`, `pool`,
 /// `not_in_pool`, `power_state`, `arch`, `cpu_count`, `mem` (minimums), `domain`,
@@ -207,14 +206,8 @@ pub fn select<'a>(r: &'a Region, p: &Params, user: &str) -> Result<Vec<&'a Machi
     };
     let status = statuses("status", &mut errors);
     let not_status = statuses("not_status", &mut errors);
-    let nums = numbers(p, &mut errors);
-    let arches = p.all("arch");
-    if !arch_ok(&arches) {
-        errors.add("arch", "Architecture not recognised.".into());
-    }
-    errors.into_result()?;
-    let num = |k: &str| nums.iter().find(|(f, _)| *f == k).and_then(|(_, v)| *v);
-    let (cpu, mem) = (num("cpu_count"), num("mem"));
+    let num = finish_checks(p, errors)?;
+    let (cpu, mem) = (num.get("cpu_count"), num.get("mem"));
     let any = |field: &str, value: &str| {
         let vs = p.all(field);
         vs.is_empty() || vs.iter().any(|v| v == value)
@@ -324,22 +317,14 @@ fn describe_constraints(p: &Params) -> String {
 pub fn allocate(r: &mut Region, p: &Params, user: &str, now: SimTime) -> Result<Value> {
     let mut errors = Errors::default();
     for (k, _) in &p.0 {
-        if !ACQUIRE_FIELDS.contains(&k.as_str())
-            && !IGNORED.contains(&k.as_str())
-            && !errors.0.contains_key(k)
+        if !ACQUIRE_FIELDS.contains(&k.as_str()) && !IGNORED.contains(&k.as_str()) && !errors.has(k)
         {
-            errors.add(k, "No such constraint.".into());
+            errors.add(k, "No such constraint.");
         }
     }
     check_names(r, p, user, &mut errors);
-    let nums = numbers(p, &mut errors);
-    let arches = p.all("arch");
-    if !arch_ok(&arches) {
-        errors.add("arch", "Architecture not recognised.".into());
-    }
-    errors.into_result()?;
-    let num = |k: &str| nums.iter().find(|(f, _)| *f == k).and_then(|(_, v)| *v);
-    let (cpu, mem, cpu_speed) = (num("cpu_count"), num("mem"), num("cpu_speed"));
+    let num = finish_checks(p, errors)?;
+    let (cpu, mem, cpu_speed) = (num.get("cpu_count"), num.get("mem"), num.get("cpu_speed"));
     let names = p.all("name");
     let system_ids = p.all("system_id");
     let domain = r.settings.domain.clone();
@@ -451,18 +436,18 @@ pub fn update(r: &mut Region, id: &str, p: &Params) -> Result<Value> {
     let mut errors = Errors::default();
     let swap = p.get("swap_size").map(|s| s.trim().parse::<u64>());
     if let Some(Err(_)) = swap {
-        errors.add("swap_size", "Enter a whole number.".into());
+        errors.add("swap_size", "Enter a whole number.");
     }
     for (field, names) in [("pool", &pools), ("zone", &zones)] {
         if p.get(field).is_some_and(|v| !names.iter().any(|x| x == v)) {
             errors.add(
                 field,
-                "Select a valid choice. That choice is not one of the available choices.".into(),
+                "Select a valid choice. That choice is not one of the available choices.",
             );
         }
     }
     if p.get("hostname").is_some_and(|h| h.is_empty()) {
-        errors.add("hostname", "This field cannot be blank.".into());
+        errors.add("hostname", "This field cannot be blank.");
     }
     errors.into_result()?;
     let m = &mut r.machines[i];
@@ -496,42 +481,29 @@ pub fn jittered(median: f64, sigma: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario;
 
-    fn region() -> Region {
-        Region::new(&scenario::reference_architecture().maas)
-    }
-
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+    /// `POST machines/?op=allocate` as admin at time zero, with literal parameters.
+    fn allocate_with(r: &mut Region, pairs: &[(&str, &str)]) -> Result<Value> {
+        allocate(r, &Params::of(pairs), "admin", 0.0)
     }
 
     #[test]
     fn allocate_rules_and_messages() {
-        let mut r = region();
-        let m = allocate(
+        let mut r = Region::reference();
+        let m = allocate_with(
             &mut r,
-            &params(&[
+            &[
                 ("tags", "vmo-worker"),
                 ("pool", "spare"),
                 ("agent_name", "drover"),
-            ]),
-            "admin",
-            0.0,
+            ],
         )
         .unwrap();
         assert_eq!(m["status_name"], "Allocated");
         assert_eq!(m["owner"], "admin");
-        let err = allocate(
+        let err = allocate_with(
             &mut r,
-            &params(&[("op", "allocate"), ("pool", "spare"), ("tags", "gpu")]),
-            "admin",
-            0.0,
+            &[("op", "allocate"), ("pool", "spare"), ("tags", "gpu")],
         )
         .unwrap_err();
         assert_eq!(
@@ -539,42 +511,40 @@ mod tests {
             "No available machine matches constraints: [('pool', ['spare']), ('tags', ['gpu'])] (resolved to \"pool=spare tags=gpu\")"
         );
         assert_eq!(err.status_code(), 409);
-        let err = allocate(
+        let err = allocate_with(
             &mut r,
-            &params(&[("cpu_count", "128"), ("mem", "4096"), ("agent_name", "a")]),
-            "admin",
-            0.0,
+            &[("cpu_count", "128"), ("mem", "4096"), ("agent_name", "a")],
         )
         .unwrap_err();
         assert_eq!(
             err.to_string(),
             "No available machine matches constraints: [('cpu_count', ['128']), ('mem', ['4096']), ('agent_name', ['a'])] (resolved to \"cpu_count=128.0 mem=4096.0\")"
         );
-        let err = allocate(&mut r, &params(&[("tags", "nope")]), "admin", 0.0).unwrap_err();
+        let err = allocate_with(&mut r, &[("tags", "nope")]).unwrap_err();
         assert!(matches!(&err, Error::Validation(v) if v["tags"][0] == "No such tag(s): 'nope'."));
         assert!(
-            matches!(allocate(&mut r, &params(&[("pool", "x")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v["pool"][0] == "No such pool: 'x'.")
+            matches!(allocate_with(&mut r, &[("pool", "x")]).unwrap_err(), Error::Validation(v) if v["pool"][0] == "No such pool: 'x'.")
         );
         assert!(
-            matches!(allocate(&mut r, &params(&[("zone", "x")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v["zone"][0] == "No such zone: 'x'.")
+            matches!(allocate_with(&mut r, &[("zone", "x")]).unwrap_err(), Error::Validation(v) if v["zone"][0] == "No such zone: 'x'.")
         );
         assert!(
-            matches!(allocate(&mut r, &params(&[("memory", "1")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v == json!({"memory": ["No such constraint."]}))
+            matches!(allocate_with(&mut r, &[("memory", "1")]).unwrap_err(), Error::Validation(v) if v == json!({"memory": ["No such constraint."]}))
         );
         assert!(
-            matches!(allocate(&mut r, &params(&[("cpu_count", "many")]), "admin", 0.0).unwrap_err(), Error::Validation(v) if v["cpu_count"][0] == "Invalid CPU count: number required.")
+            matches!(allocate_with(&mut r, &[("cpu_count", "many")]).unwrap_err(), Error::Validation(v) if v["cpu_count"][0] == "Invalid CPU count: number required.")
         );
         assert_eq!(
-            allocate(&mut r, &params(&[("system_id", "zzzzzz")]), "admin", 0.0)
+            allocate_with(&mut r, &[("system_id", "zzzzzz")])
                 .unwrap_err()
                 .to_string(),
             "No machine with system ID zzzzzz available."
         );
         for _ in 0..3 {
-            allocate(&mut r, &params(&[]), "admin", 0.0).unwrap();
+            allocate_with(&mut r, &[]).unwrap();
         }
         assert_eq!(
-            allocate(&mut r, &params(&[("comment", "x")]), "admin", 0.0)
+            allocate_with(&mut r, &[("comment", "x")])
                 .unwrap_err()
                 .to_string(),
             "No machine available."
@@ -583,17 +553,12 @@ mod tests {
 
     #[test]
     fn list_filters_and_validation() {
-        let mut r = region();
-        let m = allocate(
-            &mut r,
-            &params(&[("pool", "spare"), ("agent_name", "drover")]),
-            "admin",
-            0.0,
-        )
-        .unwrap();
+        let mut r = Region::reference();
+        let m = allocate_with(&mut r, &[("pool", "spare"), ("agent_name", "drover")]).unwrap();
         let sid = m["system_id"].as_str().unwrap().to_string();
-        let count =
-            |r: &Region, pairs: &[(&str, &str)]| select(r, &params(pairs), "admin").unwrap().len();
+        let count = |r: &Region, pairs: &[(&str, &str)]| {
+            select(r, &Params::of(pairs), "admin").unwrap().len()
+        };
         assert_eq!(count(&r, &[]), 15);
         assert_eq!(count(&r, &[("agent_name", "drover")]), 1);
         assert_eq!(count(&r, &[("id", &sid)]), 1);
@@ -613,7 +578,7 @@ mod tests {
             2
         );
         assert_eq!(count(&r, &[("power_state", "on")]), 11);
-        let err = |pairs: &[(&str, &str)]| match select(&r, &params(pairs), "admin") {
+        let err = |pairs: &[(&str, &str)]| match select(&r, &Params::of(pairs), "admin") {
             Err(Error::Validation(v)) => v,
             other => panic!("{other:?}"),
         };

@@ -266,6 +266,12 @@ pub struct Region {
 }
 
 impl Region {
+    /// The region of the reference scenario, for unit tests.
+    #[cfg(test)]
+    pub fn reference() -> Self {
+        Region::new(&crate::scenario::reference_architecture().maas)
+    }
+
     /// Build from the scenario.
     pub fn new(settings: &MaasSettings) -> Self {
         let mut r = Region {

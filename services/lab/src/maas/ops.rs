@@ -190,33 +190,17 @@ pub fn start_release(
 /// `POST machines/{id}/?op=abort` (`comment`).
 pub fn abort(r: &mut Region, id: &str, p: &Params, user: &str, now: SimTime) -> Result<Value> {
     let i = r.index(id)?;
-    match r.machines[i].status {
-        Status::Deploying => {
-            r.request(
-                i,
-                kinds::REQUEST_NODE_ABORT_DEPLOYMENT,
-                user,
-                p.get("comment"),
-                now,
-            );
-            r.machines[i].activity = Activity::Idle;
-            r.set_power(i, "off", now);
-            r.set_status(i, Status::Allocated, now);
-            r.event(i, kinds::ABORTED_DEPLOYMENT, "", None, now);
-        }
-        Status::DiskErasing => {
-            r.request(
-                i,
-                kinds::REQUEST_NODE_ABORT_ERASE_DISK,
-                user,
-                p.get("comment"),
-                now,
-            );
-            r.machines[i].activity = Activity::Idle;
-            r.set_power(i, "off", now);
-            r.set_status(i, Status::FailedDiskErasing, now);
-            r.event(i, kinds::ABORTED_DISK_ERASING, "", None, now);
-        }
+    let (request, back_to, aborted) = match r.machines[i].status {
+        Status::Deploying => (
+            kinds::REQUEST_NODE_ABORT_DEPLOYMENT,
+            Status::Allocated,
+            kinds::ABORTED_DEPLOYMENT,
+        ),
+        Status::DiskErasing => (
+            kinds::REQUEST_NODE_ABORT_ERASE_DISK,
+            Status::FailedDiskErasing,
+            kinds::ABORTED_DISK_ERASING,
+        ),
         s => {
             return Err(Error::StateConflict(format!(
                 "Cannot abort in current state: node {} is in state {}.",
@@ -224,7 +208,12 @@ pub fn abort(r: &mut Region, id: &str, p: &Params, user: &str, now: SimTime) -> 
                 s.label()
             )));
         }
-    }
+    };
+    r.request(i, request, user, p.get("comment"), now);
+    r.machines[i].activity = Activity::Idle;
+    r.set_power(i, "off", now);
+    r.set_status(i, back_to, now);
+    r.event(i, aborted, "", None, now);
     Ok(json_of(r, i))
 }
 
@@ -389,20 +378,6 @@ pub fn set_owner_data(r: &mut Region, id: &str, p: &Params, user: &str) -> Resul
 mod tests {
     use super::*;
     use crate::maas::machines::allocate;
-    use crate::scenario;
-
-    fn region() -> Region {
-        Region::new(&scenario::reference_architecture().maas)
-    }
-
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
 
     fn no_faults(_: &str, _: &str, _: bool) -> ReleaseFault {
         ReleaseFault::default()
@@ -419,13 +394,13 @@ mod tests {
 
     #[test]
     fn deploy_release_abort_transitions() {
-        let mut r = region();
+        let mut r = Region::reference();
         let id = ready(&r);
         let none = DeployFault::None;
         let m = deploy(
             &mut r,
             &id,
-            &params(&[
+            &Params::of(&[
                 ("distro_series", "ubuntu/jammy"),
                 ("user_data", "I2Nsb3VkLWNvbmZpZw=="),
             ]),
@@ -446,19 +421,19 @@ mod tests {
         );
         assert_eq!(r.machine(&id).unwrap().user_data, "#cloud-config");
         assert_eq!(
-            deploy(&mut r, &id, &params(&[]), "admin", 0.0, none)
+            deploy(&mut r, &id, &Params::of(&[]), "admin", 0.0, none)
                 .unwrap_err()
                 .to_string(),
             "Can't deploy a machine that is in the 'Deploying' state"
         );
-        let m = abort(&mut r, &id, &params(&[]), "admin", 1.0).unwrap();
+        let m = abort(&mut r, &id, &Params::of(&[]), "admin", 1.0).unwrap();
         assert_eq!(
             (m["status_name"].as_str(), m["power_state"].as_str()),
             (Some("Allocated"), Some("off"))
         );
         assert_eq!(m["status_message"], "Aborted deployment");
         assert!(
-            abort(&mut r, &id, &params(&[]), "admin", 1.0)
+            abort(&mut r, &id, &Params::of(&[]), "admin", 1.0)
                 .unwrap_err()
                 .to_string()
                 .starts_with("Cannot abort in current state: node")
@@ -466,7 +441,7 @@ mod tests {
         let i = r.index(&id).unwrap();
         r.machines[i].status = Status::FailedDeployment;
         assert_eq!(
-            deploy(&mut r, &id, &params(&[]), "admin", 0.0, none)
+            deploy(&mut r, &id, &Params::of(&[]), "admin", 0.0, none)
                 .unwrap_err()
                 .to_string(),
             "Can't deploy a machine that is in the 'Failed deployment' state"
@@ -474,7 +449,7 @@ mod tests {
         let m = release(
             &mut r,
             &id,
-            &params(&[("quick_erase", "true"), ("erase", "true")]),
+            &Params::of(&[("quick_erase", "true"), ("erase", "true")]),
             "admin",
             2.0,
             &no_faults,
@@ -492,38 +467,38 @@ mod tests {
         );
         r.machines[i].status = Status::New;
         assert_eq!(
-            release(&mut r, &id, &params(&[]), "admin", 0.0, &no_faults)
+            release(&mut r, &id, &Params::of(&[]), "admin", 0.0, &no_faults)
                 .unwrap_err()
                 .to_string(),
             "Machine cannot be released in its current state ('New')."
         );
         assert_eq!(
-            mark_fixed(&mut r, &id, &params(&[]), "admin", 0.0)
+            mark_fixed(&mut r, &id, &Params::of(&[]), "admin", 0.0)
                 .unwrap_err()
                 .to_string(),
             "Can't mark a non-broken node as 'Ready'."
         );
         r.machines[i].owner = None;
         assert_eq!(
-            power(&mut r, &id, "power_on", &params(&[]), "admin", 0.0)
+            power(&mut r, &id, "power_on", &Params::of(&[]), "admin", 0.0)
                 .unwrap_err()
                 .to_string(),
             "Can't start node: it hasn't been allocated."
         );
         assert!(matches!(
-            deploy(&mut r, &id, &params(&[("distro_series", "hirsute")]), "admin", 0.0, none),
+            deploy(&mut r, &id, &Params::of(&[("distro_series", "hirsute")]), "admin", 0.0, none),
             Err(Error::Validation(v)) if v["distro_series"][0] == "'hirsute' is not a valid distro_series.  It should be one of: '', 'ubuntu/focal', 'ubuntu/jammy', 'ubuntu/noble'."
         ));
     }
 
     #[test]
     fn events_record_who_did_what() {
-        let mut r = region();
+        let mut r = Region::reference();
         let id = ready(&r);
         deploy(
             &mut r,
             &id,
-            &params(&[("comment", "rack 4")]),
+            &Params::of(&[("comment", "rack 4")]),
             "admin",
             5.0,
             DeployFault::None,
@@ -552,13 +527,13 @@ mod tests {
 
     #[test]
     fn owner_data_and_mark_broken() {
-        let mut r = region();
-        let m = allocate(&mut r, &params(&[("pool", "spare")]), "admin", 0.0).unwrap();
+        let mut r = Region::reference();
+        let m = allocate(&mut r, &Params::of(&[("pool", "spare")]), "admin", 0.0).unwrap();
         let id = m["system_id"].as_str().unwrap().to_string();
         let m = set_owner_data(
             &mut r,
             &id,
-            &params(&[
+            &Params::of(&[
                 ("op", "set_owner_data"),
                 ("drover/workflow", "wf-1"),
                 ("attempt", "1"),
@@ -570,10 +545,10 @@ mod tests {
             m["owner_data"],
             json!({"drover/workflow": "wf-1", "attempt": "1"})
         );
-        let m = set_owner_data(&mut r, &id, &params(&[("attempt", "")]), "admin").unwrap();
+        let m = set_owner_data(&mut r, &id, &Params::of(&[("attempt", "")]), "admin").unwrap();
         assert_eq!(m["owner_data"], json!({"drover/workflow": "wf-1"}));
         assert_eq!(
-            mark_broken(&mut r, &id, &params(&[]), "mallory", 0.0)
+            mark_broken(&mut r, &id, &Params::of(&[]), "mallory", 0.0)
                 .unwrap_err()
                 .status_code(),
             403
@@ -581,7 +556,7 @@ mod tests {
         let m = mark_broken(
             &mut r,
             &id,
-            &params(&[("comment", "bad disk")]),
+            &Params::of(&[("comment", "bad disk")]),
             "admin",
             1.0,
         )
@@ -596,12 +571,12 @@ mod tests {
             (Some("Broken"), Value::Null, json!({}), Some("bad disk"))
         );
         assert_eq!(
-            set_owner_data(&mut r, &id, &params(&[("a", "b")]), "admin")
+            set_owner_data(&mut r, &id, &Params::of(&[("a", "b")]), "admin")
                 .unwrap_err()
                 .to_string(),
             "Cannot set workload annotation: it hasn't been acquired."
         );
-        let m = mark_fixed(&mut r, &id, &params(&[]), "admin", 2.0).unwrap();
+        let m = mark_fixed(&mut r, &id, &Params::of(&[]), "admin", 2.0).unwrap();
         assert_eq!(m["status_name"], "Ready");
     }
 }

@@ -327,23 +327,28 @@ fn by_name(r: &Region, machine: &str) -> Result<usize> {
 
 /// Mark a machine (hostname or system_id) Broken now.
 pub fn break_machine(shared: &Shared, machine: &str) -> Result<()> {
-    let mut r = shared
-        .maas
-        .lock()
-        .map_err(|_| Error::Internal("maas state poisoned".into()))?;
-    let i = by_name(&r, machine)?;
-    break_at(&mut r, i, "injected fault", shared.clock.now());
-    Ok(())
+    change_now(shared, machine, |r, i, now| {
+        break_at(r, i, "injected fault", now)
+    })
 }
 
 /// A machine (hostname or system_id) loses power now.
 pub fn lose_power(shared: &Shared, machine: &str) -> Result<()> {
+    change_now(shared, machine, ops::power_loss)
+}
+
+/// Applies `change` to a machine (hostname or system_id) at the current simulated time.
+fn change_now(
+    shared: &Shared,
+    machine: &str,
+    change: impl FnOnce(&mut Region, usize, SimTime),
+) -> Result<()> {
     let mut r = shared
         .maas
         .lock()
         .map_err(|_| Error::Internal("maas state poisoned".into()))?;
     let i = by_name(&r, machine)?;
-    ops::power_loss(&mut r, i, shared.clock.now());
+    change(&mut r, i, shared.clock.now());
     Ok(())
 }
 
@@ -353,15 +358,6 @@ mod tests {
     use crate::faults::ReleaseFault;
     use crate::maas::form::Params;
     use crate::scenario;
-
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
 
     /// A region with one Ready machine deploying with `fault` (deploys take exactly 720 s).
     fn deploying(fault: DeployFault) -> (Region, usize) {
@@ -374,7 +370,7 @@ mod tests {
             .position(|m| m.status == Status::Ready)
             .unwrap();
         let id = r.machines[i].system_id.clone();
-        ops::deploy(&mut r, &id, &params(&[]), "admin", 0.0, fault).unwrap();
+        ops::deploy(&mut r, &id, &Params::of(&[]), "admin", 0.0, fault).unwrap();
         (r, i)
     }
 
@@ -508,11 +504,7 @@ mod tests {
         ];
         for (erase, fault, want, message) in cases {
             let mut r = Region::new(&s);
-            let i = r
-                .machines
-                .iter()
-                .position(|m| m.hostname == "worker-01")
-                .unwrap();
+            let i = by_name(&r, "worker-01").unwrap();
             ops::start_release(&mut r, i, 0.0, erase, fault);
             assert_eq!(r.machines[i].status_message, "Releasing");
             advance(&mut r, i, 0.0, s.release_secs, &s);
@@ -543,11 +535,7 @@ mod tests {
     fn nodes_follow_power() {
         let s = scenario::reference_architecture().maas;
         let mut r = Region::new(&s);
-        let i = r
-            .machines
-            .iter()
-            .position(|m| m.hostname == "worker-01")
-            .unwrap();
+        let i = by_name(&r, "worker-01").unwrap();
         assert!(node_action(&mut r.machines[i], 10.0, &s).is_none());
         ops::power_loss(&mut r, i, 10.0);
         assert!(
