@@ -6,151 +6,35 @@
 //! `b`; a `retired` one fails saying `old` is gone and never runs `z`. New ones run `a`, `b`, `c`.
 //! Each step runs exactly once.
 //!
-//! These kinds are also the example of a kind written with the SDK: one type, one `Kind` impl, and
-//! one registry line (`registry.register::<V1>()`).
-//!
-//! The worker processes are this test binary run again (`worker_process`, ignored unless asked for
-//! by `DROVER_VERSIONED_WORKER`), so each version is a real OS process with its own registry.
+//! The kinds (`versioning/kinds.rs`) are also the example of a kind written with the SDK. The worker
+//! processes are `examples/versioned_worker.rs`, built with the tests, so each version is a real OS
+//! process with its own registry.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use drover_store::probe::RedisProbe;
 use drover_store::{SignalLimits, Submission};
-use drover_workflows::ports::{Ports, ProbeEvent};
-use drover_workflows::sdk::{Ctx, Kind, Step, StepResult};
-use drover_workflows::{Outcome, Registry, State};
-use serde::{Deserialize, Serialize};
+use drover_workflows::State;
+use drover_workflows::ports::ProbeEvent;
 use serde_json::{Value, json};
 
 use crate::harness::*;
+use kinds::registry;
 
-/// Input of the `versioned` kind: the step that waits for the signal `go`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Input {
-    park: String,
-}
+mod kinds;
 
-/// `versioned`, version 1: `a`, `c`.
-struct V1;
-/// `versioned`, version 2: `b` inserted before `c`.
-struct V2;
-/// `retired`, version 1: `a`, `old`, `z`.
-struct R1;
-/// `retired`, version 2: `old` removed.
-struct R2;
-
-fn table<K: Kind<Input = Input>>(names: &[&str]) -> Vec<Step<K>> {
-    names
-        .iter()
-        .map(|name| Step::new(*name, |ctx| Box::pin(run(ctx))))
-        .collect()
-}
-
-impl Kind for V1 {
-    const NAME: &'static str = "versioned";
-    type Input = Input;
-
-    fn steps(_: &Input) -> Vec<Step<Self>> {
-        table(&["a", "c"])
-    }
-}
-
-impl Kind for V2 {
-    const NAME: &'static str = "versioned";
-    type Input = Input;
-
-    fn steps(_: &Input) -> Vec<Step<Self>> {
-        table(&["a", "b", "c"])
-    }
-}
-
-impl Kind for R1 {
-    const NAME: &'static str = "retired";
-    type Input = Input;
-
-    fn steps(_: &Input) -> Vec<Step<Self>> {
-        table(&["a", "old", "z"])
-    }
-}
-
-impl Kind for R2 {
-    const NAME: &'static str = "retired";
-    type Input = Input;
-
-    fn steps(_: &Input) -> Vec<Step<Self>> {
-        table(&["a", "z"])
-    }
-}
-
-/// Waits for `go` at the parking step; otherwise (and once `go` came) records that this step ran,
-/// by name, and is done.
-async fn run<K: Kind<Input = Input>>(ctx: &Ctx<'_, K>) -> StepResult {
-    if ctx.input.park == ctx.step_name && ctx.signal("go").is_none() {
-        return Ok(Outcome::WaitSignal { name: "go".into() });
-    }
-    if let Some(probe) = &ctx.ports.probe {
-        probe
-            .record(ProbeEvent {
-                what: ctx.step_name.to_string(),
-                workflow_id: ctx.workflow_id.to_string(),
-                step: ctx.step,
-                attempt: ctx.attempt,
-                token: ctx.token,
-                worker: ctx.worker.to_string(),
-                permits: Vec::new(),
-                at_ms: ctx.now_ms(),
-            })
-            .await;
-    }
-    Ok(Outcome::Done(json!({ "ran": ctx.step_name })))
-}
-
-fn registry(version: &str) -> Registry {
-    let mut registry = Registry::default();
-    match version {
-        "v1" => registry.register::<V1>().register::<R1>(),
-        _ => registry.register::<V2>().register::<R2>(),
-    };
-    registry
-}
-
-/// The body of a worker process of one version; does nothing unless run as one.
-#[tokio::test]
-#[ignore = "a worker process for versioned_steps_continue_by_name_across_a_worker_upgrade"]
-async fn worker_process() {
-    let Ok(version) = std::env::var("DROVER_VERSIONED_WORKER") else {
-        return;
-    };
-    let url = std::env::var("DROVER_REDIS_URL").expect("DROVER_REDIS_URL");
-    let store = drover_store::Store::connect(&drover_store::Config::new(url))
-        .await
-        .expect("store");
-    let ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
-        .with_probe(Arc::new(RedisProbe::new(store.clone())));
-    let mut config = worker_config(&format!("{version}-{}", std::process::id()));
-    config.lease_ms = 3_000;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    drover_worker::run(store, registry(&version), ports, config, async move {
-        term.recv().await;
-    })
-    .await
-    .expect("worker runs");
-}
-
-/// A worker process of `version`: this test binary, running `worker_process`.
+/// A worker process of `version`: the `versioned_worker` example, which cargo builds with the tests
+/// (next to the test binary's `deps/` folder).
 fn spawn_worker(redis_url: &str, version: &str) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "versioning::worker_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("DROVER_VERSIONED_WORKER", version)
+    let exe = std::env::current_exe().expect("test binary");
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("versioned_worker"))
+        .expect("target directory");
+    Command::new(&example)
+        .arg(version)
         .env("DROVER_REDIS_URL", redis_url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
