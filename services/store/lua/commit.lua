@@ -40,18 +40,19 @@ redis.register_function('drover_commit', function(keys, args)
   end
   local c = cjson.decode(args[6])
   -- Children count against their top-level workflow's budget; refused before anything is written.
-  local root_key, new_children = nil, 0
+  -- The children not created yet (a retried commit finds some already there), found once.
+  local root_key, fresh = nil, {}
   if c.wait == 'children' then
     root_key = wfkey(P, redis.call('HGET', wk, 'root') or id)
     for _, child in ipairs(c.children) do
       if redis.call('EXISTS', wfkey(P, child.id)) == 0 then
-        new_children = new_children + 1
+        fresh[#fresh + 1] = child
       end
     end
     local made = tonumber(redis.call('HGET', root_key, 'descendants') or '0')
     local max = tonumber(c.max_descendants or 0)
-    if max > 0 and new_children > 0 and made + new_children > max then
-      return {'limit', tostring(made), tostring(new_children)}
+    if max > 0 and #fresh > 0 and made + #fresh > max then
+      return {'limit', tostring(made), tostring(#fresh)}
     end
   end
 
@@ -102,14 +103,11 @@ redis.register_function('drover_commit', function(keys, args)
       redis.call('HSET', wk, 'loc', 'signal:' .. c.signal)
     end
   elseif c.wait == 'children' then
-    local n = 0
-    for _, child in ipairs(c.children) do
-      if redis.call('EXISTS', wfkey(P, child.id)) == 0 then
-        child.parent = id
-        create(P, child, now)
-        redis.call('RPUSH', wk .. ':kids', child.id)
-        n = n + 1
-      end
+    local n = #fresh
+    for _, child in ipairs(fresh) do
+      child.parent = id
+      create(P, child, now)
+      redis.call('RPUSH', wk .. ':kids', child.id)
     end
     if n > 0 and redis.call('EXISTS', root_key) == 1 then
       redis.call('HINCRBY', root_key, 'descendants', n)
