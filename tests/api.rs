@@ -171,7 +171,7 @@ async fn refusals_are_4xx_with_a_message_and_write_nothing() {
             Some(OPERATOR),
             br#"{"kind":"teleport","input":{}}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "known kinds: drain-node, migrate-vmi",
+            "known kinds: decommission-node, deploy-machine, drain-node, migrate-vmi",
         ),
         (
             "invalid input",

@@ -12,5 +12,6 @@ mod harness;
 mod hostile;
 mod lab;
 mod maas_adapter;
+mod provision;
 mod secrets;
 mod versioning;

@@ -123,7 +123,12 @@ async fn run_step(runner: &Runner, attempt: &Attempt) -> Event {
     }
     let children = if claim.kids_step == Some(claim.step) {
         match runner.store.children(&claim.id).await {
-            Ok(c) => c,
+            // This step's own: an earlier step's children (their ids name the step that started
+            // them, `<id>.s<step>t<token>.<n>`) are not this step's to judge.
+            Ok(c) => {
+                let mine = format!("{}.s{}t", claim.id, claim.step);
+                c.into_iter().filter(|c| c.id.starts_with(&mine)).collect()
+            }
             Err(e) => {
                 return Event::Outcome(Outcome::Retry {
                     error: format!("reading children: {e}"),

@@ -107,6 +107,10 @@ impl Kube for Cluster {
         nodes::set_unschedulable(&self.client, node, unschedulable).await
     }
 
+    async fn delete_node(&self, name: &str) -> Result<(), KubeError> {
+        nodes::delete(&self.client, name).await
+    }
+
     async fn list_vmis(&self, node: Option<&str>) -> Result<Vec<VmiInfo>, KubeError> {
         vmis::list(&self.client, node).await
     }

@@ -1,9 +1,9 @@
-//! Nodes: read them for planning, cordon and uncordon them.
+//! Nodes: read them for planning, cordon and uncordon them, delete them.
 
 use drover_workflows::ports::kube::{KubeError, NodeInfo};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::error::retrying;
@@ -72,4 +72,14 @@ pub async fn set_unschedulable(
     retrying("cordon node", || api.patch(name, &params, &patch))
         .await
         .map(|_| ())
+}
+
+/// Deletes Node `name`; one already gone (404) is fine.
+pub async fn delete(client: &kube::Client, name: &str) -> Result<(), KubeError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let params = DeleteParams::default();
+    match retrying("delete node", || api.delete(name, &params)).await {
+        Ok(_) | Err(KubeError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }

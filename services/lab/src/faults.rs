@@ -147,6 +147,9 @@ pub struct Faults {
     targeted: Mutex<Vec<Fault>>,
     /// MAAS requests still to fail in the current random 503 burst.
     maas_burst: Mutex<u32>,
+    /// Simulated seconds per real second: the Retry-After of random faults (MAAS's 10 s for a 503)
+    /// is simulated time like every other duration of the lab. 0 or 1: unscaled.
+    time_scale: f64,
 }
 
 /// What goes wrong with a release.
@@ -173,6 +176,23 @@ impl Faults {
             rates: Mutex::new(rates),
             targeted: Mutex::new(Vec::new()),
             maas_burst: Mutex::new(0),
+            time_scale: 1.0,
+        }
+    }
+
+    /// The same registry at a time scale (see [`Faults::retry_after`]).
+    pub fn with_time_scale(mut self, scale: f64) -> Self {
+        self.time_scale = scale;
+        self
+    }
+
+    /// A random fault's Retry-After of `secs` simulated seconds, in real seconds (at least 1, the
+    /// header's least).
+    fn retry_after(&self, secs: u64) -> Option<u64> {
+        if self.time_scale > 1.0 {
+            Some(((secs as f64 / self.time_scale).ceil() as u64).max(1))
+        } else {
+            Some(secs)
         }
     }
 
@@ -298,15 +318,15 @@ impl Faults {
                     let mut burst = lock(&self.maas_burst);
                     if *burst > 0 {
                         *burst -= 1;
-                        return Some(injected(api, 503, Some(10), None));
+                        return Some(injected(api, 503, self.retry_after(10), None));
                     }
                     if roll(r.maas_503) {
                         *burst = r.maas_503_burst.saturating_sub(1);
-                        return Some(injected(api, 503, Some(10), None));
+                        return Some(injected(api, 503, self.retry_after(10), None));
                     }
                 }
                 if writes && roll(r.maas_409) {
-                    return Some(injected(api, 409, Some(5), None));
+                    return Some(injected(api, 409, self.retry_after(5), None));
                 }
                 if roll(r.maas_504) {
                     return Some(injected(api, 504, None, None));

@@ -143,7 +143,8 @@ impl Lab {
             stopping: rx.clone(),
             maas: Mutex::new(maas::Region::new(&config.scenario.maas).with_epoch(clock.epoch())),
             store: store::Store::new(clock.clone(), config.watch_history),
-            faults: faults::Faults::new(config.scenario.faults.clone()),
+            faults: faults::Faults::new(config.scenario.faults.clone())
+                .with_time_scale(config.scenario.time_scale),
             audit: audit::Audit::default(),
             sim: Mutex::new(sim::memory::SimState::default()),
             clock,

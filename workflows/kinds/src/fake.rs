@@ -1,11 +1,11 @@
-//! In-memory fake ports, so the cluster kinds' steps are table-tested in milliseconds without Redis,
-//! a worker or the lab. [`FakeKube`] holds a small cluster model behind a mutex, answers the
+//! In-memory fake ports, so the cluster kinds' steps are table-tested in milliseconds without
+//! Redis, a worker or the lab. [`FakeKube`] holds a small cluster model behind a mutex, answers the
 //! [`Kube`] port from it with the real adapter's semantics (a create that meets an existing name
-//! returns that object, as `services/kube` does on a 409; deleting a missing migration is fine;
-//! a 429 from the Eviction API is `Eviction::Refused`), records every call, and fails the next N
-//! calls of an operation when told to. [`FakeClock`] is a settable clock whose `sleep` returns at
-//! once. [`Harness`] runs one step (or one compensation) of a kind through the engine's own entry
-//! point (`Typed::<K>::load` and `Loaded::run`), on `futures`' executor: no tokio.
+//! returns that object, as `services/kube` does on a 409; deleting a missing migration or node is
+//! fine; a 429 from the Eviction API is `Eviction::Refused`), records every call, and fails the
+//! next N calls of an operation when told to. [`FakeClock`] is a settable clock whose `sleep`
+//! returns at once. [`Harness`] runs one step (or one compensation) of a kind through the engine's
+//! own entry point (`Typed::<K>::load` and `Loaded::run`), on `futures`' executor: no tokio.
 //!
 //! The fake never moves the world on its own: a test advances it (a migration's phase, a stopped
 //! VM's instance going away) by editing the model between runs, which is how a level-triggered
@@ -33,6 +33,7 @@ pub enum Op {
     GetNode,
     ListNodes,
     SetUnschedulable,
+    DeleteNode,
     ListVmis,
     CreateMigration,
     GetMigration,
@@ -53,6 +54,9 @@ pub enum Call {
     SetUnschedulable {
         node: String,
         unschedulable: bool,
+    },
+    DeleteNode {
+        node: String,
     },
     ListVmis {
         node: Option<String>,
@@ -96,6 +100,7 @@ impl Call {
         matches!(
             self,
             Call::SetUnschedulable { .. }
+                | Call::DeleteNode { .. }
                 | Call::CreateMigration { .. }
                 | Call::DeleteMigration { .. }
                 | Call::SetVmRunning { .. }
@@ -292,6 +297,19 @@ impl Kube for FakeKube {
             .get_mut(node)
             .ok_or_else(|| not_found("nodes", node))?;
         n.unschedulable = unschedulable;
+        Ok(())
+    }
+
+    /// Removes the node from the model; a missing one is fine, as in the adapter. Its pods and
+    /// VMIs stay for the test to move.
+    async fn delete_node(&self, name: &str) -> Result<(), KubeError> {
+        let mut c = self.begin(
+            Op::DeleteNode,
+            Call::DeleteNode {
+                node: name.to_string(),
+            },
+        )?;
+        c.nodes.remove(name);
         Ok(())
     }
 

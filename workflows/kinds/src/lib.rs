@@ -1,20 +1,28 @@
 //! Drover's workflow kinds, each one file written with the kind SDK (`drover_workflows::sdk`):
 //! `synthetic` (the engine's demo, test and benchmark workload), `drain-node`, its per-VMI child
 //! `migrate-vmi`, and `rolling-maintenance` with its pure planner (`plan.rs`) and health gate
-//! (`gate.rs`). What several kinds share lives in `cluster.rs`. [`builtin`] is the registry every
+//! (`gate.rs`); the MAAS provisioning kinds `provision-node` (one `deploy-machine` child per
+//! deployment attempt), `decommission-node`, `replace-node` and `scale-out`. What several kinds
+//! share lives in `cluster.rs` (the cluster-facing ones) and `machines.rs` (the MAAS-facing ones). [`builtin`] is the registry every
 //! Drover process uses.
 //!
 //! A new kind on existing ports is one file with a `Kind` impl and one line in [`builtin`].
 
 pub mod cloud_init;
 pub mod cluster;
+pub mod decommission_node;
+pub mod deploy_machine;
 pub mod drain_node;
 #[cfg(test)]
 mod fake;
 pub mod gate;
+pub mod machines;
 pub mod migrate_vmi;
 pub mod plan;
+pub mod provision_node;
+pub mod replace_node;
 pub mod rolling_maintenance;
+pub mod scale_out;
 pub mod synthetic;
 
 use drover_workflows::Registry;
@@ -26,6 +34,11 @@ pub fn builtin() -> Registry {
         .register::<synthetic::Synthetic>()
         .register::<drain_node::DrainNode>()
         .register::<migrate_vmi::MigrateVmi>()
-        .register::<rolling_maintenance::RollingMaintenance>();
+        .register::<rolling_maintenance::RollingMaintenance>()
+        .register::<provision_node::ProvisionNode>()
+        .register::<deploy_machine::DeployMachine>()
+        .register::<decommission_node::DecommissionNode>()
+        .register::<replace_node::ReplaceNode>()
+        .register::<scale_out::ScaleOut>();
     registry
 }

@@ -27,9 +27,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::cluster::{cluster_steps, default_cluster_limit, default_node_limit, default_poll_ms};
+use crate::decommission_node::{self, DecommissionNode};
 use crate::drain_node::{self, DrainNode, Maintenance, Policy};
 use crate::gate::{self, Gate, Maintained};
+use crate::machines::Erase;
 use crate::plan::{Plan, PlanNode, PlanVm, plan};
+use crate::provision_node::{self, ProvisionNode};
 
 /// The `rolling-maintenance` kind.
 pub struct RollingMaintenance;
@@ -66,7 +69,20 @@ pub struct Input {
     pub node_limit: u32,
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// Spare nodes provisioned from MAAS before the rollout (`surge_node` says how), so that every
+    /// VM can move once, onto a node it may stay on.
+    #[serde(default)]
+    pub surge: u32,
+    #[serde(default)]
+    pub surge_node: Option<provision_node::Input>,
+    /// Keep the surge nodes afterwards (else they are decommissioned, their VMs moved back onto
+    /// the maintained nodes, and their machines released with a quick erase).
+    #[serde(default)]
+    pub keep_surge: bool,
 }
+
+/// The most surge nodes a rollout provisions.
+pub const MAX_SURGE: u32 = 16;
 
 fn one() -> u32 {
     1
@@ -100,16 +116,130 @@ impl Kind for RollingMaintenance {
         if i.max_in_maintenance == 0 {
             return Err("max_in_maintenance must be at least 1".into());
         }
+        if i.surge > MAX_SURGE {
+            return Err(format!("surge is at most {MAX_SURGE}"));
+        }
+        match (&i.surge_node, i.surge) {
+            (None, 1..) => {
+                return Err("surge needs surge_node: how to provision the spare nodes \
+                            (a provision-node input)"
+                    .into());
+            }
+            (Some(n), _) => n.check().map_err(|e| format!("surge_node: {e}"))?,
+            (None, 0) => {}
+        }
         Ok(())
     }
 
-    fn steps(_: &Input) -> Vec<Step<Self>> {
-        cluster_steps(vec![
-            Step::new("plan", |ctx| Box::pin(make_plan(ctx))),
-            Step::new("rollout", |ctx| Box::pin(rollout(ctx))),
-            Step::new("report", |ctx| Box::pin(report(ctx))),
-        ])
+    fn descendants(i: &Input) -> u64 {
+        // The surge: each provisioning (with its attempts) and each decommission with its drain.
+        // Drains and their migrations are counted as they are started.
+        i.surge_node.as_ref().map_or(0, |n| {
+            u64::from(i.surge) * (1 + <ProvisionNode as Kind>::descendants(n) + 2)
+        })
     }
+
+    fn steps(i: &Input) -> Vec<Step<Self>> {
+        let mut steps = Vec::new();
+        if i.surge > 0 {
+            steps.push(Step::new("surge", |ctx| Box::pin(surge(ctx))));
+        }
+        steps.push(Step::new("plan", |ctx| Box::pin(make_plan(ctx))));
+        steps.push(Step::new("rollout", |ctx| Box::pin(rollout(ctx))));
+        if i.surge > 0 && !i.keep_surge {
+            steps.push(Step::new("unsurge", |ctx| Box::pin(unsurge(ctx))));
+        }
+        steps.push(Step::new("report", |ctx| Box::pin(report(ctx))));
+        cluster_steps(steps)
+    }
+}
+
+/// `surge`'s output: the spare nodes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Surged {
+    pub nodes: Vec<String>,
+}
+
+/// Provisions the surge nodes (in parallel) before anything is planned.
+async fn surge(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
+    let input = ctx.input;
+    let Some(template) = &input.surge_node else {
+        return Err(StepError::fail("surge needs surge_node"));
+    };
+    if ctx.children.is_empty() {
+        let children = (0..input.surge)
+            .map(|_| ChildSpec::of::<ProvisionNode>(template))
+            .collect();
+        return Ok(Outcome::Spawn {
+            children,
+            join: JoinPolicy::All,
+        });
+    }
+    let mut nodes = Vec::new();
+    for c in ctx.children {
+        if c.state != State::Succeeded {
+            return Err(StepError::fail(format!(
+                "surge node {} {}: {}",
+                c.id,
+                c.state.as_str(),
+                c.error.as_deref().unwrap_or("no reason given")
+            )));
+        }
+        let r = c.result.clone().unwrap_or_default();
+        let node = r["node"]
+            .as_str()
+            .ok_or_else(|| StepError::fail(format!("surge node {} reported no node", c.id)))?;
+        nodes.push(node.to_string());
+    }
+    Ok(Outcome::Done(json!(Surged { nodes })))
+}
+
+/// Decommissions the surge nodes once the rollout is over: their VMs go back onto the maintained
+/// nodes (moved a second time), the Nodes are deleted and the machines released.
+async fn unsurge(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
+    let input = ctx.input;
+    let surged: Surged = ctx.output("surge")?;
+    if ctx.children.is_empty() {
+        let children = surged
+            .nodes
+            .iter()
+            .map(|node| {
+                ChildSpec::of::<DecommissionNode>(&decommission_node::Input {
+                    node: node.clone(),
+                    non_migratable: input.non_migratable,
+                    target_selector: BTreeMap::new(),
+                    targets: BTreeMap::new(),
+                    erase: Erase::Quick,
+                    cluster_limit: input.cluster_limit,
+                    node_limit: input.node_limit,
+                    poll_ms: input.poll_ms,
+                })
+            })
+            .collect();
+        return Ok(Outcome::Spawn {
+            children,
+            join: JoinPolicy::All,
+        });
+    }
+    let mut migrations = 0u64;
+    for c in ctx.children {
+        if c.state != State::Succeeded {
+            return Err(StepError::fail(format!(
+                "decommissioning a surge node {} {}: {}",
+                c.id,
+                c.state.as_str(),
+                c.error.as_deref().unwrap_or("no reason given")
+            )));
+        }
+    }
+    for c in ctx.children {
+        let migrated = c.result.as_ref().and_then(|r| r["migrated"].as_array());
+        migrations += migrated.map_or(0, |m| m.len() as u64);
+    }
+    Ok(Outcome::Done(json!({
+        "decommissioned": surged.nodes,
+        "migrations": migrations,
+    })))
 }
 
 async fn make_plan(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
@@ -334,7 +464,13 @@ async fn report(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
     let planned: Planned = ctx.output("plan")?;
     let rollout: RolloutOut = ctx.output("rollout")?;
     let p = planned.plan;
+    let surged: Option<Surged> = ctx.output_if("surge")?;
+    let unsurged: Option<Value> = ctx.output_if("unsurge")?;
     Ok(Outcome::Done(json!({
+        "surge": surged.map(|s| s.nodes),
+        "surge_kept": ctx.input.keep_surge,
+        // Moves that emptied the surge nodes afterwards (each VM there moved a second time).
+        "surge_return_migrations": unsurged.map(|u| u["migrations"].clone()),
         "order": p.order,
         "planned_migrations": p.migrations,
         "planned_second_moves": p.second_moves,

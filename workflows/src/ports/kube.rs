@@ -138,6 +138,9 @@ pub trait Kube: Send + Sync {
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, KubeError>;
     /// Sets `spec.unschedulable`.
     async fn set_unschedulable(&self, node: &str, unschedulable: bool) -> Result<(), KubeError>;
+    /// Deletes the Node object (its machine stays as it is; a kubelet that runs on it registers it
+    /// again). Idempotent: a Node already gone is `Ok(())`.
+    async fn delete_node(&self, name: &str) -> Result<(), KubeError>;
     async fn list_vmis(&self, node: Option<&str>) -> Result<Vec<VmiInfo>, KubeError>;
     /// Creates a migration; an existing one of the same name is returned as it is.
     async fn create_migration(

@@ -194,6 +194,7 @@ pub fn delete(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> 
     let name = t.name.as_deref().unwrap_or("");
     // Deleting an in-flight migration aborts it: the simulator notices the object is gone.
     let gone = shared.store.delete(&t.def.qualified(), ns, name)?;
+    after_delete(shared, t, name);
     Ok(http::json(200, &gone))
 }
 
@@ -216,6 +217,7 @@ pub fn delete_collection(shared: &Shared, req: &Req, t: &Target) -> Result<Respo
             .and_then(Value::as_str)
             .unwrap_or("");
         if let Ok(g) = shared.store.delete(&key, ns, name) {
+            after_delete(shared, t, name);
             gone.push(g);
         }
     }
@@ -223,6 +225,13 @@ pub fn delete_collection(shared: &Shared, req: &Req, t: &Target) -> Result<Respo
         200,
         &json!({"apiVersion": t.def.api_version(), "kind": format!("{}List", t.def.kind), "metadata": {"resourceVersion": shared.store.resource_version().to_string()}, "items": gone}),
     ))
+}
+
+/// What goes with a deleted object: a Node's DaemonSet pods (the pod garbage collector's work).
+fn after_delete(shared: &Shared, t: &Target, name: &str) {
+    if t.def.group.is_empty() && t.def.plural == "nodes" {
+        sim::nodes::delete_daemon_pods(shared, name);
+    }
 }
 
 fn fetch(shared: &Shared, t: &Target) -> Result<Value> {

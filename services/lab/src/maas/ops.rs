@@ -120,6 +120,7 @@ pub fn deploy(
     m.error_description.clear();
     m.deployed_at = None;
     m.joined = false;
+    m.node_created = None;
     m.activity = Activity::Deploying {
         started: now,
         plan: DeployPlan::new(secs, fault),

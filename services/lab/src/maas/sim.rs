@@ -3,10 +3,11 @@
 //! through Releasing and Disk erasing to Ready (or Releasing failed after MAAS's 5-minute
 //! release timeout, or Failed disk erasing), every step recorded as MAAS's events at the
 //! simulated time it happened. Machines deployed with cluster-join user data become Kubernetes
-//! Nodes that turn Ready after a delay, go NotReady while powered off, broken or released, and
-//! go away when the machine is Ready again. The decisions are `lifecycle.rs`'s.
-
-use serde_json::Value;
+//! Nodes, registered with the labels and taints the user data gives kubelet (`--node-labels`,
+//! `--register-with-taints`), that turn Ready after a delay (and schedulable for VMs then, when
+//! virt-handler runs), go NotReady while powered off, broken or released, and go away when the
+//! machine is Ready again. A Node deleted through the API stays deleted until the machine is
+//! deployed again. The decisions are `lifecycle.rs`'s.
 
 use crate::clock::SimTime;
 use crate::error::{Error, Result};
@@ -18,11 +19,14 @@ use crate::maas::lifecycle::{
 use crate::maas::model::{Activity, Machine, Region, Status};
 use crate::maas::ops;
 use crate::scenario::MaasSettings;
-use crate::sim::nodes;
+use crate::sim::{kubelet, nodes};
 use crate::state::Shared;
 
 enum NodeAction {
     Create(Box<Machine>),
+    /// Ready for the first time: virt-handler runs and labels the node schedulable for VMs.
+    Joined(String),
+    /// Ready again after a power cycle.
     Ready(String),
     NotReady(String),
     Delete(String),
@@ -205,7 +209,9 @@ fn finish_release(r: &mut Region, i: usize, at: SimTime) {
     m.activity = Activity::Idle;
 }
 
-/// What the machine's Kubernetes Node should do now, if anything.
+/// What the machine's Kubernetes Node should do now, if anything. A Node is created once per
+/// deployment (`node_created`), so one deleted through the API is not created again until the
+/// machine is deployed again; the actions on a Node that is not there do nothing.
 fn node_action(m: &mut Machine, now: SimTime, s: &MaasSettings) -> Option<NodeAction> {
     let has_node = m.joined || m.node_created.is_some();
     let on = m.power_state == "on";
@@ -220,7 +226,7 @@ fn node_action(m: &mut Machine, now: SimTime, s: &MaasSettings) -> Option<NodeAc
                 }
                 Some(t) if now >= t + s.node_ready_delay_secs => {
                     m.joined = true;
-                    Some(NodeAction::Ready(m.hostname.clone()))
+                    Some(NodeAction::Joined(m.hostname.clone()))
                 }
                 _ => None,
             }
@@ -271,13 +277,17 @@ fn break_at(r: &mut Region, i: usize, reason: &str, now: SimTime) {
 fn apply(shared: &Shared, action: NodeAction) {
     match action {
         NodeAction::Create(m) => {
+            let reg = kubelet::registration(&m.user_data);
+            let mut labels = vec![("topology.kubernetes.io/zone".into(), m.zone.clone())];
+            labels.extend(reg.labels);
             let params = nodes::NodeParams {
                 name: &m.hostname,
                 cpu: m.cpu_count,
                 memory_gib: m.memory / 1024,
                 role: "worker",
                 ip: &m.ip,
-                labels: vec![("topology.kubernetes.io/zone".into(), m.zone.clone())],
+                labels,
+                taints: reg.taints,
                 ready: false,
                 provider_id: format!("maas:///{}", m.system_id),
             };
@@ -295,6 +305,9 @@ fn apply(shared: &Shared, action: NodeAction) {
                     .create(keys::PODS, nodes::virt_handler_pod(&m.hostname));
             }
         }
+        NodeAction::Joined(name) => {
+            let _ = nodes::set_joined(shared, &name);
+        }
         NodeAction::Ready(name) => {
             let _ = nodes::set_ready(shared, &name, true);
         }
@@ -303,14 +316,7 @@ fn apply(shared: &Shared, action: NodeAction) {
         }
         NodeAction::Delete(name) => {
             let _ = shared.store.delete(keys::NODES, "", &name);
-            let (pods, _) = shared.store.list(keys::PODS, Some("kubevirt"), |p| {
-                p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(&name)
-            });
-            for p in pods {
-                if let Some(n) = p.pointer("/metadata/name").and_then(Value::as_str) {
-                    let _ = shared.store.delete(keys::PODS, "kubevirt", n);
-                }
-            }
+            nodes::delete_daemon_pods(shared, &name);
         }
     }
 }
@@ -529,6 +535,146 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A `Shared` over `scenario`'s MAAS region, with no Kubernetes objects loaded.
+    fn shared(scenario: scenario::Scenario) -> Shared {
+        let clock = crate::clock::Clock::new(1.0);
+        Shared {
+            stopping: tokio::sync::watch::channel(false).1,
+            maas: std::sync::Mutex::new(Region::new(&scenario.maas)),
+            store: crate::store::Store::new(clock.clone(), 100),
+            faults: crate::faults::Faults::new(scenario.faults.clone()),
+            audit: crate::audit::Audit::default(),
+            sim: std::sync::Mutex::new(Default::default()),
+            clock,
+            scenario,
+        }
+    }
+
+    /// Runs machine `i`'s node action at `now`, if any, and says which it was.
+    fn step(shared: &Shared, i: usize, now: SimTime) -> Option<&'static str> {
+        let action = {
+            let mut r = shared.maas.lock().unwrap();
+            let s = r.settings.clone();
+            node_action(&mut r.machines[i], now, &s)
+        }?;
+        let kind = match &action {
+            NodeAction::Create(_) => "create",
+            NodeAction::Joined(_) => "joined",
+            NodeAction::Ready(_) => "ready",
+            NodeAction::NotReady(_) => "not-ready",
+            NodeAction::Delete(_) => "delete",
+        };
+        apply(shared, action);
+        Some(kind)
+    }
+
+    fn delete_node(shared: &Shared, name: &str) -> u16 {
+        let req = crate::http::Req {
+            method: axum::http::Method::DELETE,
+            path: format!("/api/v1/nodes/{name}"),
+            query: Vec::new(),
+            headers: Default::default(),
+            body: Default::default(),
+            client: "test".into(),
+            host: "127.0.0.1".into(),
+        };
+        futures::executor::block_on(crate::kube::handle(shared, &req))
+            .status()
+            .as_u16()
+    }
+
+    fn virt_handlers(shared: &Shared, node: &str) -> usize {
+        let (pods, _) = shared.store.list(keys::PODS, Some("kubevirt"), |p| {
+            p.pointer("/spec/nodeName")
+                .and_then(serde_json::Value::as_str)
+                == Some(node)
+        });
+        pods.len()
+    }
+
+    #[test]
+    fn a_joined_node_registers_as_its_user_data_asks_and_stays_deleted() {
+        let shared = shared(scenario::reference_architecture());
+        let s = shared.scenario.maas.clone();
+        let user_data = "#cloud-config\nwrite_files:\n  - path: /etc/default/kubelet\n    \
+            content: |\n      KUBELET_EXTRA_ARGS='--node-labels=drover.dev/pool=vmo,tier=gold \
+            --register-with-taints=drover.dev/provisioning=true:NoSchedule'\n\
+            runcmd:\n  - [sh, -c, 'kubeadm join 10.0.0.1:6443 --token t']\n";
+        let (i, name) = {
+            let mut r = shared.maas.lock().unwrap();
+            let i = by_name(&r, "spare-01").unwrap();
+            let m = &mut r.machines[i];
+            m.status = Status::Deployed;
+            m.power_state = "on".into();
+            m.user_data = user_data.into();
+            m.deployed_at = Some(0.0);
+            (i, m.hostname.clone())
+        };
+        let zone = shared.maas.lock().unwrap().machines[i].zone.clone();
+        let node = || shared.store.get(keys::NODES, "", &name);
+        let t0 = s.join_delay_secs;
+        assert_eq!(step(&shared, i, t0 - 1.0), None);
+        assert_eq!(step(&shared, i, t0), Some("create"));
+        let n = node().expect("the Node registered");
+        let labels = &n["metadata"]["labels"];
+        assert_eq!(labels["drover.dev/pool"], "vmo");
+        assert_eq!(labels["tier"], "gold");
+        assert_eq!(labels["topology.kubernetes.io/zone"], zone.as_str());
+        assert_eq!(labels["kubernetes.io/hostname"], name.as_str());
+        assert!(
+            labels.get("kubevirt.io/schedulable").is_none(),
+            "no virt-handler before Ready: {labels}"
+        );
+        let taints = n["spec"]["taints"].as_array().unwrap();
+        assert!(taints.contains(&serde_json::json!(
+            {"key": "drover.dev/provisioning", "value": "true", "effect": "NoSchedule"}
+        )));
+        assert_eq!(virt_handlers(&shared, &name), 1);
+
+        assert_eq!(
+            step(&shared, i, t0 + s.node_ready_delay_secs),
+            Some("joined")
+        );
+        let n = node().unwrap();
+        assert_eq!(n["metadata"]["labels"]["kubevirt.io/schedulable"], "true");
+        assert_eq!(crate::sim::vms::condition(&n, "Ready"), Some(true));
+        let taints = n["spec"]["taints"].as_array().unwrap();
+        assert_eq!(taints.len(), 1, "the registered taint stays: {taints:?}");
+        // VMs tolerate none of it: no VM lands there until the taint is gone.
+        let views = crate::sim::vms::node_views(&shared, &[], &[]);
+        let view = views.iter().find(|v| v.name == name).unwrap();
+        assert!(view.ready && view.kubevirt_schedulable && view.unschedulable);
+
+        // `kubectl delete node`: the Node and its virt-handler go, and stay gone through a power
+        // cycle of the machine, which is still Deployed.
+        assert_eq!(delete_node(&shared, &name), 200);
+        assert!(node().is_none());
+        assert_eq!(virt_handlers(&shared, &name), 0);
+        assert_eq!(delete_node(&shared, &name), 404);
+        ops::power_loss(&mut shared.maas.lock().unwrap(), i, 1000.0);
+        assert_eq!(step(&shared, i, 1001.0), Some("not-ready"));
+        shared.maas.lock().unwrap().set_power(i, "on", 1002.0);
+        assert_eq!(
+            step(&shared, i, 1002.0 + s.node_ready_delay_secs),
+            Some("ready")
+        );
+        for t in [5000.0, 50_000.0] {
+            assert_eq!(step(&shared, i, t), None);
+        }
+        assert!(node().is_none(), "the lab made the deleted Node again");
+
+        // Released, then deployed again: the Node registers again.
+        shared.maas.lock().unwrap().machines[i].status = Status::Ready;
+        assert_eq!(step(&shared, i, 60_000.0), Some("delete"));
+        {
+            let mut r = shared.maas.lock().unwrap();
+            r.machines[i].status = Status::Deployed;
+            r.machines[i].deployed_at = Some(60_000.0);
+        }
+        assert_eq!(step(&shared, i, 60_000.0 + t0), Some("create"));
+        assert!(node().is_some());
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub fn load(shared: &Shared, sc: &Scenario) -> Result<()> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            taints: Vec::new(),
             ready: true,
             provider_id: if system_id.is_empty() {
                 String::new()

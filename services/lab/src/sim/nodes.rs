@@ -1,11 +1,12 @@
 //! Kubernetes nodes: the Node objects the scenario and MAAS deployments create, their Ready
-//! condition (kubelet heartbeats, NotReady faults), and the virt-handler DaemonSet pod each worker
-//! runs.
+//! condition (kubelet heartbeats, NotReady faults), the virt-handler DaemonSet pod each worker
+//! runs, and what goes with a deleted Node.
 
 use serde_json::{Value, json};
 
 use crate::error::Result;
 use crate::kube::resources::keys;
+use crate::sim::kubelet::Taint;
 use crate::state::Shared;
 use crate::store::generate_name;
 
@@ -17,7 +18,13 @@ pub struct NodeParams<'a> {
     pub memory_gib: u64,
     pub role: &'a str,
     pub ip: &'a str,
+    /// Labels on top of the defaults (they win over them, as kubelet's `--node-labels` do).
     pub labels: Vec<(String, String)>,
+    /// Taints besides the control plane's (kubelet's `--register-with-taints`).
+    pub taints: Vec<Taint>,
+    /// Registered Ready, with virt-handler already running on a worker (a scenario node), which
+    /// then carries `kubevirt.io/schedulable=true`. A joining node registers NotReady and gets the
+    /// label when virt-handler runs ([`set_joined`]).
     pub ready: bool,
     pub provider_id: String,
 }
@@ -32,7 +39,7 @@ pub fn node_object(p: &NodeParams<'_>, kubelet_version: &str, now: &str) -> Valu
         "beta.kubernetes.io/arch": "amd64",
     });
     labels[format!("node-role.kubernetes.io/{}", p.role)] = json!("");
-    if p.role == "worker" {
+    if p.role == "worker" && p.ready {
         labels["kubevirt.io/schedulable"] = json!("true");
     }
     for (k, v) in &p.labels {
@@ -40,9 +47,14 @@ pub fn node_object(p: &NodeParams<'_>, kubelet_version: &str, now: &str) -> Valu
     }
     let mem = format!("{}Ki", p.memory_gib * 1024 * 1024);
     let mut spec = json!({"podCIDR": "10.244.0.0/24", "providerID": p.provider_id});
+    let mut taints = Vec::new();
     if p.role == "control-plane" {
-        spec["taints"] =
-            json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]);
+        taints
+            .push(json!({"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}));
+    }
+    taints.extend(p.taints.iter().map(Taint::to_json));
+    if !taints.is_empty() {
+        spec["taints"] = Value::Array(taints);
     }
     let mut node = json!({
         "apiVersion": "v1",
@@ -124,6 +136,17 @@ pub fn set_ready(shared: &Shared, name: &str, ready: bool) -> Result<Value> {
     })
 }
 
+/// A joining worker turns Ready and virt-handler, starting there, labels it schedulable for VMs:
+/// one write, so no client sees the joined node Ready without the label.
+pub fn set_joined(shared: &Shared, name: &str) -> Result<Value> {
+    let now = shared.clock.rfc3339();
+    shared.store.modify(keys::NODES, "", name, |n| {
+        set_ready_condition(n, true, &now);
+        n["metadata"]["labels"]["kubevirt.io/schedulable"] = json!("true");
+        Ok(())
+    })
+}
+
 /// Set virt-handler's `kubevirt.io/schedulable` label on a node.
 pub fn set_kubevirt_schedulable(shared: &Shared, name: &str, schedulable: bool) -> Result<Value> {
     shared.store.modify(keys::NODES, "", name, |n| {
@@ -186,6 +209,19 @@ pub fn finish_reboot(
         return true;
     }
     false
+}
+
+/// What the pod garbage collector does once Node `name` is gone: the DaemonSet pods bound to it
+/// (virt-handler, in `kubevirt`) go too.
+pub fn delete_daemon_pods(shared: &Shared, name: &str) {
+    let (pods, _) = shared.store.list(keys::PODS, Some("kubevirt"), |p| {
+        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(name)
+    });
+    for p in pods {
+        if let Some(n) = p.pointer("/metadata/name").and_then(Value::as_str) {
+            let _ = shared.store.delete(keys::PODS, "kubevirt", n);
+        }
+    }
 }
 
 /// The virt-handler DaemonSet pod of a worker.

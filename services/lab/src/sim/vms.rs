@@ -136,16 +136,20 @@ pub fn node_views(
             let (uc, um) = used.get(&name).copied().unwrap_or_default();
             let cpu = quantity::from_json(n.pointer("/status/allocatable/cpu")).unwrap_or(0.0);
             let mem = quantity::from_json(n.pointer("/status/allocatable/memory")).unwrap_or(0.0);
-            let drain_taint = n["spec"]["taints"].as_array().is_some_and(|t| {
+            // VMs tolerate no taint that keeps pods off (the lab's carry no tolerations): a
+            // drain's, a cordon's, or one the node registered with.
+            let untolerated = n["spec"]["taints"].as_array().is_some_and(|t| {
                 t.iter().any(|t| {
                     t["key"] == "kubevirt.io/drain"
                         || t["key"] == "node.kubernetes.io/unschedulable"
+                        || t["effect"] == "NoSchedule"
+                        || t["effect"] == "NoExecute"
                 })
             });
             placement::NodeView {
                 ready: condition(n, "Ready") == Some(true),
                 unschedulable: n.pointer("/spec/unschedulable") == Some(&json!(true))
-                    || drain_taint,
+                    || untolerated,
                 kubevirt_schedulable: labels.get("kubevirt.io/schedulable").map(String::as_str)
                     == Some("true"),
                 labels,
