@@ -126,3 +126,48 @@ fn the_example_config_is_valid() {
     assert!(!ok);
     assert!(stderr.contains("cannot reach Redis"), "{stderr}");
 }
+
+/// `drover dev --demo provision`: a private Redis, the lab, the API and workers on one machine; the
+/// demo provisions three nodes from the lab's MAAS (the first deployment on spare-01 fails on
+/// purpose) and prints each machine's progress, then exits 0 because the scale-out succeeded.
+#[test]
+fn the_dev_provisioning_demo_runs_to_success() {
+    let dir = std::env::temp_dir().join(format!("drover-dev-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "dev",
+            "--demo",
+            "provision",
+            "--exit-after-demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--lab-time-scale",
+            "600",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env_remove("DROVER_REDIS_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("DROVER_KUBE_URL")
+        .env_remove("DROVER_MAAS_URL")
+        .env("DROVER_LOG", "warn")
+        .output()
+        .expect("run drover dev");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("spare-01 failed: ") && stdout.contains("(released)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Installing OS"), "live MAAS progress: {stdout}");
+    assert_eq!(stdout.matches("joined as spare-").count(), 3, "{stdout}");
+    assert!(stdout.contains("Scale-out succeeded"), "{stdout}");
+    // The lab's MAAS key and the join command are secrets: never printed by the demo's progress.
+    assert!(!stdout.contains("labdev.0123456789abcdef"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

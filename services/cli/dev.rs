@@ -24,7 +24,8 @@ pub struct Args {
     /// Worker runtimes to start in this process.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Which demo to run: `maintenance` (a rolling maintenance of three lab nodes), `synthetic`
+    /// Which demo to run: `maintenance` (a rolling maintenance of three lab nodes), `provision`
+    /// (three bare-metal nodes from the lab's MAAS, one deployment failing on purpose), `synthetic`
     /// (retries, fan-out under a semaphore, a signal) or `none`.
     #[arg(long, default_value = "maintenance")]
     demo: String,
@@ -94,6 +95,9 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         )
         .await?;
         config.kube.url = Some(lab.kube_url());
+        if config.maas.url.is_none() {
+            lab_maas(&mut config, &lab, &args.data_dir.join("lab"))?;
+        }
         Some(lab)
     } else {
         None
@@ -144,11 +148,21 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         "none" => Ok(true),
         "synthetic" => synthetic_demo(&base, &token).await,
         "maintenance" if lab.is_some() => maintenance_demo(&base, &token).await,
-        "maintenance" => Err(anyhow::anyhow!(
-            "the maintenance demo runs against the lab; unset [kube] or pick --demo synthetic"
+        "provision" if lab.is_some() => {
+            if let Some(lab) = &lab {
+                // One deployment fails, as one in a rack often does: the demo shows the retry.
+                lab.inject(drover_lab::Fault::MaasDeployFailure {
+                    machine: Some("spare-01".into()),
+                    count: 1,
+                })?;
+            }
+            provision_demo(&base, &token).await
+        }
+        "maintenance" | "provision" => Err(anyhow::anyhow!(
+            "the {demo} demo runs against the lab; unset [kube] or pick --demo synthetic"
         )),
         other => Err(anyhow::anyhow!(
-            "unknown demo {other:?}; use maintenance, synthetic or none"
+            "unknown demo {other:?}; use maintenance, provision, synthetic or none"
         )),
     };
     let demo_ok = outcome.unwrap_or_else(|e| {
@@ -266,6 +280,162 @@ async fn maintenance_demo(base: &str, token: &str) -> anyhow::Result<bool> {
         if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
             println!(
                 "Rolling maintenance {state} after {:.1}s: {}",
+                start.elapsed().as_secs_f64(),
+                wf["result"]
+            );
+            return Ok(state == "succeeded");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Points `[maas]` at the lab's MAAS: its API key and a cluster join command become secrets in
+/// files under `dir` (the workers resolve them by name, as they would in production).
+fn lab_maas(
+    config: &mut crate::config::Config,
+    lab: &drover_lab::LabHandle,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    use drover_worker::secrets::Source;
+    std::fs::create_dir_all(dir)?;
+    let key = dir.join("maas-api-key");
+    std::fs::write(&key, lab.maas_api_key())?;
+    let join = dir.join("join-command");
+    std::fs::write(
+        &join,
+        "kubeadm join 10.20.30.5:6443 --token labdev.0123456789abcdef \
+         --discovery-token-ca-cert-hash sha256:00\n",
+    )?;
+    for (name, path) in [("lab-maas-api-key", key), ("join-command", join)] {
+        if config.secrets.get(name).is_none() {
+            config
+                .secrets
+                .insert(name, Source::File(path))
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
+    config.maas.url = Some(lab.maas_url());
+    config.maas.api_key = Some(drover_workflows::ports::secrets::SecretRef::new(
+        "lab-maas-api-key",
+    ));
+    Ok(())
+}
+
+/// Submits a scale-out of three nodes from the lab's spare pool and prints, as it changes, each
+/// node's provisioning and each of its deployment attempts: the machine, MAAS's status and message.
+async fn provision_demo(base: &str, token: &str) -> anyhow::Result<bool> {
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let node = json!({
+        "constraints": {"pool": "spare", "tags": ["vmo-worker"]},
+        "join": {"secret": "join-command"},
+        "labels": {"node-role.kubernetes.io/worker": ""},
+        "poll_ms": 500,
+    });
+    let input = json!({"count": 3, "node": node});
+    let resp = http
+        .post(format!("{base}/v1/workflows"))
+        .header("Authorization", &auth)
+        .header(
+            "Idempotency-Key",
+            format!("dev-provision-{}", std::process::id()),
+        )
+        .json(&json!({"kind": "scale-out", "input": input, "labels": {"demo": "provision"}}))
+        .send()
+        .await?;
+    let body: Value = resp.json().await?;
+    let id = body["id"]
+        .as_str()
+        .with_context(|| format!("no id in the submission reply: {body}"))?
+        .to_string();
+    println!(
+        "Scale-out {id}: three nodes from MAAS pool spare, deployed and joined; the first deployment on \
+         spare-01 fails and is retried on another machine."
+    );
+    let get = |path: String| {
+        let http = http.clone();
+        let auth = auth.clone();
+        async move {
+            http.get(format!("{base}{path}"))
+                .header("Authorization", auth)
+                .send()
+                .await?
+                .json::<Value>()
+                .await
+        }
+    };
+    let items = |v: Value| v["items"].as_array().cloned().unwrap_or_default();
+    let start = Instant::now();
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    loop {
+        let wf = get(format!("/v1/workflows/{id}")).await?;
+        let state = wf["state"].as_str().unwrap_or("?").to_string();
+        let mut lines = vec![("scale-out".to_string(), state.clone())];
+        let nodes = items(get(format!("/v1/workflows?label=parent={id}&limit=100")).await?);
+        for (n, prov) in nodes.iter().rev().enumerate() {
+            let pid = prov["id"].as_str().unwrap_or("");
+            let detail = get(format!("/v1/workflows/{pid}")).await?;
+            let who = format!("node {}", n + 1);
+            let mut line = format!(
+                "{:<10} {:<10}",
+                detail["state"].as_str().unwrap_or("?"),
+                current_step(&detail)
+            );
+            if let Some(node) = detail["result"]["node"].as_str() {
+                line.push_str(&format!(" joined as {node}"));
+            } else if let Some(p) = detail["progress"].as_object() {
+                line.push_str(&format!(" {}", Value::Object(p.clone())));
+            }
+            lines.push((who.clone(), line));
+            let attempts = items(get(format!("/v1/workflows?label=parent={pid}&limit=100")).await?);
+            for a in attempts.iter().rev() {
+                let aid = a["id"].as_str().unwrap_or("");
+                let at = get(format!("/v1/workflows/{aid}")).await?;
+                let n = at["input"]["attempt"].as_u64().unwrap_or(0);
+                let r = &at["result"];
+                let p = &at["progress"];
+                let text = if r.is_object() {
+                    match (r["deployed"].as_bool(), r["reason"].as_str()) {
+                        (Some(true), _) => {
+                            format!("{} Deployed", r["hostname"].as_str().unwrap_or("?"))
+                        }
+                        (_, reason) => format!(
+                            "{} failed: {}{}",
+                            r["hostname"].as_str().unwrap_or("?"),
+                            reason.unwrap_or("?"),
+                            if r["broken"] == true {
+                                " (marked broken)"
+                            } else {
+                                " (released)"
+                            }
+                        ),
+                    }
+                } else if p.is_object() {
+                    format!(
+                        "{} {}: {}",
+                        p["machine"].as_str().unwrap_or("?"),
+                        p["status"].as_str().unwrap_or(""),
+                        p["message"].as_str().unwrap_or("")
+                    )
+                } else {
+                    format!(
+                        "{} {}",
+                        at["state"].as_str().unwrap_or("?"),
+                        current_step(&at)
+                    )
+                };
+                lines.push((format!("{who} attempt {n}"), text));
+            }
+        }
+        for (who, line) in lines {
+            if last.get(&who) != Some(&line) {
+                println!("[{:>5.1}s] {who:<18} {line}", start.elapsed().as_secs_f64());
+                last.insert(who, line);
+            }
+        }
+        if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+            println!(
+                "Scale-out {state} after {:.1}s: {}",
                 start.elapsed().as_secs_f64(),
                 wf["result"]
             );
