@@ -1,7 +1,6 @@
 //! Fleet operations: a scale-out through 30% failed deployments, decommissioning a node, replacing
 //! one.
 
-use std::time::Duration;
 
 use drover_workflows::State;
 use drover_workflows::ports::maas::status;
