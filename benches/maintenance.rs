@@ -7,7 +7,9 @@
 //!     the run observed and the limits (a node's VMs leave at most 2 at a time, one node after the
 //!     other);
 //! and it repeats both on a variant with one spare worker outside the plan, where each VM can move
-//! exactly once. The maintenance itself is a reboot, done the same way in both: the operator reboots
+//! exactly once, and on one with no ReadWriteOnce VMs (nothing makes `kubectl drain` time out, so
+//! its margin shows without the timeouts). A fourth Drover run uses `surge: 1`: a node provisioned
+//! from the lab's MAAS before the rollout and decommissioned after it. The maintenance itself is a reboot, done the same way in both: the operator reboots
 //! the drained node (the lab's `node_reboot`), waits for it to be Ready (`kubectl wait`), then
 //! uncordons it and goes on (kubectl) or tells Drover (the `maintenance-done` signal). VMs on
 //! ReadWriteOnce volumes cannot live-migrate: Drover skips them (policy `skip`); `kubectl drain`
@@ -64,13 +66,22 @@ fn main() -> Result<()> {
         extra.name = "worker-09".into();
         extra.ip = "10.20.30.29".into();
         spare.nodes.push(extra);
+        // Every VM on ReadWriteMany storage: nothing blocks kubectl drain, so its margin shows
+        // without the drain timeouts that the RWO VMs cause.
+        let mut rwx_only = reference.clone();
+        for vm in &mut rwx_only.vms {
+            if vm.storage_class == "px-rwo" {
+                vm.storage_class = "px-rwx".into();
+            }
+        }
         let plan: Vec<String> = (1..=8).map(|i| format!("worker-{i:02}")).collect();
         let mut rows = Vec::new();
         for (name, scenario) in [
             ("reference (8 workers, all in the plan)", &reference),
             ("reference + 1 spare worker outside the plan", &spare),
+            ("reference, no ReadWriteOnce VMs", &rwx_only),
         ] {
-            let (drover, order) = drover_run(scenario, &plan).await?;
+            let (drover, order) = drover_run(scenario, &plan, false).await?;
             rows.push(Figures {
                 label: format!("Drover, {name}"),
                 ..drover
@@ -80,6 +91,15 @@ fn main() -> Result<()> {
                 ..kubectl_run(scenario, &order).await?
             });
         }
+        let (surged, _) = drover_run(&reference, &plan, true).await?;
+        rows.insert(
+            2,
+            Figures {
+                label: "Drover with `surge: 1` (a node provisioned from MAAS first), reference"
+                    .into(),
+                ..surged
+            },
+        );
         let report = render(&rows, started.elapsed());
         println!("{report}");
         write_section(&report)?;
@@ -204,16 +224,42 @@ async fn reboot_and_wait_ready(lab: &LabHandle, node: &str) -> Result<()> {
     }
 }
 
-async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Vec<String>)> {
+/// The join command the surge node's cloud-init runs (the lab joins a machine whose user data
+/// says "join").
+const JOIN_COMMAND: &str = "kubeadm join 10.20.30.5:6443 --token bench0.0123456789abcdef --discovery-token-ca-cert-hash sha256:00";
+
+async fn drover_run(
+    scenario: &Scenario,
+    plan: &[String],
+    surge: bool,
+) -> Result<(Figures, Vec<String>)> {
     let lab = lab(scenario).await?;
     let leaving = vmis_on(&lab, plan);
     let redis = RedisServer::start(Options::temporary())?;
     let store = Store::connect(&drover_store::Config::new(redis.url())).await?;
     let cluster = drover_kube::Cluster::connect(&drover_kube::Target::Url(lab.kube_url())).await?;
+    let maas = drover_maas::Client::new(drover_maas::Config::new(
+        lab.maas_url(),
+        drover_workflows::ports::secrets::Secret::new(lab.maas_api_key()),
+    ))?
+    .port();
+    let dir = std::env::temp_dir().join(format!("drover-maintenance-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let join = dir.join("join-command");
+    std::fs::write(&join, JOIN_COMMAND)?;
+    let mut secrets = drover_worker::secrets::Config::default();
+    secrets
+        .insert("join-command", drover_worker::secrets::Source::File(join))
+        .map_err(anyhow::Error::msg)?;
     let (stop, rx) = tokio::sync::watch::channel(false);
     for i in 0..2 {
         let ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
-            .with_kube(cluster.clone().port());
+            .with_kube(cluster.clone().port())
+            .with_maas(maas.clone())
+            .with_secrets(Arc::new(drover_worker::secrets::ConfigSecrets::new(
+                secrets.clone(),
+                None,
+            )));
         let config = drover_worker::Config {
             name: Some(format!("bench-{i}")),
             ..drover_worker::Config::default()
@@ -229,7 +275,15 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
             },
         ));
     }
-    let input = json!({"nodes": plan, "max_in_maintenance": 1, "non_migratable": "skip", "maintenance": "wait-for-signal", "poll_ms": POLL_MS});
+    let mut input = json!({"nodes": plan, "max_in_maintenance": 1, "non_migratable": "skip", "maintenance": "wait-for-signal", "poll_ms": POLL_MS});
+    if surge {
+        input["surge"] = json!(1);
+        input["surge_node"] = json!({
+            "constraints": {"pool": "spare", "tags": ["vmo-worker"]},
+            "join": {"secret": "join-command"},
+            "poll_ms": POLL_MS,
+        });
+    }
     let id = "0192f0c1-7d2e-7a4b-9c3d-00000000be4c".to_string();
     let t0 = lab.sim_time();
     store
@@ -286,25 +340,38 @@ async fn drover_run(scenario: &Scenario, plan: &[String]) -> Result<(Figures, Ve
     let mut order = Vec::new();
     for child in view.children.clone().unwrap_or_default() {
         let c = store.get(&child).await?.context("a drain vanished")?;
-        order.push(c.input["node"].as_str().unwrap_or_default().to_string());
+        if c.kind == "drain-node" {
+            order.push(c.input["node"].as_str().unwrap_or_default().to_string());
+        }
     }
     let moves = migrations(&lab);
-    let planned = view
-        .outputs
-        .as_ref()
-        .and_then(|o| o.get(&0))
-        .map(|p| p["second_moves"].as_array().map_or(0, Vec::len))
-        .unwrap_or(0);
-    let skipped = leaving.iter().filter(|(_, m)| !m).count();
     let report = view.result.clone().unwrap_or_default();
+    let planned = report["planned_second_moves"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let skipped = leaving.iter().filter(|(_, m)| !m).count();
+    // With surge, the moves that emptied the surge node at the end are counted apart: the
+    // rollout's own moves are what the plan promises once each.
+    let returns = report["surge_return_migrations"].as_u64().unwrap_or(0) as usize;
+    let surge_note = if surge {
+        format!(
+            "; surge node {} provisioned first (its deploy and join are in the makespan) and \
+             decommissioned at the end, which moved its {returns} VMs a second time (not in the \
+             migrations column; with them {:.2} per VM)",
+            report["surge"][0].as_str().unwrap_or("?"),
+            moves.len() as f64 / (leaving.len() - skipped).max(1) as f64
+        )
+    } else {
+        String::new()
+    };
     let figures = Figures {
         label: String::new(),
         vms_leaving: leaving.len() - skipped,
-        migrations: moves.len(),
+        migrations: moves.len() - returns,
         makespan,
         lower_bound: lower_bound(&moves, plan.len(), out_of_service(scenario)),
         notes: format!(
-            "{planned} planned second moves; the report counts {} migrations, {} VMs moved more than once; {skipped} RWO VMs skipped (policy skip)",
+            "{planned} planned second moves; the report counts {} migrations, {} VMs moved more than once; {skipped} RWO VMs skipped (policy skip){surge_note}",
             report["migrations"],
             report["moved_more_than_once"]
                 .as_array()
