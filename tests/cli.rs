@@ -164,7 +164,10 @@ fn the_dev_provisioning_demo_runs_to_success() {
         stdout.contains("spare-01 failed: ") && stdout.contains("(released)"),
         "{stdout}"
     );
-    assert!(stdout.contains("Installing OS"), "live MAAS progress: {stdout}");
+    assert!(
+        stdout.contains("Installing OS"),
+        "live MAAS progress: {stdout}"
+    );
     assert_eq!(stdout.matches("joined as spare-").count(), 3, "{stdout}");
     assert!(stdout.contains("Scale-out succeeded"), "{stdout}");
     // The lab's MAAS key and the join command are secrets: never printed by the demo's progress.

@@ -1,7 +1,6 @@
 //! Fleet operations: a scale-out through 30% failed deployments, decommissioning a node, replacing
 //! one.
 
-
 use drover_workflows::State;
 use drover_workflows::ports::maas::status;
 use serde_json::json;
