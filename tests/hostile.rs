@@ -2,6 +2,9 @@
 //! workflow's internal keys, every route with every method, malformed and oversized bodies and
 //! headers, slow clients, signal floods and fan-outs that would create millions of workflows. Each
 //! refusal is a 4xx with the API's JSON error, and neither Redis's key count nor its AOF grows.
+//! `admission.rs`: provisioning inputs checked against the lab's MAAS at submission.
+
+mod admission;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,12 +20,22 @@ use crate::harness::*;
 struct Reply {
     status: u16,
     content_type: String,
+    /// The status line and headers.
+    head: String,
     body: Vec<u8>,
 }
 
 impl Reply {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header's value (the first, if several).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
     }
 }
 
@@ -43,19 +56,14 @@ fn parse_reply(buf: &[u8]) -> Reply {
         .unwrap_or_else(|| panic!("no reply head in {:?}", String::from_utf8_lossy(buf)));
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    Reply {
+    let mut reply = Reply {
         status,
-        content_type,
+        content_type: String::new(),
+        head,
         body: buf[split + 4..].to_vec(),
-    }
+    };
+    reply.content_type = reply.header("content-type").unwrap_or_default().to_string();
+    reply
 }
 
 /// A request's bytes. `body` goes with `Content-Type: application/json` unless `headers` names one.
@@ -259,6 +267,26 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
             &[],
             422,
         ),
+        (
+            "a scale-out of zero nodes",
+            br#"{"kind":"scale-out","input":{"count":0,"node":{"join":{"secret":"j"}}}}"#.to_vec(),
+            &[],
+            422,
+        ),
+        (
+            "constraints of the wrong type",
+            br#"{"kind":"provision-node","input":{"constraints":{"cpu_count":"x"},"join":{"secret":"j"}}}"#
+                .to_vec(),
+            &[],
+            422,
+        ),
+        (
+            "a literal join secret",
+            br#"{"kind":"provision-node","input":{"join":"kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef"}}"#
+                .to_vec(),
+            &[],
+            422,
+        ),
         ("oversized", vec![b' '; (1 << 20) + 10], &[], 413),
         (
             "text/plain",
@@ -428,6 +456,9 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
                 reply.content_type,
                 String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
             ));
+        }
+        if String::from_utf8_lossy(&reply.body).contains("0123456789abcdef") {
+            failures.push(format!("{label}: the reply repeats the secret"));
         }
         let after = footprint(&store).await;
         if after != before {

@@ -31,8 +31,10 @@ pub struct Config {
 
 /// Where workers find MAAS (`[maas]`): the region's URL (`http://maas.example:5240/MAAS/`) and its API
 /// key by secret reference (`api_key = { secret = "maas-api-key" }`, an entry of `[secrets]`). The
-/// key is resolved when the worker starts (a new key needs a restart). Nothing set: no MAAS, and
-/// steps that need it fail saying so. The URL is also DROVER_MAAS_URL.
+/// key is resolved when the process starts (a new key needs a restart). Nothing set: no MAAS, and
+/// steps that need it fail saying so. The API uses it too, to check provisioning inputs' constraints
+/// against MAAS at submission (`drover_kinds::admission`); without it, the API does not, and the
+/// workflow's `preflight` step is the first to ask MAAS. The URL is also DROVER_MAAS_URL.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MaasConfig {

@@ -131,13 +131,9 @@ pub async fn worker_ports(
     let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock)).with_probe(Arc::new(
         drover_store::probe::RedisProbe::new(store.clone()),
     ));
-    let mut cluster = None;
-    if let Some(target) = kube.target()? {
-        let connected = drover_kube::Cluster::connect(&target)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
-        ports = ports.with_kube(connected.clone().port());
-        cluster = Some(connected);
+    let cluster = cluster(kube).await?;
+    if let Some(c) = &cluster {
+        ports = ports.with_kube(c.clone().port());
     }
     secrets
         .validate(cluster.is_some())
@@ -145,25 +141,92 @@ pub async fn worker_ports(
     maas.validate(secrets).map_err(anyhow::Error::msg)?;
     // Without [secrets] the port stays unset, and a step that needs one says to configure it.
     if !secrets.is_empty() {
-        let kube = cluster
-            .map(|c| Arc::new(ClusterSecrets(c)) as Arc<dyn drover_worker::secrets::KubeSecrets>);
-        let resolver = Arc::new(drover_worker::secrets::ConfigSecrets::new(
-            secrets.clone(),
-            kube,
-        ));
-        if let (Some(url), Some(key)) = (&maas.url, &maas.api_key) {
-            use drover_workflows::ports::secrets::Secrets;
-            let api_key = resolver
-                .get(key.name())
-                .await
-                .map_err(|e| anyhow::anyhow!("maas.api_key: {e}"))?;
-            let client = drover_maas::Client::new(drover_maas::Config::new(url.clone(), api_key))
-                .map_err(|e| anyhow::anyhow!("cannot set up the MAAS client: {e}"))?;
+        let resolver = secrets_resolver(secrets, cluster);
+        if let Some(client) = maas_client(maas, &resolver).await? {
             ports = ports.with_maas(client.port());
         }
         ports = ports.with_secrets(resolver);
     }
     Ok(ports)
+}
+
+/// The cluster `[kube]` names, if any.
+async fn cluster(kube: &config::KubeConfig) -> anyhow::Result<Option<drover_kube::Cluster>> {
+    let Some(target) = kube.target()? else {
+        return Ok(None);
+    };
+    let cluster = drover_kube::Cluster::connect(&target)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
+    Ok(Some(cluster))
+}
+
+/// The secrets of `[secrets]`, reading `kubernetes` sources through `cluster`.
+fn secrets_resolver(
+    secrets: &drover_worker::secrets::Config,
+    cluster: Option<drover_kube::Cluster>,
+) -> Arc<drover_worker::secrets::ConfigSecrets> {
+    let kube = cluster
+        .map(|c| Arc::new(ClusterSecrets(c)) as Arc<dyn drover_worker::secrets::KubeSecrets>);
+    Arc::new(drover_worker::secrets::ConfigSecrets::new(
+        secrets.clone(),
+        kube,
+    ))
+}
+
+/// The MAAS client `[maas]` describes (none when it is not set), its API key read now through
+/// `resolver` (a new key needs a restart). `maas` must have passed [`config::MaasConfig::validate`].
+async fn maas_client(
+    maas: &config::MaasConfig,
+    resolver: &drover_worker::secrets::ConfigSecrets,
+) -> anyhow::Result<Option<drover_maas::Client>> {
+    use drover_workflows::ports::secrets::Secrets;
+    let (Some(url), Some(key)) = (&maas.url, &maas.api_key) else {
+        return Ok(None);
+    };
+    let api_key = resolver
+        .get(key.name())
+        .await
+        .map_err(|e| anyhow::anyhow!("maas.api_key: {e}"))?;
+    let client = drover_maas::Client::new(drover_maas::Config::new(url.clone(), api_key))
+        .map_err(|e| anyhow::anyhow!("cannot set up the MAAS client: {e}"))?;
+    Ok(Some(client))
+}
+
+/// The API's admission check: with `[maas]` set, the MAAS constraints of provisioning inputs are
+/// checked against MAAS at submission (`drover_kinds::admission`); without, none. Only MAAS's API
+/// key is read, so a cluster is connected only when that key is a Kubernetes Secret.
+async fn api_admission(
+    config: &config::Config,
+) -> anyhow::Result<Option<Arc<dyn drover_workflows::registry::Admission>>> {
+    config
+        .maas
+        .validate(&config.secrets)
+        .map_err(anyhow::Error::msg)?;
+    let Some(key) = &config.maas.api_key else {
+        return Ok(None);
+    };
+    let in_cluster = matches!(
+        config.secrets.get(key.name()),
+        Some(drover_worker::secrets::Source::Kubernetes(_))
+    );
+    let cluster = if in_cluster {
+        cluster(&config.kube).await?
+    } else {
+        None
+    };
+    if in_cluster && cluster.is_none() {
+        anyhow::bail!(
+            "maas.api_key is secret {:?}, a Kubernetes Secret, but no cluster is configured: set \
+             [kube] (kubeconfig, url or infer)",
+            key.name()
+        );
+    }
+    let resolver = secrets_resolver(&config.secrets, cluster);
+    Ok(maas_client(&config.maas, &resolver).await?.map(|client| {
+        Arc::new(drover_kinds::admission::MaasAdmission::new(client.port()))
+            as Arc<dyn drover_workflows::registry::Admission>
+    }))
 }
 
 /// The `kubernetes` secret source over the cluster in `[kube]` (the worker crate does not depend on
@@ -188,6 +251,11 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config.api.validate().map_err(anyhow::Error::msg)?;
     let redis_url = config.require_redis()?;
+    let mut registry = config.registry();
+    if let Some(admission) = api_admission(&config).await? {
+        tracing::info!("Submissions are checked against MAAS (provisioning constraints).");
+        registry = registry.with_admission(admission);
+    }
     let listener = tokio::net::TcpListener::bind(&config.api.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api.listen))?;
@@ -195,7 +263,7 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     tracing::info!(listen = %config.api.listen, "API listening.");
     let state = Arc::new(drover_api::AppState {
         store,
-        registry: config.registry(),
+        registry,
         config: config.api,
     });
     drover_api::serve(listener, state, shutdown_signal()).await?;

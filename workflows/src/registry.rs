@@ -4,22 +4,31 @@
 //! names it is submitted with. The API, child creation in the worker, the test harness and the
 //! benchmarks all go through it; the store writes what it returns.
 //!
+//! A registry may also carry an [`Admission`]: the check of a prepared input against the world
+//! outside (does MAAS have the pool a provisioning names?), which the API makes after `prepare`
+//! accepted a submission and before anything is written. `prepare` stays pure; admission is the one
+//! asynchronous check, and only the API makes it (children are built by steps from admitted
+//! inputs, and the worker's registry carries none).
+//!
 //! The registry knows no kind of its own: `drover-kinds` fills it (`drover_kinds::builtin()`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::kind::{Loaded, Workflow};
 use crate::model::{DEFAULT_MAX_DESCENDANTS, NAME_RULE, Phase, Task, is_name};
+use crate::ports::BoxFuture;
 use crate::sdk::{Kind, Typed};
 
-/// Workflow kinds by name.
+/// Workflow kinds by name, and the admission check submissions pass, if any.
 #[derive(Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn Workflow>>,
     max_descendants: u64,
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl Default for Registry {
@@ -27,8 +36,33 @@ impl Default for Registry {
         Registry {
             kinds: BTreeMap::new(),
             max_descendants: DEFAULT_MAX_DESCENDANTS,
+            admission: None,
         }
     }
+}
+
+/// A check of a submission against the world outside (`drover_kinds::admission` asks MAAS about
+/// constraints), given inputs [`Registry::prepare`] accepted. It reads and never writes.
+pub trait Admission: Send + Sync {
+    /// `Ok` when `input` (already parsed and checked for `kind`) may be submitted; a kind the check
+    /// has nothing to say about passes.
+    fn admit<'a>(&'a self, kind: &'a str, input: &'a Value) -> BoxFuture<'a, Result<(), Refusal>>;
+}
+
+/// Why an admission check did not pass.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// The input asks for what the world does not have; the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// The check could not be made (what it asks is unreachable or failing): nothing is decided
+    /// about the input, and the same submission may pass later. The message carries no secret and
+    /// may carry internals, so it is for logs.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// Why a submission was refused before anything was written.
@@ -108,6 +142,25 @@ impl Registry {
     /// The most workflows one top-level workflow may create (0: no limit).
     pub fn max_descendants(&self) -> u64 {
         self.max_descendants
+    }
+
+    /// Sets the admission check [`Registry::admit`] makes.
+    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Registry {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Whether submissions pass an admission check.
+    pub fn admits(&self) -> bool {
+        self.admission.is_some()
+    }
+
+    /// The admission check of an input [`Registry::prepare`] accepted; passes when there is none.
+    pub async fn admit(&self, kind: &str, input: &Value) -> Result<(), Refusal> {
+        match &self.admission {
+            Some(a) => a.admit(kind, input).await,
+            None => Ok(()),
+        }
     }
 
     /// The names of the kinds, sorted.

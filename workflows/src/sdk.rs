@@ -287,9 +287,10 @@ impl<K: Kind> Default for Typed<K> {
     }
 }
 
-/// Parses `input` as `K`'s input and checks it.
+/// Parses `input` as `K`'s input and checks it. A parse error names where it is
+/// (`constraints.cpu_count: invalid type: string "x", expected u32`).
 pub fn parse<K: Kind>(input: &Value) -> Result<K::Input, String> {
-    let parsed: K::Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
+    let parsed: K::Input = serde_path_to_error::deserialize(input).map_err(|e| e.to_string())?;
     K::check(&parsed)?;
     Ok(parsed)
 }

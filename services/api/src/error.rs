@@ -1,7 +1,7 @@
 //! The API's one error type, rendered as `{"error": ..., "detail": ...}` with its status. 4xx are the
 //! caller's to fix and are not logged as errors; 5xx never carry internals.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tracing::error;
@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub error: &'static str,
     pub detail: Value,
+    /// Seconds to send as `Retry-After` (with a 503 the client may retry).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,7 +22,14 @@ impl ApiError {
             status,
             error,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// Asks the client to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(detail: impl Into<Value>) -> ApiError {
@@ -61,10 +70,16 @@ impl From<drover_store::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             axum::Json(json!({ "error": self.error, "detail": self.detail })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }

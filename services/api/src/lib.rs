@@ -1,6 +1,7 @@
 //! Drover's REST API (axum, JSON, under `/v1`): submit, inspect, list, cancel, retry, pause, resume and
 //! signal workflows. Bearer tokens carry a role: viewers read, operators change. Every refusal is a
-//! 4xx with `{"error": ..., "detail": ...}` and writes nothing.
+//! 4xx with `{"error": ..., "detail": ...}` and writes nothing, and so does a submission whose
+//! admission check could not be made (503 with Retry-After).
 
 mod auth;
 mod error;
@@ -47,6 +48,10 @@ pub struct Config {
     pub max_queued_signals: u64,
     /// Signals a workflow may hold queued under one name.
     pub max_queued_signals_per_name: u64,
+    /// How long a submission's admission check (the registry's, e.g. asking MAAS about a
+    /// provisioning's constraints) may take, in ms; past it the submission is answered 503 with
+    /// Retry-After and nothing is written.
+    pub admission_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             max_signal_bytes: 64 << 10,
             max_queued_signals: 64,
             max_queued_signals_per_name: 16,
+            admission_timeout_ms: 10_000,
         }
     }
 }
@@ -78,6 +84,7 @@ impl Config {
         let positive = [
             ("header_timeout_ms", self.header_timeout_ms as usize),
             ("body_timeout_ms", self.body_timeout_ms as usize),
+            ("admission_timeout_ms", self.admission_timeout_ms as usize),
             ("max_connections", self.max_connections),
             ("max_body_bytes", self.max_body_bytes),
             ("max_signal_bytes", self.max_signal_bytes),
@@ -109,7 +116,10 @@ impl Config {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares. Submissions pass `registry`'s admission check, when it has one
+/// (`drover_kinds::admission` with a MAAS port, in `drover api` with `[maas]` configured), before
+/// anything is written; without one, inputs are checked by their kinds alone and MAAS constraints
+/// are first checked by the workflow's own steps.
 pub struct AppState {
     pub store: Store,
     pub registry: Registry,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -12,14 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use drover_store::{ControlResult, Filter, SignalLimits, Submission, SubmitError, now_ms};
-use drover_workflows::registry::Error as Refused;
+use drover_store::{ControlResult, Filter, SignalLimits, Submission, now_ms};
+use drover_workflows::registry::{Error as Refused, Refusal};
 use drover_workflows::{
-    NAME_RULE, Phase, State as WfState, Versioned, is_name, is_workflow_id, resume_task,
+    NAME_RULE, NewWorkflow, Phase, State as WfState, Versioned, is_name, is_workflow_id,
+    resume_task,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::{Role, authorize};
 use crate::status::{Position, step_status};
@@ -153,32 +155,32 @@ async fn submit(
         labels: req.labels,
     };
     let kind = submission.kind.clone();
-    let submitted = state
-        .store
-        .submit_new(
-            &state.registry,
-            uuid::Uuid::now_v7().to_string(),
-            submission,
-            idempotency.as_deref().map(|k| (k, state.idempotency_ttl())),
-            now_ms(),
-        )
-        .await
+    let now = now_ms();
+    let wf = state
+        .registry
+        .prepare(uuid::Uuid::now_v7().to_string(), submission, now)
         .map_err(|e| match e {
-            SubmitError::Refused(e @ Refused::UnknownKind { .. }) => ApiError::new(
+            e @ Refused::UnknownKind { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown kind",
                 e.to_string(),
             ),
-            SubmitError::Refused(e @ Refused::InvalidInput { .. }) => ApiError::new(
+            e @ Refused::InvalidInput { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid input",
                 e.to_string(),
             ),
-            SubmitError::Refused(e @ Refused::InvalidRequest(_)) => {
-                ApiError::bad_request(e.to_string())
-            }
-            SubmitError::Store(e) => e.into(),
+            e @ Refused::InvalidRequest(_) => ApiError::bad_request(e.to_string()),
         })?;
+    admit(&state, &wf).await?;
+    let submitted = state
+        .store
+        .submit(
+            &wf,
+            idempotency.as_deref().map(|k| (k, state.idempotency_ttl())),
+            now,
+        )
+        .await?;
     if submitted.key_reused {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -200,6 +202,54 @@ async fn submit(
         )
             .into_response())
     }
+}
+
+/// Seconds a client is asked to wait when the admission check could not be made and the system it
+/// asked gave no Retry-After (MAAS's own for its 503s).
+const ADMISSION_RETRY_SECS: u64 = 10;
+
+/// The registry's admission check of a prepared workflow (none: it passes), within
+/// `admission_timeout_ms`. A check that cannot be made refuses the submission with 503 and
+/// Retry-After rather than accepting an input nobody checked: the client retries (with its
+/// Idempotency-Key) and bad input always gets its 4xx before anything is written.
+async fn admit(state: &AppState, wf: &NewWorkflow) -> Result<(), ApiError> {
+    if !state.registry.admits() {
+        return Ok(());
+    }
+    let limit = Duration::from_millis(state.config.admission_timeout_ms);
+    let checked = tokio::time::timeout(limit, state.registry.admit(&wf.kind, &wf.input)).await;
+    let (message, retry_after) = match checked {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(Refusal::Invalid(reason))) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid input",
+                format!("invalid input for {}: {reason}", wf.kind),
+            ));
+        }
+        Ok(Err(Refusal::Unavailable {
+            message,
+            retry_after,
+        })) => (message, retry_after),
+        Err(_) => (format!("no answer within {} ms", limit.as_millis()), None),
+    };
+    let secs = retry_after
+        .map_or(ADMISSION_RETRY_SECS, |d| {
+            d.as_secs() + u64::from(d.subsec_nanos() > 0)
+        })
+        .clamp(1, 3600);
+    warn!(kind = %wf.kind, error = %message, retry_after_secs = secs,
+        "Admission check could not be made; submission refused with 503.");
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "admission unavailable",
+        format!(
+            "the {} input cannot be checked against MAAS now (MAAS is unreachable, failing or too \
+             slow); nothing was written, retry in {secs} s",
+            wf.kind
+        ),
+    )
+    .retry_after(secs))
 }
 
 async fn get_one(

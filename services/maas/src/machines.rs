@@ -64,6 +64,7 @@ pub async fn allocate(c: &Client, a: &Allocation) -> Result<Machine, MaasError> 
         .params("not_tags", &a.not_tags)
         .param_opt("cpu_count", a.cpu_count)
         .param_opt("mem", a.memory_mib)
+        .param_opt("system_id", a.system_id.as_ref())
         .param_opt("agent_name", a.agent_name.as_ref())
         .param_opt("comment", a.comment.as_ref());
     Ok(c.call::<model::Machine>(call).await?.into())

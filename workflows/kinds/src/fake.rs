@@ -4,8 +4,10 @@
 //! returns that object, as `services/kube` does on a 409; deleting a missing migration or node is
 //! fine; a 429 from the Eviction API is `Eviction::Refused`), records every call, and fails the
 //! next N calls of an operation when told to. [`FakeClock`] is a settable clock whose `sleep`
-//! returns at once. [`Harness`] runs one step (or one compensation) of a kind through the engine's
-//! own entry point (`Typed::<K>::load` and `Loaded::run`), on `futures`' executor: no tokio.
+//! returns at once; [`FakeSecrets`] a map of secret names to values. [`Harness`] runs one step (or
+//! one compensation) of a kind through the engine's own entry point (`Typed::<K>::load` and
+//! `Loaded::run`), on `futures`' executor: no tokio, over these and the in-memory MAAS of
+//! `fake_maas.rs`.
 //!
 //! The fake never moves the world on its own: a test advances it (a migration's phase, a stopped
 //! VM's instance going away) by editing the model between runs, which is how a level-triggered
@@ -20,12 +22,15 @@ use async_trait::async_trait;
 use drover_workflows::ports::kube::{
     Eviction, Kube, KubeError, MigrationInfo, NodeInfo, PodInfo, VmiInfo,
 };
+use drover_workflows::ports::secrets::{Secret, SecretError, Secrets};
 use drover_workflows::ports::{BoxFuture, Clock, Ports};
 use drover_workflows::sdk::{Kind, Typed};
 use drover_workflows::{
     ChildSpec, ChildStatus, Loaded, Outcome, Phase, State, StepContext, Workflow,
 };
 use serde_json::Value;
+
+use crate::fake_maas::FakeMaas;
 
 /// An operation of the [`Kube`] port, to make it fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -517,10 +522,44 @@ impl Clock for FakeClock {
     }
 }
 
+/// Secrets by name, as a worker's `[secrets]` would resolve them; a name not set is unknown.
+#[derive(Debug, Default)]
+pub struct FakeSecrets {
+    values: Mutex<BTreeMap<String, Result<Secret, SecretError>>>,
+}
+
+impl FakeSecrets {
+    /// Gives secret `name` its value.
+    pub fn set(&self, name: &str, value: &str) {
+        self.lock().insert(name.into(), Ok(Secret::new(value)));
+    }
+
+    /// Makes resolving secret `name` fail with `error`.
+    pub fn fail(&self, name: &str, error: SecretError) {
+        self.lock().insert(name.into(), Err(error));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Result<Secret, SecretError>>> {
+        self.values.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Secrets for FakeSecrets {
+    async fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        self.lock()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Err(SecretError::Unknown(name.into())))
+    }
+}
+
 /// Runs the steps of one workflow of a kind against fake ports, one step (or compensation) per
 /// call, with the outputs, signals and children a test gives it.
 pub struct Harness {
     pub kube: Arc<FakeKube>,
+    pub maas: Arc<FakeMaas>,
+    pub secrets: Arc<FakeSecrets>,
     pub clock: Arc<FakeClock>,
     pub workflow_id: String,
     pub attempt: u32,
@@ -528,36 +567,63 @@ pub struct Harness {
     pub outputs: BTreeMap<String, Value>,
     pub signals: BTreeMap<String, Value>,
     pub children: Vec<ChildStatus>,
-    ports: Ports,
+    /// Whether the worker has a Kubernetes connection.
+    connected: bool,
     loaded: Box<dyn Loaded>,
 }
 
 impl Harness {
-    /// Loads kind `K` with `input` (panicking with the load error) over `kube`.
+    /// Loads kind `K` with `input` (panicking with the load error) over `kube`, an empty MAAS
+    /// and no secrets.
     pub fn new<K: Kind>(input: Value, kube: FakeKube) -> Harness {
         let loaded = Typed::<K>::default()
             .load(&input)
             .unwrap_or_else(|e| panic!("{} refused its input: {e}", K::NAME));
-        let kube = Arc::new(kube);
         let clock = Arc::new(FakeClock::default());
         clock.set(1_700_000_000_000);
         Harness {
-            ports: Ports::new(clock.clone()).with_kube(kube.clone()),
-            kube,
+            kube: Arc::new(kube),
+            maas: Arc::default(),
+            secrets: Arc::default(),
             clock,
             workflow_id: "wf-1".into(),
             attempt: 1,
             outputs: BTreeMap::new(),
             signals: BTreeMap::new(),
             children: Vec::new(),
+            connected: true,
             loaded,
         }
     }
 
     /// The same, on a worker that has no Kubernetes connection.
     pub fn without_kube(mut self) -> Harness {
-        self.ports = Ports::new(self.clock.clone());
+        self.connected = false;
         self
+    }
+
+    /// The same, over `maas`.
+    pub fn with_maas(mut self, maas: FakeMaas) -> Harness {
+        self.maas = Arc::new(maas);
+        self
+    }
+
+    /// The same, with secret `name` set to `value`.
+    pub fn with_secret(self, name: &str, value: &str) -> Harness {
+        self.secrets.set(name, value);
+        self
+    }
+
+    /// The ports a step sees: the fakes, Kubernetes unless [`Harness::without_kube`].
+    fn ports(&self) -> Ports {
+        let ports = Ports::new(self.clock.clone())
+            .with_maas(self.maas.clone())
+            .with_secrets(self.secrets.clone());
+        if self.connected {
+            ports.with_kube(self.kube.clone())
+        } else {
+            ports
+        }
     }
 
     /// The loaded workflow, to look at its step table.
@@ -591,6 +657,7 @@ impl Harness {
             .iter()
             .position(|s| s.name == step)
             .unwrap_or_else(|| panic!("no step {step:?}"));
+        let ports = self.ports();
         let ctx = StepContext {
             workflow_id: &self.workflow_id,
             step: index,
@@ -602,7 +669,7 @@ impl Harness {
             signals: &self.signals,
             children: &self.children,
             resumes: 0,
-            ports: &self.ports,
+            ports: &ports,
         };
         futures::executor::block_on(match phase {
             Phase::Forward => self.loaded.run(&ctx),

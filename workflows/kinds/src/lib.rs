@@ -8,6 +8,7 @@
 //!
 //! A new kind on existing ports is one file with a `Kind` impl and one line in [`builtin`].
 
+pub mod admission;
 pub mod cloud_init;
 pub mod cluster;
 pub mod decommission_node;
@@ -15,6 +16,8 @@ pub mod deploy_machine;
 pub mod drain_node;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod fake_maas;
 pub mod gate;
 pub mod machines;
 pub mod migrate_vmi;

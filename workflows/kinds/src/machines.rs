@@ -137,6 +137,7 @@ impl Constraints {
             not_tags: self.not_tags.clone(),
             cpu_count: self.cpu_count,
             memory_mib: self.memory_mib,
+            system_id: None,
             agent_name: Some(agent_name.to_string()),
             comment: Some(comment),
         }

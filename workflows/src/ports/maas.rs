@@ -218,6 +218,9 @@ pub struct Allocation {
     /// Minimums.
     pub cpu_count: Option<u32>,
     pub memory_mib: Option<u64>,
+    /// This machine only (MAAS's `system_id` constraint): how a caller that chose among the Ready
+    /// machines itself takes the one it chose, if it still matches.
+    pub system_id: Option<String>,
     /// Recorded on the machine: `list_machines` can find it by this name after a crash between
     /// the allocation and its commit (MAAS does not show it in the machine itself).
     pub agent_name: Option<String>,
