@@ -171,7 +171,7 @@ async fn refusals_are_4xx_with_a_message_and_write_nothing() {
             Some(OPERATOR),
             br#"{"kind":"teleport","input":{}}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "known kinds: decommission-node, deploy-machine, drain-node, migrate-vmi",
+            "known kinds: attach-volume, decommission-node, deploy-machine, detach-volume, drain-node, migrate-vmi",
         ),
         (
             "invalid input",

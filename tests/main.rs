@@ -14,4 +14,5 @@ mod lab;
 mod maas_adapter;
 mod provision;
 mod secrets;
+mod storage;
 mod versioning;

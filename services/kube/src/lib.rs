@@ -9,6 +9,7 @@ mod nodes;
 mod pods;
 mod resources;
 mod secrets;
+mod storage;
 mod vmis;
 
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use drover_workflows::ports::kube::{
-    Eviction, Kube, KubeError, MigrationInfo, NodeInfo, PodInfo, VmiInfo,
+    Eviction, Kube, KubeError, MigrationInfo, NewPvc, NodeInfo, PodInfo, PvcInfo, SnapshotInfo,
+    StorageClassInfo, VmInfo, VmiInfo, VolumeStatusInfo,
 };
 use std::collections::BTreeMap;
 
@@ -161,5 +163,70 @@ impl Kube for Cluster {
 
     async fn evict_pod(&self, namespace: &str, name: &str) -> Result<Eviction, KubeError> {
         pods::evict(&self.client, namespace, name).await
+    }
+
+    async fn get_storage_class(&self, name: &str) -> Result<StorageClassInfo, KubeError> {
+        storage::get_storage_class(&self.client, name).await
+    }
+
+    async fn get_pvc(&self, namespace: &str, name: &str) -> Result<PvcInfo, KubeError> {
+        storage::get_pvc(&self.client, namespace, name).await
+    }
+
+    async fn create_pvc(&self, pvc: &NewPvc) -> Result<PvcInfo, KubeError> {
+        storage::create_pvc(&self.client, pvc).await
+    }
+
+    async fn delete_pvc(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        storage::delete_pvc(&self.client, namespace, name).await
+    }
+
+    async fn get_vm(&self, namespace: &str, name: &str) -> Result<VmInfo, KubeError> {
+        storage::get_vm(&self.client, namespace, name).await
+    }
+
+    async fn vmi_volume_status(
+        &self,
+        namespace: &str,
+        vm: &str,
+    ) -> Result<Vec<VolumeStatusInfo>, KubeError> {
+        storage::vmi_volume_status(&self.client, namespace, vm).await
+    }
+
+    async fn add_volume(
+        &self,
+        namespace: &str,
+        vm: &str,
+        volume: &str,
+        claim: &str,
+    ) -> Result<(), KubeError> {
+        storage::add_volume(&self.client, namespace, vm, volume, claim).await
+    }
+
+    async fn remove_volume(
+        &self,
+        namespace: &str,
+        vm: &str,
+        volume: &str,
+    ) -> Result<(), KubeError> {
+        storage::remove_volume(&self.client, namespace, vm, volume).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        namespace: &str,
+        name: &str,
+        pvc: &str,
+        class: Option<&str>,
+    ) -> Result<SnapshotInfo, KubeError> {
+        storage::create_snapshot(&self.client, namespace, name, pvc, class).await
+    }
+
+    async fn get_snapshot(&self, namespace: &str, name: &str) -> Result<SnapshotInfo, KubeError> {
+        storage::get_snapshot(&self.client, namespace, name).await
+    }
+
+    async fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        storage::delete_snapshot(&self.client, namespace, name).await
     }
 }

@@ -9,10 +9,12 @@
 //! A new kind on existing ports is one file with a `Kind` impl and one line in [`builtin`].
 
 pub mod admission;
+pub mod attach_volume;
 pub mod cloud_init;
 pub mod cluster;
 pub mod decommission_node;
 pub mod deploy_machine;
+pub mod detach_volume;
 pub mod drain_node;
 #[cfg(test)]
 mod fake;
@@ -26,6 +28,7 @@ pub mod provision_node;
 pub mod replace_node;
 pub mod rolling_maintenance;
 pub mod scale_out;
+pub mod storage;
 pub mod synthetic;
 
 use drover_workflows::Registry;
@@ -42,6 +45,8 @@ pub fn builtin() -> Registry {
         .register::<deploy_machine::DeployMachine>()
         .register::<decommission_node::DecommissionNode>()
         .register::<replace_node::ReplaceNode>()
-        .register::<scale_out::ScaleOut>();
+        .register::<scale_out::ScaleOut>()
+        .register::<attach_volume::AttachVolume>()
+        .register::<detach_volume::DetachVolume>();
     registry
 }

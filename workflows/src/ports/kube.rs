@@ -131,6 +131,89 @@ pub enum Eviction {
     },
 }
 
+/// A PersistentVolumeClaim as the storage workflows see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PvcInfo {
+    pub namespace: String,
+    pub name: String,
+    /// `Pending`, `Bound` or `Lost`.
+    pub phase: String,
+    pub storage_class: Option<String>,
+    /// `ReadWriteOnce`, `ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOncePod`: from the status once
+    /// bound, else from the spec.
+    pub access_modes: Vec<String>,
+    /// Requested size in bytes.
+    pub request_bytes: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A claim to create.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewPvc {
+    pub namespace: String,
+    pub name: String,
+    pub storage_class: String,
+    pub access_mode: String,
+    pub size_bytes: u64,
+    /// `Block` or `Filesystem` (the class's default when None).
+    pub volume_mode: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A StorageClass.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StorageClassInfo {
+    pub name: String,
+    pub provisioner: String,
+}
+
+/// A VirtualMachine as the storage workflows see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub namespace: String,
+    pub name: String,
+    /// `status.printableStatus` (`Running`, `Stopped`, ...).
+    pub printable_status: String,
+    /// Whether a VMI of it runs (`status.ready`).
+    pub running: bool,
+    /// The VM's `spec.template.spec.evictionStrategy`, else the cluster's default (the KubeVirt
+    /// CR's `spec.configuration.evictionStrategy`); None when neither is set.
+    pub eviction_strategy: Option<String>,
+    /// `spec.template.spec.volumes`.
+    pub volumes: Vec<VmVolume>,
+}
+
+/// One volume of a VM's template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmVolume {
+    pub name: String,
+    /// The claim behind it (a `persistentVolumeClaim` or `dataVolume` source), if any.
+    pub claim: Option<String>,
+    pub hotpluggable: bool,
+}
+
+/// One entry of a VMI's `status.volumeStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VolumeStatusInfo {
+    pub name: String,
+    /// `Pending`, `Bound`, `AttachedToNode`, `MountedToPod`, `Ready`, ...
+    pub phase: String,
+    pub reason: String,
+    pub message: String,
+    pub hotplug: bool,
+}
+
+/// A VolumeSnapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub namespace: String,
+    pub name: String,
+    pub source_pvc: String,
+    pub ready_to_use: bool,
+    /// `status.error.message`, when the snapshot failed.
+    pub error: Option<String>,
+}
+
 /// The cluster operations maintenance workflows use. Every call is idempotent or says how it was not.
 #[async_trait]
 pub trait Kube: Send + Sync {
@@ -175,4 +258,44 @@ pub trait Kube: Send + Sync {
     ) -> Result<(), KubeError>;
     async fn list_pods(&self, node: &str) -> Result<Vec<PodInfo>, KubeError>;
     async fn evict_pod(&self, namespace: &str, name: &str) -> Result<Eviction, KubeError>;
+
+    async fn get_storage_class(&self, name: &str) -> Result<StorageClassInfo, KubeError>;
+    async fn get_pvc(&self, namespace: &str, name: &str) -> Result<PvcInfo, KubeError>;
+    /// Creates a claim; one of the same name that exists already is returned as it is (the caller
+    /// checks it is the one it meant, by its labels).
+    async fn create_pvc(&self, pvc: &NewPvc) -> Result<PvcInfo, KubeError>;
+    /// Deletes a claim; a missing one is fine.
+    async fn delete_pvc(&self, namespace: &str, name: &str) -> Result<(), KubeError>;
+    async fn get_vm(&self, namespace: &str, name: &str) -> Result<VmInfo, KubeError>;
+    /// The `status.volumeStatus` of the VM's running instance; NotFound when none runs.
+    async fn vmi_volume_status(
+        &self,
+        namespace: &str,
+        vm: &str,
+    ) -> Result<Vec<VolumeStatusInfo>, KubeError>;
+    /// virt-api's `addvolume` on the VirtualMachine: a claim as a hotpluggable SCSI disk named
+    /// `volume`, persisted in the VM's template (on a stopped VM only there). A volume of that name
+    /// that exists already is `Ok(())`.
+    async fn add_volume(
+        &self,
+        namespace: &str,
+        vm: &str,
+        volume: &str,
+        claim: &str,
+    ) -> Result<(), KubeError>;
+    /// virt-api's `removevolume` on the VirtualMachine; a volume already gone is `Ok(())`.
+    async fn remove_volume(&self, namespace: &str, vm: &str, volume: &str)
+    -> Result<(), KubeError>;
+    /// Creates a VolumeSnapshot of a claim (the class's default snapshot class when None); an
+    /// existing one of the same name is returned as it is.
+    async fn create_snapshot(
+        &self,
+        namespace: &str,
+        name: &str,
+        pvc: &str,
+        class: Option<&str>,
+    ) -> Result<SnapshotInfo, KubeError>;
+    async fn get_snapshot(&self, namespace: &str, name: &str) -> Result<SnapshotInfo, KubeError>;
+    /// Deletes a snapshot; a missing one is fine.
+    async fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<(), KubeError>;
 }
