@@ -424,3 +424,43 @@ async fn wait(ctx: &Ctx<'_, AttachVolume>) -> StepResult {
         })),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use drover_workflows::sdk::parse;
+    use serde_json::json;
+
+    use super::AttachVolume;
+    use crate::detach_volume::DetachVolume;
+
+    #[test]
+    fn inputs_that_could_never_run_are_refused_with_what_to_fix() {
+        let ok = json!({"namespace": "vmo-prod", "vm": "vm-01", "volume": "data",
+                        "size": "20Gi", "storage_class": "px-rwx"});
+        assert!(parse::<AttachVolume>(&ok).is_ok());
+        let cases = [
+            (json!({"size": "20GB"}), "not a Kubernetes quantity"),
+            (json!({"size": null}), "needs size"),
+            (json!({"existing_claim": "c1"}), "existing_claim alone"),
+            (json!({"vm": "VM_1"}), "vm: 1-63 lowercase"),
+            (json!({"access_mode": "ReadMostly"}), "access_mode"),
+            (json!({"poll_ms": 0}), "poll_ms"),
+            (json!({"bogus": 1}), "unknown field"),
+        ];
+        for (patch, needle) in cases {
+            let mut input = ok.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                input[k] = v.clone();
+            }
+            let e = parse::<AttachVolume>(&input).expect_err(needle);
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let existing = json!({"namespace": "vmo-prod", "vm": "vm-01", "volume": "data",
+                              "existing_claim": "c1"});
+        assert!(parse::<AttachVolume>(&existing).is_ok());
+        let detach = json!({"namespace": "vmo-prod", "vm": "vm-01", "volume": "data",
+                            "delete_any_claim": true});
+        let e = parse::<DetachVolume>(&detach).expect_err("any without delete");
+        assert!(e.contains("delete_any_claim goes with delete_claim"), "{e}");
+    }
+}
