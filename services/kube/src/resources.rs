@@ -76,6 +76,26 @@ pub struct VmiStatus {
     pub conditions: Vec<Condition>,
     #[serde(default)]
     pub migration_state: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_status: Vec<VolumeStatus>,
+}
+
+/// One entry of a VMI's `status.volumeStatus` (virt-handler's view of a volume; hotplugged ones
+/// walk Pending, Bound, AttachedToNode, MountedToPod, Ready).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatus {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Present (an object, possibly empty) on hotplugged volumes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplug_volume: Option<Value>,
 }
 
 /// kubevirt.io/v1 VirtualMachineInstanceMigration.

@@ -1,8 +1,9 @@
 //! In-memory fake ports, so the cluster kinds' steps are table-tested in milliseconds without
 //! Redis, a worker or the lab. [`FakeKube`] holds a small cluster model behind a mutex, answers the
 //! [`Kube`] port from it with the real adapter's semantics (a create that meets an existing name
-//! returns that object, as `services/kube` does on a 409; deleting a missing migration or node is
-//! fine; a 429 from the Eviction API is `Eviction::Refused`), records every call, and fails the
+//! returns that object, as `services/kube` does on a 409; deleting a missing migration, node, claim
+//! or snapshot is fine; adding a volume a VM has already, or removing one it has not, is fine; a 429
+//! from the Eviction API is `Eviction::Refused`), records every call, and fails the
 //! next N calls of an operation when told to. [`FakeClock`] is a settable clock whose `sleep`
 //! returns at once; [`FakeSecrets`] a map of secret names to values. [`Harness`] runs one step (or
 //! one compensation) of a kind through the engine's own entry point (`Typed::<K>::load` and
@@ -10,8 +11,9 @@
 //! `fake_maas.rs`.
 //!
 //! The fake never moves the world on its own: a test advances it (a migration's phase, a stopped
-//! VM's instance going away) by editing the model between runs, which is how a level-triggered
-//! step sees the world change.
+//! VM's instance going away, a claim binding, a hotplugged volume's phase, a snapshot becoming
+//! ready) by editing the model between runs, which is how a level-triggered step sees the world
+//! change.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use drover_workflows::ports::kube::{
     Eviction, Kube, KubeError, MigrationInfo, NewPvc, NodeInfo, PodInfo, PvcInfo, SnapshotInfo,
-    StorageClassInfo, VmInfo, VmiInfo, VolumeStatusInfo,
+    StorageClassInfo, VmInfo, VmVolume, VmiInfo, VolumeStatusInfo,
 };
 use drover_workflows::ports::secrets::{Secret, SecretError, Secrets};
 use drover_workflows::ports::{BoxFuture, Clock, Ports};
@@ -48,6 +50,17 @@ pub enum Op {
     SetVmRunning,
     ListPods,
     EvictPod,
+    GetStorageClass,
+    GetPvc,
+    CreatePvc,
+    DeletePvc,
+    GetVm,
+    VmiVolumeStatus,
+    AddVolume,
+    RemoveVolume,
+    CreateSnapshot,
+    GetSnapshot,
+    DeleteSnapshot,
 }
 
 /// One call a step made, with its arguments.
@@ -98,6 +111,53 @@ pub enum Call {
         namespace: String,
         name: String,
     },
+    GetStorageClass {
+        name: String,
+    },
+    GetPvc {
+        namespace: String,
+        name: String,
+    },
+    CreatePvc {
+        pvc: NewPvc,
+    },
+    DeletePvc {
+        namespace: String,
+        name: String,
+    },
+    GetVm {
+        namespace: String,
+        name: String,
+    },
+    VmiVolumeStatus {
+        namespace: String,
+        vm: String,
+    },
+    AddVolume {
+        namespace: String,
+        vm: String,
+        volume: String,
+        claim: String,
+    },
+    RemoveVolume {
+        namespace: String,
+        vm: String,
+        volume: String,
+    },
+    CreateSnapshot {
+        namespace: String,
+        name: String,
+        pvc: String,
+        class: Option<String>,
+    },
+    GetSnapshot {
+        namespace: String,
+        name: String,
+    },
+    DeleteSnapshot {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Call {
@@ -111,6 +171,12 @@ impl Call {
                 | Call::DeleteMigration { .. }
                 | Call::SetVmRunning { .. }
                 | Call::EvictPod { .. }
+                | Call::CreatePvc { .. }
+                | Call::DeletePvc { .. }
+                | Call::AddVolume { .. }
+                | Call::RemoveVolume { .. }
+                | Call::CreateSnapshot { .. }
+                | Call::DeleteSnapshot { .. }
         )
     }
 }
@@ -138,8 +204,29 @@ pub struct Cluster {
     pub in_flight_webhook: bool,
     /// The next this many reads of a migration miss it, as a read that raced its creation does.
     pub unseen_reads: usize,
+    /// StorageClasses by name.
+    pub storage_classes: BTreeMap<String, StorageClassInfo>,
+    /// Claims by (namespace, name). A created one is `Pending` until the test binds it.
+    pub pvcs: BTreeMap<(String, String), PvcInfo>,
+    /// What `get_vm` reports of a VM in [`Cluster::vms`] besides whether it runs, by (namespace,
+    /// name); a VM without an entry has no volumes and no eviction strategy.
+    pub templates: BTreeMap<(String, String), VmTemplate>,
+    /// The `status.volumeStatus` of each VM's instance, by (namespace, VM name). It is read only
+    /// while [`Cluster::vmis`] holds a VMI of that VM (`VmiInfo::vm`); else the instance is
+    /// NotFound. `add_volume` appends a hotplug entry `Pending` and `remove_volume` turns it
+    /// `Detaching`; the test moves it on (to `Ready`, or out of the list).
+    pub volume_status: BTreeMap<(String, String), Vec<VolumeStatusInfo>>,
+    /// VolumeSnapshots by (namespace, name). A created one is not ready until the test says so.
+    pub snapshots: BTreeMap<(String, String), SnapshotInfo>,
     failures: BTreeMap<Op, VecDeque<KubeError>>,
     calls: Vec<Call>,
+}
+
+/// The part of a VirtualMachine's spec the storage kinds read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmTemplate {
+    pub eviction_strategy: Option<String>,
+    pub volumes: Vec<VmVolume>,
 }
 
 /// An in-memory [`Kube`].
@@ -169,6 +256,65 @@ impl FakeKube {
     /// Adds a pod on `node`.
     pub fn pod(self, node: &str, pod: PodInfo) -> FakeKube {
         self.edit(|c| c.pods.push((node.to_string(), pod)));
+        self
+    }
+
+    /// Adds a VirtualMachine with its template. A running one gets its instance (a VMI of the same
+    /// name, on no node) whose volume statuses say each template volume is Ready.
+    pub fn vm(self, vm: VmInfo) -> FakeKube {
+        self.edit(|c| {
+            let key = (vm.namespace.clone(), vm.name.clone());
+            c.vms.insert(key.clone(), vm.running);
+            if vm.running {
+                c.vmis.push(VmiInfo {
+                    namespace: vm.namespace.clone(),
+                    name: vm.name.clone(),
+                    node: None,
+                    phase: "Running".into(),
+                    not_migratable: None,
+                    cpu_millis: 1000,
+                    memory_bytes: 4 << 30,
+                    vm: Some(vm.name.clone()),
+                });
+                let ready = vm.volumes.iter().map(|v| VolumeStatusInfo {
+                    name: v.name.clone(),
+                    phase: "Ready".into(),
+                    hotplug: v.hotpluggable,
+                    ..VolumeStatusInfo::default()
+                });
+                c.volume_status.insert(key.clone(), ready.collect());
+            }
+            c.templates.insert(
+                key,
+                VmTemplate {
+                    eviction_strategy: vm.eviction_strategy,
+                    volumes: vm.volumes,
+                },
+            );
+        });
+        self
+    }
+
+    /// Adds a StorageClass.
+    pub fn storage_class(self, name: &str, provisioner: &str) -> FakeKube {
+        self.edit(|c| {
+            c.storage_classes.insert(
+                name.to_string(),
+                StorageClassInfo {
+                    name: name.to_string(),
+                    provisioner: provisioner.to_string(),
+                },
+            )
+        });
+        self
+    }
+
+    /// Adds a claim, as it would be there before the workflow.
+    pub fn pvc(self, pvc: PvcInfo) -> FakeKube {
+        self.edit(|c| {
+            c.pvcs
+                .insert((pvc.namespace.clone(), pvc.name.clone()), pvc)
+        });
         self
     }
 
@@ -236,6 +382,13 @@ fn not_found(resource: &str, name: &str) -> KubeError {
     KubeError::NotFound(format!("{resource} \"{name}\" not found"))
 }
 
+/// Whether a VMI of VirtualMachine `namespace/vm` exists.
+fn has_instance(c: &Cluster, namespace: &str, vm: &str) -> bool {
+    c.vmis
+        .iter()
+        .any(|v| v.namespace == namespace && v.vm.as_deref() == Some(vm))
+}
+
 /// KubeVirt's migration admission webhook, as the lab enforces it: a migration of a VMI that does
 /// not exist or cannot live-migrate is refused with 422 (which the adapter classifies permanent);
 /// with [`Cluster::in_flight_webhook`], so is one of a VMI already migrating. Admission runs before
@@ -268,10 +421,6 @@ fn admit_migration(c: &Cluster, namespace: &str, vmi: &str) -> Result<(), KubeEr
             None => Ok(()),
         },
     }
-}
-
-fn not_modelled(op: &str) -> KubeError {
-    KubeError::Permanent(format!("FakeKube does not model {op}"))
 }
 
 #[async_trait]
@@ -321,62 +470,6 @@ impl Kube for FakeKube {
         )?;
         c.nodes.remove(name);
         Ok(())
-    }
-
-    // Storage is not modelled yet: the storage kinds are tested end to end against the lab
-    // (tests/storage.rs); a table test that reaches these fails saying so.
-    async fn get_storage_class(&self, _: &str) -> Result<StorageClassInfo, KubeError> {
-        Err(not_modelled("get_storage_class"))
-    }
-
-    async fn get_pvc(&self, _: &str, _: &str) -> Result<PvcInfo, KubeError> {
-        Err(not_modelled("get_pvc"))
-    }
-
-    async fn create_pvc(&self, _: &NewPvc) -> Result<PvcInfo, KubeError> {
-        Err(not_modelled("create_pvc"))
-    }
-
-    async fn delete_pvc(&self, _: &str, _: &str) -> Result<(), KubeError> {
-        Err(not_modelled("delete_pvc"))
-    }
-
-    async fn get_vm(&self, _: &str, _: &str) -> Result<VmInfo, KubeError> {
-        Err(not_modelled("get_vm"))
-    }
-
-    async fn vmi_volume_status(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Result<Vec<VolumeStatusInfo>, KubeError> {
-        Err(not_modelled("vmi_volume_status"))
-    }
-
-    async fn add_volume(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), KubeError> {
-        Err(not_modelled("add_volume"))
-    }
-
-    async fn remove_volume(&self, _: &str, _: &str, _: &str) -> Result<(), KubeError> {
-        Err(not_modelled("remove_volume"))
-    }
-
-    async fn create_snapshot(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: Option<&str>,
-    ) -> Result<SnapshotInfo, KubeError> {
-        Err(not_modelled("create_snapshot"))
-    }
-
-    async fn get_snapshot(&self, _: &str, _: &str) -> Result<SnapshotInfo, KubeError> {
-        Err(not_modelled("get_snapshot"))
-    }
-
-    async fn delete_snapshot(&self, _: &str, _: &str) -> Result<(), KubeError> {
-        Err(not_modelled("delete_snapshot"))
     }
 
     async fn list_vmis(&self, node: Option<&str>) -> Result<Vec<VmiInfo>, KubeError> {
@@ -558,6 +651,248 @@ impl Kube for FakeKube {
             c.pods.remove(at);
         }
         Ok(eviction)
+    }
+
+    async fn get_storage_class(&self, name: &str) -> Result<StorageClassInfo, KubeError> {
+        let c = self.begin(
+            Op::GetStorageClass,
+            Call::GetStorageClass {
+                name: name.to_string(),
+            },
+        )?;
+        c.storage_classes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found("storageclasses.storage.k8s.io", name))
+    }
+
+    async fn get_pvc(&self, namespace: &str, name: &str) -> Result<PvcInfo, KubeError> {
+        let c = self.begin(
+            Op::GetPvc,
+            Call::GetPvc {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        c.pvcs
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| not_found("persistentvolumeclaims", name))
+    }
+
+    /// A claim of that name already there is returned as it is, as the adapter does on a 409. A
+    /// new one is `Pending` (an unknown class is no error: Kubernetes leaves such a claim Pending).
+    async fn create_pvc(&self, pvc: &NewPvc) -> Result<PvcInfo, KubeError> {
+        let mut c = self.begin(Op::CreatePvc, Call::CreatePvc { pvc: pvc.clone() })?;
+        let made = c
+            .pvcs
+            .entry((pvc.namespace.clone(), pvc.name.clone()))
+            .or_insert_with(|| PvcInfo {
+                namespace: pvc.namespace.clone(),
+                name: pvc.name.clone(),
+                phase: "Pending".into(),
+                storage_class: Some(pvc.storage_class.clone()),
+                access_modes: vec![pvc.access_mode.clone()],
+                request_bytes: pvc.size_bytes,
+                labels: pvc.labels.clone(),
+            });
+        Ok(made.clone())
+    }
+
+    async fn delete_pvc(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        let mut c = self.begin(
+            Op::DeletePvc,
+            Call::DeletePvc {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        c.pvcs.remove(&(namespace.to_string(), name.to_string()));
+        Ok(())
+    }
+
+    /// A VM of [`Cluster::vms`], running as that says, with its [`Cluster::templates`] entry.
+    async fn get_vm(&self, namespace: &str, name: &str) -> Result<VmInfo, KubeError> {
+        let c = self.begin(
+            Op::GetVm,
+            Call::GetVm {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        let key = (namespace.to_string(), name.to_string());
+        let running = *c
+            .vms
+            .get(&key)
+            .ok_or_else(|| not_found("virtualmachines.kubevirt.io", name))?;
+        let template = c.templates.get(&key).cloned().unwrap_or_default();
+        Ok(VmInfo {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            printable_status: if running { "Running" } else { "Stopped" }.into(),
+            running,
+            eviction_strategy: template.eviction_strategy,
+            volumes: template.volumes,
+        })
+    }
+
+    async fn vmi_volume_status(
+        &self,
+        namespace: &str,
+        vm: &str,
+    ) -> Result<Vec<VolumeStatusInfo>, KubeError> {
+        let c = self.begin(
+            Op::VmiVolumeStatus,
+            Call::VmiVolumeStatus {
+                namespace: namespace.to_string(),
+                vm: vm.to_string(),
+            },
+        )?;
+        if !has_instance(&c, namespace, vm) {
+            return Err(not_found("virtualmachineinstances.kubevirt.io", vm));
+        }
+        Ok(c.volume_status
+            .get(&(namespace.to_string(), vm.to_string()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Puts the volume in the VM's template and, when an instance runs, a `Pending` hotplug entry
+    /// in its volume status. A volume of that name already in the template is fine, whatever its
+    /// claim (virt-api's 409, which the adapter takes as done); the claim is not looked up, as
+    /// virt-api does not.
+    async fn add_volume(
+        &self,
+        namespace: &str,
+        vm: &str,
+        volume: &str,
+        claim: &str,
+    ) -> Result<(), KubeError> {
+        let mut c = self.begin(
+            Op::AddVolume,
+            Call::AddVolume {
+                namespace: namespace.to_string(),
+                vm: vm.to_string(),
+                volume: volume.to_string(),
+                claim: claim.to_string(),
+            },
+        )?;
+        let key = (namespace.to_string(), vm.to_string());
+        if !c.vms.contains_key(&key) {
+            return Err(not_found("virtualmachines.kubevirt.io", vm));
+        }
+        let template = c.templates.entry(key.clone()).or_default();
+        if template.volumes.iter().any(|v| v.name == volume) {
+            return Ok(());
+        }
+        template.volumes.push(VmVolume {
+            name: volume.to_string(),
+            claim: Some(claim.to_string()),
+            hotpluggable: true,
+        });
+        if has_instance(&c, namespace, vm) {
+            let statuses = c.volume_status.entry(key).or_default();
+            if !statuses.iter().any(|s| s.name == volume) {
+                statuses.push(VolumeStatusInfo {
+                    name: volume.to_string(),
+                    phase: "Pending".into(),
+                    hotplug: true,
+                    ..VolumeStatusInfo::default()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the volume out of the VM's template and turns its status entry `Detaching` (the test
+    /// removes it). A volume the template does not have is fine.
+    async fn remove_volume(
+        &self,
+        namespace: &str,
+        vm: &str,
+        volume: &str,
+    ) -> Result<(), KubeError> {
+        let mut c = self.begin(
+            Op::RemoveVolume,
+            Call::RemoveVolume {
+                namespace: namespace.to_string(),
+                vm: vm.to_string(),
+                volume: volume.to_string(),
+            },
+        )?;
+        let key = (namespace.to_string(), vm.to_string());
+        if !c.vms.contains_key(&key) {
+            return Err(not_found("virtualmachines.kubevirt.io", vm));
+        }
+        if let Some(t) = c.templates.get_mut(&key) {
+            t.volumes.retain(|v| v.name != volume);
+        }
+        if let Some(s) = c
+            .volume_status
+            .get_mut(&key)
+            .and_then(|s| s.iter_mut().find(|s| s.name == volume))
+        {
+            s.phase = "Detaching".into();
+        }
+        Ok(())
+    }
+
+    /// A snapshot of that name already there is returned as it is. A new one is not ready (the test
+    /// makes it so, or sets its error).
+    async fn create_snapshot(
+        &self,
+        namespace: &str,
+        name: &str,
+        pvc: &str,
+        class: Option<&str>,
+    ) -> Result<SnapshotInfo, KubeError> {
+        let mut c = self.begin(
+            Op::CreateSnapshot,
+            Call::CreateSnapshot {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                pvc: pvc.to_string(),
+                class: class.map(str::to_string),
+            },
+        )?;
+        let made = c
+            .snapshots
+            .entry((namespace.to_string(), name.to_string()))
+            .or_insert_with(|| SnapshotInfo {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source_pvc: pvc.to_string(),
+                ready_to_use: false,
+                error: None,
+            });
+        Ok(made.clone())
+    }
+
+    async fn get_snapshot(&self, namespace: &str, name: &str) -> Result<SnapshotInfo, KubeError> {
+        let c = self.begin(
+            Op::GetSnapshot,
+            Call::GetSnapshot {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        c.snapshots
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| not_found("volumesnapshots.snapshot.storage.k8s.io", name))
+    }
+
+    async fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        let mut c = self.begin(
+            Op::DeleteSnapshot,
+            Call::DeleteSnapshot {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        c.snapshots
+            .remove(&(namespace.to_string(), name.to_string()));
+        Ok(())
     }
 }
 
@@ -812,10 +1147,135 @@ pub fn child(
     }
 }
 
+/// A running VirtualMachine `ns/name` evicted by live migration, with its root disk on claim
+/// `name-root` (a DataVolume's, so not hotpluggable).
+pub fn vm(name: &str) -> VmInfo {
+    VmInfo {
+        namespace: "ns".into(),
+        name: name.into(),
+        printable_status: "Running".into(),
+        running: true,
+        eviction_strategy: Some("LiveMigrate".into()),
+        volumes: vec![VmVolume {
+            name: "rootdisk".into(),
+            claim: Some(format!("{name}-root")),
+            hotpluggable: false,
+        }],
+    }
+}
+
 /// A 429 with the server's Retry-After, as the adapter hands it over.
 pub fn too_many_requests(retry_after: Duration) -> KubeError {
     KubeError::Transient {
         message: "429 Too Many Requests".into(),
         retry_after: Some(retry_after),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
+    /// The storage calls answer as the adapter does against the lab (`tests/drain/adapter.rs`):
+    /// creates return what is there, deletes and volume changes are idempotent, hotplug and
+    /// snapshots move only when the test moves them.
+    #[test]
+    fn storage_follows_the_adapter() {
+        let kube = FakeKube::default()
+            .storage_class("px-rwx", "pxd.portworx.com")
+            .vm(vm("a"))
+            .pvc(PvcInfo {
+                namespace: "ns".into(),
+                name: "a-root".into(),
+                phase: "Bound".into(),
+                ..PvcInfo::default()
+            });
+        let key = ("ns".to_string(), "a".to_string());
+        let new = NewPvc {
+            namespace: "ns".into(),
+            name: "a-data".into(),
+            storage_class: "px-rwx".into(),
+            access_mode: "ReadWriteMany".into(),
+            size_bytes: 1 << 30,
+            ..NewPvc::default()
+        };
+        let made = block_on(kube.create_pvc(&new)).unwrap();
+        assert_eq!(made.phase, "Pending");
+        kube.edit(|c| {
+            c.pvcs
+                .get_mut(&("ns".into(), "a-data".into()))
+                .unwrap()
+                .phase = "Bound".into()
+        });
+        assert_eq!(block_on(kube.create_pvc(&new)).unwrap().phase, "Bound");
+
+        block_on(kube.add_volume("ns", "a", "data", "a-data")).unwrap();
+        block_on(kube.add_volume("ns", "a", "data", "a-data")).unwrap();
+        let vm = block_on(kube.get_vm("ns", "a")).unwrap();
+        assert_eq!(vm.volumes.len(), 2, "{vm:?}");
+        let status = block_on(kube.vmi_volume_status("ns", "a")).unwrap();
+        assert_eq!(
+            status
+                .iter()
+                .map(|s| (s.name.as_str(), s.phase.as_str()))
+                .collect::<Vec<_>>(),
+            [("rootdisk", "Ready"), ("data", "Pending")]
+        );
+        block_on(kube.remove_volume("ns", "a", "data")).unwrap();
+        block_on(kube.remove_volume("ns", "a", "data")).unwrap();
+        assert_eq!(block_on(kube.get_vm("ns", "a")).unwrap().volumes.len(), 1);
+        assert_eq!(
+            kube.edit(|c| c.volume_status[&key][1].phase.clone()),
+            "Detaching"
+        );
+
+        assert_eq!(
+            block_on(kube.get_pvc("ns", "a-root")).unwrap().phase,
+            "Bound"
+        );
+        let s = block_on(kube.create_snapshot("ns", "snap", "a-root", None)).unwrap();
+        assert!(!s.ready_to_use);
+        kube.edit(|c| {
+            c.snapshots
+                .get_mut(&("ns".into(), "snap".into()))
+                .unwrap()
+                .ready_to_use = true
+        });
+        assert!(
+            block_on(kube.create_snapshot("ns", "snap", "a-root", None))
+                .unwrap()
+                .ready_to_use
+        );
+        block_on(kube.delete_snapshot("ns", "snap")).unwrap();
+        block_on(kube.delete_snapshot("ns", "snap")).unwrap();
+        block_on(kube.delete_pvc("ns", "a-data")).unwrap();
+        block_on(kube.delete_pvc("ns", "a-data")).unwrap();
+        assert!(matches!(
+            block_on(kube.get_pvc("ns", "a-data")),
+            Err(KubeError::NotFound(_))
+        ));
+
+        // A stopped VM has no instance; its template still takes volumes.
+        kube.edit(|c| c.vmis.clear());
+        assert!(matches!(
+            block_on(kube.vmi_volume_status("ns", "a")),
+            Err(KubeError::NotFound(_))
+        ));
+        block_on(kube.add_volume("ns", "a", "more", "a-more")).unwrap();
+        assert_eq!(block_on(kube.get_vm("ns", "a")).unwrap().volumes.len(), 2);
+
+        kube.fail(Op::AddVolume, 1, too_many_requests(Duration::from_secs(1)));
+        assert!(block_on(kube.add_volume("ns", "a", "x", "y")).is_err());
+        assert_eq!(
+            kube.mutations()
+                .iter()
+                .filter(|c| matches!(c, Call::AddVolume { .. }))
+                .count(),
+            4
+        );
     }
 }
