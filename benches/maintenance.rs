@@ -19,6 +19,9 @@
 //! a few minutes). Not a test: it asserts nothing and writes its figures into BENCHMARKS.md between
 //! the `maintenance-bench` markers.
 
+#[path = "shared/report.rs"]
+mod report;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -465,10 +468,10 @@ fn render(rows: &[Figures], took: Duration) -> String {
     ));
     s.push_str(&format!(
         "- Date: {} UTC; whole run {:.0} s; lab time scale {TIME_SCALE}x; machine: nproc {}, {}\n",
-        date(),
+        report::date(),
         took.as_secs_f64(),
-        nproc(),
-        cpu()
+        report::nproc(),
+        report::cpu()
     ));
     let reboot = drover_lab::scenario::RebootSettings::default();
     s.push_str(&format!(
@@ -492,19 +495,11 @@ fn render(rows: &[Figures], took: Duration) -> String {
 }
 
 fn write_section(report: &str) -> Result<()> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let (begin, end) = (
+    report::write_section(
         "<!-- maintenance-bench:begin -->",
         "<!-- maintenance-bench:end -->",
-    );
-    let block = format!("{begin}\n{report}{end}");
-    let new = match (old.find(begin), old.find(end)) {
-        (Some(a), Some(b)) => format!("{}{block}{}", &old[..a], &old[b + end.len()..]),
-        _ => format!("{}\n{block}\n", old.trim_end()),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
+        report,
+    )
 }
 
 /// `2026-12-01T13:15:21Z` -> seconds since the epoch.
@@ -522,29 +517,4 @@ fn epoch(t: &str) -> Option<i64> {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-fn date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn nproc() -> String {
-    std::thread::available_parallelism()
-        .map(|n| n.to_string())
-        .unwrap_or_default()
-}
-
-fn cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default()
 }

@@ -23,6 +23,9 @@ mod lab;
 #[path = "provision/proxy.rs"]
 mod proxy;
 
+#[path = "shared/report.rs"]
+mod report;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -559,10 +562,10 @@ fn render(runs: &[Run], took: Duration) -> String {
     ));
     s.push_str(&format!(
         "- Date: {} UTC; whole run {:.0} s; machine: nproc {}, {}; {}\n",
-        date(),
+        report::date(),
         took.as_secs_f64(),
-        nproc(),
-        cpu(),
+        report::nproc(),
+        report::cpu(),
         python_libmaas()
     ));
     let maas = drover_lab::scenario::MaasSettings::default();
@@ -672,44 +675,11 @@ fn render(runs: &[Run], took: Duration) -> String {
 }
 
 fn write_section(report: &str) -> Result<()> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let (begin, end) = (
+    report::write_section(
         "<!-- provision-bench:start -->",
         "<!-- provision-bench:end -->",
-    );
-    let block = format!("{begin}\n{report}{end}");
-    let new = match (old.find(begin), old.find(end)) {
-        (Some(a), Some(b)) if a < b => format!("{}{block}{}", &old[..a], &old[b + end.len()..]),
-        _ => format!("{}\n\n{block}\n", old.trim_end()),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
-}
-
-fn date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn nproc() -> String {
-    std::thread::available_parallelism()
-        .map(|n| n.to_string())
-        .unwrap_or_default()
-}
-
-fn cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default()
+        report,
+    )
 }
 
 fn python_libmaas() -> String {

@@ -93,15 +93,11 @@ impl Kind for AttachVolume {
     type Input = Input;
 
     fn check(i: &Input) -> Result<(), String> {
-        for (what, v) in [
+        storage::check_names(&[
             ("namespace", &i.namespace),
             ("vm", &i.vm),
             ("volume", &i.volume),
-        ] {
-            if !storage::dns_label(v) {
-                return Err(format!("{what}: {}", storage::DNS_LABEL_RULE));
-            }
-        }
+        ])?;
         if !matches!(
             i.access_mode.as_str(),
             "ReadWriteMany" | "ReadWriteOnce" | "ReadWriteOncePod"
@@ -157,16 +153,7 @@ impl Kind for AttachVolume {
 async fn check(ctx: &Ctx<'_, AttachVolume>) -> StepResult {
     let kube = ctx.kube()?;
     let i = ctx.input;
-    let vm = match kube.get_vm(&i.namespace, &i.vm).await {
-        Ok(vm) => vm,
-        Err(KubeError::NotFound(_)) => {
-            return Err(StepError::fail(format!(
-                "VirtualMachine {}/{} does not exist",
-                i.namespace, i.vm
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let vm = storage::existing_vm(kube, &i.namespace, &i.vm).await?;
     let claim = i
         .existing_claim
         .clone()

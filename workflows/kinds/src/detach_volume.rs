@@ -55,15 +55,11 @@ impl Kind for DetachVolume {
     type Input = Input;
 
     fn check(i: &Input) -> Result<(), String> {
-        for (what, v) in [
+        storage::check_names(&[
             ("namespace", &i.namespace),
             ("vm", &i.vm),
             ("volume", &i.volume),
-        ] {
-            if !storage::dns_label(v) {
-                return Err(format!("{what}: {}", storage::DNS_LABEL_RULE));
-            }
-        }
+        ])?;
         if i.delete_any_claim && !i.delete_claim {
             return Err("delete_any_claim goes with delete_claim".into());
         }
@@ -85,16 +81,7 @@ impl Kind for DetachVolume {
 async fn detach(ctx: &Ctx<'_, DetachVolume>) -> StepResult {
     let kube = ctx.kube()?;
     let i = ctx.input;
-    let vm = match kube.get_vm(&i.namespace, &i.vm).await {
-        Ok(vm) => vm,
-        Err(KubeError::NotFound(_)) => {
-            return Err(StepError::fail(format!(
-                "VirtualMachine {}/{} does not exist",
-                i.namespace, i.vm
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let vm = storage::existing_vm(kube, &i.namespace, &i.vm).await?;
     let claim = vm
         .volumes
         .iter()

@@ -1,6 +1,9 @@
 //! What the storage kinds share: Kubernetes quantities, names, and the label that marks what a
 //! workflow created (the ledger its compensation deletes by, never anything else).
 
+use drover_workflows::ports::kube::{Kube, KubeError, VmInfo};
+use drover_workflows::sdk::StepError;
+
 /// Label on every object a storage workflow creates: the workflow's id (made a label value).
 pub const CREATED_BY: &str = "drover.io/created-by";
 
@@ -16,6 +19,25 @@ pub fn dns_label(s: &str) -> bool {
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Checks each `(field, name)` is a DNS label; the error names the first field that is not.
+pub fn check_names(names: &[(&str, &String)]) -> Result<(), String> {
+    match names.iter().find(|(_, v)| !dns_label(v)) {
+        Some((what, _)) => Err(format!("{what}: {DNS_LABEL_RULE}")),
+        None => Ok(()),
+    }
+}
+
+/// The VM, or a failure saying it does not exist.
+pub async fn existing_vm(kube: &dyn Kube, namespace: &str, vm: &str) -> Result<VmInfo, StepError> {
+    match kube.get_vm(namespace, vm).await {
+        Ok(vm) => Ok(vm),
+        Err(KubeError::NotFound(_)) => Err(StepError::fail(format!(
+            "VirtualMachine {namespace}/{vm} does not exist"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A workflow id as a label value (at most 63 characters of `[A-Za-z0-9._-]`): child ids are
