@@ -171,7 +171,7 @@ async fn refusals_are_4xx_with_a_message_and_write_nothing() {
             Some(OPERATOR),
             br#"{"kind":"teleport","input":{}}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "known kinds: attach-volume, decommission-node, deploy-machine, detach-volume, drain-node, migrate-vmi",
+            "known kinds: attach-volume, decommission-node, deploy-machine, detach-volume, drain-node, import-vm, migrate-vmi, migration-plan",
         ),
         (
             "invalid input",

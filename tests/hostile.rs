@@ -287,6 +287,27 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
             &[],
             422,
         ),
+        (
+            "an import from an OVF over http",
+            br#"{"kind":"import-vm","input":{"namespace":"vmo-prod","name":"web","source":{"ovf":"http://x/web.ovf"}}}"#
+                .to_vec(),
+            &[],
+            422,
+        ),
+        (
+            "an import with a path-like VM name",
+            br#"{"kind":"import-vm","input":{"namespace":"vmo-prod","name":"../../etc","source":{"disk":"/x.qcow2"}}}"#
+                .to_vec(),
+            &[],
+            422,
+        ),
+        (
+            "a migration plan with a bad VM",
+            br#"{"kind":"migration-plan","input":{"namespace":"vmo-prod","vms":[{"name":"ok","source":{"disk":"/a"}},{"name":"B A D","source":{"disk":"/b"}}]}}"#
+                .to_vec(),
+            &[],
+            422,
+        ),
         ("oversized", vec![b' '; (1 << 20) + 10], &[], 413),
         (
             "text/plain",

@@ -3,6 +3,7 @@
 //! starts its own lab on 127.0.0.1:0; missing clients fail the test with the command to install them.
 
 mod api;
+mod cdi;
 mod kube_rs;
 mod kubectl;
 mod libmaas;

@@ -10,6 +10,7 @@ mod engine;
 mod engine_bench;
 mod harness;
 mod hostile;
+mod import;
 mod lab;
 mod maas_adapter;
 mod provision;

@@ -27,6 +27,32 @@ pub struct Config {
     /// at each use, so rotation needs no restart; only workers read them.
     pub secrets: drover_worker::secrets::Config,
     pub maas: MaasConfig,
+    pub images: ImagesConfig,
+}
+
+/// Where workers keep disk images while they import them (`[images]`): `work_dir` (default
+/// `<temp dir>/drover-images`; each import gets a directory below it, removed when it ends) on a
+/// disk with room for the largest converted image, and the `qemu-img` to run (default from PATH).
+/// Also DROVER_IMAGES_DIR and DROVER_QEMU_IMG.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    pub work_dir: Option<std::path::PathBuf>,
+    pub qemu_img: Option<std::path::PathBuf>,
+}
+
+impl ImagesConfig {
+    /// The images port these settings give.
+    pub fn port(&self) -> drover_images::LocalImages {
+        drover_images::LocalImages::new(
+            self.work_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("drover-images")),
+            self.qemu_img
+                .clone()
+                .unwrap_or_else(|| drover_images::DEFAULT_QEMU_IMG.into()),
+        )
+    }
 }
 
 /// Where workers find MAAS (`[maas]`): the region's URL (`http://maas.example:5240/MAAS/`) and its API
@@ -75,6 +101,10 @@ pub struct KubeConfig {
     pub url: Option<String>,
     /// Use the in-cluster service account, else $KUBECONFIG / ~/.kube/config.
     pub infer: bool,
+    /// CDI's upload proxy, where image uploads go (`https://cdi-uploadproxy-cdi.apps.example`, the
+    /// lab's `http://127.0.0.1:PORT`); default: the API server's URL. An https proxy is reached
+    /// with the cluster's TLS settings. Also DROVER_UPLOAD_PROXY_URL.
+    pub upload_proxy_url: Option<String>,
 }
 
 impl KubeConfig {
@@ -221,6 +251,15 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     if let Some(url) = env("DROVER_KUBE_URL") {
         config.kube.url = Some(url);
     }
+    if let Some(url) = env("DROVER_UPLOAD_PROXY_URL") {
+        config.kube.upload_proxy_url = Some(url);
+    }
+    if let Some(dir) = env("DROVER_IMAGES_DIR") {
+        config.images.work_dir = Some(dir.into());
+    }
+    if let Some(path) = env("DROVER_QEMU_IMG") {
+        config.images.qemu_img = Some(path.into());
+    }
     Ok(config)
 }
 
@@ -252,6 +291,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("exactly one of"), "{e}");
+    }
+
+    #[test]
+    fn the_upload_proxy_is_a_kube_setting() {
+        let config: Config = toml::from_str(
+            "[kube]\nurl = \"http://127.0.0.1:6443\"\nupload_proxy_url = \"https://cdi-uploadproxy.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.kube.upload_proxy_url.as_deref(),
+            Some("https://cdi-uploadproxy.example")
+        );
+        assert_eq!(KubeConfig::default().upload_proxy_url, None);
     }
 
     #[test]

@@ -117,8 +117,14 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
     for i in 0..args.workers.max(1) {
         let mut wc = config.worker.clone();
         wc.name = Some(format!("dev-worker-{i}"));
-        let ports =
-            crate::worker_ports(&store, &config.kube, &config.secrets, &config.maas).await?;
+        let ports = crate::worker_ports(
+            &store,
+            &config.kube,
+            &config.secrets,
+            &config.maas,
+            &config.images,
+        )
+        .await?;
         workers.push(tokio::spawn(drover_worker::run(
             store.clone(),
             config.registry(),

@@ -127,10 +127,13 @@ pub async fn worker_ports(
     kube: &config::KubeConfig,
     secrets: &drover_worker::secrets::Config,
     maas: &config::MaasConfig,
+    images: &config::ImagesConfig,
 ) -> anyhow::Result<Ports> {
-    let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock)).with_probe(Arc::new(
-        drover_store::probe::RedisProbe::new(store.clone()),
-    ));
+    let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
+        .with_probe(Arc::new(drover_store::probe::RedisProbe::new(
+            store.clone(),
+        )))
+        .with_images(Arc::new(images.port()));
     let cluster = cluster(kube).await?;
     if let Some(c) = &cluster {
         ports = ports.with_kube(c.clone().port());
@@ -155,9 +158,14 @@ async fn cluster(kube: &config::KubeConfig) -> anyhow::Result<Option<drover_kube
     let Some(target) = kube.target()? else {
         return Ok(None);
     };
-    let cluster = drover_kube::Cluster::connect(&target)
+    let mut cluster = drover_kube::Cluster::connect(&target)
         .await
         .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
+    if let Some(url) = &kube.upload_proxy_url {
+        cluster = cluster
+            .with_upload_proxy(url)
+            .map_err(|e| anyhow::anyhow!("kube.upload_proxy_url: {e}"))?;
+    }
     Ok(Some(cluster))
 }
 
@@ -284,7 +292,14 @@ async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let redis_url = config.require_redis()?;
     let store = connect(&redis_url).await?;
-    let ports = worker_ports(&store, &config.kube, &config.secrets, &config.maas).await?;
+    let ports = worker_ports(
+        &store,
+        &config.kube,
+        &config.secrets,
+        &config.maas,
+        &config.images,
+    )
+    .await?;
     drover_worker::run(
         store,
         config.registry(),

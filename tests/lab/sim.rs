@@ -18,7 +18,7 @@ async fn storage_imports_snapshots_and_hotplug() {
     let dv = json!({
         "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
         "metadata": {"name": "rhel9"},
-        "spec": {"source": {"http": {"url": "http://images.example/rhel9.qcow2"}}, "storage": {"storageClassName": "px-rwx", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "30Gi"}}}}
+        "spec": {"source": {"registry": {"url": "docker://quay.io/containerdisks/rhel9"}}, "storage": {"storageClassName": "px-rwx", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "30Gi"}}}}
     });
     let (code, _) = send(
         c.post(format!(
@@ -86,7 +86,7 @@ async fn storage_imports_snapshots_and_hotplug() {
         "metadata": {"name": "imported"},
         "spec": {
             "runStrategy": "Always",
-            "dataVolumeTemplates": [{"metadata": {"name": "imported-root"}, "spec": {"source": {"http": {"url": "http://images.example/x.qcow2"}}, "storage": {"storageClassName": "px-rwx", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}}}}}],
+            "dataVolumeTemplates": [{"metadata": {"name": "imported-root"}, "spec": {"source": {"registry": {"url": "docker://quay.io/containerdisks/rhel9"}}, "storage": {"storageClassName": "px-rwx", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}}}}}],
             "template": {"spec": {
                 "domain": {"cpu": {"cores": 2}, "resources": {"requests": {"memory": "4Gi"}}, "devices": {"disks": [{"name": "root", "disk": {}}], "interfaces": [{"name": "default", "masquerade": {}}]}},
                 "networks": [{"name": "default", "pod": {}}],

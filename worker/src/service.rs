@@ -15,7 +15,8 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use drover_store::{Claim, Commit, CommitChild, CommitResult, Renewal};
 use drover_workflows::{
-    Event, Loaded, Outcome, Phase, Registry, StepContext, Submission, Versioned, decide,
+    Event, LiveProgress, Loaded, Outcome, Phase, Registry, StepContext, Submission, Versioned,
+    decide,
 };
 use serde_json::{Value, json};
 use tower::{Layer, Service};
@@ -57,6 +58,8 @@ impl Service<Task<Arc<Attempt>>> for StepService {
 pub struct Attempt {
     pub claim: Claim,
     loaded: OnceLock<Result<Arc<dyn Loaded>, String>>,
+    /// What the running step reports before it returns; stored with each lease renewal.
+    pub live: LiveProgress,
 }
 
 impl Attempt {
@@ -64,6 +67,7 @@ impl Attempt {
         Attempt {
             claim,
             loaded: OnceLock::new(),
+            live: LiveProgress::default(),
         }
     }
 
@@ -156,6 +160,7 @@ async fn run_step(runner: &Runner, attempt: &Attempt) -> Event {
         children: &children,
         resumes: claim.resumes,
         ports: &runner.ports,
+        live: &attempt.live,
     };
     Event::Outcome(workflow.run(&ctx).await)
 }
@@ -210,9 +215,9 @@ where
         let attempt = self.inner.call(task);
         Box::pin(async move {
             let _slot = InFlight(&runner, claim.token);
-            let lease_lost = hold_lease(&runner, &claim);
+            let lease_ended = hold_lease(&runner, &claim, &claim.live);
             tokio::pin!(attempt);
-            tokio::pin!(lease_lost);
+            tokio::pin!(lease_ended);
             let event = tokio::select! {
                 result = &mut attempt => match result {
                     Ok(event) => event,
@@ -222,9 +227,17 @@ where
                         Event::Outcome(Outcome::Retry { error: format!("attempt aborted: {error}"), after: None })
                     }
                 },
-                () = &mut lease_lost => {
-                    warn!(workflow_id = %claim.id, step = claim.step, token = claim.token, "Lease lost; abandoning the attempt.");
-                    return Ok(());
+                end = &mut lease_ended => match end {
+                    LeaseEnd::Lost => {
+                        warn!(workflow_id = %claim.id, step = claim.step, token = claim.token, "Lease lost; abandoning the attempt.");
+                        return Ok(());
+                    }
+                    // A long step (an upload, a conversion) stops where it is, as if its worker
+                    // had died; steps are reconcilers, and compensation undoes what it made.
+                    LeaseEnd::Cancel => {
+                        info!(workflow_id = %claim.id, step = claim.step, "Cancel requested; stopping the running step.");
+                        Event::Cancel
+                    }
                 }
             };
             finish(&runner, &claim, event).await;
@@ -244,25 +257,58 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Renews the lease every third of its length; resolves only when the lease is lost.
-async fn hold_lease(runner: &Runner, claim: &Claim) {
+/// Why [`hold_lease`] stopped holding.
+enum LeaseEnd {
+    Lost,
+    /// An operator asked to cancel the workflow while a forward step ran.
+    Cancel,
+}
+
+/// Renews the lease every third of its length, and sooner (at most once a second) when the step
+/// has reported progress since, which rides along; resolves when the lease is lost or, for a
+/// forward step, when a cancel is requested.
+async fn hold_lease(runner: &Runner, claim: &Claim, live: &LiveProgress) -> LeaseEnd {
     let lease = runner.config.lease();
+    let tick = (lease / 3).min(PROGRESS_EVERY);
     let mut deadline = claim.lease_start_ms + lease.as_millis() as u64;
+    let mut renewed = std::time::Instant::now();
+    let mut seen = 0;
     loop {
-        tokio::time::sleep(lease / 3).await;
+        tokio::time::sleep(tick).await;
+        let progress = live.newer_than(seen);
+        if progress.is_none() && renewed.elapsed() < lease / 3 {
+            continue;
+        }
         let now = now_ms();
-        match runner.store.renew(&claim.id, claim.token, now, lease).await {
-            Ok(Renewal::Held { .. }) => deadline = now + lease.as_millis() as u64,
-            Ok(Renewal::Lost) => return,
+        let json = progress.as_ref().map(|(_, v)| v.to_string());
+        match runner
+            .store
+            .renew(&claim.id, claim.token, now, lease, json.as_deref())
+            .await
+        {
+            Ok(Renewal::Held { cancel_requested }) => {
+                if cancel_requested && claim.phase == Phase::Forward {
+                    return LeaseEnd::Cancel;
+                }
+                deadline = now + lease.as_millis() as u64;
+                renewed = std::time::Instant::now();
+                if let Some((n, _)) = progress {
+                    seen = n;
+                }
+            }
+            Ok(Renewal::Lost) => return LeaseEnd::Lost,
             Err(e) => {
                 warn!(workflow_id = %claim.id, error = %e, "Lease renewal failed; will retry.");
                 if now_ms() >= deadline {
-                    return;
+                    return LeaseEnd::Lost;
                 }
             }
         }
     }
 }
+
+/// How often, at most, a running step's reported progress is written.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Decides the transition for `event` and commits it, retrying transient store errors while the
 /// lease can still be valid (a commit is idempotent per token).

@@ -62,6 +62,34 @@ pub struct StepContext<'a> {
     /// How many times an operator resumed the workflow.
     pub resumes: u32,
     pub ports: &'a Ports,
+    /// Where a long step reports progress while it runs (the worker stores it with the lease).
+    pub live: &'a LiveProgress,
+}
+
+/// Progress a step reports while it runs, before it returns: the latest report wins. The worker
+/// reads it when it renews the attempt's lease and stores it in the workflow's record, fenced by
+/// the lease token, so a status query shows a conversion's bytes while they move.
+#[derive(Debug, Default)]
+pub struct LiveProgress {
+    latest: std::sync::Mutex<(u64, Option<Value>)>,
+}
+
+impl LiveProgress {
+    /// Replaces the reported progress.
+    pub fn report(&self, progress: Value) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        latest.0 += 1;
+        latest.1 = Some(progress);
+    }
+
+    /// The latest report, if it is newer than `seen` (a number from an earlier call), with its number.
+    pub fn newer_than(&self, seen: u64) -> Option<(u64, Value)> {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        match &latest.1 {
+            Some(v) if latest.0 > seen => Some((latest.0, v.clone())),
+            _ => None,
+        }
+    }
 }
 
 /// A workflow kind, as the registry holds it.

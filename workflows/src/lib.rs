@@ -14,7 +14,7 @@ pub mod registry;
 pub mod sdk;
 
 pub use decide::{Event, decide, first_task, resume_task};
-pub use kind::{Loaded, StepContext, StepDef, Versioned, Workflow};
+pub use kind::{LiveProgress, Loaded, StepContext, StepDef, Versioned, Workflow};
 pub use model::*;
 pub use registry::{NewWorkflow, Registry, Submission};
 pub use sdk::{Ctx, Kind, Step, StepError, StepResult};

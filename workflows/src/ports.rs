@@ -1,6 +1,7 @@
 //! Port traits: the only way a step reaches the world outside the engine. Adapters in `services/` and
 //! `worker/` implement them over real protocols; the workflows crate only names them.
 
+pub mod images;
 pub mod kube;
 pub mod maas;
 pub mod secrets;
@@ -52,6 +53,7 @@ pub struct Ports {
     pub kube: Option<Arc<dyn kube::Kube>>,
     pub maas: Option<Arc<dyn maas::Maas>>,
     pub secrets: Option<Arc<dyn secrets::Secrets>>,
+    pub images: Option<Arc<dyn images::Images>>,
 }
 
 impl Ports {
@@ -63,11 +65,17 @@ impl Ports {
             kube: None,
             maas: None,
             secrets: None,
+            images: None,
         }
     }
 
     pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Ports {
         self.probe = Some(probe);
+        self
+    }
+
+    pub fn with_images(mut self, images: Arc<dyn images::Images>) -> Ports {
+        self.images = Some(images);
         self
     }
 

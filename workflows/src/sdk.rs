@@ -20,8 +20,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::kind::{Loaded, StepContext, StepDef, Workflow};
+use crate::kind::{LiveProgress, Loaded, StepContext, StepDef, Workflow};
 use crate::model::{ChildSpec, ChildStatus, Outcome, Permit, Phase, RetryPolicy};
+use crate::ports::images::{ImageError, Images};
 use crate::ports::kube::{Kube, KubeError};
 use crate::ports::maas::{Maas, MaasError};
 use crate::ports::secrets::{Secret, SecretError, SecretRef};
@@ -167,6 +168,18 @@ impl From<MaasError> for StepError {
     }
 }
 
+/// Image errors: Transient retries; a missing or invalid image fails the step with its reason.
+impl From<ImageError> for StepError {
+    fn from(e: ImageError) -> StepError {
+        match e {
+            ImageError::Transient(m) => StepError::retry(m, None),
+            e @ (ImageError::NotFound(_) | ImageError::Invalid(_)) => {
+                StepError::fail(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<SecretError> for StepError {
     fn from(e: SecretError) -> StepError {
         match e {
@@ -194,6 +207,7 @@ pub struct Ctx<'a, K: Kind> {
     /// How many times an operator resumed the workflow.
     pub resumes: u32,
     pub ports: &'a Ports,
+    live: &'a LiveProgress,
     outputs: &'a BTreeMap<String, Value>,
     signals: &'a BTreeMap<String, Value>,
 }
@@ -259,6 +273,21 @@ impl<K: Kind> Ctx<'_, K> {
             ))
         })?;
         Ok(secrets.get(reference.name()).await?)
+    }
+
+    /// The images port, or a failure saying what to configure.
+    pub fn images(&self) -> Result<&dyn Images, StepError> {
+        self.ports.images.as_deref().ok_or_else(|| {
+            StepError::fail(
+                "this worker has no image tools configured; configure [images] (work_dir)",
+            )
+        })
+    }
+
+    /// Reports progress while the step still runs (a conversion's bytes, an upload's rate). The
+    /// worker stores the latest report with its next lease renewal; the step's outcome replaces it.
+    pub fn report_progress(&self, progress: Value) {
+        self.live.report(progress);
     }
 
     /// Now, from the clock port.
@@ -348,6 +377,7 @@ impl<K: Kind> LoadedKind<K> {
             children: ctx.children,
             resumes: ctx.resumes,
             ports: ctx.ports,
+            live: ctx.live,
             outputs: ctx.outputs,
             signals: ctx.signals,
         };

@@ -2,28 +2,35 @@
 //! typed KubeVirt resources of our own (unknown fields tolerated), implementing the workflows'
 //! [`Kube`](drover_workflows::ports::kube::Kube) port. It connects from in-cluster config, a kubeconfig
 //! or a plain URL (the lab), retries 409/429/5xx briefly while honouring Retry-After, and classifies
-//! what is left for the engine's retry policy.
+//! what is left for the engine's retry policy. Image uploads go to CDI's upload proxy, by default at
+//! the API server's URL, else where [`Cluster::with_upload_proxy`] says.
 
+mod cdi;
 mod error;
 mod nodes;
 mod pods;
 mod resources;
 mod secrets;
 mod storage;
+mod upload;
 mod vmis;
+mod vms;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use drover_workflows::ports::kube::{
-    Eviction, Kube, KubeError, MigrationInfo, NewPvc, NodeInfo, PodInfo, PvcInfo, SnapshotInfo,
-    StorageClassInfo, VmInfo, VmiInfo, VolumeStatusInfo,
+    DataVolumeInfo, Eviction, Kube, KubeError, MigrationInfo, NewDataVolume, NewPvc, NewVm,
+    NodeInfo, OnProgress, PodInfo, PvcInfo, SnapshotInfo, StorageClassInfo, StorageQuota, VmInfo,
+    VmiInfo, VmiState, VolumeStatusInfo,
 };
 use std::collections::BTreeMap;
 
 pub use error::Error;
-pub use resources::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration};
+pub use resources::{
+    DataVolume, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration,
+};
 
 /// Where the cluster is.
 #[derive(Debug, Clone)]
@@ -36,10 +43,11 @@ pub enum Target {
     Url(String),
 }
 
-/// The adapter: a kube client and the port implementation over it.
+/// The adapter: a kube client and the port implementation over it, and where CDI's upload proxy is.
 #[derive(Clone)]
 pub struct Cluster {
     client: kube::Client,
+    upload_proxy: upload::Proxy,
 }
 
 impl Cluster {
@@ -69,8 +77,26 @@ impl Cluster {
         // virt-launcher pod with 429, which the drain must see at once. `error::retrying` retries.
         let mut config = config;
         config.default_retry = false;
+        let upload_proxy = upload::Proxy::new(None, config.clone()).map_err(Error::Config)?;
         let client = kube::Client::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Cluster { client })
+        Ok(Cluster {
+            client,
+            upload_proxy,
+        })
+    }
+
+    /// Sends image uploads to CDI's upload proxy at `url` (`https://cdi-uploadproxy.example`, or
+    /// the lab's `http://127.0.0.1:PORT`) instead of the API server's URL. An `https://` proxy is
+    /// reached with the cluster's TLS settings (its CA, else the system's roots).
+    pub fn with_upload_proxy(mut self, url: &str) -> Result<Cluster, Error> {
+        let config = self.upload_proxy.config().clone();
+        self.upload_proxy = upload::Proxy::new(Some(url), config).map_err(Error::Config)?;
+        Ok(self)
+    }
+
+    /// Where image uploads go.
+    pub fn upload_proxy_url(&self) -> &str {
+        self.upload_proxy.url()
     }
 
     /// The port, for the worker's `Ports`.
@@ -228,5 +254,63 @@ impl Kube for Cluster {
 
     async fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
         storage::delete_snapshot(&self.client, namespace, name).await
+    }
+
+    async fn create_data_volume(&self, dv: &NewDataVolume) -> Result<DataVolumeInfo, KubeError> {
+        cdi::create_data_volume(&self.client, dv).await
+    }
+
+    async fn get_data_volume(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<DataVolumeInfo, KubeError> {
+        cdi::get_data_volume(&self.client, namespace, name).await
+    }
+
+    async fn delete_data_volume(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        cdi::delete_data_volume(&self.client, namespace, name).await
+    }
+
+    async fn upload_image(
+        &self,
+        namespace: &str,
+        data_volume: &str,
+        path: &std::path::Path,
+        on_progress: OnProgress<'_>,
+    ) -> Result<u64, KubeError> {
+        cdi::upload_image(
+            &self.client,
+            &self.upload_proxy,
+            namespace,
+            data_volume,
+            path,
+            on_progress,
+        )
+        .await
+    }
+
+    async fn network_exists(&self, namespace: &str, name: &str) -> Result<bool, KubeError> {
+        vms::network_exists(&self.client, namespace, name).await
+    }
+
+    async fn storage_quota(
+        &self,
+        namespace: &str,
+        storage_class: &str,
+    ) -> Result<StorageQuota, KubeError> {
+        storage::storage_quota(&self.client, namespace, storage_class).await
+    }
+
+    async fn create_vm(&self, vm: &NewVm) -> Result<VmInfo, KubeError> {
+        vms::create_vm(&self.client, vm).await
+    }
+
+    async fn delete_vm(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        vms::delete_vm(&self.client, namespace, name).await
+    }
+
+    async fn get_vmi(&self, namespace: &str, name: &str) -> Result<VmiState, KubeError> {
+        vms::get_vmi(&self.client, namespace, name).await
     }
 }

@@ -1,5 +1,6 @@
-//! Typed KubeVirt resources (kubevirt.io/v1): only the fields Drover reads are typed; everything else
-//! is kept as JSON, so objects from newer KubeVirt versions still decode.
+//! Typed KubeVirt resources (kubevirt.io/v1) and CDI's DataVolume (cdi.kubevirt.io/v1beta1): only the
+//! fields Drover reads are typed; everything else is kept as JSON, so objects from newer KubeVirt and
+//! CDI versions still decode.
 
 use std::borrow::Cow;
 
@@ -11,6 +12,12 @@ use serde_json::Value;
 
 macro_rules! kubevirt_resource {
     ($ty:ident, $kind:literal, $plural:literal) => {
+        custom_resource!($ty, "kubevirt.io", "v1", $kind, $plural);
+    };
+}
+
+macro_rules! custom_resource {
+    ($ty:ident, $group:literal, $version:literal, $kind:literal, $plural:literal) => {
         impl Resource for $ty {
             type DynamicType = ();
             type Scope = NamespaceResourceScope;
@@ -19,13 +26,13 @@ macro_rules! kubevirt_resource {
                 Cow::Borrowed($kind)
             }
             fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed("kubevirt.io")
+                Cow::Borrowed($group)
             }
             fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed("v1")
+                Cow::Borrowed($version)
             }
             fn api_version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed("kubevirt.io/v1")
+                Cow::Borrowed(concat!($group, "/", $version))
             }
             fn plural(_: &()) -> Cow<'_, str> {
                 Cow::Borrowed($plural)
@@ -145,8 +152,34 @@ pub struct VirtualMachine {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: Value,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Value>,
+}
+
+/// cdi.kubevirt.io/v1beta1 DataVolume: the spec as JSON, the status fields the import reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataVolume {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DataVolumeStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeStatus {
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// `"45.23%"`, `"N/A"`.
+    #[serde(default)]
+    pub progress: Option<String>,
+    /// How often the importer (or upload, clone) pod restarted.
+    #[serde(default)]
+    pub restart_count: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 
 kubevirt_resource!(
@@ -160,6 +193,13 @@ kubevirt_resource!(
     "virtualmachineinstancemigrations"
 );
 kubevirt_resource!(VirtualMachine, "VirtualMachine", "virtualmachines");
+custom_resource!(
+    DataVolume,
+    "cdi.kubevirt.io",
+    "v1beta1",
+    "DataVolume",
+    "datavolumes"
+);
 
 /// Parses a Kubernetes quantity ("8Gi", "500m", "2", "1.5G") into base units (x1000 for millis).
 pub fn quantity(q: &str, millis: bool) -> Option<u64> {
@@ -186,9 +226,33 @@ pub fn quantity(q: &str, millis: bool) -> Option<u64> {
     Some(v.round() as u64)
 }
 
+/// Bytes as a Kubernetes quantity, in the largest binary unit that divides them ("4Gi", "1536Mi",
+/// "1000").
+pub fn bytes_quantity(bytes: u64) -> String {
+    for (shift, suffix) in [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_quantities_round_trip() {
+        for (bytes, q) in [
+            (4u64 << 30, "4Gi"),
+            (1536 << 20, "1536Mi"),
+            (1000, "1000"),
+            (0, "0"),
+        ] {
+            assert_eq!(bytes_quantity(bytes), q);
+            assert_eq!(quantity(q, false), Some(bytes));
+        }
+    }
 
     #[test]
     fn quantities() {

@@ -1,4 +1,4 @@
-//! Storage: claims, storage classes, VolumeSnapshots, a VM's volumes and virt-api's volume hotplug
+//! Storage: claims, storage classes, ResourceQuotas, VolumeSnapshots, a VM's volumes and virt-api's volume hotplug
 //! (`addvolume`/`removevolume` on the VirtualMachine, which persists the change in its template
 //! and, on a running VM, hotplugs it into the VMI). Claims and classes are k8s-openapi types; VMs and
 //! VMIs the typed KubeVirt resources of `resources.rs`; VolumeSnapshots (not KubeVirt's) dynamic
@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use drover_workflows::ports::kube::{
-    KubeError, NewPvc, PvcInfo, SnapshotInfo, StorageClassInfo, VmInfo, VmVolume, VolumeStatusInfo,
+    KubeError, NewPvc, PvcInfo, QuotaLimit, SnapshotInfo, StorageClassInfo, StorageQuota, VmInfo,
+    VmVolume, VolumeStatusInfo,
 };
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, ResourceQuota, VolumeResourceRequirements,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -84,8 +85,13 @@ pub async fn delete_pvc(client: &kube::Client, ns: &str, name: &str) -> Result<(
 pub async fn get_vm(client: &kube::Client, ns: &str, name: &str) -> Result<VmInfo, KubeError> {
     let api: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
     let vm = retrying("get vm", || api.get(name)).await?;
+    vm_info(client, &vm).await
+}
+
+/// A VirtualMachine as the port sees it; the eviction strategy falls back to the cluster's.
+pub async fn vm_info(client: &kube::Client, vm: &VirtualMachine) -> Result<VmInfo, KubeError> {
     let template = &vm.spec["template"]["spec"];
-    let status = vm.status.unwrap_or_default();
+    let status = vm.status.clone().unwrap_or_default();
     let volumes = template["volumes"]
         .as_array()
         .map(|a| a.iter().map(vm_volume).collect())
@@ -95,8 +101,8 @@ pub async fn get_vm(client: &kube::Client, ns: &str, name: &str) -> Result<VmInf
         None => cluster_eviction_strategy(client).await?,
     };
     Ok(VmInfo {
-        namespace: ns.to_string(),
-        name: name.to_string(),
+        namespace: vm.metadata.namespace.clone().unwrap_or_default(),
+        name: vm.metadata.name.clone().unwrap_or_default(),
         printable_status: status["printableStatus"]
             .as_str()
             .unwrap_or_default()
@@ -104,6 +110,7 @@ pub async fn get_vm(client: &kube::Client, ns: &str, name: &str) -> Result<VmInf
         running: status["ready"] == json!(true),
         eviction_strategy,
         volumes,
+        labels: vm.metadata.labels.clone().unwrap_or_default(),
     })
 }
 
@@ -214,6 +221,52 @@ pub async fn delete_snapshot(client: &kube::Client, ns: &str, name: &str) -> Res
     delete(&snapshots(client, ns), "delete snapshot", name).await
 }
 
+/// What the namespace's ResourceQuotas say of claims of `class`: for each quota that limits
+/// `requests.storage` or `<class>.storageclass.storage.k8s.io/requests.storage`, its hard limit
+/// and use. The quota controller's `status` is read first; a resource it has not counted yet (a
+/// quota just made or changed) falls back to `spec.hard`, with nothing used.
+pub async fn storage_quota(
+    client: &kube::Client,
+    ns: &str,
+    class: &str,
+) -> Result<StorageQuota, KubeError> {
+    let api: Api<ResourceQuota> = Api::namespaced(client.clone(), ns);
+    let params = ListParams::default();
+    let list = retrying("list resource quotas", || api.list(&params)).await?;
+    let mut resources = vec!["requests.storage".to_string()];
+    if !class.is_empty() {
+        resources.push(format!(
+            "{class}.storageclass.storage.k8s.io/requests.storage"
+        ));
+    }
+    let mut limits = Vec::new();
+    for q in &list.items {
+        let spec_hard = q.spec.as_ref().and_then(|s| s.hard.as_ref());
+        let status = q.status.as_ref();
+        for resource in &resources {
+            let counted = status
+                .and_then(|s| s.hard.as_ref())
+                .and_then(|h| h.get(resource));
+            let hard = counted.or_else(|| spec_hard.and_then(|h| h.get(resource)));
+            let Some(hard) = hard.and_then(|h| quantity(&h.0, false)) else {
+                continue;
+            };
+            let used = counted
+                .and(status.and_then(|s| s.used.as_ref()))
+                .and_then(|u| u.get(resource))
+                .and_then(|u| quantity(&u.0, false))
+                .unwrap_or(0);
+            limits.push(QuotaLimit {
+                quota: q.metadata.name.clone().unwrap_or_default(),
+                resource: resource.clone(),
+                hard_bytes: hard,
+                used_bytes: used,
+            });
+        }
+    }
+    Ok(StorageQuota { limits })
+}
+
 fn pvc_info(p: &PersistentVolumeClaim) -> PvcInfo {
     let spec = p.spec.clone().unwrap_or_default();
     let status = p.status.clone().unwrap_or_default();
@@ -300,7 +353,7 @@ fn snapshot_info(ns: &str, s: &DynamicObject) -> SnapshotInfo {
 }
 
 /// Creates `object`; None when one of its name exists already (the caller reads it).
-async fn create<K>(api: &Api<K>, what: &str, object: &K) -> Result<Option<K>, KubeError>
+pub(crate) async fn create<K>(api: &Api<K>, what: &str, object: &K) -> Result<Option<K>, KubeError>
 where
     K: kube::Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
@@ -317,7 +370,7 @@ where
 }
 
 /// Deletes `name`; one already gone is fine.
-async fn delete<K>(api: &Api<K>, what: &str, name: &str) -> Result<(), KubeError>
+pub(crate) async fn delete<K>(api: &Api<K>, what: &str, name: &str) -> Result<(), KubeError>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug,
 {

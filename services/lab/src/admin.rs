@@ -1,5 +1,5 @@
-//! The lab's admin endpoints under `/lab/`: status, audit and migration counters, fault injection
-//! and a kubeconfig for the address the caller used.
+//! The lab's admin endpoints under `/lab/`: status, audit, migration and CDI counters, fault
+//! injection and a kubeconfig for the address the caller used.
 
 use axum::body::Body;
 use axum::http::{Method, Response};
@@ -36,7 +36,11 @@ fn route(shared: &Shared, req: &Req) -> Result<Response<Body>> {
                 .collect();
             Ok(http::json(200, &json!(entries)))
         }
-        (_, "/lab/counters") if get => Ok(http::json(200, &json!(shared.audit.counters()))),
+        (_, "/lab/counters") if get => {
+            let mut counters = json!(shared.audit.counters());
+            merge(&mut counters, json!(shared.cdi.counters()));
+            Ok(http::json(200, &counters))
+        }
         (_, "/lab/faults") if get => Ok(http::json(
             200,
             &json!({"rates": shared.faults.rates(), "targeted": shared.faults.list()}),
@@ -96,9 +100,16 @@ pub fn kubeconfig(server: &str) -> String {
     )
 }
 
+/// Add `extra`'s keys to `into` (both objects).
+fn merge(into: &mut Value, extra: Value) {
+    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+        into.extend(extra);
+    }
+}
+
 fn status(shared: &Shared) -> Value {
     let s = &shared.store;
-    json!({
+    let mut status = json!({
         "scenario": shared.scenario.name,
         "time_scale": shared.clock.scale(),
         "sim_time": shared.clock.now(),
@@ -113,5 +124,7 @@ fn status(shared: &Shared) -> Value {
             "maas_machines": shared.maas.lock().map(|m| m.machine_count()).unwrap_or(0),
         },
         "migrations": shared.audit.counters().current_cluster,
-    })
+    });
+    merge(&mut status, json!(shared.cdi.counters()));
+    status
 }

@@ -258,6 +258,12 @@ impl Faults {
     }
 
     /// Latency to add to a request (uniform jitter up to the configured maximum).
+    /// The upload proxy's bandwidth per upload in bytes/s, when limited.
+    pub fn upload_rate(&self) -> Option<f64> {
+        let r = lock(&self.rates).upload_mb_per_s;
+        (r > 0.0).then_some(r * 1e6)
+    }
+
     pub fn latency(&self) -> Option<Duration> {
         let max = lock(&self.rates).latency_jitter_ms;
         (max > 0).then(|| Duration::from_millis(rand::random_range(0..=max)))

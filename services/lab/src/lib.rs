@@ -10,10 +10,13 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cdi;
 pub mod clock;
 pub mod error;
 pub mod faults;
+pub mod fetch;
 pub mod http;
+pub mod image;
 pub mod kube;
 pub mod maas;
 pub mod scenario;
@@ -147,6 +150,7 @@ impl Lab {
                 .with_time_scale(config.scenario.time_scale),
             audit: audit::Audit::default(),
             sim: Mutex::new(sim::memory::SimState::default()),
+            cdi: cdi::Cdi::default(),
             clock,
             scenario: config.scenario.clone(),
         });
@@ -245,6 +249,11 @@ impl LabHandle {
         self.shared.audit.counters()
     }
 
+    /// The CDI counters: bytes through the upload proxy and the importer, uploads and imports.
+    pub fn cdi_counters(&self) -> cdi::CdiCounters {
+        self.shared.cdi.counters()
+    }
+
     /// Arm a targeted fault or apply an immediate one.
     pub fn inject(&self, fault: Fault) -> Result<()> {
         admin::inject(&self.shared, fault)
@@ -284,6 +293,7 @@ impl LabHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.sim.await;
+        self.shared.cdi.stop_all();
         let abort = self.server.abort_handle();
         if tokio::time::timeout(Duration::from_secs(2), self.server)
             .await

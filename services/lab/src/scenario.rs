@@ -269,6 +269,9 @@ pub struct FaultRates {
     pub migration_failure: f64,
     /// Maximum added latency per request, milliseconds (uniform jitter).
     pub latency_jitter_ms: u64,
+    /// The CDI upload proxy's bandwidth per upload, MB/s of real time (0: as fast as it reads).
+    #[serde(default)]
+    pub upload_mb_per_s: f64,
 }
 
 impl Default for MigrationSettings {

@@ -1,5 +1,5 @@
-//! The HTTP front: one axum app serving the Kubernetes API at `/`, the MAAS region at `/MAAS/` and
-//! the lab's admin endpoints at `/lab/`. Every request passes the fault injector first (and MAAS
+//! The HTTP front: one axum app serving the Kubernetes API at `/`, CDI's upload proxy at
+//! `/v1beta1/upload*`, the MAAS region at `/MAAS/` and the lab's admin endpoints at `/lab/`. Every request passes the fault injector first (and MAAS
 //! requests again after their handler, for a proxy that times out on an applied request) and
 //! every mutating request lands in the audit with the outcome the client saw.
 
@@ -18,7 +18,8 @@ use crate::kube;
 use crate::state::Shared;
 use crate::{admin, maas};
 
-/// Largest request body accepted (bigger ones get 413).
+/// Largest request body accepted (bigger ones get 413), except the upload proxy's, which is
+/// streamed.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// The lab's router.
@@ -33,9 +34,14 @@ async fn entry(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Res
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "in-process".into());
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => return http::text(413, "request body too large"),
+    // CDI's upload proxy streams its body (images of many GiB); everything else is read whole.
+    let (body, upload_body) = if kube::upload::is_upload_path(parts.uri.path()) {
+        (bytes::Bytes::new(), Some(body))
+    } else {
+        match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(b) => (b, None),
+            Err(_) => return http::text(413, "request body too large"),
+        }
     };
     let header = |n: &str| {
         parts
@@ -95,8 +101,9 @@ async fn entry(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Res
         match api {
             Some(Api::Maas) => maas::handle(&shared, &req).await,
             // CDI's upload proxy shares the lab's port.
-            Some(Api::Kube) if req.path.starts_with("/v1beta1/upload") => {
-                kube::upload::handle(&shared, &req)
+            Some(Api::Kube) if upload_body.is_some() => {
+                let body = upload_body.unwrap_or_default();
+                kube::upload::handle(&shared, &req, body).await
             }
             Some(Api::Kube) => kube::handle(&shared, &req).await,
             None => admin::handle(&shared, &req).await,

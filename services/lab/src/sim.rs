@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod evacuation;
+pub mod import;
 pub mod kubelet;
 pub mod load;
 pub mod memory;
@@ -21,6 +22,7 @@ pub mod migration_controller;
 pub mod nodes;
 pub mod placement;
 pub mod quantity;
+pub mod quota;
 pub mod storage;
 pub mod tick;
 pub mod vms;

@@ -1,9 +1,11 @@
 //! What every handler and the simulator share: the scenario, the clock, the object store, the MAAS
-//! region, faults, the audit and the simulator's memory. Built once by `Lab::start`.
+//! region, faults, the audit, the simulator's memory and CDI's data paths. Built once by
+//! `Lab::start`.
 
 use std::sync::Mutex;
 
 use crate::audit::Audit;
+use crate::cdi::Cdi;
 use crate::clock::Clock;
 use crate::faults::Faults;
 use crate::maas::model::Region;
@@ -20,6 +22,8 @@ pub struct Shared {
     pub faults: Faults,
     pub audit: Audit,
     pub sim: Mutex<SimState>,
+    /// CDI's upload proxy and importers: counters, uploads in progress, importer tasks.
+    pub cdi: Cdi,
     /// Flips to true when the lab shuts down (open watches end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -1,9 +1,10 @@
 --[[
 drover_renew: extend a running attempt's lease.
 KEYS[1]  the workflow record
-ARGV     P, id, fencing token, now, lease ms
+ARGV     P, id, fencing token, now, lease ms, progress? (JSON a running step reported)
 Returns  {1, cancel requested (0|1)} while the token holds the lease, {0} once it does not
-Invariant: only the holder of the current token extends the lease; a lost lease is never revived.
+Invariant: only the holder of the current token extends the lease or writes progress; a lost
+lease is never revived.
 ]]
 redis.register_function('drover_renew', function(keys, args)
   local P, id, token, now, lease_ms = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
@@ -13,5 +14,8 @@ redis.register_function('drover_renew', function(keys, args)
     return {0}
   end
   redis.call('ZADD', P .. 'leases', 'XX', now + lease_ms, id)
+  if args[6] and args[6] ~= '' then
+    redis.call('HSET', keys[1], 'progress', args[6])
+  end
   return {1, f[2] == '1' and 1 or 0}
 end)

@@ -275,13 +275,14 @@ impl Store {
         })
     }
 
-    /// Extends the lease of a running attempt.
+    /// Extends the lease of a running attempt, storing the progress its step reported meanwhile.
     pub async fn renew(
         &self,
         id: &str,
         token: u64,
         now_ms: u64,
         lease: Duration,
+        progress: Option<&str>,
     ) -> Result<Renewal> {
         let reply: Vec<i64> = self
             .fcall("drover_renew", &self.wf_key(id))
@@ -289,6 +290,7 @@ impl Store {
             .arg(token)
             .arg(now_ms)
             .arg(lease.as_millis() as u64)
+            .arg(progress.unwrap_or(""))
             .run()
             .await?;
         Ok(match reply.as_slice() {

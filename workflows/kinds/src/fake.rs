@@ -12,24 +12,33 @@
 //!
 //! The fake never moves the world on its own: a test advances it (a migration's phase, a stopped
 //! VM's instance going away, a claim binding, a hotplugged volume's phase, a snapshot becoming
-//! ready) by editing the model between runs, which is how a level-triggered step sees the world
-//! change.
+//! ready, a DataVolume's phase and progress, a new VM's instance) by editing the model between
+//! runs, which is how a level-triggered step sees the world change.
+//!
+//! The import calls follow the adapter too: creating a DataVolume or a VirtualMachine that exists
+//! returns it as it is (labels included); deleting a missing one is fine; a DataVolume brings its
+//! claim (CDI's, of the same name) and takes it when deleted; a deleted VM takes its instance; an
+//! upload is refused as CDI's proxy refuses it (a transient 503 until the DataVolume exists and
+//! is `UploadReady`) and otherwise recorded with the file's length from its metadata, leaving the
+//! DataVolume's phase for the test to move.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use drover_workflows::ports::kube::{
-    Eviction, Kube, KubeError, MigrationInfo, NewPvc, NodeInfo, PodInfo, PvcInfo, SnapshotInfo,
-    StorageClassInfo, VmInfo, VmVolume, VmiInfo, VolumeStatusInfo,
+    DataVolumeInfo, Eviction, Kube, KubeError, MigrationInfo, NewDataVolume, NewPvc, NewVm,
+    NodeInfo, OnProgress, PodInfo, PvcInfo, QuotaLimit, SnapshotInfo, StorageClassInfo,
+    StorageQuota, Transferred, VmInfo, VmVolume, VmiInfo, VmiState, VolumeStatusInfo,
 };
 use drover_workflows::ports::secrets::{Secret, SecretError, Secrets};
 use drover_workflows::ports::{BoxFuture, Clock, Ports};
 use drover_workflows::sdk::{Kind, Typed};
 use drover_workflows::{
-    ChildSpec, ChildStatus, Loaded, Outcome, Phase, State, StepContext, Workflow,
+    ChildSpec, ChildStatus, LiveProgress, Loaded, Outcome, Phase, State, StepContext, Workflow,
 };
 use serde_json::Value;
 
@@ -61,6 +70,15 @@ pub enum Op {
     CreateSnapshot,
     GetSnapshot,
     DeleteSnapshot,
+    CreateDataVolume,
+    GetDataVolume,
+    DeleteDataVolume,
+    UploadImage,
+    NetworkExists,
+    StorageQuota,
+    CreateVm,
+    DeleteVm,
+    GetVmi,
 }
 
 /// One call a step made, with its arguments.
@@ -158,6 +176,41 @@ pub enum Call {
         namespace: String,
         name: String,
     },
+    CreateDataVolume {
+        dv: NewDataVolume,
+    },
+    GetDataVolume {
+        namespace: String,
+        name: String,
+    },
+    DeleteDataVolume {
+        namespace: String,
+        name: String,
+    },
+    UploadImage {
+        namespace: String,
+        data_volume: String,
+        path: PathBuf,
+    },
+    NetworkExists {
+        namespace: String,
+        name: String,
+    },
+    StorageQuota {
+        namespace: String,
+        storage_class: String,
+    },
+    CreateVm {
+        vm: NewVm,
+    },
+    DeleteVm {
+        namespace: String,
+        name: String,
+    },
+    GetVmi {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Call {
@@ -177,6 +230,11 @@ impl Call {
                 | Call::RemoveVolume { .. }
                 | Call::CreateSnapshot { .. }
                 | Call::DeleteSnapshot { .. }
+                | Call::CreateDataVolume { .. }
+                | Call::DeleteDataVolume { .. }
+                | Call::UploadImage { .. }
+                | Call::CreateVm { .. }
+                | Call::DeleteVm { .. }
         )
     }
 }
@@ -218,15 +276,46 @@ pub struct Cluster {
     pub volume_status: BTreeMap<(String, String), Vec<VolumeStatusInfo>>,
     /// VolumeSnapshots by (namespace, name). A created one is not ready until the test says so.
     pub snapshots: BTreeMap<(String, String), SnapshotInfo>,
+    /// DataVolumes by (namespace, name), as `get_data_volume` reports them: a created one is
+    /// `Pending` with progress `N/A` until the test moves its phase, progress, restart count or
+    /// message.
+    pub data_volumes: BTreeMap<(String, String), DataVolumeInfo>,
+    /// What each DataVolume the fake created was asked to be, by (namespace, name).
+    pub data_volume_specs: BTreeMap<(String, String), NewDataVolume>,
+    /// Uploads that went through, in order.
+    pub uploads: Vec<Upload>,
+    /// NetworkAttachmentDefinitions, by (namespace, name).
+    pub networks: BTreeSet<(String, String)>,
+    /// ResourceQuota limits by namespace; `storage_quota` returns those of `requests.storage` and
+    /// of the class's `<class>.storageclass.storage.k8s.io/requests.storage`.
+    pub quotas: BTreeMap<String, Vec<QuotaLimit>>,
+    /// What each VirtualMachine the fake created was asked to be, by (namespace, name). Created,
+    /// a VM is in [`Cluster::vms`] not running (KubeVirt starts it once its DataVolumes are ready:
+    /// the test says when, with its instance), `Starting` when it was created to run.
+    pub new_vms: BTreeMap<(String, String), NewVm>,
+    /// What `get_vmi` reports, by (namespace, name); a name not here falls back to the VMI of that
+    /// name in [`Cluster::vmis`] (its `LiveMigratable` condition reported), else NotFound.
+    pub vmi_states: BTreeMap<(String, String), VmiState>,
     failures: BTreeMap<Op, VecDeque<KubeError>>,
     calls: Vec<Call>,
 }
 
-/// The part of a VirtualMachine's spec the storage kinds read.
+/// The part of a VirtualMachine's spec the storage kinds read, and its labels.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VmTemplate {
     pub eviction_strategy: Option<String>,
     pub volumes: Vec<VmVolume>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An image upload the fake took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub namespace: String,
+    pub data_volume: String,
+    pub path: PathBuf,
+    /// The file's length, from its metadata.
+    pub bytes: u64,
 }
 
 /// An in-memory [`Kube`].
@@ -289,6 +378,7 @@ impl FakeKube {
                 VmTemplate {
                     eviction_strategy: vm.eviction_strategy,
                     volumes: vm.volumes,
+                    labels: vm.labels,
                 },
             );
         });
@@ -316,6 +406,64 @@ impl FakeKube {
                 .insert((pvc.namespace.clone(), pvc.name.clone()), pvc)
         });
         self
+    }
+
+    /// Adds a DataVolume, as it would be there before the workflow.
+    pub fn data_volume(self, dv: DataVolumeInfo) -> FakeKube {
+        self.edit(|c| {
+            c.data_volumes
+                .insert((dv.namespace.clone(), dv.name.clone()), dv)
+        });
+        self
+    }
+
+    /// Adds a NetworkAttachmentDefinition.
+    pub fn network(self, namespace: &str, name: &str) -> FakeKube {
+        self.edit(|c| c.networks.insert((namespace.to_string(), name.to_string())));
+        self
+    }
+
+    /// Adds a ResourceQuota's limit of `resource` in `namespace`.
+    pub fn quota(
+        self,
+        namespace: &str,
+        quota: &str,
+        resource: &str,
+        hard_bytes: u64,
+        used_bytes: u64,
+    ) -> FakeKube {
+        self.edit(|c| {
+            c.quotas
+                .entry(namespace.to_string())
+                .or_default()
+                .push(QuotaLimit {
+                    quota: quota.to_string(),
+                    resource: resource.to_string(),
+                    hard_bytes,
+                    used_bytes,
+                })
+        });
+        self
+    }
+
+    /// Sets what `get_vmi` reports of the instance `namespace/name`.
+    pub fn set_vmi(&self, namespace: &str, name: &str, state: VmiState) {
+        self.edit(|c| {
+            c.vmi_states
+                .insert((namespace.to_string(), name.to_string()), state)
+        });
+    }
+
+    /// Moves DataVolume `namespace/name` to `phase` with `progress` (it must exist).
+    pub fn set_data_volume(&self, namespace: &str, name: &str, phase: &str, progress: &str) {
+        self.edit(|c| {
+            let dv = c
+                .data_volumes
+                .get_mut(&(namespace.to_string(), name.to_string()))
+                .unwrap_or_else(|| panic!("no DataVolume {namespace}/{name}"));
+            dv.phase = phase.to_string();
+            dv.progress = progress.to_string();
+        });
     }
 
     /// Adds a migration, as an earlier attempt would have left it.
@@ -375,6 +523,27 @@ impl FakeKube {
             Some(e) => Err(e),
             None => Ok(c),
         }
+    }
+}
+
+/// A VM of the model as `get_vm` reports it: `Running` when it runs, `Starting` when it was created
+/// to run and does not yet, else `Stopped`.
+fn vm_info(c: &Cluster, key: &(String, String), running: bool) -> VmInfo {
+    let template = c.templates.get(key).cloned().unwrap_or_default();
+    let starting = c.new_vms.get(key).is_some_and(|v| v.running);
+    VmInfo {
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        printable_status: match (running, starting) {
+            (true, _) => "Running",
+            (false, true) => "Starting",
+            (false, false) => "Stopped",
+        }
+        .into(),
+        running,
+        eviction_strategy: template.eviction_strategy,
+        volumes: template.volumes,
+        labels: template.labels,
     }
 }
 
@@ -725,15 +894,7 @@ impl Kube for FakeKube {
             .vms
             .get(&key)
             .ok_or_else(|| not_found("virtualmachines.kubevirt.io", name))?;
-        let template = c.templates.get(&key).cloned().unwrap_or_default();
-        Ok(VmInfo {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            printable_status: if running { "Running" } else { "Stopped" }.into(),
-            running,
-            eviction_strategy: template.eviction_strategy,
-            volumes: template.volumes,
-        })
+        Ok(vm_info(&c, &key, running))
     }
 
     async fn vmi_volume_status(
@@ -894,6 +1055,246 @@ impl Kube for FakeKube {
             .remove(&(namespace.to_string(), name.to_string()));
         Ok(())
     }
+
+    /// A DataVolume of that name already there is returned as it is, as the adapter does on a 409.
+    /// A new one is `Pending`, and CDI's claim of the same name (`Pending`, with its labels) comes
+    /// with it unless one is there.
+    async fn create_data_volume(&self, dv: &NewDataVolume) -> Result<DataVolumeInfo, KubeError> {
+        let mut c = self.begin(
+            Op::CreateDataVolume,
+            Call::CreateDataVolume { dv: dv.clone() },
+        )?;
+        let key = (dv.namespace.clone(), dv.name.clone());
+        if let Some(existing) = c.data_volumes.get(&key) {
+            return Ok(existing.clone());
+        }
+        let made = DataVolumeInfo {
+            namespace: dv.namespace.clone(),
+            name: dv.name.clone(),
+            phase: "Pending".into(),
+            progress: "N/A".into(),
+            restart_count: 0,
+            message: None,
+            labels: dv.labels.clone(),
+        };
+        c.data_volumes.insert(key.clone(), made.clone());
+        c.data_volume_specs.insert(key.clone(), dv.clone());
+        c.pvcs.entry(key).or_insert_with(|| PvcInfo {
+            namespace: dv.namespace.clone(),
+            name: dv.name.clone(),
+            phase: "Pending".into(),
+            storage_class: Some(dv.storage_class.clone()).filter(|s| !s.is_empty()),
+            access_modes: vec![dv.access_mode.clone()],
+            request_bytes: dv.size_bytes,
+            labels: dv.labels.clone(),
+        });
+        Ok(made)
+    }
+
+    async fn get_data_volume(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<DataVolumeInfo, KubeError> {
+        let c = self.begin(
+            Op::GetDataVolume,
+            Call::GetDataVolume {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        c.data_volumes
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| not_found("datavolumes.cdi.kubevirt.io", name))
+    }
+
+    /// Removes the DataVolume and its claim; a missing one is fine.
+    async fn delete_data_volume(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        let mut c = self.begin(
+            Op::DeleteDataVolume,
+            Call::DeleteDataVolume {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        let key = (namespace.to_string(), name.to_string());
+        if c.data_volumes.remove(&key).is_some() {
+            c.pvcs.remove(&key);
+        }
+        c.data_volume_specs.remove(&key);
+        Ok(())
+    }
+
+    /// CDI's proxy as the adapter reports it: no DataVolume (no claim) or one not `UploadReady`, a
+    /// 503 (transient). Else the upload is recorded with the file's length (a
+    /// file that cannot be read is permanent, as in the adapter), `on_progress` hears it once, and
+    /// the DataVolume stays as it is for the test to move.
+    async fn upload_image(
+        &self,
+        namespace: &str,
+        data_volume: &str,
+        path: &std::path::Path,
+        on_progress: OnProgress<'_>,
+    ) -> Result<u64, KubeError> {
+        let mut c = self.begin(
+            Op::UploadImage,
+            Call::UploadImage {
+                namespace: namespace.to_string(),
+                data_volume: data_volume.to_string(),
+                path: path.to_path_buf(),
+            },
+        )?;
+        let Some(dv) = c
+            .data_volumes
+            .get(&(namespace.to_string(), data_volume.to_string()))
+        else {
+            return Err(KubeError::Transient {
+                message: format!(
+                    "upload proxy: 503 Service Unavailable rejecting Upload Request for PVC \
+                     {data_volume} that doesn't exist"
+                ),
+                retry_after: None,
+            });
+        };
+        if dv.phase != "UploadReady" {
+            return Err(KubeError::Transient {
+                message: format!(
+                    "upload proxy: 503 Service Unavailable upload server for \
+                     {namespace}/{data_volume} is not ready"
+                ),
+                retry_after: Some(Duration::from_secs(2)),
+            });
+        }
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| KubeError::Permanent(format!("{}: {e}", path.display())))?
+            .len();
+        c.uploads.push(Upload {
+            namespace: namespace.to_string(),
+            data_volume: data_volume.to_string(),
+            path: path.to_path_buf(),
+            bytes,
+        });
+        drop(c);
+        on_progress(Transferred {
+            done: bytes,
+            total: bytes,
+        });
+        Ok(bytes)
+    }
+
+    async fn network_exists(&self, namespace: &str, name: &str) -> Result<bool, KubeError> {
+        let c = self.begin(
+            Op::NetworkExists,
+            Call::NetworkExists {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        Ok(c.networks
+            .contains(&(namespace.to_string(), name.to_string())))
+    }
+
+    async fn storage_quota(
+        &self,
+        namespace: &str,
+        storage_class: &str,
+    ) -> Result<StorageQuota, KubeError> {
+        let c = self.begin(
+            Op::StorageQuota,
+            Call::StorageQuota {
+                namespace: namespace.to_string(),
+                storage_class: storage_class.to_string(),
+            },
+        )?;
+        let class = format!("{storage_class}.storageclass.storage.k8s.io/requests.storage");
+        let limits = c
+            .quotas
+            .get(namespace)
+            .map(|l| {
+                l.iter()
+                    .filter(|l| l.resource == "requests.storage" || l.resource == class)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(StorageQuota { limits })
+    }
+
+    /// A VM of that name already there is returned as it is (with its labels), as the adapter does
+    /// on a 409. A new one is recorded in [`Cluster::new_vms`] and gets its template (eviction
+    /// strategy, DataVolume volumes, labels); it does not run until the test says so.
+    async fn create_vm(&self, vm: &NewVm) -> Result<VmInfo, KubeError> {
+        let mut c = self.begin(Op::CreateVm, Call::CreateVm { vm: vm.clone() })?;
+        let key = (vm.namespace.clone(), vm.name.clone());
+        if let Some(running) = c.vms.get(&key).copied() {
+            return Ok(vm_info(&c, &key, running));
+        }
+        c.vms.insert(key.clone(), false);
+        c.templates.insert(
+            key.clone(),
+            VmTemplate {
+                eviction_strategy: Some(vm.eviction_strategy.clone()).filter(|s| !s.is_empty()),
+                volumes: vm
+                    .disks
+                    .iter()
+                    .map(|d| VmVolume {
+                        name: d.name.clone(),
+                        claim: Some(d.data_volume.clone()),
+                        hotpluggable: false,
+                    })
+                    .collect(),
+                labels: vm.labels.clone(),
+            },
+        );
+        c.new_vms.insert(key.clone(), vm.clone());
+        Ok(vm_info(&c, &key, false))
+    }
+
+    /// Removes the VM and its instance; a missing one is fine.
+    async fn delete_vm(&self, namespace: &str, name: &str) -> Result<(), KubeError> {
+        let mut c = self.begin(
+            Op::DeleteVm,
+            Call::DeleteVm {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        let key = (namespace.to_string(), name.to_string());
+        c.vms.remove(&key);
+        c.templates.remove(&key);
+        c.new_vms.remove(&key);
+        c.volume_status.remove(&key);
+        c.vmi_states.remove(&key);
+        c.vmis
+            .retain(|v| !(v.namespace == namespace && v.vm.as_deref() == Some(name)));
+        Ok(())
+    }
+
+    async fn get_vmi(&self, namespace: &str, name: &str) -> Result<VmiState, KubeError> {
+        let c = self.begin(
+            Op::GetVmi,
+            Call::GetVmi {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        )?;
+        if let Some(state) = c.vmi_states.get(&(namespace.to_string(), name.to_string())) {
+            return Ok(state.clone());
+        }
+        c.vmis
+            .iter()
+            .find(|v| v.namespace == namespace && v.name == name)
+            .map(|v| VmiState {
+                phase: v.phase.clone(),
+                node: v.node.clone(),
+                live_migratable: Some(match &v.not_migratable {
+                    None => Ok(()),
+                    Some((reason, message)) => Err(format!("{reason}: {message}")),
+                }),
+            })
+            .ok_or_else(|| not_found("virtualmachineinstances.kubevirt.io", name))
+    }
 }
 
 /// A clock that says what it is told; `sleep` returns at once.
@@ -963,6 +1364,8 @@ pub struct Harness {
     pub outputs: BTreeMap<String, Value>,
     pub signals: BTreeMap<String, Value>,
     pub children: Vec<ChildStatus>,
+    /// What the step reported while it ran.
+    pub live: LiveProgress,
     /// Whether the worker has a Kubernetes connection.
     connected: bool,
     loaded: Box<dyn Loaded>,
@@ -987,6 +1390,7 @@ impl Harness {
             outputs: BTreeMap::new(),
             signals: BTreeMap::new(),
             children: Vec::new(),
+            live: LiveProgress::default(),
             connected: true,
             loaded,
         }
@@ -1066,6 +1470,7 @@ impl Harness {
             children: &self.children,
             resumes: 0,
             ports: &ports,
+            live: &self.live,
         };
         futures::executor::block_on(match phase {
             Phase::Forward => self.loaded.run(&ctx),
@@ -1161,6 +1566,7 @@ pub fn vm(name: &str) -> VmInfo {
             claim: Some(format!("{name}-root")),
             hotpluggable: false,
         }],
+        labels: BTreeMap::new(),
     }
 }
 
@@ -1276,6 +1682,191 @@ mod tests {
                 .filter(|c| matches!(c, Call::AddVolume { .. }))
                 .count(),
             4
+        );
+    }
+
+    /// The import calls answer as the adapter does against the lab (`tests/import/adapter.rs`):
+    /// creates return what is there, labels and all; deletes are idempotent and take what CDI and
+    /// KubeVirt would take with them; an upload waits for `UploadReady` and counts the file's bytes.
+    #[test]
+    fn imports_follow_the_adapter() {
+        use drover_workflows::ports::kube::{DvSource, NewVmDisk, NewVmNic};
+        let kube = FakeKube::default()
+            .data_volume(DataVolumeInfo {
+                namespace: "ns".into(),
+                name: "theirs".into(),
+                phase: "Succeeded".into(),
+                ..DataVolumeInfo::default()
+            })
+            .network("ns", "vlan-10")
+            .quota("ns", "storage", "requests.storage", 100 << 30, 10 << 30)
+            .quota(
+                "ns",
+                "storage",
+                "px-rwx.storageclass.storage.k8s.io/requests.storage",
+                50 << 30,
+                0,
+            )
+            .quota(
+                "ns",
+                "storage",
+                "px-rwo.storageclass.storage.k8s.io/requests.storage",
+                1 << 30,
+                0,
+            );
+        let mine = BTreeMap::from([("drover.io/created-by".to_string(), "wf-1".to_string())]);
+        let new = NewDataVolume {
+            namespace: "ns".into(),
+            name: "web-disk-0".into(),
+            source: DvSource::Upload,
+            storage_class: "px-rwx".into(),
+            access_mode: "ReadWriteMany".into(),
+            volume_mode: Some("Block".into()),
+            size_bytes: 2 << 30,
+            labels: mine.clone(),
+        };
+        let made = block_on(kube.create_data_volume(&new)).unwrap();
+        assert_eq!((made.phase.as_str(), &made.labels), ("Pending", &mine));
+        assert_eq!(
+            block_on(kube.get_pvc("ns", "web-disk-0")).unwrap().labels,
+            mine
+        );
+        let other = NewDataVolume {
+            labels: BTreeMap::new(),
+            ..new.clone()
+        };
+        assert_eq!(
+            block_on(kube.create_data_volume(&other)).unwrap().labels,
+            mine
+        );
+        // One that was there before is returned as it is: not this workflow's.
+        let theirs = block_on(kube.create_data_volume(&NewDataVolume {
+            name: "theirs".into(),
+            ..new.clone()
+        }))
+        .unwrap();
+        assert_eq!(
+            (theirs.phase.as_str(), theirs.labels.len()),
+            ("Succeeded", 0)
+        );
+
+        let file = std::env::temp_dir().join(format!("drover-fake-upload-{}", std::process::id()));
+        std::fs::write(&file, vec![7u8; 4096]).unwrap();
+        let seen = Mutex::new(Vec::new());
+        let record = |t: Transferred| seen.lock().unwrap().push(t);
+        let early = block_on(kube.upload_image("ns", "web-disk-0", &file, &record));
+        assert!(
+            matches!(early, Err(KubeError::Transient { .. })),
+            "{early:?}"
+        );
+        let missing = block_on(kube.upload_image("ns", "nope", &file, &record));
+        assert!(
+            matches!(&missing, Err(KubeError::Transient { message, .. }) if message.contains("503")),
+            "{missing:?}"
+        );
+        kube.set_data_volume("ns", "web-disk-0", "UploadReady", "N/A");
+        assert_eq!(
+            block_on(kube.upload_image("ns", "web-disk-0", &file, &record)),
+            Ok(4096)
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(kube.edit(|c| c.uploads[0].bytes), 4096);
+        assert_eq!(seen.lock().unwrap().last().map(|t| t.done), Some(4096));
+        assert_eq!(
+            block_on(kube.get_data_volume("ns", "web-disk-0"))
+                .unwrap()
+                .phase,
+            "UploadReady"
+        );
+
+        assert!(block_on(kube.network_exists("ns", "vlan-10")).unwrap());
+        assert!(!block_on(kube.network_exists("ns", "vlan-20")).unwrap());
+        let quota = block_on(kube.storage_quota("ns", "px-rwx")).unwrap();
+        assert_eq!(
+            quota
+                .limits
+                .iter()
+                .map(|l| l.resource.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "requests.storage",
+                "px-rwx.storageclass.storage.k8s.io/requests.storage"
+            ]
+        );
+
+        let vm = NewVm {
+            namespace: "ns".into(),
+            name: "web".into(),
+            cpu_cores: 2,
+            memory_bytes: 4 << 30,
+            firmware: "efi".into(),
+            running: true,
+            eviction_strategy: "LiveMigrate".into(),
+            disks: vec![NewVmDisk {
+                name: "disk-0".into(),
+                data_volume: "web-disk-0".into(),
+                bus: "virtio".into(),
+            }],
+            nics: vec![NewVmNic {
+                name: "nic-0".into(),
+                multus: Some("ns/vlan-10".into()),
+                model: "virtio".into(),
+                mac_address: None,
+            }],
+            labels: mine.clone(),
+        };
+        let made = block_on(kube.create_vm(&vm)).unwrap();
+        assert_eq!(
+            (made.printable_status.as_str(), made.running, &made.labels),
+            ("Starting", false, &mine)
+        );
+        assert_eq!(made.volumes[0].claim.as_deref(), Some("web-disk-0"));
+        let again = block_on(kube.create_vm(&NewVm {
+            labels: BTreeMap::new(),
+            ..vm.clone()
+        }))
+        .unwrap();
+        assert_eq!(again.labels, mine);
+        assert!(matches!(
+            block_on(kube.get_vmi("ns", "web")),
+            Err(KubeError::NotFound(_))
+        ));
+        kube.set_vmi(
+            "ns",
+            "web",
+            VmiState {
+                phase: "Running".into(),
+                node: Some("n1".into()),
+                live_migratable: Some(Ok(())),
+            },
+        );
+        assert_eq!(
+            block_on(kube.get_vmi("ns", "web")).unwrap().phase,
+            "Running"
+        );
+
+        block_on(kube.delete_vm("ns", "web")).unwrap();
+        block_on(kube.delete_vm("ns", "web")).unwrap();
+        assert!(matches!(
+            block_on(kube.get_vm("ns", "web")),
+            Err(KubeError::NotFound(_))
+        ));
+        assert!(matches!(
+            block_on(kube.get_vmi("ns", "web")),
+            Err(KubeError::NotFound(_))
+        ));
+        block_on(kube.delete_data_volume("ns", "web-disk-0")).unwrap();
+        block_on(kube.delete_data_volume("ns", "web-disk-0")).unwrap();
+        assert!(matches!(
+            block_on(kube.get_pvc("ns", "web-disk-0")),
+            Err(KubeError::NotFound(_))
+        ));
+        assert_eq!(
+            kube.mutations()
+                .iter()
+                .filter(|c| matches!(c, Call::UploadImage { .. }))
+                .count(),
+            3
         );
     }
 }

@@ -21,8 +21,11 @@ mod fake;
 #[cfg(test)]
 mod fake_maas;
 pub mod gate;
+pub mod import_vm;
 pub mod machines;
 pub mod migrate_vmi;
+pub mod migration_plan;
+pub mod ovf;
 pub mod plan;
 pub mod provision_node;
 pub mod replace_node;
@@ -47,6 +50,8 @@ pub fn builtin() -> Registry {
         .register::<replace_node::ReplaceNode>()
         .register::<scale_out::ScaleOut>()
         .register::<attach_volume::AttachVolume>()
-        .register::<detach_volume::DetachVolume>();
+        .register::<detach_volume::DetachVolume>()
+        .register::<import_vm::ImportVm>()
+        .register::<migration_plan::MigrationPlan>();
     registry
 }

@@ -181,6 +181,8 @@ pub struct VmInfo {
     pub eviction_strategy: Option<String>,
     /// `spec.template.spec.volumes`.
     pub volumes: Vec<VmVolume>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One volume of a VM's template.
@@ -213,6 +215,124 @@ pub struct SnapshotInfo {
     /// `status.error.message`, when the snapshot failed.
     pub error: Option<String>,
 }
+
+/// Where a new DataVolume's data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DvSource {
+    /// CDI's upload proxy takes the image (`spec.source.upload`).
+    Upload,
+    /// CDI's importer fetches it (`spec.source.http.url`).
+    Http { url: String },
+    /// An empty disk (`spec.source.blank`).
+    Blank,
+}
+
+/// A DataVolume to create (`cdi.kubevirt.io/v1beta1`), with `spec.storage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDataVolume {
+    pub namespace: String,
+    pub name: String,
+    pub source: DvSource,
+    pub storage_class: String,
+    pub access_mode: String,
+    /// `Block` or `Filesystem` (the storage profile's default when None).
+    pub volume_mode: Option<String>,
+    pub size_bytes: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A DataVolume as the import workflows see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataVolumeInfo {
+    pub namespace: String,
+    pub name: String,
+    /// `Pending`, `ImportScheduled`, `ImportInProgress`, `UploadScheduled`, `UploadReady`,
+    /// `Succeeded`, `Failed`, ... (empty before CDI has written a status).
+    pub phase: String,
+    /// CDI's `status.progress` (`"45.23%"`, `"N/A"`).
+    pub progress: String,
+    /// How often CDI restarted its importer pod (`status.restartCount`).
+    pub restart_count: u32,
+    /// The `Running` condition's reason and message when it is not True (why the importer stopped).
+    pub message: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A VirtualMachine to create: the disks are claims or DataVolumes, the NICs the pod network or
+/// Multus networks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewVm {
+    pub namespace: String,
+    pub name: String,
+    pub cpu_cores: u32,
+    pub memory_bytes: u64,
+    /// `bios` or `efi`.
+    pub firmware: String,
+    /// Whether the VM starts once created (`runStrategy: Always`) or waits (`Halted`).
+    pub running: bool,
+    /// `LiveMigrate`, `None`, ...
+    pub eviction_strategy: String,
+    /// Volumes in boot order: name and DataVolume name.
+    pub disks: Vec<NewVmDisk>,
+    pub nics: Vec<NewVmNic>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewVmDisk {
+    pub name: String,
+    pub data_volume: String,
+    /// `virtio`, `sata`, `scsi`.
+    pub bus: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewVmNic {
+    pub name: String,
+    /// `<namespace>/<name>` of a NetworkAttachmentDefinition (a bridge), or None for the pod
+    /// network (masquerade).
+    pub multus: Option<String>,
+    /// `virtio`, `e1000e`, ...
+    pub model: String,
+    pub mac_address: Option<String>,
+}
+
+/// The storage a namespace's ResourceQuotas still allow, where they limit it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StorageQuota {
+    /// The quota object that limits most, with what is left of `requests.storage` (or the class's
+    /// `<class>.storageclass.storage.k8s.io/requests.storage`) in bytes.
+    pub limits: Vec<QuotaLimit>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuotaLimit {
+    pub quota: String,
+    pub resource: String,
+    pub hard_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// A running VM instance's state, as the import verifies it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmiState {
+    pub phase: String,
+    pub node: Option<String>,
+    /// The `LiveMigratable` condition: None while not reported, Some(Ok) when True, Some(Err(reason:
+    /// message)) when False.
+    pub live_migratable: Option<Result<(), String>>,
+}
+
+/// Bytes moved so far, and of how many (0 when unknown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Transferred {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Called as bytes move; cheap and non-blocking.
+pub type OnProgress<'a> = &'a (dyn Fn(Transferred) + Send + Sync);
 
 /// The cluster operations maintenance workflows use. Every call is idempotent or says how it was not.
 #[async_trait]
@@ -298,4 +418,41 @@ pub trait Kube: Send + Sync {
     async fn get_snapshot(&self, namespace: &str, name: &str) -> Result<SnapshotInfo, KubeError>;
     /// Deletes a snapshot; a missing one is fine.
     async fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<(), KubeError>;
+
+    /// Creates a DataVolume; one of the same name that exists already is returned as it is (the
+    /// caller checks whose it is, by its labels).
+    async fn create_data_volume(&self, dv: &NewDataVolume) -> Result<DataVolumeInfo, KubeError>;
+    async fn get_data_volume(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<DataVolumeInfo, KubeError>;
+    /// Deletes a DataVolume (CDI deletes its claim with it); a missing one is fine.
+    async fn delete_data_volume(&self, namespace: &str, name: &str) -> Result<(), KubeError>;
+    /// Uploads a local image file into an upload DataVolume that is `UploadReady`: an
+    /// UploadTokenRequest for its claim, then a POST of the file to CDI's upload proxy, streamed
+    /// from disk. Returns the bytes sent. The proxy's refusal (not an image, too large) is
+    /// Permanent; a proxy that is not ready yet is Transient.
+    async fn upload_image(
+        &self,
+        namespace: &str,
+        data_volume: &str,
+        path: &std::path::Path,
+        on_progress: OnProgress<'_>,
+    ) -> Result<u64, KubeError>;
+    /// Whether a NetworkAttachmentDefinition `<namespace>/<name>` exists.
+    async fn network_exists(&self, namespace: &str, name: &str) -> Result<bool, KubeError>;
+    /// What the namespace's ResourceQuotas allow for claims of `storage_class`.
+    async fn storage_quota(
+        &self,
+        namespace: &str,
+        storage_class: &str,
+    ) -> Result<StorageQuota, KubeError>;
+    /// Creates a VirtualMachine; one of the same name that exists already is returned as it is
+    /// (with its labels, so the caller can tell whose it is).
+    async fn create_vm(&self, vm: &NewVm) -> Result<VmInfo, KubeError>;
+    /// Deletes a VirtualMachine (and its instance); a missing one is fine.
+    async fn delete_vm(&self, namespace: &str, name: &str) -> Result<(), KubeError>;
+    /// The state of the VM's running instance; NotFound when none runs.
+    async fn get_vmi(&self, namespace: &str, name: &str) -> Result<VmiState, KubeError>;
 }

@@ -143,6 +143,18 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!(
         "",
         "v1",
+        "resourcequotas",
+        "resourcequota",
+        "ResourceQuota",
+        true,
+        &["quota"],
+        &["status"],
+        &[],
+        &[]
+    ),
+    res!(
+        "",
+        "v1",
         "events",
         "event",
         "Event",
@@ -354,6 +366,7 @@ pub mod keys {
     pub const PVCS: &str = "persistentvolumeclaims";
     pub const PVS: &str = "persistentvolumes";
     pub const EVENTS: &str = "events";
+    pub const QUOTAS: &str = "resourcequotas";
     pub const STORAGE_CLASSES: &str = "storageclasses.storage.k8s.io";
     pub const SNAPSHOTS: &str = "volumesnapshots.snapshot.storage.k8s.io";
     pub const SNAPSHOT_CLASSES: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";

@@ -194,7 +194,7 @@ pub fn delete(shared: &Shared, req: &Req, t: &Target) -> Result<Response<Body>> 
     let name = t.name.as_deref().unwrap_or("");
     // Deleting an in-flight migration aborts it: the simulator notices the object is gone.
     let gone = shared.store.delete(&t.def.qualified(), ns, name)?;
-    after_delete(shared, t, name);
+    after_delete(shared, t, ns, name);
     Ok(http::json(200, &gone))
 }
 
@@ -217,7 +217,7 @@ pub fn delete_collection(shared: &Shared, req: &Req, t: &Target) -> Result<Respo
             .and_then(Value::as_str)
             .unwrap_or("");
         if let Ok(g) = shared.store.delete(&key, ns, name) {
-            after_delete(shared, t, name);
+            after_delete(shared, t, ns, name);
             gone.push(g);
         }
     }
@@ -227,10 +227,14 @@ pub fn delete_collection(shared: &Shared, req: &Req, t: &Target) -> Result<Respo
     ))
 }
 
-/// What goes with a deleted object: a Node's DaemonSet pods (the pod garbage collector's work).
-fn after_delete(shared: &Shared, t: &Target, name: &str) {
+/// What goes with a deleted object: a Node's DaemonSet pods (the pod garbage collector's work), a
+/// DataVolume's importer.
+fn after_delete(shared: &Shared, t: &Target, ns: &str, name: &str) {
     if t.def.group.is_empty() && t.def.plural == "nodes" {
         sim::nodes::delete_daemon_pods(shared, name);
+    }
+    if t.def.qualified() == keys::DATAVOLUMES {
+        sim::import::stop(shared, ns, name);
     }
 }
 

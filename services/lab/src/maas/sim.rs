@@ -547,6 +547,7 @@ mod tests {
             faults: crate::faults::Faults::new(scenario.faults.clone()),
             audit: crate::audit::Audit::default(),
             sim: std::sync::Mutex::new(Default::default()),
+            cdi: Default::default(),
             clock,
             scenario,
         }

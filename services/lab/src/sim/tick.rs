@@ -1,14 +1,15 @@
 //! The loop that advances the simulation: every `TICK` of real time one pass reads the simulated
 //! clock and runs the controllers in a fixed order (MAAS machine lifecycle, node reboots, VMs,
-//! storage, evacuation, migrations). When no object changed since the last pass started, that pass
-//! left no work and no migration is followed, a pass stops after the MAAS lifecycle and reboots.
+//! storage, the http importers, evacuation, migrations). When no object changed since the last
+//! pass started, that pass left no work and no migration is followed, a pass stops after the MAAS
+//! lifecycle and reboots.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sim::memory::Key;
-use crate::sim::{evacuation, migration_controller, nodes, storage, vms};
+use crate::sim::{evacuation, import, migration_controller, nodes, storage, vms};
 use crate::state::Shared;
 
 /// Real time between simulator passes.
@@ -29,7 +30,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver
 }
 
 /// One simulator pass.
-pub fn tick(shared: &Shared) {
+pub fn tick(shared: &Arc<Shared>) {
     let now = shared.clock.now();
     crate::maas::sim::tick(shared, now);
     let mut st = shared.sim.lock().unwrap_or_else(|e| e.into_inner());
@@ -49,6 +50,7 @@ pub fn tick(shared: &Shared) {
         active.contains(&(ns.to_string(), name.to_string()))
     });
     busy |= storage::reconcile(shared, now);
+    import::reconcile(shared, now);
     evacuation::reconcile(shared, &mut st, now);
     migration_controller::reconcile(shared, &mut st, now);
     busy |= !st.runs.is_empty();

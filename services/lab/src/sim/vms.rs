@@ -64,6 +64,106 @@ pub fn set_condition(obj: &mut Value, kind: &str, status: bool, reason: &str, me
     obj["status"]["conditions"] = Value::Array(out);
 }
 
+/// Remove a condition from an object's status.
+pub fn remove_condition(obj: &mut Value, kind: &str) {
+    if let Some(conds) = obj
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    {
+        conds.retain(|c| c["type"] != kind);
+    }
+}
+
+/// A condition, if present.
+pub fn find_condition(obj: &Value, kind: &str) -> Option<Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .cloned()
+}
+
+/// The first Multus network of a VMI whose NetworkAttachmentDefinition does not exist, as
+/// `<namespace>/<name>` (a `networkName` without a namespace is in the VMI's).
+pub fn missing_network(shared: &Shared, vmi: &Value) -> Option<String> {
+    let ns = s(vmi, "/metadata/namespace");
+    vmi.pointer("/spec/networks")?
+        .as_array()?
+        .iter()
+        .filter_map(|n| n.pointer("/multus/networkName").and_then(Value::as_str))
+        .map(|n| n.split_once('/').unwrap_or((ns, n)))
+        .find(|(nns, nname)| shared.store.get_shared(keys::NADS, nns, nname).is_none())
+        .map(|(nns, nname)| format!("{nns}/{nname}"))
+}
+
+/// What keeps a VM that should run from starting, as its printable status, ranked as KubeVirt
+/// ranks them: `Provisioning` (a DataVolume not yet Succeeded), `WaitingForVolumeBinding` (a claim
+/// Pending), `ErrorPvcNotFound` (a claim or DataVolume that does not exist and no template makes),
+/// `DataVolumeError` (a DataVolume Failed). `None` when every volume is ready.
+pub fn volume_gate(shared: &Shared, vm: &Value, ns: &str) -> Option<&'static str> {
+    let templates: Vec<&str> = vm
+        .pointer("/spec/dataVolumeTemplates")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    // (DataVolume name, claim name) of every volume, and of every template.
+    let mut refs: Vec<(Option<&str>, &str)> = templates.iter().map(|t| (Some(*t), *t)).collect();
+    if let Some(volumes) = vm
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+    {
+        for v in volumes {
+            if let Some(dv) = v.pointer("/dataVolume/name").and_then(Value::as_str) {
+                refs.push((Some(dv), dv));
+            } else if let Some(c) = v
+                .pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+            {
+                refs.push((None, c));
+            }
+        }
+    }
+    let mut worst: Option<(u8, &'static str)> = None;
+    let mut note = |rank: u8, status: &'static str| {
+        if worst.is_none_or(|(r, _)| rank < r) {
+            worst = Some((rank, status));
+        }
+    };
+    for (dv_name, claim) in refs {
+        let pvc_phase = shared
+            .store
+            .get_shared(keys::PVCS, ns, claim)
+            .map(|p| s(&p, "/status/phase").to_string());
+        if let Some(dv_name) = dv_name {
+            if let Some(dv) = shared.store.get_shared(keys::DATAVOLUMES, ns, dv_name) {
+                match s(&dv, "/status/phase") {
+                    "Succeeded" => {}
+                    "Failed" => note(4, "DataVolumeError"),
+                    "Pending" if pvc_phase.as_deref() == Some("Pending") => {
+                        note(2, "WaitingForVolumeBinding")
+                    }
+                    _ => note(1, "Provisioning"),
+                }
+                continue;
+            }
+            if templates.contains(&dv_name) {
+                note(1, "Provisioning");
+                continue;
+            }
+        }
+        match pvc_phase.as_deref() {
+            None => note(3, "ErrorPvcNotFound"),
+            Some("Bound") => {}
+            Some(_) => note(2, "WaitingForVolumeBinding"),
+        }
+    }
+    worst.map(|(_, status)| status)
+}
+
 /// The condition's status, if present.
 pub fn condition(obj: &Value, kind: &str) -> Option<bool> {
     obj["status"]["conditions"]
@@ -355,14 +455,14 @@ pub fn refresh_running(
 }
 
 /// Create the DataVolumes of a VM's `dataVolumeTemplates` that do not exist yet, and report whether
-/// any is still provisioning and whether any failed.
-fn data_volumes(shared: &Shared, vm: &Value, ns: &str) -> (bool, bool) {
-    let (mut provisioning, mut failed) = (false, false);
+/// any is still provisioning.
+fn data_volumes(shared: &Shared, vm: &Value, ns: &str) -> bool {
+    let mut provisioning = false;
     let Some(templates) = vm
         .pointer("/spec/dataVolumeTemplates")
         .and_then(Value::as_array)
     else {
-        return (false, false);
+        return false;
     };
     for tpl in templates {
         let Some(name) = tpl
@@ -394,14 +494,10 @@ fn data_volumes(shared: &Shared, vm: &Value, ns: &str) -> (bool, bool) {
                 );
                 provisioning = true;
             }
-            Some(dv) => match s(&dv, "/status/phase") {
-                "Succeeded" => {}
-                "Failed" => failed = true,
-                _ => provisioning = true,
-            },
+            Some(dv) => provisioning |= !matches!(s(&dv, "/status/phase"), "Succeeded" | "Failed"),
         }
     }
-    (provisioning, failed)
+    provisioning
 }
 
 /// One reconcile pass over VMs, VMIs and launcher pods. Returns whether timed work is pending.
@@ -449,10 +545,15 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
         let strategy = run_strategy(vm);
         let vmi = vmi_by.get(&(ns.to_string(), name.to_string()));
         let want = matches!(strategy.as_str(), "Always" | "RerunOnFailure");
-        let (provisioning, dv_error) = data_volumes(shared, vm, ns);
+        let provisioning = data_volumes(shared, vm, ns);
         busy |= provisioning;
-        // KubeVirt starts the VMI only once its DataVolumes are ready.
-        if want && vmi.is_none() && !provisioning && !dv_error {
+        // KubeVirt starts the VMI only once its volumes are ready.
+        let gate = if want && vmi.is_none() {
+            volume_gate(shared, vm, ns)
+        } else {
+            None
+        };
+        if want && vmi.is_none() && gate.is_none() {
             let _ = shared.store.create(keys::VMIS, vmi_from_vm(vm));
             busy = true;
         } else if strategy == "Halted" && vmi.is_some() {
@@ -460,9 +561,7 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
             busy = true;
         }
         let (printable, ready) = match vmi {
-            None if want && dv_error => ("DataVolumeError", false),
-            None if want && provisioning => ("Provisioning", false),
-            None if want => ("Starting", false),
+            None if want => (gate.unwrap_or("Starting"), false),
             None => ("Stopped", false),
             Some(v) => match s(v, "/status/phase") {
                 "Running" if migrating(ns, name) => ("Migrating", true),
@@ -474,8 +573,12 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
                 _ => ("Starting", false),
             },
         };
+        // virt-controller copies the VMI's conditions to the VM; the lab copies `Synchronized`
+        // (a VMI that cannot be rendered says why there).
+        let synchronized = vmi.and_then(|v| find_condition(v, "Synchronized"));
         if s(vm, "/status/printableStatus") != printable
             || vm.pointer("/status/ready") != Some(&json!(ready))
+            || find_condition(vm, "Synchronized") != synchronized
         {
             let _ = shared.store.modify(keys::VMS, ns, name, |v| {
                 v["status"]["printableStatus"] = json!(printable);
@@ -483,6 +586,13 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
                 v["status"]["created"] = json!(vmi.is_some());
                 v["status"]["runStrategy"] = json!(strategy);
                 set_condition(v, "Ready", ready, "", "");
+                remove_condition(v, "Synchronized");
+                if let Some(c) = &synchronized
+                    && let Some(conds) = v["status"]["conditions"].as_array_mut()
+                {
+                    conds.push(c.clone());
+                    conds.sort_by(|a, b| s(a, "/type").cmp(s(b, "/type")));
+                }
                 Ok(())
             });
         }
@@ -525,6 +635,22 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
         let my_pods: &[&Value] = pods_by_uid.get(uid).map_or(&[], Vec::as_slice);
         match phase {
             "" | "Pending" | "Scheduling" => {
+                if let Some(net) = missing_network(shared, vmi) {
+                    // virt-controller cannot render the launcher pod: the VMI stays Pending until
+                    // the NetworkAttachmentDefinition appears (its creation wakes the next pass).
+                    let msg = format!(
+                        "failed to render launch manifest: failed to locate network attachment definition {net}"
+                    );
+                    let cur = find_condition(vmi, "Synchronized");
+                    if cur.as_ref().and_then(|c| c["message"].as_str()) != Some(msg.as_str()) {
+                        let _ = shared.store.modify(keys::VMIS, &ns, &name, |v| {
+                            v["status"]["phase"] = json!("Pending");
+                            set_condition(v, "Synchronized", false, "FailedCreate", &msg);
+                            Ok(())
+                        });
+                    }
+                    continue;
+                }
                 busy = true;
                 let (cpu, memory) = vmi_demand(vmi);
                 let selector: BTreeMap<String, String> = vmi
@@ -557,6 +683,7 @@ pub fn reconcile(shared: &Shared, now: SimTime, migrating: &dyn Fn(&str, &str) -
                                 json!(now.to_string());
                             v["metadata"]["annotations"]["lab.drover.dev/ip"] = json!(ip);
                             set_condition(v, "PodScheduled", true, "", "");
+                            remove_condition(v, "Synchronized");
                             Ok(())
                         }) {
                             placed.push(Arc::new(updated));
