@@ -195,3 +195,36 @@ async fn a_failed_attach_deletes_what_it_created_and_nothing_else() {
     );
     assert!(!template_volumes(&rig, "vm-04-00").contains(&"data".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_data_volume_is_hotplugged_then_detached_with_it() {
+    let rig = rig(2).await;
+    let input = json!({"namespace": NS, "vm": "vm-03-00", "volume": "logs", "size": "8Gi",
+                       "storage_class": "px-rwx", "data_volume": true, "poll_ms": 50});
+    let id = submit(&rig.store, "attach-volume", input, 0).await;
+    let v = ended(&rig.store, &id, 60).await;
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    assert_eq!(v.result.clone().unwrap()["phase"], "Ready");
+    let dv = rig
+        .lab
+        .get("datavolumes.cdi.kubevirt.io", NS, "vm-03-00-logs")
+        .expect("the DataVolume");
+    assert!(dv["spec"]["source"]["blank"].is_object(), "{dv}");
+    assert_eq!(dv["status"]["phase"], "Succeeded");
+    assert!(dv["metadata"]["labels"]["drover.io/created-by"].is_string());
+    let id = submit(
+        &rig.store,
+        "detach-volume",
+        json!({"namespace": NS, "vm": "vm-03-00", "volume": "logs", "delete_claim": true, "poll_ms": 50}),
+        0,
+    )
+    .await;
+    let v = ended(&rig.store, &id, 60).await;
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    assert!(
+        rig.lab
+            .get("datavolumes.cdi.kubevirt.io", NS, "vm-03-00-logs")
+            .is_none()
+    );
+    assert!(!template_volumes(&rig, "vm-03-00").contains(&"logs".to_string()));
+}

@@ -8,7 +8,8 @@
 //! 1 `snapshot`  with `snapshot_first`, a VolumeSnapshot of each of the VM's claims, waited for until
 //!               ready to use (without holding a worker). Compensation deletes them.
 //! 2 `claim`     creates the claim (labelled with this workflow's id) unless an existing one was
-//!               named. Compensation deletes it, only if this workflow created it.
+//!               named; with `data_volume`, a blank CDI DataVolume, waited for until Succeeded.
+//!               Compensation deletes it, only if this workflow created it.
 //! 3 `attach`    virt-api's addvolume on the VM: hotplugged into the running VMI and persisted in
 //!               the VM's template (on a stopped VM, only the template). Compensation removes it.
 //! 4 `wait`      on a running VM, until the VMI's volumeStatus says the volume is Ready, up to
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_workflows::Outcome;
-use drover_workflows::ports::kube::{KubeError, NewPvc};
+use drover_workflows::ports::kube::{DvSource, KubeError, NewDataVolume, NewPvc};
 use drover_workflows::sdk::{Ctx, Kind, Step, StepError, StepResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -55,6 +56,10 @@ pub struct Input {
     pub access_mode: String,
     #[serde(default)]
     pub volume_mode: Option<String>,
+    /// Make the new volume a blank CDI DataVolume (CDI prepares its disk image and applies its
+    /// storage profile) instead of a bare claim; it is attached once CDI reports it Succeeded.
+    #[serde(default)]
+    pub data_volume: bool,
     /// Snapshot the VM's existing volumes first.
     #[serde(default)]
     pub snapshot_first: bool,
@@ -273,6 +278,43 @@ async fn claim(ctx: &Ctx<'_, AttachVolume>) -> StepResult {
     if !c.create {
         return Ok(Outcome::Done(json!({"claim": c.claim, "created": false})));
     }
+    let mine = storage::label_value(ctx.workflow_id);
+    if i.data_volume {
+        let dv = kube
+            .create_data_volume(&NewDataVolume {
+                namespace: i.namespace.clone(),
+                name: c.claim.clone(),
+                source: DvSource::Blank,
+                storage_class: i.storage_class.clone().unwrap_or_default(),
+                access_mode: i.access_mode.clone(),
+                volume_mode: i.volume_mode.clone(),
+                size_bytes: i.size.as_deref().and_then(parse_quantity).unwrap_or(0),
+                labels: BTreeMap::from([(CREATED_BY.to_string(), mine.clone())]),
+            })
+            .await?;
+        if dv.labels.get(CREATED_BY) != Some(&mine) {
+            return Err(StepError::fail(format!(
+                "DataVolume {}/{} exists already and was not made by this workflow; name another \
+                 (claim_name)",
+                i.namespace, c.claim
+            )));
+        }
+        return match dv.phase.as_str() {
+            "Succeeded" => Ok(Outcome::Done(
+                json!({"claim": c.claim, "created": true, "data_volume": true}),
+            )),
+            "Failed" => Err(StepError::fail(format!(
+                "DataVolume {}/{} failed: {}",
+                i.namespace,
+                c.claim,
+                dv.message.as_deref().unwrap_or("CDI gave no reason")
+            ))),
+            phase => Ok(Outcome::Poll {
+                after: Duration::from_millis(i.poll_ms),
+                progress: Some(json!({"data_volume": c.claim, "phase": phase})),
+            }),
+        };
+    }
     let pvc = NewPvc {
         namespace: i.namespace.clone(),
         name: c.claim.clone(),
@@ -306,6 +348,16 @@ async fn delete_claim(ctx: &Ctx<'_, AttachVolume>) -> StepResult {
         return Ok(Outcome::Done(json!({"deleted": null})));
     }
     // Only the claim this workflow made (its label), never one that was there before.
+    if i.data_volume {
+        return match kube.get_data_volume(&i.namespace, &c.claim).await {
+            Ok(d) if d.labels.get(CREATED_BY) == Some(&storage::label_value(ctx.workflow_id)) => {
+                kube.delete_data_volume(&i.namespace, &c.claim).await?;
+                Ok(Outcome::Done(json!({"deleted": c.claim})))
+            }
+            Ok(_) | Err(KubeError::NotFound(_)) => Ok(Outcome::Done(json!({"deleted": null}))),
+            Err(e) => Err(e.into()),
+        };
+    }
     match kube.get_pvc(&i.namespace, &c.claim).await {
         Ok(p) if p.labels.get(CREATED_BY) == Some(&storage::label_value(ctx.workflow_id)) => {
             kube.delete_pvc(&i.namespace, &c.claim).await?;

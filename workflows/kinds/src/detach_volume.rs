@@ -147,6 +147,21 @@ async fn delete(ctx: &Ctx<'_, DetachVolume>) -> StepResult {
     let Some(claim) = d.claim.as_ref().filter(|_| i.delete_claim) else {
         return done(None);
     };
+    // A claim CDI made for a DataVolume goes with its DataVolume.
+    match kube.get_data_volume(&i.namespace, claim).await {
+        Ok(dv) if i.delete_any_claim || dv.labels.contains_key(CREATED_BY) => {
+            kube.delete_data_volume(&i.namespace, claim).await?;
+            return done(Some(claim));
+        }
+        Ok(_) => {
+            return Err(StepError::fail(format!(
+                "DataVolume {claim} was not created by Drover, so it is kept; set \
+                 delete_any_claim to delete it anyway (the volume is detached)"
+            )));
+        }
+        Err(KubeError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     match kube.get_pvc(&i.namespace, claim).await {
         Ok(p) if i.delete_any_claim || p.labels.contains_key(CREATED_BY) => {
             kube.delete_pvc(&i.namespace, claim).await?;
