@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use drover_workflows::ports::images::{ImageError, ImageInfo, Images, Package};
 use drover_workflows::ports::kube::{
     DataVolumeInfo, Eviction, Kube, KubeError, MigrationInfo, NewDataVolume, NewPvc, NewVm,
     NodeInfo, OnProgress, PodInfo, PvcInfo, QuotaLimit, SnapshotInfo, StorageClassInfo,
@@ -1351,10 +1352,97 @@ impl Secrets for FakeSecrets {
     }
 }
 
+/// The images port in memory: `inspect` answers what a test set per source (NotFound otherwise),
+/// and every removal is recorded. Nothing is read or written.
+#[derive(Default)]
+pub struct FakeImages {
+    infos: Mutex<BTreeMap<String, ImageInfo>>,
+    removed: Mutex<Vec<std::path::PathBuf>>,
+}
+
+impl FakeImages {
+    pub fn set(&self, source: &str, info: ImageInfo) {
+        guard(&self.infos).insert(source.to_string(), info);
+    }
+
+    /// Paths removed, in order.
+    pub fn removed(&self) -> Vec<std::path::PathBuf> {
+        guard(&self.removed).clone()
+    }
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl Images for FakeImages {
+    fn work_dir(&self, workflow: &str) -> std::path::PathBuf {
+        std::path::Path::new("/work").join(workflow)
+    }
+
+    async fn inspect(&self, source: &str) -> Result<ImageInfo, ImageError> {
+        guard(&self.infos)
+            .get(source)
+            .cloned()
+            .ok_or_else(|| ImageError::NotFound(format!("no such file: {source}")))
+    }
+
+    async fn open_package(&self, source: &str) -> Result<Package, ImageError> {
+        Err(ImageError::NotFound(format!("no such file: {source}")))
+    }
+
+    async fn digest(
+        &self,
+        _: &str,
+        member: &str,
+        _: &str,
+        _: OnProgress<'_>,
+    ) -> Result<String, ImageError> {
+        Err(ImageError::NotFound(member.to_string()))
+    }
+
+    async fn extract(
+        &self,
+        _: &str,
+        member: &str,
+        _: &std::path::Path,
+        _: OnProgress<'_>,
+    ) -> Result<u64, ImageError> {
+        Err(ImageError::NotFound(member.to_string()))
+    }
+
+    async fn convert(
+        &self,
+        source: &str,
+        _: &str,
+        _: &std::path::Path,
+        _: &str,
+        _: OnProgress<'_>,
+    ) -> Result<u64, ImageError> {
+        Err(ImageError::NotFound(source.to_string()))
+    }
+
+    async fn download(
+        &self,
+        url: &str,
+        _: &std::path::Path,
+        _: OnProgress<'_>,
+    ) -> Result<u64, ImageError> {
+        Err(ImageError::NotFound(url.to_string()))
+    }
+
+    async fn remove(&self, path: &std::path::Path) -> Result<(), ImageError> {
+        guard(&self.removed).push(path.to_path_buf());
+        Ok(())
+    }
+}
+
 /// Runs the steps of one workflow of a kind against fake ports, one step (or compensation) per
 /// call, with the outputs, signals and children a test gives it.
 pub struct Harness {
     pub kube: Arc<FakeKube>,
+    pub images: Arc<FakeImages>,
     pub maas: Arc<FakeMaas>,
     pub secrets: Arc<FakeSecrets>,
     pub clock: Arc<FakeClock>,
@@ -1382,6 +1470,7 @@ impl Harness {
         clock.set(1_700_000_000_000);
         Harness {
             kube: Arc::new(kube),
+            images: Arc::default(),
             maas: Arc::default(),
             secrets: Arc::default(),
             clock,
@@ -1417,6 +1506,7 @@ impl Harness {
     /// The ports a step sees: the fakes, Kubernetes unless [`Harness::without_kube`].
     fn ports(&self) -> Ports {
         let ports = Ports::new(self.clock.clone())
+            .with_images(self.images.clone())
             .with_maas(self.maas.clone())
             .with_secrets(self.secrets.clone());
         if self.connected {

@@ -1457,3 +1457,172 @@ mod tests {
         assert_eq!(cdi_fraction("N/A"), None);
     }
 }
+
+#[cfg(test)]
+mod table {
+    //! The import's reconcilers against the fake ports: what clean-up deletes and keeps, what a
+    //! re-run adopts, what validation refuses.
+    use std::collections::BTreeMap;
+
+    use drover_workflows::Outcome;
+    use drover_workflows::ports::images::ImageInfo;
+    use drover_workflows::ports::kube::{DataVolumeInfo, VmInfo};
+    use serde_json::json;
+
+    use super::*;
+    use crate::fake::{Call, FakeKube, Harness};
+
+    const WF: &str = "wf-1";
+
+    fn input() -> serde_json::Value {
+        json!({"namespace": "ns", "name": "web", "source": {"disk": "/images/web.qcow2"},
+               "storage_class": "px-rwx"})
+    }
+
+    fn labelled(owner: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(CREATED_BY.to_string(), storage::label_value(owner))])
+    }
+
+    fn dv(name: &str, owner: &str) -> DataVolumeInfo {
+        DataVolumeInfo {
+            namespace: "ns".into(),
+            name: name.into(),
+            phase: "Succeeded".into(),
+            labels: labelled(owner),
+            ..DataVolumeInfo::default()
+        }
+    }
+
+    fn plan(disks: usize) -> Plan {
+        Plan {
+            namespace: "ns".into(),
+            vm: "web".into(),
+            cpus: 2,
+            memory_bytes: 4 << 30,
+            firmware: "bios".into(),
+            disks: (0..disks)
+                .map(|k| PlanDisk {
+                    id: format!("disk-{k}"),
+                    path: "/images/web.qcow2".into(),
+                    member: None,
+                    format: "qcow2".into(),
+                    virtual_size: 1 << 30,
+                    pvc_bytes: 1 << 30,
+                    storage_class: "px-rwx".into(),
+                    access_mode: "ReadWriteMany".into(),
+                    volume_mode: None,
+                    data_volume: data_volume_name("web", k),
+                    transfer: "upload".into(),
+                    convert: false,
+                })
+                .collect(),
+            nics: Vec::new(),
+            work_dir: "/work/wf-1".into(),
+            storage_bytes: 1 << 30,
+        }
+    }
+
+    fn deleted(h: &Harness) -> Vec<String> {
+        h.kube
+            .mutations()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::DeleteDataVolume { name, .. } | Call::DeleteVm { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clean_up_deletes_what_carries_this_imports_label_and_nothing_else() {
+        let kube = FakeKube::default()
+            .vm(VmInfo {
+                namespace: "ns".into(),
+                name: "web".into(),
+                labels: labelled(WF),
+                ..VmInfo::default()
+            })
+            .data_volume(dv("web-disk-0", WF))
+            // A DataVolume of that name another workflow made: not ours to delete.
+            .data_volume(dv("web-disk-1", "wf-other"));
+        let mut h = Harness::new::<ImportVm>(input(), kube);
+        h.outputs.insert("validate".into(), json!(plan(3)));
+        let out = h.compensate("validate");
+        assert!(matches!(out, Outcome::Done(_)), "{out:?}");
+        assert_eq!(deleted(&h), ["web", "web-disk-0"]);
+        assert_eq!(h.images.removed(), [std::path::PathBuf::from("/work/wf-1")]);
+        // Run again (a compensation retried): nothing more is deleted.
+        let before = deleted(&h).len();
+        h.compensate("validate");
+        assert_eq!(deleted(&h).len(), before);
+    }
+
+    #[test]
+    fn a_kept_failure_leaves_everything_for_the_retry() {
+        let kube = FakeKube::default().data_volume(dv("web-disk-0", "plan/web"));
+        let mut i = input();
+        i["keep_on_failure"] = json!(true);
+        i["owner"] = json!("plan/web");
+        let mut h = Harness::new::<ImportVm>(i, kube);
+        h.outputs.insert("validate".into(), json!(plan(1)));
+        h.compensate("validate");
+        assert_eq!(deleted(&h), Vec::<String>::new());
+        assert!(h.images.removed().is_empty());
+    }
+
+    #[test]
+    fn a_re_run_adopts_its_own_data_volume_and_refuses_anothers() {
+        let mut h = Harness::new::<ImportVm>(
+            input(),
+            FakeKube::default().data_volume(dv("web-disk-0", WF)),
+        );
+        h.outputs.insert("validate".into(), json!(plan(1)));
+        assert!(matches!(h.run("volumes"), Outcome::Done(_)));
+        let mut h = Harness::new::<ImportVm>(
+            input(),
+            FakeKube::default().data_volume(dv("web-disk-0", "wf-other")),
+        );
+        h.outputs.insert("validate".into(), json!(plan(1)));
+        match h.run("volumes") {
+            Outcome::Fail { error } => assert!(error.contains("not this import's"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_lists_every_problem_at_once() {
+        let mut i = input();
+        i["network_map"] = json!({"default": "vlan99"});
+        let h = Harness::new::<ImportVm>(
+            i,
+            FakeKube::default().vm(VmInfo {
+                namespace: "ns".into(),
+                name: "web".into(),
+                ..VmInfo::default()
+            }),
+        );
+        h.images.set(
+            "/images/web.qcow2",
+            ImageInfo {
+                format: "qcow2".into(),
+                virtual_size: 1 << 30,
+                backing_file: Some("base.qcow2".into()),
+                ..ImageInfo::default()
+            },
+        );
+        match h.run("validate") {
+            Outcome::Fail { error } => {
+                for needle in [
+                    "backing file base.qcow2",
+                    "storage class px-rwx does not exist",
+                    "NetworkAttachmentDefinition ns/vlan99, which does not exist",
+                    "VirtualMachine ns/web exists already",
+                ] {
+                    assert!(error.contains(needle), "{needle}: {error}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(h.kube.mutations().is_empty());
+    }
+}
