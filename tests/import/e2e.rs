@@ -511,8 +511,51 @@ async fn cancel_during_upload_deletes_what_the_import_made() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_is_imported_by_cdi_and_a_dead_one_fails_at_its_deadline() {
+    let rig = rig("url", 1).await;
+    let data = Scratch::new("url-data");
+    disk(&data, "served.qcow2", "qcow2", 64, 4);
+    let server = super::images::file_server(data.0.clone()).await;
+    let mut good = import_input(
+        "from-url",
+        json!({"disk": format!("{}/served.qcow2", server.url)}),
+    );
+    good["network_map"] = json!({});
+    let id = submit(&rig.store, "import-vm", good, 0).await;
+    let v = ended(&rig.store, &id, 120).await;
+    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+    let d = dv(&rig.lab, "from-url-disk-0").unwrap();
+    assert!(
+        d["spec"]["source"]["http"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/served.qcow2")
+    );
+    assert!(rig.lab.cdi_counters().cdi_imported_bytes > 0);
+
+    // A URL that answers the probe's range reads but not CDI's importer (as a server behind a
+    // proxy that went away): CDI retries for ever; Drover gives up after stall_secs with CDI's
+    // reason, and deletes the DataVolume it made.
+    let ranged = ranges_only(data.0.clone()).await;
+    let mut dead = import_input(
+        "dead-url",
+        json!({"disk": format!("{}/served.qcow2", ranged.url)}),
+    );
+    dead["network_map"] = json!({});
+    dead["stall_secs"] = json!(3);
+    let id = submit(&rig.store, "import-vm", dead, 0).await;
+    let v = ended(&rig.store, &id, 60).await;
+    assert_eq!(v.state, State::Failed);
+    let error = v.error.unwrap().to_string();
+    assert!(
+        error.contains("made no progress for 3 s") && error.contains("404"),
+        "{error}"
+    );
+    assert!(dv(&rig.lab, "dead-url-disk-0").is_none());
+}
+
 /// A file server that answers only range requests (404 to a plain GET).
-#[allow(dead_code)]
 async fn ranges_only(root: PathBuf) -> super::images::FileServer {
     use axum::extract::{Path as UrlPath, State as AxState};
     use axum::http::{HeaderMap, StatusCode, header};

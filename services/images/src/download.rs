@@ -64,7 +64,7 @@ pub(crate) async fn download(
 }
 
 /// A request that got no complete answer: worth retrying, except a URL reqwest cannot fetch at all.
-fn request_error(url: &str, e: reqwest::Error) -> ImageError {
+pub(crate) fn request_error(url: &str, e: reqwest::Error) -> ImageError {
     let builder = e.is_builder();
     // The message names the URL once, in front.
     let text = chain(&e.without_url());

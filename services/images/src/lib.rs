@@ -12,6 +12,7 @@
 mod copy;
 mod download;
 mod package;
+mod probe;
 mod qemu;
 mod tar;
 
@@ -137,7 +138,7 @@ impl Images for LocalImages {
 
     async fn inspect(&self, source: &str) -> Result<ImageInfo, ImageError> {
         if qemu::is_url(source) {
-            return qemu::inspect(&self.qemu_img, source, None, false).await;
+            return probe::inspect(&self.client, source).await;
         }
         let path = local(source).await?;
         qemu::inspect(&self.qemu_img, &path.to_string_lossy(), None, true).await
