@@ -174,3 +174,50 @@ fn the_dev_provisioning_demo_runs_to_success() {
     assert!(!stdout.contains("labdev.0123456789abcdef"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `drover dev --demo import --exit-after-demo` makes a vmdk with qemu-img, imports it as a VM and
+/// prints the upload's live progress (bytes, rate, ETA), then exits 0 because the import succeeded.
+#[test]
+fn the_dev_import_demo_shows_live_progress_and_succeeds() {
+    let dir = std::env::temp_dir().join(format!("drover-dev-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "dev",
+            "--demo",
+            "import",
+            "--exit-after-demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--lab-time-scale",
+            "600",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env_remove("DROVER_REDIS_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("DROVER_KUBE_URL")
+        .env_remove("DROVER_IMAGES_DIR")
+        .env("DROVER_LOG", "warn")
+        .output()
+        .expect("run drover dev");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("uploading") && stdout.contains("MB/s") && stdout.contains("ETA"),
+        "live progress: {stdout}"
+    );
+    assert!(stdout.contains("Import succeeded"), "{stdout}");
+    assert!(stdout.contains("\"live_migratable\":true"), "{stdout}");
+    // The demo's image and the import's work files are gone.
+    assert!(!dir.join("demo-images").exists());
+    let left: Vec<_> = std::fs::read_dir(dir.join("images"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

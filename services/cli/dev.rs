@@ -25,8 +25,9 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Which demo to run: `maintenance` (a rolling maintenance of three lab nodes), `provision`
-    /// (three bare-metal nodes from the lab's MAAS, one deployment failing on purpose), `synthetic`
-    /// (retries, fan-out under a semaphore, a signal) or `none`.
+    /// (three bare-metal nodes from the lab's MAAS, one deployment failing on purpose), `import`
+    /// (a VM from a vmdk it makes with qemu-img: conversion and upload with live progress),
+    /// `synthetic` (retries, fan-out under a semaphore, a signal) or `none`.
     #[arg(long, default_value = "maintenance")]
     demo: String,
     /// Do not submit a demo workflow (same as --demo none).
@@ -43,6 +44,9 @@ pub struct Args {
 pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut config = crate::config::load(config_path)?;
     config.api.listen = args.listen.clone();
+    if config.images.work_dir.is_none() {
+        config.images.work_dir = Some(args.data_dir.join("images"));
+    }
     let token = match config
         .api
         .tokens
@@ -164,11 +168,21 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
             }
             provision_demo(&base, &token).await
         }
-        "maintenance" | "provision" => Err(anyhow::anyhow!(
+        "import" if lab.is_some() => {
+            if let Some(lab) = &lab {
+                // A link of 200 MB/s to CDI's upload proxy, so the upload is there to watch.
+                lab.set_fault_rates(drover_lab::scenario::FaultRates {
+                    upload_mb_per_s: 200.0,
+                    ..Default::default()
+                });
+            }
+            import_demo(&base, &token, &args.data_dir.join("demo-images")).await
+        }
+        "maintenance" | "provision" | "import" => Err(anyhow::anyhow!(
             "the {demo} demo runs against the lab; unset [kube] or pick --demo synthetic"
         )),
         other => Err(anyhow::anyhow!(
-            "unknown demo {other:?}; use maintenance, provision, synthetic or none"
+            "unknown demo {other:?}; use maintenance, provision, import, synthetic or none"
         )),
     };
     let demo_ok = outcome.unwrap_or_else(|e| {
@@ -449,6 +463,123 @@ async fn provision_demo(base: &str, token: &str) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Makes a vmdk (1 GiB, 384 MiB of data) with qemu-img, submits `import-vm` and prints each step
+/// and the live progress (bytes, rate, ETA) as it changes.
+async fn import_demo(base: &str, token: &str, dir: &Path) -> anyhow::Result<bool> {
+    let image = make_demo_vmdk(dir).await?;
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let input = json!({"namespace": "vmo-prod", "name": "imported-web",
+                       "source": {"disk": image.to_string_lossy()}, "storage_class": "px-rwx",
+                       "network_map": {"default": "vlan20"}, "poll_ms": 250});
+    let resp = http
+        .post(format!("{base}/v1/workflows"))
+        .header("Authorization", &auth)
+        .header(
+            "Idempotency-Key",
+            format!("dev-import-{}", std::process::id()),
+        )
+        .json(&json!({"kind": "import-vm", "input": input, "labels": {"demo": "import"}}))
+        .send()
+        .await?;
+    let body: Value = resp.json().await?;
+    let id = body["id"]
+        .as_str()
+        .with_context(|| format!("no id in the submission reply: {body}"))?
+        .to_string();
+    println!(
+        "Import {id}: {} (vmdk) becomes VM vmo-prod/imported-web on px-rwx and VLAN 20: qemu-img \
+         converts it to qcow2, then it streams to CDI's upload proxy.",
+        image.display()
+    );
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let wf: Value = http
+            .get(format!("{base}/v1/workflows/{id}"))
+            .header("Authorization", &auth)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let state = wf["state"].as_str().unwrap_or("?").to_string();
+        let p = &wf["progress"];
+        let line = if p["bytes"].is_u64() {
+            format!(
+                "{:<9} {:<8} {} {:>6.1}% {:>5} of {:>5} MiB  {:>6.1} MB/s  ETA {} s",
+                state,
+                current_step(&wf),
+                p["phase"].as_str().unwrap_or(""),
+                p["percent"].as_f64().unwrap_or(0.0),
+                p["bytes"].as_u64().unwrap_or(0) >> 20,
+                p["total_bytes"].as_u64().unwrap_or(0) >> 20,
+                p["rate_mb_per_s"].as_f64().unwrap_or(0.0),
+                p["eta_secs"]
+                    .as_f64()
+                    .map_or("-".into(), |e| format!("{e:.0}")),
+            )
+        } else {
+            format!(
+                "{:<9} {:<8} {}",
+                state,
+                current_step(&wf),
+                p["phase"].as_str().unwrap_or("")
+            )
+        };
+        if line != last {
+            println!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
+            last = line;
+        }
+        if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+            println!(
+                "Import {state} after {:.1}s: {}",
+                start.elapsed().as_secs_f64(),
+                if state == "succeeded" {
+                    &wf["result"]
+                } else {
+                    &wf["error"]
+                }
+            );
+            let _ = tokio::fs::remove_dir_all(dir).await;
+            return Ok(state == "succeeded");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The demo's source disk: a raw file with a written pattern, converted to vmdk by qemu-img.
+async fn make_demo_vmdk(dir: &Path) -> anyhow::Result<PathBuf> {
+    use tokio::io::AsyncWriteExt;
+    tokio::fs::create_dir_all(dir).await?;
+    let raw = dir.join("web.raw");
+    let vmdk = dir.join("web.vmdk");
+    let mut f = tokio::fs::File::create(&raw).await?;
+    let mut block = vec![0u8; 1 << 20];
+    for m in 0..384u32 {
+        for (k, b) in block.iter_mut().enumerate() {
+            *b = (k as u32).wrapping_mul(31).wrapping_add(m) as u8 | 1;
+        }
+        f.write_all(&block).await?;
+    }
+    f.set_len(1 << 30).await?;
+    f.flush().await?;
+    drop(f);
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "vmdk"])
+        .arg(&raw)
+        .arg(&vmdk)
+        .output()
+        .await
+        .context("running qemu-img (install qemu-utils)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "qemu-img convert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::fs::remove_file(&raw).await?;
+    Ok(vmdk)
 }
 
 fn current_step(wf: &Value) -> String {
