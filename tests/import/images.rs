@@ -1,8 +1,9 @@
 //! The images adapter (`drover-images`) against the real `qemu-img`, real tars and real HTTP: images
 //! of every format made with `qemu-img create` and written with `qemu-io`, damaged on purpose,
 //! converted with progress and compared with `qemu-img compare`; OVAs built with the `tar` binary in
-//! its three formats, read, digested (against `sha256sum`) and extracted; downloads and
-//! `qemu-img info` of URLs from a loopback axum file server that honours Range requests.
+//! its three formats, read, digested (against `sha256sum`) and extracted; downloads, and images
+//! behind URLs inspected by their headers (against `qemu-img info` of the local file), from a
+//! loopback axum file server that honours Range requests (or, on purpose, does not).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -765,8 +766,10 @@ async fn ovf_with_its_files_beside_it() {
     assert_eq!(names, ["web.ovf", "web.mf"]);
 }
 
-/// Serves `root`'s files with Range support (what qemu-img's curl driver needs); `/status/<code>`
-/// answers that status.
+/// Serves `root`'s files with Range support (what CDI's importer and the images port's probe read
+/// with); `/status/<code>` answers that status. `/plain/<file>` ignores Range and sends the whole
+/// file, as a server without range support does; `/chunked/<file>` does too, without a
+/// Content-Length (so a HEAD says no length either).
 pub(super) async fn serve(
     State(root): State<PathBuf>,
     UrlPath(path): UrlPath<String>,
@@ -777,12 +780,25 @@ pub(super) async fn serve(
             .unwrap()
             .into_response();
     }
-    let Ok(data) = tokio::fs::read(root.join(&path)).await else {
+    let (path, ranges, length) = if let Some(p) = path.strip_prefix("plain/") {
+        (p, false, true)
+    } else if let Some(p) = path.strip_prefix("chunked/") {
+        (p, false, false)
+    } else {
+        (path.as_str(), true, true)
+    };
+    let Ok(data) = tokio::fs::read(root.join(path)).await else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if !length {
+        let body =
+            axum::body::Body::from_stream(futures::stream::iter([Ok::<_, std::io::Error>(data)]));
+        return body.into_response();
+    }
     let len = data.len() as u64;
     let range = headers
         .get(header::RANGE)
+        .filter(|_| ranges)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("bytes="))
         .and_then(|r| {
@@ -805,7 +821,8 @@ pub(super) async fn serve(
             data[a as usize..=b as usize].to_vec(),
         )
             .into_response(),
-        None => ([(header::ACCEPT_RANGES, "bytes")], data).into_response(),
+        None if ranges => ([(header::ACCEPT_RANGES, "bytes")], data).into_response(),
+        None => data.into_response(),
     }
 }
 
@@ -913,13 +930,59 @@ async fn download_streams_into_the_work_dir() {
     ));
 }
 
+/// `qemu-img info --output=json -f <format>` of a local file: its format, virtual size and backing
+/// file, what inspecting it over http must say.
+fn qemu_info(path: &Path, format: &str) -> (String, u64, Option<String>) {
+    let out = run(
+        "qemu-img",
+        &["info", "--output=json", "-f", format, s(path)],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (
+        v["format"].as_str().unwrap().to_string(),
+        v["virtual-size"].as_u64().unwrap(),
+        v["backing-filename"].as_str().map(str::to_string),
+    )
+}
+
+/// An image of `format` converted from a 64 MiB raw disk whose first 6 MiB and 40th MiB are
+/// incompressible, so every format's file is longer than the 4 MiB the probe reads first.
+fn served_image(dir: &Scratch, name: &str, format: &str, options: &[&str]) -> PathBuf {
+    let raw = dir.path("source.raw");
+    if !raw.exists() {
+        let mut data = vec![0u8; 64 << 20];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in (0..6 << 20).chain(40 << 20..41 << 20) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data[i] = x as u8;
+        }
+        std::fs::write(&raw, data).unwrap();
+    }
+    let path = dir.path(name);
+    let mut args = vec!["convert", "-q", "-f", "raw", "-O", format];
+    args.extend(options);
+    args.extend([s(&raw), s(&path)]);
+    run("qemu-img", &args);
+    path
+}
+
+fn kind(e: &ImageError) -> &'static str {
+    match e {
+        ImageError::NotFound(_) => "not found",
+        ImageError::Transient(_) => "transient",
+        ImageError::Invalid(_) => "invalid",
+    }
+}
+
 #[tokio::test]
 async fn inspect_over_http() {
-    // Each format served is read from its header, as `qemu-img info` reads the local file.
+    // Read from the image's headers with range requests (this machine's qemu-img has no curl
+    // driver), each answer what `qemu-img info` says of the local file.
     let dir = Scratch::new("http");
     let images = dir.images();
-    let mut served = Vec::new();
-    for (name, format, options) in [
+    let cases = [
         ("served.qcow2", "qcow2", &[][..]),
         ("served.raw", "raw", &[][..]),
         (
@@ -927,32 +990,66 @@ async fn inspect_over_http() {
             "vmdk",
             &["-o", "subformat=streamOptimized"][..],
         ),
+        ("sparse.vmdk", "vmdk", &[][..]),
         ("served-dynamic.vhd", "vpc", &[][..]),
         ("served-fixed.vhd", "vpc", &["-o", "subformat=fixed"][..]),
+        ("served.vhdx", "vhdx", &[][..]),
         ("served.vdi", "vdi", &[][..]),
-    ] {
-        let path = image(&dir, name, format, options);
-        let local = images.inspect(s(&path)).await.unwrap();
-        served.push((name, local.format, local.virtual_size));
+    ];
+    let mut served = Vec::new();
+    for (name, format, options) in cases {
+        let path = served_image(&dir, name, format, options);
+        assert!(
+            std::fs::metadata(&path).unwrap().len() > 4 << 20,
+            "{name} is longer than what is read first"
+        );
+        served.push((name, qemu_info(&path, format)));
     }
     let server = file_server(dir.0.clone()).await;
-    for (name, format, size) in served {
-        let info = images
-            .inspect(&format!("{}/{name}", server.url))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        assert_eq!(
-            (info.format.as_str(), info.virtual_size),
-            (format.as_str(), size),
-            "{name}"
-        );
+    for (name, (format, size, _)) in &served {
+        // A server that answers Range, and one that sends the whole file (only its start is
+        // read).
+        for prefix in ["", "plain/"] {
+            let url = format!("{}/{prefix}{name}", server.url);
+            let got = images.inspect(&url).await;
+            if prefix == "plain/" && *name == "served-fixed.vhd" {
+                // A fixed VHD's footer is at its end, out of reach without ranges.
+                assert!(
+                    matches!(&got, Err(ImageError::Invalid(m)) if m.contains("ignores range requests")),
+                    "{url}: {got:?}"
+                );
+                continue;
+            }
+            let info = got.unwrap_or_else(|e| panic!("{url}: {e:?}"));
+            assert_eq!(
+                (info.format.as_str(), info.virtual_size),
+                (format.as_str(), *size),
+                "{url}"
+            );
+            assert_eq!(info.actual_size, None, "{url}");
+            assert_eq!(info.backing_file, None, "{url}");
+            assert!(!info.corrupt && !info.encrypted, "{url}");
+        }
     }
+
+    // A header is read whatever the server says of the length; a raw image is its length.
+    let url = format!("{}/chunked/served.qcow2", server.url);
+    let info = images.inspect(&url).await.unwrap();
+    assert_eq!(
+        (info.format.as_str(), info.virtual_size),
+        ("qcow2", 64 << 20)
+    );
     let e = images
-        .inspect(&format!("{}/nothing.qcow2", server.url))
+        .inspect(&format!("{}/chunked/served.raw", server.url))
         .await
         .unwrap_err();
-    assert!(matches!(e, ImageError::NotFound(_)), "{e:?}");
-    let base = image(&dir, "base.qcow2", "qcow2", &[]);
+    assert!(
+        matches!(&e, ImageError::Invalid(m) if m.contains("Content-Length")),
+        "{e:?}"
+    );
+
+    // Overlays name their backing files, as qemu-img reads them.
+    let base = dir.path("served.qcow2");
     let over = dir.path("over.qcow2");
     run(
         "qemu-img",
@@ -968,11 +1065,80 @@ async fn inspect_over_http() {
             s(&over),
         ],
     );
-    let info = images
-        .inspect(&format!("{}/over.qcow2", server.url))
+    let over_vmdk = dir.path("over.vmdk");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-b",
+            s(&dir.path("sparse.vmdk")),
+            "-F",
+            "vmdk",
+            s(&over_vmdk),
+        ],
+    );
+    for (path, format) in [(&over, "qcow2"), (&over_vmdk, "vmdk")] {
+        let (_, size, backing) = qemu_info(path, format);
+        assert!(backing.is_some());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let info = images
+            .inspect(&format!("{}/{name}", server.url))
+            .await
+            .unwrap();
+        assert_eq!(
+            (info.format.as_str(), info.virtual_size, info.backing_file),
+            (format, size, backing),
+            "{name}"
+        );
+    }
+
+    // A descriptor's extents are other files.
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=monolithicFlat",
+            s(&dir.path("flat.vmdk")),
+            "64M",
+        ],
+    );
+    let e = images
+        .inspect(&format!("{}/flat.vmdk", server.url))
         .await
-        .unwrap();
-    assert_eq!(info.backing_file.as_deref(), Some(s(&base)));
+        .unwrap_err();
+    assert!(
+        matches!(&e, ImageError::Invalid(m) if m.contains("vmdk descriptor")),
+        "{e:?}"
+    );
+
+    // Errors: gone, worth retrying, or refused.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let cases = [
+        (format!("{}/nothing.qcow2", server.url), "not found"),
+        (format!("{}/plain/nothing.qcow2", server.url), "not found"),
+        (format!("{}/status/503", server.url), "transient"),
+        (format!("{}/status/403", server.url), "invalid"),
+        (format!("http://127.0.0.1:{port}/a.qcow2"), "transient"),
+        ("https://127.0.0.1:9/a.qcow2".to_string(), "invalid"),
+    ];
+    for (url, want) in cases {
+        let e = images.inspect(&url).await.unwrap_err();
+        assert_eq!(kind(&e), want, "{url}: {e}");
+    }
+    let e = images
+        .inspect("https://127.0.0.1:9/a.qcow2")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("over http only"), "{e}");
 }
 
 #[tokio::test]

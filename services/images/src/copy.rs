@@ -277,16 +277,6 @@ pub(crate) async fn commit(partial: &Path, dest: &Path) -> Result<(), ImageError
     Ok(())
 }
 
-/// fsyncs a file another program wrote (qemu-img's output).
-pub(crate) async fn sync_file(path: &Path) -> Result<(), ImageError> {
-    File::open(path)
-        .await
-        .map_err(|e| write_error(path, e))?
-        .sync_all()
-        .await
-        .map_err(|e| write_error(path, e))
-}
-
 /// An exclusive, non-blocking `flock` on `file`, held until it is closed.
 fn lock(file: &File, path: &Path) -> Result<(), ImageError> {
     // SAFETY: flock(2) on a descriptor this `File` owns and keeps open for the call.

@@ -28,12 +28,7 @@ pub(crate) async fn download(
         .map_err(|e| request_error(url, e))?;
     let status = resp.status();
     if !status.is_success() {
-        let why = format!("{url}: the server answered {status}");
-        return Err(match status.as_u16() {
-            404 | 410 => ImageError::NotFound(why),
-            408 | 429 | 500..=599 => ImageError::Transient(why),
-            _ => ImageError::Invalid(why),
-        });
+        return Err(status_error(url, status));
     }
     let total = resp.content_length().unwrap_or(0);
     let mut out = Partial::create(dest).await?;
@@ -63,6 +58,16 @@ pub(crate) async fn download(
     Ok(done)
 }
 
+/// What a server's error status means: gone, worth retrying, or refused.
+pub(crate) fn status_error(url: &str, status: reqwest::StatusCode) -> ImageError {
+    let why = format!("{url}: the server answered {status}");
+    match status.as_u16() {
+        404 | 410 => ImageError::NotFound(why),
+        408 | 429 | 500..=599 => ImageError::Transient(why),
+        _ => ImageError::Invalid(why),
+    }
+}
+
 /// A request that got no complete answer: worth retrying, except a URL reqwest cannot fetch at all.
 pub(crate) fn request_error(url: &str, e: reqwest::Error) -> ImageError {
     let builder = e.is_builder();
@@ -74,8 +79,8 @@ pub(crate) fn request_error(url: &str, e: reqwest::Error) -> ImageError {
     // The workspace's reqwest is built without a TLS backend, and says so only as a bad scheme.
     if text.contains("scheme is not http") {
         return ImageError::Invalid(format!(
-            "{url}: this build downloads over http only ({text}); serve the package over http or \
-             copy it to the worker's disk"
+            "{url}: this build reads URLs over http only ({text}); serve it over http or copy it \
+             to the worker's disk"
         ));
     }
     ImageError::Transient(format!("{url}: {text}"))

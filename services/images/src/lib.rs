@@ -1,11 +1,12 @@
 //! Drover's images adapter: implements the workflows' [`Images`] port on the worker's machine with
 //! the real `qemu-img` (`qemu.rs`: info, check, convert and what its errors mean), OVA tars and
 //! OVF directories (`package.rs` over the header reader in `tar.rs`), streamed digests and copies
-//! (`copy.rs`) and http(s) downloads (`download.rs`).
+//! (`copy.rs`), http(s) downloads (`download.rs`) and the headers of images behind a URL, read
+//! with range requests instead of qemu-img's curl driver (`probe.rs`).
 //!
 //! Everything it writes is under one work root, in a directory per workflow ([`Images::work_dir`]),
-//! through a `.partial` file that is fsynced and renamed into place, so a file that looks complete
-//! is complete and removing the workflow's directory leaves nothing behind. Sources are local paths
+//! through a `.partial` file renamed into place (fsynced first, except a conversion: see
+//! `convert`), so a file that looks complete is complete and removing the workflow's directory leaves nothing behind. Sources are local paths
 //! or http(s) URLs; a local path is made absolute before qemu-img sees it, so a name with a colon
 //! is never read as a qemu protocol (`nbd:`, `ssh:`, ...).
 
@@ -138,6 +139,9 @@ impl Images for LocalImages {
 
     async fn inspect(&self, source: &str) -> Result<ImageInfo, ImageError> {
         if qemu::is_url(source) {
+            // From the image's headers over range requests, on every worker alike: qemu-img reads
+            // URLs only with its curl driver, often not installed (`probe.rs` says why not a file
+            // of the first bytes either).
             return probe::inspect(&self.client, source).await;
         }
         let path = local(source).await?;
@@ -218,8 +222,13 @@ impl Images for LocalImages {
             on_progress,
         )
         .await?;
-        copy::sync_file(&partial).await?;
-        copy::commit(&partial, &dest).await?;
+        // Renamed without an fsync: flushing gigabytes doubled an import's staging time, and the
+        // page cache outlives a killed worker. Only a machine crash can leave this name holding less
+        // than qemu-img wrote, and a reuse of a staged file checks it first (qemu-img check), so
+        // such a file is converted again rather than uploaded.
+        tokio::fs::rename(&partial, &dest)
+            .await
+            .map_err(|e| copy::write_error(&dest, e))?;
         tracing::debug!(source = %source, dest = %dest.display(), "Image converted.");
         Ok(info.virtual_size)
     }

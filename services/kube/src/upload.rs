@@ -1,6 +1,6 @@
 //! CDI's upload proxy: `POST <proxy>/v1beta1/upload` with the upload token as a bearer token and
 //! the image as `application/octet-stream`, its length said up front and its bytes streamed from
-//! the file in 256 KiB chunks (a worker uploading a 2 GiB image holds a few chunks, never the file).
+//! the file in 1 MiB chunks (a worker uploading a 2 GiB image holds a few chunks, never the file).
 //!
 //! The request goes through hyper with kube-rs's own connector: plain HTTP for an `http://` proxy
 //! (the lab), and for `https://` the cluster's TLS settings (its CA, or the system's roots when the
@@ -35,7 +35,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 /// How much of the file is read at a time.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
 /// How often the caller hears how far the upload is.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// An upload whose body has not moved for this long is given up (transient: the next attempt

@@ -971,12 +971,14 @@ async fn stage(ctx: &Ctx<'_, ImportVm>) -> StepResult {
     })))
 }
 
-/// Whether a staged file is complete: the images port renames a file into place only when it is.
+/// Whether a staged file is complete: the images port renames a file into place only when it is,
+/// and qemu-img reads it whole and uncorrupted (a conversion is not fsynced, so after a machine
+/// crash its name may hold less; it is then staged again).
 async fn done_file(images: &dyn Images, path: &Path) -> bool {
     images
         .inspect(&path.to_string_lossy())
         .await
-        .is_ok_and(|i| i.virtual_size > 0)
+        .is_ok_and(|i| i.virtual_size > 0 && !i.corrupt)
 }
 
 async fn volumes(ctx: &Ctx<'_, ImportVm>) -> StepResult {
