@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drover_workflows::ports::kube::{KubeError, OnProgress, Transferred};
-use futures::Stream;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, Uri};
 use http_body::{Frame, SizeHint};
@@ -31,8 +30,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 /// How much of the file is read at a time.
 const CHUNK: usize = 1024 * 1024;
@@ -103,7 +100,7 @@ impl Proxy {
             .map_err(|e| KubeError::Permanent(format!("upload proxy URL {}: {e}", self.url)))?;
         let sent = Arc::new(AtomicU64::new(0));
         let body = FileBody {
-            stream: ReaderStream::with_capacity(file.take(total), CHUNK),
+            chunks: read_ahead(file.into_std().await, total),
             remaining: total,
             sent: sent.clone(),
         };
@@ -242,10 +239,45 @@ async fn text(response: Response<Incoming>) -> String {
 
 /// The file as a request body of known length, counting what it hands to hyper.
 struct FileBody {
-    stream: ReaderStream<tokio::io::Take<tokio::fs::File>>,
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     remaining: u64,
     sent: Arc<AtomicU64>,
 }
+
+/// Chunks read ahead in a thread of their own, at most `READ_AHEAD` waiting: plain blocking reads
+/// keep up with the proxy where tokio's file reader (a blocking-pool hop per chunk) did not. The
+/// thread ends at the end of the file, or as soon as the body is dropped (a cancelled upload).
+fn read_ahead(
+    mut file: std::fs::File,
+    total: u64,
+) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    std::thread::spawn(move || {
+        let mut left = total;
+        while left > 0 {
+            let mut buf = vec![0u8; CHUNK.min(left as usize)];
+            let chunk = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Chunks read ahead of the connection.
+const READ_AHEAD: usize = 4;
 
 impl http_body::Body for FileBody {
     type Data = Bytes;
@@ -255,7 +287,7 @@ impl http_body::Body for FileBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+        match ready!(self.chunks.poll_recv(cx)) {
             Some(Ok(chunk)) => {
                 let n = chunk.len() as u64;
                 self.remaining = self.remaining.saturating_sub(n);
@@ -283,7 +315,7 @@ impl http_body::Body for FileBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A one-request proxy: reads the head and the whole body, answers `status` with `text` (and
     /// Retry-After: 7), and hands back the head and the body's length.
