@@ -109,10 +109,11 @@ async fn killed_during(phase: &str, name: &str, upload_mb_per_s: f64) {
         let c = lab.cdi_counters();
         assert!(c.cdi_upload_received_bytes > c.cdi_uploaded_bytes, "{c:?}");
     }
-    assert_eq!(
-        vm(&lab, name).unwrap()["status"]["printableStatus"],
-        "Running"
-    );
+    // The workflow saw the VMI Running; the VM's own status follows at KubeVirt's next pass.
+    wait_for(Duration::from_secs(10), "the VM Running", || async {
+        vm(&lab, name).unwrap()["status"]["printableStatus"] == "Running"
+    })
+    .await;
     assert_eq!(leftovers(&work.0), Vec::<PathBuf>::new());
 }
 

@@ -323,7 +323,11 @@ async fn a_vmdk_is_converted_uploaded_and_runs_live_migratable() {
     );
     assert_eq!(spec["volumes"][0]["dataVolume"]["name"], "web-01-disk-0");
     assert!(spec["networks"][0]["pod"].is_object(), "{spec}");
-    assert_eq!(m["status"]["printableStatus"], "Running");
+    // The workflow saw the VMI Running; the VM's own status follows at KubeVirt's next pass.
+    wait_for(Duration::from_secs(10), "the VM Running", || async {
+        vm(&rig.lab, "web-01").unwrap()["status"]["printableStatus"] == "Running"
+    })
+    .await;
     // Nothing left in the work directory.
     assert_eq!(leftovers(&rig.work.0), Vec::<PathBuf>::new());
 }
