@@ -6,10 +6,11 @@
 //! two of each, on the 2 GiB image; the worker's peak RSS (VmHWM) is also read after an import of
 //! a 512 MiB image, to show whether it grows with the image.
 //!
-//! Run from the repository root: `cargo build --release --bin drover && cargo bench --bench import`
-//! (needs redis-server, qemu-img and curl, as `.ci/run` installs them; about two minutes and 8 GiB
-//! of scratch disk, removed at the end). Not a test: it asserts nothing, and writes its figures
-//! into BENCHMARKS.md between the `import-bench` markers. Every wait has a deadline.
+//! Run from the repository root: `cargo bench --bench import` (cargo builds the `drover` binary
+//! with the bench, in the bench profile, and hands its path over as `CARGO_BIN_EXE_drover`; needs
+//! redis-server, qemu-img and curl, as `.ci/run` installs them; about two minutes and 8 GiB of
+//! scratch disk, removed at the end). Not a test: it asserts nothing, and writes its figures into
+//! BENCHMARKS.md between the `import-bench` markers. Every wait has a deadline.
 
 #[path = "shared/report.rs"]
 mod report;
@@ -25,7 +26,7 @@ use drover_store::{Store, Submission};
 use drover_worker::now_ms;
 use serde_json::{Value, json};
 
-const COMMAND: &str = "cargo build --release --bin drover && cargo bench --bench import";
+const COMMAND: &str = "cargo bench --bench import";
 const MIB: u64 = 1 << 20;
 const NS: &str = "vmo-prod";
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
@@ -33,6 +34,7 @@ const RUN_DEADLINE: Duration = Duration::from_secs(300);
 #[tokio::main]
 async fn main() -> Result<()> {
     let root = std::env::temp_dir().join(format!("drover-import-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
     let result = run(&root).await;
     let _ = std::fs::remove_dir_all(&root);
@@ -55,13 +57,16 @@ struct Figures {
     parts: String,
     /// The worker's peak RSS, KiB (Drover only).
     peak_kib: Option<u64>,
+    /// The worker's peak RSS once started and idle, before the submission, KiB (Drover only).
+    idle_kib: Option<u64>,
+    /// Bytes the lab's upload proxy accepted during the run (`cdi_uploaded_bytes`).
+    uploaded: u64,
 }
 
 async fn run(root: &Path) -> Result<String> {
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/drover");
-    if !binary.exists() {
-        bail!("{} is missing: run `{COMMAND}`", binary.display());
-    }
+    let started = Instant::now();
+    let load_before = load_average();
+    let binary = Path::new(env!("CARGO_BIN_EXE_drover"));
     let redis = RedisServer::start(Options::temporary())?;
     let store = Store::connect(&drover_store::Config::new(redis.url())).await?;
     let lab = Lab::start(LabConfig::reference().with_time_scale(600.0)).await?;
@@ -72,7 +77,7 @@ async fn run(root: &Path) -> Result<String> {
     for round in 0..2 {
         runs.push(
             drover(
-                &binary,
+                binary,
                 &redis.url(),
                 &store,
                 &lab,
@@ -86,7 +91,7 @@ async fn run(root: &Path) -> Result<String> {
         runs.push(anchor(&lab, root, &big, 2048, &format!("anchor-{round}")).await?);
     }
     let small_run = drover(
-        &binary,
+        binary,
         &redis.url(),
         &store,
         &lab,
@@ -101,26 +106,51 @@ async fn run(root: &Path) -> Result<String> {
     let mut out = String::new();
     out.push_str(&format!(
         "## Import: a 2 GiB vmdk into a KubeVirt VM (Drover vs qemu-img convert + curl upload)\n\n\
-         Run {} UTC on {} cores ({}), release build. Command: `{COMMAND}`.\n\n\
+         - Command: `{COMMAND}` (from the repository root; `bench` profile = release)\n\
+         - Date: {} UTC; whole run {:.0} s\n\
+         - Machine: nproc {}, CPU `{}`, load average {} at the start, {} at the end (the box is \
+         shared)\n\
+         - Tools: {}, {}\n\
+         - Code: {}\n\n\
          Each vmdk is full of data (a written pattern, no zero clusters), so conversion and upload \
          move its whole virtual size. Both sides upload to the same lab's CDI upload proxy, which \
-         checks the qcow2's header and counts the bytes; MB/s is the virtual size over the wall \
-         time from the first byte read to the DataVolume Succeeded (Drover: submission to the VM \
-         running, which adds validation, the DataVolume and the VM).\n\n\
-         | run | wall s | MB/s | where the time went | worker peak RSS |\n|---|---|---|---|---|\n",
+         checks the qcow2's header and counts the bytes (*uploaded*: the lab's \
+         `cdi_uploaded_bytes` over the run); MB/s is the virtual size over the wall time from the \
+         first byte read to the DataVolume Succeeded (Drover: submission to the VM running, which \
+         adds validation, the DataVolume and the VM). Before each run the bench runs `sync` \
+         (untimed), so no run pays for the writeback of what the set-up or an earlier run wrote. \
+         Drover's parts are its steps' durations \
+         from the workflow's history (those over 50 ms) and the `transfer` step's output.\n\n\
+         | run | wall s | MB/s | uploaded | where the time went | worker peak RSS (idle before) |\n\
+         |---|---|---|---|---|---|\n",
         report::date(),
+        started.elapsed().as_secs_f64(),
         report::nproc(),
-        report::cpu()
+        report::cpu(),
+        load_before,
+        load_average(),
+        first_line("qemu-img", &["--version"]),
+        first_line("curl", &["--version"])
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" "),
+        code_version(),
     ));
+    let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
     for f in runs.iter().chain(std::iter::once(&small_run)) {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.0} | {} | {} |\n",
+            "| {} | {:.2} | {:.0} | {:.0} MiB | {} | {} |\n",
             f.what,
             f.secs,
             f.mb_per_s,
+            f.uploaded as f64 / MIB as f64,
             f.parts,
-            f.peak_kib
-                .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+            match (f.peak_kib, f.idle_kib) {
+                (Some(p), Some(i)) => format!("{} ({})", mib(p), mib(i)),
+                (Some(p), None) => mib(p),
+                _ => "-".into(),
+            }
         ));
     }
     out.push_str("\nRatios, Drover MB/s / anchor MB/s, each round (goal: at least 0.90):\n\n");
@@ -138,14 +168,21 @@ async fn run(root: &Path) -> Result<String> {
         .chain(std::iter::once(&small_run))
         .filter_map(|f| f.peak_kib)
         .collect();
+    let idles: Vec<String> = runs
+        .iter()
+        .chain(std::iter::once(&small_run))
+        .filter_map(|f| f.idle_kib.map(mib))
+        .collect();
     out.push_str(&format!(
-        "\nWorker peak RSS: {} (2 GiB imports) and {:.1} MiB (512 MiB import).\n",
-        peaks[..peaks.len() - 1]
+        "\nWorker peak RSS (VmHWM): {} (2 GiB imports) and {} (512 MiB import); the same \
+         workers idle, before the submission: {}.\n",
+        peaks[..peaks.len().saturating_sub(1)]
             .iter()
-            .map(|k| format!("{:.1} MiB", *k as f64 / 1024.0))
+            .map(|k| mib(*k))
             .collect::<Vec<_>>()
             .join(", "),
-        small_run.peak_kib.unwrap_or(0) as f64 / 1024.0
+        small_run.peak_kib.map_or("-".into(), mib),
+        idles.join(", ")
     ));
     out.push_str(
         "\nThe anchor's upload uses `curl -T` (curl 7.88's `--data-binary @file` reads the whole \
@@ -187,6 +224,41 @@ fn make_vmdk(root: &Path, name: &str, mib: u64) -> Result<PathBuf> {
     Ok(vmdk)
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The first line a command prints, or its name.
+fn first_line(program: &str, args: &[&str]) -> String {
+    sh(program, args)
+        .ok()
+        .and_then(|o| o.lines().next().map(|l| l.trim().to_string()))
+        .unwrap_or_else(|| program.to_string())
+}
+
+/// The commit, and whether the tree had uncommitted changes.
+fn code_version() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(st) if !st.is_empty() => format!("drover {rev} plus uncommitted changes"),
+            _ => format!("drover {rev}"),
+        },
+        None => "drover (no git)".into(),
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
@@ -205,6 +277,12 @@ fn sh(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Writes the dirty page cache out (what the vmdks' making and the previous run wrote), so that
+/// no run pays for another's writeback. Not timed.
+fn settle() -> Result<()> {
+    sh("sync", &[]).map(drop)
+}
+
 /// VmHWM of a process, KiB.
 fn peak_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -218,6 +296,15 @@ fn peak_kib(pid: u32) -> Option<u64> {
 }
 
 struct Worker(Child);
+
+impl Worker {
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.0.try_wait()? {
+            bail!("the drover worker exited early ({status})");
+        }
+        Ok(())
+    }
+}
 
 impl Drop for Worker {
     fn drop(&mut self) {
@@ -237,7 +324,8 @@ async fn drover(
     mib: u64,
     name: &str,
 ) -> Result<Figures> {
-    let worker = Worker(
+    settle()?;
+    let mut worker = Worker(
         Command::new(binary)
             .arg("worker")
             .env("DROVER_REDIS_URL", redis_url)
@@ -250,7 +338,11 @@ async fn drover(
             .spawn()
             .context("start the drover worker")?,
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Started and idle (connected, waiting for work) before the clock starts.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    worker.check_alive()?;
+    let idle = peak_kib(worker.0.id());
+    let uploaded_before = lab.cdi_counters().cdi_uploaded_bytes;
     let vm = format!("bench-{name}");
     let input = json!({"namespace": NS, "name": vm, "source": {"disk": s(image)},
                        "storage_class": "px-rwx", "poll_ms": 100});
@@ -281,6 +373,7 @@ async fn drover(
     let secs = t0.elapsed().as_secs_f64();
     let peak = peak_kib(worker.0.id());
     drop(worker);
+    let uploaded = lab.cdi_counters().cdi_uploaded_bytes - uploaded_before;
     if view.state != drover_workflows::State::Succeeded {
         bail!("the import {id} ended {:?}: {:?}", view.state, view.error);
     }
@@ -297,14 +390,23 @@ async fn drover(
             parts.push(format!("{step} {:.2} s", (b - a) as f64 / 1000.0));
         }
     }
-    let transfer = view
-        .outputs
-        .as_ref()
-        .and_then(|o| o.get(&3))
-        .cloned()
+    // The transfer step's own account of each disk: bytes, seconds, MB/s.
+    let transfer = names
+        .iter()
+        .position(|n| n == "transfer")
+        .and_then(|i| view.outputs.as_ref()?.get(&i).cloned())
         .unwrap_or(Value::Null);
-    if let Some(mbps) = transfer["disks"][0]["mb_per_s"].as_f64() {
-        parts.push(format!("upload {mbps:.0} MB/s"));
+    for d in transfer["disks"].as_array().into_iter().flatten() {
+        if let (Some(bytes), Some(secs), Some(mbps)) = (
+            d["bytes"].as_u64(),
+            d["secs"].as_f64(),
+            d["mb_per_s"].as_f64(),
+        ) {
+            parts.push(format!(
+                "upload of {:.0} MiB in {secs:.2} s ({mbps:.0} MB/s)",
+                bytes as f64 / MIB as f64
+            ));
+        }
     }
     Ok(Figures {
         what: format!("Drover {name} ({} MiB)", mib),
@@ -312,6 +414,8 @@ async fn drover(
         mb_per_s: (mib * MIB) as f64 / secs / 1e6,
         parts: parts.join(", "),
         peak_kib: peak,
+        idle_kib: idle,
+        uploaded,
     })
 }
 
@@ -326,6 +430,8 @@ async fn anchor(
     let api = lab.kube_url();
     let dv = format!("anchor-{name}");
     let qcow2 = root.join(format!("{name}.qcow2"));
+    let uploaded_before = lab.cdi_counters().cdi_uploaded_bytes;
+    settle()?;
     let t0 = Instant::now();
     sh(
         "qemu-img",
@@ -409,6 +515,7 @@ async fn anchor(
     )?;
     let upload = u0.elapsed().as_secs_f64();
     let secs = t0.elapsed().as_secs_f64();
+    let uploaded = lab.cdi_counters().cdi_uploaded_bytes - uploaded_before;
     let bytes = std::fs::metadata(&qcow2)?.len();
     std::fs::remove_file(&qcow2)?;
     Ok(Figures {
@@ -416,9 +523,12 @@ async fn anchor(
         secs,
         mb_per_s: (mib * MIB) as f64 / secs / 1e6,
         parts: format!(
-            "convert {convert:.2} s, upload {upload:.2} s ({:.0} MB/s)",
+            "convert {convert:.2} s, upload of {:.0} MiB in {upload:.2} s ({:.0} MB/s)",
+            bytes as f64 / MIB as f64,
             bytes as f64 / upload / 1e6
         ),
         peak_kib: None,
+        idle_kib: None,
+        uploaded,
     })
 }
