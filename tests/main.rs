@@ -14,6 +14,7 @@ mod import;
 mod lab;
 mod maas_adapter;
 mod provision;
+mod schedules;
 mod secrets;
 mod storage;
 mod versioning;

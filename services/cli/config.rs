@@ -239,6 +239,11 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         "DROVER_WORKER_SHUTDOWN_GRACE_MS",
         &mut config.worker.shutdown_grace_ms,
     )?;
+    if let Some(v) = env("DROVER_WORKER_SCHEDULER") {
+        config.worker.scheduler = v.parse().map_err(|_| {
+            anyhow::anyhow!("DROVER_WORKER_SCHEDULER={v:?} must be true or false")
+        })?;
+    }
     if let Some(name) = env("DROVER_WORKER_NAME") {
         config.worker.name = Some(name);
     }

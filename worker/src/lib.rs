@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod ports;
+pub mod scheduler;
 pub mod secrets;
 pub mod service;
 
@@ -47,6 +48,9 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Name of this worker in leases and history; defaults to host-pid-random.
     pub name: Option<String>,
+    /// Whether this process also runs a scheduler (starts the workflows of cron schedules). Any
+    /// number of processes may: each fire time starts one workflow however many race for it.
+    pub scheduler: bool,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             retention_secs: 7 * 24 * 3600,
             shutdown_grace_ms: 30_000,
             name: None,
+            scheduler: true,
         }
     }
 }
@@ -183,6 +188,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Runtime)?;
+    let mut ports = ports;
+    if ports.schedules.is_none() {
+        ports.schedules = Some(Arc::new(ports::StoreSchedules(store.clone())));
+    }
     let worker_id = config.name.clone().unwrap_or_else(default_name);
     let runner = Arc::new(Runner {
         store,
@@ -198,6 +207,10 @@ pub async fn run(
     info!(worker = %worker_id, concurrency = runner.config.concurrency, "Worker started.");
 
     let housekeeping = tokio::spawn(service::housekeeping(runner.clone()));
+    let scheduler = runner
+        .config
+        .scheduler
+        .then(|| tokio::spawn(scheduler::run(runner.clone())));
     let factory_runner = runner.clone();
     // What the grace period's end found still running (see `grace_end`).
     let cut_off = Arc::new(Mutex::new(BTreeMap::new()));
@@ -223,6 +236,9 @@ pub async fn run(
         })
         .await;
     housekeeping.abort();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     // Cut-off attempts, and claims that never started (the backend dropped them unstarted).
     let mut left = std::mem::take(&mut *lock(&cut_off));
     left.append(&mut lock(&runner.held));

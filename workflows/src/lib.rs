@@ -11,6 +11,7 @@ pub mod kind;
 pub mod model;
 pub mod ports;
 pub mod registry;
+pub mod schedule;
 pub mod sdk;
 
 pub use decide::{Event, decide, first_task, resume_task};

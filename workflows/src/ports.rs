@@ -4,6 +4,7 @@
 pub mod images;
 pub mod kube;
 pub mod maas;
+pub mod schedules;
 pub mod secrets;
 
 use std::future::Future;
@@ -54,6 +55,7 @@ pub struct Ports {
     pub maas: Option<Arc<dyn maas::Maas>>,
     pub secrets: Option<Arc<dyn secrets::Secrets>>,
     pub images: Option<Arc<dyn images::Images>>,
+    pub schedules: Option<Arc<dyn schedules::Schedules>>,
 }
 
 impl Ports {
@@ -66,6 +68,7 @@ impl Ports {
             maas: None,
             secrets: None,
             images: None,
+            schedules: None,
         }
     }
 
@@ -86,6 +89,11 @@ impl Ports {
 
     pub fn with_maas(mut self, maas: Arc<dyn maas::Maas>) -> Ports {
         self.maas = Some(maas);
+        self
+    }
+
+    pub fn with_schedules(mut self, schedules: Arc<dyn schedules::Schedules>) -> Ports {
+        self.schedules = Some(schedules);
         self
     }
 

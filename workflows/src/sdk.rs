@@ -276,6 +276,14 @@ impl<K: Kind> Ctx<'_, K> {
     }
 
     /// The images port, or a failure saying what to configure.
+    /// The schedules port (a workflow started by a schedule reads its windows and freezes), or a
+    /// failure saying what is missing.
+    pub fn schedules(&self) -> Result<&dyn crate::ports::schedules::Schedules, StepError> {
+        self.ports.schedules.as_deref().ok_or_else(|| {
+            StepError::fail("this worker cannot read schedules (no schedules port configured)")
+        })
+    }
+
     pub fn images(&self) -> Result<&dyn Images, StepError> {
         self.ports.images.as_deref().ok_or_else(|| {
             StepError::fail(

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod guard;
 mod routes;
+mod schedules;
 mod serve;
 mod status;
 

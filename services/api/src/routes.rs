@@ -41,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/workflows/{id}/pause", post(pause))
         .route("/v1/workflows/{id}/resume", post(resume))
         .route("/v1/workflows/{id}/signals/{name}", post(signal))
+        .merge(crate::schedules::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -63,7 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -75,7 +76,7 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -159,19 +160,7 @@ async fn submit(
     let wf = state
         .registry
         .prepare(uuid::Uuid::now_v7().to_string(), submission, now)
-        .map_err(|e| match e {
-            e @ Refused::UnknownKind { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown kind",
-                e.to_string(),
-            ),
-            e @ Refused::InvalidInput { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid input",
-                e.to_string(),
-            ),
-            e @ Refused::InvalidRequest(_) => ApiError::bad_request(e.to_string()),
-        })?;
+        .map_err(refused)?;
     admit(&state, &wf).await?;
     let submitted = state
         .store
@@ -204,6 +193,23 @@ async fn submit(
     }
 }
 
+/// A submission the registry refused, as the client sees it.
+pub(crate) fn refused(e: Refused) -> ApiError {
+    match e {
+        e @ Refused::UnknownKind { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown kind",
+            e.to_string(),
+        ),
+        e @ Refused::InvalidInput { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid input",
+            e.to_string(),
+        ),
+        e @ Refused::InvalidRequest(_) => ApiError::bad_request(e.to_string()),
+    }
+}
+
 /// Seconds a client is asked to wait when the admission check could not be made and the system it
 /// asked gave no Retry-After (MAAS's own for its 503s).
 const ADMISSION_RETRY_SECS: u64 = 10;
@@ -212,7 +218,7 @@ const ADMISSION_RETRY_SECS: u64 = 10;
 /// `admission_timeout_ms`. A check that cannot be made refuses the submission with 503 and
 /// Retry-After rather than accepting an input nobody checked: the client retries (with its
 /// Idempotency-Key) and bad input always gets its 4xx before anything is written.
-async fn admit(state: &AppState, wf: &NewWorkflow) -> Result<(), ApiError> {
+pub(crate) async fn admit(state: &AppState, wf: &NewWorkflow) -> Result<(), ApiError> {
     if !state.registry.admits() {
         return Ok(());
     }

@@ -32,14 +32,8 @@ redis.register_function('drover_cancel', function(keys, args)
   if refused then
     return refused
   end
-  if redis.call('HGET', keys[1], 'cancel') == '1' then
+  if not request_cancel(P, id, now) then
     return {'ok', 'already'}
-  end
-  redis.call('HSET', keys[1], 'cancel', '1', 'updated_ms', now)
-  local loc = redis.call('HGET', keys[1], 'loc')
-  if loc ~= 'leased' and loc ~= 'ready' then
-    unlocate(P, id)
-    enqueue_ready(P, id, now)
   end
   return {'ok'}
 end)

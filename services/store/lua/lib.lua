@@ -188,6 +188,22 @@ local function create(P, rec, now)
   schedule(P, rec.id, rec.due, now)
 end
 
+-- Mark a live workflow for cancellation and make its task runnable now, wherever it waited (a
+-- leased task sees the mark at its next renewal or commit). The caller checked the record.
+local function request_cancel(P, id, now)
+  local wk = wfkey(P, id)
+  if redis.call('HGET', wk, 'cancel') == '1' then
+    return false
+  end
+  redis.call('HSET', wk, 'cancel', '1', 'updated_ms', now)
+  local loc = redis.call('HGET', wk, 'loc')
+  if loc ~= 'leased' and loc ~= 'ready' then
+    unlocate(P, id)
+    enqueue_ready(P, id, now)
+  end
+  return true
+end
+
 -- A child ended: count it on the parent and wake the parent when its join policy is met.
 local function notify_parent(P, id, state, now)
   local parent = redis.call('HGET', wfkey(P, id), 'parent')

@@ -10,6 +10,7 @@ mod claim;
 mod control;
 mod handback;
 pub mod probe;
+pub mod schedule;
 mod query;
 pub mod server;
 mod submit;
@@ -27,7 +28,7 @@ pub use query::{Filter, Page, WorkflowView};
 pub use submit::{SubmitError, Submitted, fingerprint};
 
 /// The function library: shared helpers first, then one file per function.
-const LIBRARY: [&str; 7] = [
+const LIBRARY: [&str; 8] = [
     include_str!("../lua/lib.lua"),
     include_str!("../lua/submit.lua"),
     include_str!("../lua/claim.lua"),
@@ -35,6 +36,7 @@ const LIBRARY: [&str; 7] = [
     include_str!("../lua/renew.lua"),
     include_str!("../lua/control.lua"),
     include_str!("../lua/handback.lua"),
+    include_str!("../lua/schedule.lua"),
 ];
 const TRIM: &str = include_str!("../lua/trim.lua");
 

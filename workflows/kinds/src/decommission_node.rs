@@ -148,6 +148,7 @@ async fn drain(ctx: &Ctx<'_, DecommissionNode>) -> StepResult {
         cluster_limit: input.cluster_limit,
         node_limit: input.node_limit,
         poll_ms: input.poll_ms,
+        window: None,
     };
     Ok(Outcome::Spawn {
         children: vec![ChildSpec::of::<DrainNode>(&child)],

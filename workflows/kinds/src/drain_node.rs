@@ -4,10 +4,17 @@
 //!
 //! 0 `preflight`  takes the node's lock (one workflow per node), classifies the node's VMIs by
 //!                `LiveMigratable`, checks the other schedulable nodes have room, and with policy
-//!                `fail` stops with a report naming each blocking VM and why.
+//!                `fail` stops with a report naming each blocking VM and why. Inside a maintenance
+//!                window (`window`), it first asks the window: outside it the drain does not start
+//!                (it waits, holding the node's lock, for the next window or a freeze's end, or
+//!                pauses when the schedule has no next window; see [`crate::window`]).
 //! 1 `cordon`     remembers whether the node was already cordoned (compensation uncordons only then).
 //! 2 `migrate`    one `migrate-vmi` child per migratable VMI (limits enforced by their permits);
-//!                failed migrations are retried as new children up to a limit, then the policy applies.
+//!                failed migrations are retried as new children up to a limit, then the policy
+//!                applies. With a window, each spawn of children waits for the window to be open
+//!                and gives each child its end (`not_after_ms`); a child whose migration was not
+//!                made by then ends deferred and is started again in the next window, without
+//!                counting as a failed try. Migrations already running finish.
 //! 3 `stop-blocked` per policy, stops the VMs that cannot move (compensation starts them again); it
 //!                ends as soon as the stops are asked for, so a cancellation from here on restarts them.
 //! 3b `wait-stopped` waits until their instances have left the node.
@@ -29,6 +36,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{cluster_steps, default_cluster_limit, default_node_limit, default_poll_ms};
 use crate::migrate_vmi::{self, MigrateVmi};
+use crate::window::{self, Admission, Window};
 
 /// The `drain-node` kind.
 pub struct DrainNode;
@@ -90,6 +98,10 @@ pub struct Input {
     pub node_limit: u32,
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// The maintenance window this drain runs in (set by a schedule, or by the rollout that
+    /// started it): no drain or migration starts outside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
 }
 
 fn default_attempts() -> u32 {
@@ -157,6 +169,9 @@ impl Kind for DrainNode {
                 "max_migration_attempts, cluster_limit and node_limit must be at least 1".into(),
             );
         }
+        if let Some(w) = &i.window {
+            w.check()?;
+        }
         Ok(())
     }
 
@@ -218,6 +233,10 @@ fn done<T: Serialize>(output: &T) -> StepResult {
 async fn preflight(ctx: &Ctx<'_, DrainNode>) -> StepResult {
     let kube = begin(ctx)?;
     let input = ctx.input;
+    // A drain does not start outside its window: nothing is read or changed before it opens.
+    if let Admission::Wait(held) = window::admit(ctx, input.window.as_ref()).await? {
+        return Ok(held);
+    }
     let node = kube.get_node(&input.node).await?;
     let vmis: Vec<VmiInfo> = kube.list_vmis(Some(&input.node)).await?;
     let blockers: Vec<Blocked> = vmis.iter().filter_map(blocked).collect();
@@ -308,8 +327,9 @@ async fn uncordon(ctx: &Ctx<'_, DrainNode>) -> StepResult {
     Ok(Outcome::Done(json!({ "uncordoned": by_us })))
 }
 
-/// The child that migrates `vmi` (`namespace`, `name`), pinned where the input says.
-fn migration(input: &Input, vmi: &(String, String)) -> ChildSpec {
+/// The child that migrates `vmi` (`namespace`, `name`), pinned where the input says, making no
+/// migration at or after `not_after_ms`.
+fn migration(input: &Input, vmi: &(String, String), not_after_ms: Option<i64>) -> ChildSpec {
     let mut selector = input.target_selector.clone();
     if let Some(target) = input.targets.get(&format!("{}/{}", vmi.0, vmi.1)) {
         selector.insert("kubernetes.io/hostname".into(), target.clone());
@@ -322,6 +342,7 @@ fn migration(input: &Input, vmi: &(String, String)) -> ChildSpec {
         cluster_limit: input.cluster_limit,
         node_limit: input.node_limit,
         poll_ms: None,
+        not_after_ms,
     })
 }
 
@@ -338,21 +359,33 @@ async fn migrate(ctx: &Ctx<'_, DrainNode>) -> StepResult {
         if targets.is_empty() {
             return done(&Migrated::default());
         }
+        // New migrations start inside the window only, and make nothing after its end.
+        let not_after = match window::admit(ctx, input.window.as_ref()).await? {
+            Admission::Go(open) => open.map(|w| w.end_ms),
+            Admission::Wait(held) => return Ok(held),
+        };
         return Ok(Outcome::Spawn {
-            children: targets.iter().map(|t| migration(input, t)).collect(),
+            children: targets
+                .iter()
+                .map(|t| migration(input, t, not_after))
+                .collect(),
             join: JoinPolicy::All,
         });
     }
-    // The latest child per VMI and how many were tried.
+    // The latest child per VMI and how many were tried (a deferred child tried nothing).
     let mut latest: BTreeMap<(String, String), (usize, &ChildStatus)> = BTreeMap::new();
     for c in ctx.children {
         let child: migrate_vmi::Input = serde_json::from_value(c.input.clone())
             .map_err(|e| StepError::fail(format!("child {} has an unreadable input: {e}", c.id)))?;
         let entry = latest.entry((child.namespace, child.vmi)).or_insert((0, c));
-        *entry = (entry.0 + 1, c);
+        *entry = (entry.0 + usize::from(!migrate_vmi::deferred(c)), c);
     }
-    // A VMI whose migration failed but which is no longer on the node has left it all the same.
-    let on_node: Vec<VmiInfo> = if latest.values().any(|(_, c)| c.state != State::Succeeded) {
+    // A VMI whose migration failed (or was deferred) but which is no longer on the node has left
+    // it all the same.
+    let on_node: Vec<VmiInfo> = if latest
+        .values()
+        .any(|(_, c)| c.state != State::Succeeded || migrate_vmi::deferred(c))
+    {
         kube.list_vmis(Some(&input.node)).await?
     } else {
         Vec::new()
@@ -365,9 +398,12 @@ async fn migrate(ctx: &Ctx<'_, DrainNode>) -> StepResult {
     let mut retry = Vec::new();
     let mut out = Migrated::default();
     for (key, (tries, c)) in &latest {
+        let deferred = migrate_vmi::deferred(c);
         match c.state {
-            State::Succeeded => out.migrated.push(json!({ "namespace": key.0, "vmi": key.1, "target": c.result.as_ref().and_then(|r| r.get("target").cloned()) })),
+            State::Succeeded if !deferred => out.migrated.push(json!({ "namespace": key.0, "vmi": key.1, "target": c.result.as_ref().and_then(|r| r.get("target").cloned()) })),
             _ if !still_there(key) => out.gone.push(format!("{}/{}", key.0, key.1)),
+            // Its window closed before its migration was made: again, once a window is open.
+            _ if deferred => retry.push(key.clone()),
             _ if (*tries as u32) < input.max_migration_attempts => retry.push(key.clone()),
             _ => out.gave_up.push(Blocked {
                 namespace: key.0.clone(),
@@ -379,8 +415,16 @@ async fn migrate(ctx: &Ctx<'_, DrainNode>) -> StepResult {
         }
     }
     if !retry.is_empty() {
+        // New migrations start inside the window only, and make nothing after its end.
+        let not_after = match window::admit(ctx, input.window.as_ref()).await? {
+            Admission::Go(open) => open.map(|w| w.end_ms),
+            Admission::Wait(held) => return Ok(held),
+        };
         return Ok(Outcome::Spawn {
-            children: retry.iter().map(|t| migration(input, t)).collect(),
+            children: retry
+                .iter()
+                .map(|t| migration(input, t, not_after))
+                .collect(),
             join: JoinPolicy::All,
         });
     }
@@ -621,7 +665,11 @@ mod tests {
     use drover_workflows::{Phase, Workflow};
 
     use super::*;
-    use crate::fake::{Call, FakeKube, Harness, Op, child, node, pod, too_many_requests, vmi};
+    use crate::fake::{
+        Call, FakeKube, HOUR_MS, Harness, MONDAY_MS, Op, child, monday_window, nightly, node, pod,
+        too_many_requests, vmi,
+    };
+    use crate::window::RECHECK;
 
     const GIB: u64 = 1 << 30;
 
@@ -736,6 +784,7 @@ mod tests {
         migration(
             &parse(input("shutdown-restart")),
             &("ns".to_string(), vmi.to_string()),
+            None,
         )
     }
 
@@ -1111,6 +1160,7 @@ mod tests {
                 cluster_limit: 4,
                 node_limit: 1,
                 poll_ms: None,
+                not_after_ms: None,
             })
         };
         assert_eq!(
@@ -1821,6 +1871,199 @@ mod tests {
         let h = cancelled_after_stop_blocked(kube);
         assert_eq!(h.kube.mutations(), [vm_call("c-vm", true)]);
         assert!(h.kube.edit(|c| c.nodes["n1"].unschedulable));
+    }
+
+    /// A harness over `cluster()` for `input` inside `nightly`'s Monday window (02:00-04:00),
+    /// with `nightly` stored, at `now_ms`.
+    fn windowed(mut input: Value, now_ms: i64) -> Harness {
+        input["window"] = json!(monday_window());
+        let h = harness(input, cluster()).with_schedule("nightly", nightly(json!([])));
+        h.clock
+            .set(u64::try_from(now_ms).expect("a time after 1970"));
+        h
+    }
+
+    /// The child `migrate` spawns for `vmi` with the default input and deadline `not_after_ms`.
+    fn spec_until(vmi: &str, not_after_ms: i64) -> ChildSpec {
+        migration(
+            &parse(input("shutdown-restart")),
+            &("ns".to_string(), vmi.to_string()),
+            Some(not_after_ms),
+        )
+    }
+
+    const DAY_MS: i64 = 24 * HOUR_MS;
+    const MONDAY_END: i64 = MONDAY_MS + 4 * HOUR_MS;
+    const TUESDAY_END: i64 = MONDAY_END + DAY_MS;
+
+    fn held_until_tuesday() -> Outcome {
+        Outcome::Poll {
+            after: RECHECK,
+            progress: Some(json!({
+                "held": "window closed; continues in the next window at 2026-03-03T02:00:00Z \
+                         (schedule nightly)",
+                "until": "2026-03-03T02:00:00Z",
+            })),
+        }
+    }
+
+    #[test]
+    fn preflight_does_not_start_a_drain_outside_its_window() {
+        // Inside it: as without a window.
+        let h = windowed(input("skip"), MONDAY_MS + 3 * HOUR_MS);
+        assert!(matches!(h.run("preflight"), Outcome::Done(_)));
+        assert_eq!(h.schedules.reads(), 1);
+        // After its end: held until Tuesday's window, before anything is read from the cluster.
+        let h = windowed(input("skip"), MONDAY_MS + 5 * HOUR_MS);
+        assert_eq!(h.run("preflight"), held_until_tuesday());
+        assert!(h.kube.calls().is_empty());
+        // Inside a freeze added since: held until the freeze ends.
+        let h = windowed(input("skip"), MONDAY_MS + 3 * HOUR_MS);
+        let freeze = json!([{
+            "name": "incident 42",
+            "from": "2026-03-02T02:30:00Z",
+            "to": "2026-03-02T03:03:00Z",
+        }]);
+        h.schedules.set("nightly", nightly(freeze));
+        assert_eq!(
+            h.run("preflight"),
+            Outcome::Poll {
+                after: Duration::from_secs(180),
+                progress: Some(json!({
+                    "held": "freeze \"incident 42\" until 2026-03-02T03:03:00Z",
+                    "until": "2026-03-02T03:03:00Z",
+                })),
+            }
+        );
+        assert!(h.kube.calls().is_empty());
+        // The schedule deleted: paused for an operator, and once resumed the drain goes on
+        // without a window.
+        let mut h = windowed(input("skip"), MONDAY_MS + 5 * HOUR_MS);
+        h.schedules.remove("nightly");
+        assert_eq!(
+            h.run("preflight"),
+            Outcome::Pause {
+                reason: "window closed; schedule nightly has no next window (resume to go on \
+                         outside a window)"
+                    .into()
+            }
+        );
+        assert!(h.kube.calls().is_empty());
+        h.resumes = 1;
+        assert!(matches!(h.run("preflight"), Outcome::Done(_)));
+        // The store does not answer: retried, nothing read from the cluster.
+        let h = windowed(input("skip"), MONDAY_MS + 3 * HOUR_MS);
+        h.schedules.fail_next("connection refused");
+        assert_eq!(
+            h.run("preflight"),
+            Outcome::Retry {
+                error: "reading schedule nightly: connection refused".into(),
+                after: None,
+            }
+        );
+        assert!(h.kube.calls().is_empty());
+        // Without a window the schedules are never read.
+        let h = harness(input("skip"), cluster());
+        assert!(matches!(h.run("preflight"), Outcome::Done(_)));
+        assert_eq!(h.schedules.reads(), 0);
+        // A window must make sense.
+        let mut bad = input("skip");
+        bad["window"] = json!({ "schedule": "nightly", "start_ms": 5, "end_ms": 5 });
+        let error = Typed::<DrainNode>::default()
+            .load(&bad)
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("window.start_ms"), "{error}");
+    }
+
+    #[test]
+    fn migrate_starts_migrations_only_inside_a_window_with_its_end_as_their_deadline() {
+        let h = windowed(input("shutdown-restart"), MONDAY_MS + 3 * HOUR_MS);
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Spawn {
+                children: vec![spec_until("a", MONDAY_END), spec_until("b", MONDAY_END)],
+                join: JoinPolicy::All,
+            }
+        );
+        let h = windowed(input("shutdown-restart"), MONDAY_MS + 5 * HOUR_MS);
+        assert_eq!(h.run("migrate"), held_until_tuesday());
+        // In Tuesday's window the migrations get Tuesday's end.
+        let h = windowed(input("shutdown-restart"), MONDAY_MS + DAY_MS + 3 * HOUR_MS);
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Spawn {
+                children: vec![spec_until("a", TUESDAY_END), spec_until("b", TUESDAY_END)],
+                join: JoinPolicy::All,
+            }
+        );
+    }
+
+    #[test]
+    fn migrate_starts_deferred_children_again_without_counting_them_as_tries() {
+        let deferred = || Some(json!({ "deferred": "window closed" }));
+        let mut input = input("fail");
+        input["max_migration_attempts"] = json!(2);
+        let mut h = windowed(input, MONDAY_MS + 5 * HOUR_MS);
+        let (a, b) = (spec_until("a", MONDAY_END), spec_until("b", MONDAY_END));
+        h.children = vec![
+            child(
+                "a0",
+                &a,
+                State::Succeeded,
+                Some(json!({ "target": "n2" })),
+                None,
+            ),
+            child("b0", &b, State::Failed, None, Some("target pod failed")),
+            child("b1", &b, State::Succeeded, deferred(), None),
+        ];
+        // Monday's window has closed: b waits for Tuesday's.
+        assert_eq!(h.run("migrate"), held_until_tuesday());
+        // In Tuesday's window b is started again with Tuesday's end: b1 tried nothing, so b0
+        // was the first of two tries.
+        h.clock
+            .set(u64::try_from(MONDAY_MS + DAY_MS + 3 * HOUR_MS).expect("a time"));
+        let again = spec_until("b", TUESDAY_END);
+        let spawn_b = Outcome::Spawn {
+            children: vec![again.clone()],
+            join: JoinPolicy::All,
+        };
+        assert_eq!(h.run("migrate"), spawn_b);
+        // Deferred once more (it waited for permits past the end): again, still no try.
+        h.children
+            .push(child("b2", &again, State::Succeeded, deferred(), None));
+        assert_eq!(h.run("migrate"), spawn_b);
+        // Its second try fails: given up, under policy fail the drain fails.
+        h.children
+            .push(child("b3", &again, State::Failed, None, Some("timed out")));
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Fail {
+                error: "1 migrations failed 2 times: ns/b: timed out".into()
+            }
+        );
+        // A deferred VMI that left the node meanwhile is not started again.
+        let mut h = windowed(json!({ "node": "n1", "non_migratable": "skip" }), MONDAY_MS);
+        h.children = vec![
+            child(
+                "a0",
+                &a,
+                State::Succeeded,
+                Some(json!({ "target": "n2" })),
+                None,
+            ),
+            child("b1", &b, State::Succeeded, deferred(), None),
+        ];
+        removed(&h, "b");
+        assert_eq!(
+            h.run("migrate"),
+            Outcome::Done(json!({
+                "migrated": [{ "namespace": "ns", "vmi": "a", "target": "n2" }],
+                "gave_up": [],
+                "gone": ["ns/b"],
+            }))
+        );
+        assert_eq!(h.schedules.reads(), 0);
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! or snapshot is fine; adding a volume a VM has already, or removing one it has not, is fine; a 429
 //! from the Eviction API is `Eviction::Refused`), records every call, and fails the
 //! next N calls of an operation when told to. [`FakeClock`] is a settable clock whose `sleep`
-//! returns at once; [`FakeSecrets`] a map of secret names to values. [`Harness`] runs one step (or
-//! one compensation) of a kind through the engine's own entry point (`Typed::<K>::load` and
-//! `Loaded::run`), on `futures`' executor: no tokio, over these and the in-memory MAAS of
-//! `fake_maas.rs`.
+//! returns at once; [`FakeSecrets`] a map of secret names to values; [`FakeSchedules`] a map of
+//! schedule ids to specs, for the kinds that read their maintenance window's schedule. [`Harness`]
+//! runs one step (or one compensation) of a kind through the engine's own entry point
+//! (`Typed::<K>::load` and `Loaded::run`), on `futures`' executor: no tokio, over these and the
+//! in-memory MAAS of `fake_maas.rs`.
 //!
 //! The fake never moves the world on its own: a test advances it (a migration's phase, a stopped
 //! VM's instance going away, a claim binding, a hotplugged volume's phase, a snapshot becoming
@@ -35,8 +36,10 @@ use drover_workflows::ports::kube::{
     NodeInfo, OnProgress, PodInfo, PvcInfo, QuotaLimit, SnapshotInfo, StorageClassInfo,
     StorageQuota, Transferred, VmInfo, VmVolume, VmiInfo, VmiState, VolumeStatusInfo,
 };
+use drover_workflows::ports::schedules::Schedules;
 use drover_workflows::ports::secrets::{Secret, SecretError, Secrets};
 use drover_workflows::ports::{BoxFuture, Clock, Ports};
+use drover_workflows::schedule::ScheduleSpec;
 use drover_workflows::sdk::{Kind, Typed};
 use drover_workflows::{
     ChildSpec, ChildStatus, LiveProgress, Loaded, Outcome, Phase, State, StepContext, Workflow,
@@ -44,6 +47,7 @@ use drover_workflows::{
 use serde_json::Value;
 
 use crate::fake_maas::FakeMaas;
+use crate::window::Window;
 
 /// An operation of the [`Kube`] port, to make it fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -1438,11 +1442,55 @@ impl Images for FakeImages {
     }
 }
 
+/// The stored schedules in memory: a spec per id (none: no such schedule), settable between
+/// runs as an operator edits or deletes a schedule; the next read fails (transiently) when told.
+/// Reads are counted.
+#[derive(Debug, Default)]
+pub struct FakeSchedules {
+    specs: Mutex<BTreeMap<String, ScheduleSpec>>,
+    fail_next: Mutex<Option<String>>,
+    reads: AtomicU64,
+}
+
+impl FakeSchedules {
+    /// Stores `spec` as schedule `id` (replacing what was there).
+    pub fn set(&self, id: &str, spec: ScheduleSpec) {
+        guard(&self.specs).insert(id.into(), spec);
+    }
+
+    /// Deletes schedule `id`.
+    pub fn remove(&self, id: &str) {
+        guard(&self.specs).remove(id);
+    }
+
+    /// Makes the next read fail with `error`, as a store that does not answer.
+    pub fn fail_next(&self, error: &str) {
+        *guard(&self.fail_next) = Some(error.into());
+    }
+
+    /// How many specs were read.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Schedules for FakeSchedules {
+    async fn spec(&self, id: &str) -> Result<Option<ScheduleSpec>, String> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if let Some(error) = guard(&self.fail_next).take() {
+            return Err(error);
+        }
+        Ok(guard(&self.specs).get(id).cloned())
+    }
+}
+
 /// Runs the steps of one workflow of a kind against fake ports, one step (or compensation) per
 /// call, with the outputs, signals and children a test gives it.
 pub struct Harness {
     pub kube: Arc<FakeKube>,
     pub images: Arc<FakeImages>,
+    pub schedules: Arc<FakeSchedules>,
     pub maas: Arc<FakeMaas>,
     pub secrets: Arc<FakeSecrets>,
     pub clock: Arc<FakeClock>,
@@ -1452,6 +1500,8 @@ pub struct Harness {
     pub outputs: BTreeMap<String, Value>,
     pub signals: BTreeMap<String, Value>,
     pub children: Vec<ChildStatus>,
+    /// How many times an operator resumed the workflow.
+    pub resumes: u32,
     /// What the step reported while it ran.
     pub live: LiveProgress,
     /// Whether the worker has a Kubernetes connection.
@@ -1471,6 +1521,7 @@ impl Harness {
         Harness {
             kube: Arc::new(kube),
             images: Arc::default(),
+            schedules: Arc::default(),
             maas: Arc::default(),
             secrets: Arc::default(),
             clock,
@@ -1479,6 +1530,7 @@ impl Harness {
             outputs: BTreeMap::new(),
             signals: BTreeMap::new(),
             children: Vec::new(),
+            resumes: 0,
             live: LiveProgress::default(),
             connected: true,
             loaded,
@@ -1497,6 +1549,12 @@ impl Harness {
         self
     }
 
+    /// The same, with schedule `id` stored as `spec`.
+    pub fn with_schedule(self, id: &str, spec: ScheduleSpec) -> Harness {
+        self.schedules.set(id, spec);
+        self
+    }
+
     /// The same, with secret `name` set to `value`.
     pub fn with_secret(self, name: &str, value: &str) -> Harness {
         self.secrets.set(name, value);
@@ -1507,6 +1565,7 @@ impl Harness {
     fn ports(&self) -> Ports {
         let ports = Ports::new(self.clock.clone())
             .with_images(self.images.clone())
+            .with_schedules(self.schedules.clone())
             .with_maas(self.maas.clone())
             .with_secrets(self.secrets.clone());
         if self.connected {
@@ -1558,7 +1617,7 @@ impl Harness {
             outputs: &self.outputs,
             signals: &self.signals,
             children: &self.children,
-            resumes: 0,
+            resumes: self.resumes,
             ports: &ports,
             live: &self.live,
         };
@@ -1657,6 +1716,32 @@ pub fn vm(name: &str) -> VmInfo {
             hotpluggable: false,
         }],
         labels: BTreeMap::new(),
+    }
+}
+
+/// 2026-03-02T00:00:00Z, a Monday, in Unix ms.
+pub const MONDAY_MS: i64 = 1_772_409_600_000;
+/// An hour in ms.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The spec of schedule `nightly`: a rolling maintenance daily at 02:00 UTC with a two-hour
+/// window, and `freezes` (a JSON list of `{name, from, to}`).
+pub fn nightly(freezes: Value) -> ScheduleSpec {
+    serde_json::from_value(serde_json::json!({
+        "cron": "0 2 * * *",
+        "kind": "rolling-maintenance",
+        "window_secs": 7200,
+        "freezes": freezes,
+    }))
+    .expect("a valid schedule spec")
+}
+
+/// The window `nightly`'s fire on Monday opened: 02:00 to 04:00 UTC.
+pub fn monday_window() -> Window {
+    Window {
+        schedule: "nightly".into(),
+        start_ms: MONDAY_MS + 2 * HOUR_MS,
+        end_ms: MONDAY_MS + 4 * HOUR_MS,
     }
 }
 

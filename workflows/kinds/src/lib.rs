@@ -3,8 +3,10 @@
 //! `migrate-vmi`, and `rolling-maintenance` with its pure planner (`plan.rs`) and health gate
 //! (`gate.rs`); the MAAS provisioning kinds `provision-node` (one `deploy-machine` child per
 //! deployment attempt), `decommission-node`, `replace-node` and `scale-out`. What several kinds
-//! share lives in `cluster.rs` (the cluster-facing ones) and `machines.rs` (the MAAS-facing ones). [`builtin`] is the registry every
-//! Drover process uses.
+//! share lives in `cluster.rs` (the cluster-facing ones) and `machines.rs` (the MAAS-facing ones).
+//! `window.rs` is the maintenance window a schedule gives the workflows it starts: the pure
+//! decision whether new work (a wave of drains, a drain, its migrations) may start now, over the
+//! schedule's windows and freezes. [`builtin`] is the registry every Drover process uses.
 //!
 //! A new kind on existing ports is one file with a `Kind` impl and one line in [`builtin`].
 
@@ -33,6 +35,7 @@ pub mod rolling_maintenance;
 pub mod scale_out;
 pub mod storage;
 pub mod synthetic;
+pub mod window;
 
 use drover_workflows::Registry;
 

@@ -6,14 +6,21 @@
 //! Steps: `start` reads, and unless it finds it creates, the VirtualMachineInstanceMigration named
 //! after this workflow, so a re-run finds its own instead of asking for a second (KubeVirt's webhook
 //! would refuse that one while the first runs; a create that races another gets the 409 adopted by
-//! the adapter). Its compensation deletes it, which makes KubeVirt abort it; `wait` watches it (each run until its phase changes, at most [`WATCH_WINDOW`]) to Succeeded,
-//! or fails with KubeVirt's reason.
+//! the adapter). Its compensation deletes it, which makes KubeVirt abort it; `wait` watches it
+//! (each run until its phase changes, at most [`WATCH_WINDOW`]) to Succeeded, or fails with
+//! KubeVirt's reason.
+//!
+//! A child of a drain inside a maintenance window carries the window's end (`not_after_ms`): a
+//! `start` that finds no migration of its own at or after it creates none and ends the workflow
+//! *deferred* (`{"deferred": "window closed"}`, [`Started::Deferred`]; `wait` ends at once too),
+//! which releases its permits quickly; the drain starts it again in the next window without
+//! counting it as a failed try. A migration already made runs to its end whatever the time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_workflows::sdk::{Ctx, Kind, Step, StepError, StepResult};
-use drover_workflows::{Outcome, Permit, Scope};
+use drover_workflows::{ChildStatus, Outcome, Permit, Scope, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -42,6 +49,38 @@ pub struct Input {
     /// they must still run (and compensate) after an upgrade.
     #[serde(default, skip_serializing)]
     pub poll_ms: Option<u64>,
+    /// No migration is created at or after this time (Unix ms; the end of the drain's maintenance
+    /// window): `start` ends the workflow deferred instead. A migration already created runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after_ms: Option<i64>,
+}
+
+/// `start`'s output: the migration it made or found, or why it made none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Started {
+    Migration {
+        migration: String,
+    },
+    /// Nothing made: `not_after_ms` had passed. `wait` ends the workflow with the same.
+    Deferred {
+        deferred: String,
+    },
+}
+
+/// Why a deferred child made no migration.
+pub const WINDOW_CLOSED: &str = "window closed";
+
+/// Whether a `migrate-vmi` child ended deferred (it made no migration because its window had
+/// closed): neither moved nor a failed try.
+pub fn deferred(child: &ChildStatus) -> bool {
+    child.state == State::Succeeded
+        && child.result.as_ref().is_some_and(|r| {
+            matches!(
+                serde_json::from_value::<Started>(r.clone()),
+                Ok(Started::Deferred { .. })
+            )
+        })
 }
 
 /// How long one run of `wait` watches its migration before it hands the worker slot back (and is
@@ -96,15 +135,30 @@ async fn start(ctx: &Ctx<'_, MigrateVmi>) -> StepResult {
     let m = match kube.get_migration(&i.namespace, &name).await? {
         Some(ours) => ours,
         None => {
+            let now = i64::try_from(ctx.now_ms()).unwrap_or(i64::MAX);
+            if i.not_after_ms.is_some_and(|end| now >= end) {
+                return done(&Started::Deferred {
+                    deferred: WINDOW_CLOSED.into(),
+                });
+            }
             kube.create_migration(&i.namespace, &name, &i.vmi, &i.added_node_selector)
                 .await?
         }
     };
-    Ok(Outcome::Done(json!({ "migration": m.name })))
+    done(&Started::Migration { migration: m.name })
+}
+
+fn done(started: &Started) -> StepResult {
+    serde_json::to_value(started)
+        .map(Outcome::Done)
+        .map_err(|e| StepError::fail(format!("encoding the output: {e}")))
 }
 
 async fn wait(ctx: &Ctx<'_, MigrateVmi>) -> StepResult {
     let i = ctx.input;
+    if let Some(deferred @ Started::Deferred { .. }) = ctx.output_if("start")? {
+        return done(&deferred);
+    }
     let name = migration_name(ctx.workflow_id, &i.vmi);
     match ctx
         .kube()?
@@ -148,10 +202,14 @@ async fn abort(ctx: &Ctx<'_, MigrateVmi>) -> StepResult {
 mod tests {
     use drover_workflows::ports::kube::KubeError;
     use drover_workflows::sdk::Typed;
-    use drover_workflows::{Phase, Scope, Workflow};
+    use drover_workflows::{Phase, Scope, State, Workflow};
 
     use super::*;
-    use crate::fake::{Call, FakeKube, Harness, Op, migration, node, too_many_requests, vmi};
+    use drover_workflows::ChildSpec;
+
+    use crate::fake::{
+        Call, FakeKube, Harness, Op, child, migration, node, too_many_requests, vmi,
+    };
 
     fn input() -> Value {
         json!({
@@ -327,6 +385,66 @@ mod tests {
             fail_containing(&outcome, "in-flight migration detected"),
             "{outcome:?}"
         );
+    }
+
+    #[test]
+    fn start_defers_past_its_deadline_only_when_it_has_made_nothing() {
+        let at = 1_700_000_000_000; // The harness's clock.
+        let with_deadline = |not_after_ms: i64, kube: FakeKube| {
+            let mut input = input();
+            input["not_after_ms"] = json!(not_after_ms);
+            Harness::new::<MigrateVmi>(input, kube)
+        };
+        let deferred = Outcome::Done(json!({ "deferred": "window closed" }));
+        // At or past the deadline with nothing made: nothing is created, and `wait` ends at once.
+        for not_after in [at, at - 1] {
+            let mut h = with_deadline(not_after, cluster());
+            assert_eq!(h.advance("start"), deferred, "{not_after}");
+            let name = name(&h);
+            assert_eq!(
+                h.kube.calls(),
+                [Call::GetMigration {
+                    namespace: "ns".into(),
+                    name,
+                }]
+            );
+            h.kube.clear_calls();
+            assert_eq!(h.run("wait"), deferred, "{not_after}");
+            assert!(h.kube.calls().is_empty());
+            // Nothing to abort either.
+            assert_eq!(
+                h.compensate("start"),
+                Outcome::Done(json!({ "aborted": null }))
+            );
+        }
+        // Before it: made as usual.
+        let h = with_deadline(at + 1, cluster());
+        let name = name(&h);
+        assert_eq!(h.run("start"), Outcome::Done(json!({ "migration": name })));
+        assert_eq!(h.kube.mutations(), [create(&name)]);
+        // Made before the deadline (a re-run after it): found and watched to its end.
+        let mut h = with_deadline(at, cluster().migration(migration(&name, "a", "Running")));
+        assert_eq!(
+            h.advance("start"),
+            Outcome::Done(json!({ "migration": name }))
+        );
+        assert!(h.kube.mutations().is_empty());
+        assert!(matches!(h.run("wait"), Outcome::Poll { .. }));
+    }
+
+    #[test]
+    fn a_deferred_child_is_told_from_one_that_migrated() {
+        let spec = ChildSpec::of::<MigrateVmi>(
+            &drover_workflows::sdk::parse::<MigrateVmi>(&input()).expect("a valid input"),
+        );
+        // Without a deadline the child's input is as it was before windows.
+        assert!(spec.input.get("not_after_ms").is_none());
+        let ended = |state: State, result: Value| child("c", &spec, state, Some(result), None);
+        let deferred = json!({ "deferred": "window closed" });
+        let moved = json!({ "migration": "m", "source": "n1", "target": "n2" });
+        assert!(super::deferred(&ended(State::Succeeded, deferred.clone())));
+        assert!(!super::deferred(&ended(State::Succeeded, moved)));
+        assert!(!super::deferred(&ended(State::Failed, deferred)));
     }
 
     #[test]

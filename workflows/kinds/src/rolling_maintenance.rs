@@ -12,7 +12,14 @@
 //!              again from the cluster as it is, so a node whose drain failed (still full, and not
 //!              drained again) is no destination it cannot be. When more drains failed than the
 //!              failure budget allows, it pauses the workflow (resume through the API grants
-//!              another budget's worth).
+//!              another budget's worth). Started by a schedule with a maintenance window
+//!              (`window`), it starts a new wave only inside a window: once the window has ended
+//!              (or a freeze covers now) it holds, with the reason in its progress ("window
+//!              closed; continues in the next window at ..."), until the schedule's next window
+//!              or the freeze's end, and pauses when the schedule has no next window (a resume
+//!              goes on outside a window; see [`crate::window`]). Drains already running are not
+//!              interrupted; each new drain gets the open window (its end is the drain's
+//!              deadline for starting, and for starting migrations).
 //! 2 `report`   per-node results, the first plan's migrations and second moves, and the actual
 //!              ones (from the `migrated` lists of the drains that finished; a drain that failed
 //!              after migrating some VMs reports no list, so its moves are not counted).
@@ -33,6 +40,7 @@ use crate::gate::{self, Gate, Maintained};
 use crate::machines::Erase;
 use crate::plan::{Plan, PlanNode, PlanVm, plan};
 use crate::provision_node::{self, ProvisionNode};
+use crate::window::{self, Admission, Window};
 
 /// The `rolling-maintenance` kind.
 pub struct RollingMaintenance;
@@ -79,6 +87,10 @@ pub struct Input {
     /// the maintained nodes, and their machines released with a quick erase).
     #[serde(default)]
     pub keep_surge: bool,
+    /// The maintenance window this rollout runs in, set by the schedule that started it: no new
+    /// wave of drains starts outside the schedule's windows or inside a freeze.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
 }
 
 /// The most surge nodes a rollout provisions.
@@ -127,6 +139,9 @@ impl Kind for RollingMaintenance {
             }
             (Some(n), _) => n.check().map_err(|e| format!("surge_node: {e}"))?,
             (None, 0) => {}
+        }
+        if let Some(w) = &i.window {
+            w.check()?;
         }
         Ok(())
     }
@@ -405,6 +420,11 @@ async fn rollout(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
             "moved_more_than_once": again,
         })));
     }
+    // No new wave outside the window (the drains that ran are over: the health gate is open).
+    let open = match window::admit(ctx, input.window.as_ref()).await? {
+        Admission::Go(open) => open,
+        Admission::Wait(held) => return Ok(held),
+    };
     // Plan the rest again from the cluster as it is: a node whose drain failed was never emptied
     // (its VMs are still there, so it has no room for the ones the first plan sent it), and it is
     // not drained again by this rollout, so it counts as outside the plan now.
@@ -440,6 +460,7 @@ async fn rollout(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
                 cluster_limit: input.cluster_limit,
                 node_limit: input.node_limit,
                 poll_ms: input.poll_ms,
+                window: open.clone(),
             })
         })
         .collect();
@@ -479,4 +500,199 @@ async fn report(ctx: &Ctx<'_, RollingMaintenance>) -> StepResult {
         "moved_more_than_once": rollout.moved_more_than_once,
         "nodes": rollout.nodes,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{
+        FakeKube, HOUR_MS, Harness, MONDAY_MS, child, monday_window, nightly, node, vmi,
+    };
+    use crate::window::RECHECK;
+
+    const DAY_MS: i64 = 24 * HOUR_MS;
+
+    /// A planned rollout of n1 then n2, one at a time, over n1-n3 (VM `a` on n1, going to n3), in
+    /// `nightly`'s Monday window when `windowed`, at `now_ms`.
+    fn rollout_at(windowed: bool, now_ms: i64) -> Harness {
+        let mut input = json!({ "nodes": ["n1", "n2"] });
+        if windowed {
+            input["window"] = json!(monday_window());
+        }
+        let kube = FakeKube::default()
+            .node(node("n1"))
+            .node(node("n2"))
+            .node(node("n3"))
+            .vmi(vmi("a", "n1"));
+        let mut h = Harness::new::<RollingMaintenance>(input, kube)
+            .with_schedule("nightly", nightly(json!([])));
+        let planned = Planned {
+            plan: Plan {
+                order: vec!["n1".into(), "n2".into()],
+                targets: BTreeMap::from([(
+                    "n1".to_string(),
+                    BTreeMap::from([("ns/a".to_string(), "n3".to_string())]),
+                )]),
+                ..Plan::default()
+            },
+            hosted_vms: vec!["n1".into(), "n2".into()],
+        };
+        let planned = serde_json::to_value(&planned).expect("the plan encodes");
+        h.outputs.insert("plan".into(), planned);
+        h.clock
+            .set(u64::try_from(now_ms).expect("a time after 1970"));
+        h
+    }
+
+    /// The inputs of the drains `outcome` spawns.
+    fn drains(outcome: &Outcome) -> Vec<drain_node::Input> {
+        let Outcome::Spawn { children, .. } = outcome else {
+            panic!("no drains spawned: {outcome:?}");
+        };
+        children
+            .iter()
+            .map(|c| serde_json::from_value(c.input.clone()).expect("a drain's input"))
+            .collect()
+    }
+
+    /// A drain of `node` that succeeded.
+    fn drained(node: &str) -> ChildStatus {
+        let input = json!({ "node": node });
+        let spec = ChildSpec::of::<DrainNode>(
+            &drover_workflows::sdk::parse::<DrainNode>(&input).expect("a drain's input"),
+        );
+        child(
+            &format!("drain-{node}"),
+            &spec,
+            State::Succeeded,
+            Some(json!({ "migrated": [] })),
+            None,
+        )
+    }
+
+    fn held_until_tuesday() -> Outcome {
+        Outcome::Poll {
+            after: RECHECK,
+            progress: Some(json!({
+                "held": "window closed; continues in the next window at 2026-03-03T02:00:00Z \
+                         (schedule nightly)",
+                "until": "2026-03-03T02:00:00Z",
+            })),
+        }
+    }
+
+    #[test]
+    fn a_new_wave_starts_only_inside_a_window_and_its_drains_carry_it() {
+        // Inside its own window: the drain of n1 gets the window, and its pinned destination.
+        let h = rollout_at(true, MONDAY_MS + 3 * HOUR_MS);
+        let spawned = drains(&h.run("rollout"));
+        assert_eq!(spawned.len(), 1);
+        assert_eq!(spawned[0].node, "n1");
+        assert_eq!(spawned[0].window, Some(monday_window()));
+        assert_eq!(spawned[0].targets["ns/a"], "n3");
+        // Past its end: no drain starts; held until Tuesday's window, with the reason.
+        let h = rollout_at(true, MONDAY_MS + 5 * HOUR_MS);
+        assert_eq!(h.run("rollout"), held_until_tuesday());
+        // In Tuesday's window: the drain gets Tuesday's end.
+        let h = rollout_at(true, MONDAY_MS + DAY_MS + 3 * HOUR_MS);
+        let spawned = drains(&h.run("rollout"));
+        let tuesday = Window {
+            end_ms: MONDAY_MS + DAY_MS + 4 * HOUR_MS,
+            ..monday_window()
+        };
+        assert_eq!(spawned[0].window, Some(tuesday));
+        // A freeze declared while the rollout runs holds it until the freeze ends.
+        let h = rollout_at(true, MONDAY_MS + 3 * HOUR_MS);
+        let freeze = json!([{
+            "name": "change freeze",
+            "from": "2026-03-02T02:50:00Z",
+            "to": "2026-03-05T00:00:00Z",
+        }]);
+        h.schedules.set("nightly", nightly(freeze));
+        assert_eq!(
+            h.run("rollout"),
+            Outcome::Poll {
+                after: RECHECK,
+                progress: Some(json!({
+                    "held": "freeze \"change freeze\" until 2026-03-05T00:00:00Z",
+                    "until": "2026-03-05T00:00:00Z",
+                })),
+            }
+        );
+        // Without a window: no schedule is read, and the drain's input is as before windows.
+        let h = rollout_at(false, MONDAY_MS + 5 * HOUR_MS);
+        let outcome = h.run("rollout");
+        let Outcome::Spawn { children, .. } = &outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(children[0].input.get("window").is_none());
+        assert_eq!(h.schedules.reads(), 0);
+    }
+
+    #[test]
+    fn the_next_wave_waits_for_the_next_window_but_the_end_does_not() {
+        // n1's drain ended after the window closed (it was running, so it finished): n2's does
+        // not start.
+        let mut h = rollout_at(true, MONDAY_MS + 5 * HOUR_MS);
+        h.children = vec![drained("n1")];
+        assert_eq!(h.run("rollout"), held_until_tuesday());
+        // Tuesday: n2's drain starts.
+        h.clock
+            .set(u64::try_from(MONDAY_MS + DAY_MS + 2 * HOUR_MS).expect("a time"));
+        let spawned = drains(&h.run("rollout"));
+        assert_eq!(spawned.len(), 1);
+        assert_eq!(spawned[0].node, "n2");
+        // Every node drained: the rollout ends whatever the time (it starts nothing new).
+        h.clock
+            .set(u64::try_from(MONDAY_MS + DAY_MS + 5 * HOUR_MS).expect("a time"));
+        h.children.push(drained("n2"));
+        assert!(matches!(h.run("rollout"), Outcome::Done(_)));
+    }
+
+    #[test]
+    fn a_rollout_whose_schedule_is_gone_pauses_and_goes_on_once_resumed() {
+        let mut h = rollout_at(true, MONDAY_MS + 5 * HOUR_MS);
+        h.schedules.remove("nightly");
+        assert_eq!(
+            h.run("rollout"),
+            Outcome::Pause {
+                reason: "window closed; schedule nightly has no next window (resume to go on \
+                         outside a window)"
+                    .into()
+            }
+        );
+        // Resumed: the drains start, without a window of their own.
+        h.resumes = 1;
+        let spawned = drains(&h.run("rollout"));
+        assert_eq!(spawned[0].window, None);
+        // Inside its own window a deleted schedule does not matter.
+        let h = rollout_at(true, MONDAY_MS + 3 * HOUR_MS);
+        h.schedules.remove("nightly");
+        assert_eq!(drains(&h.run("rollout"))[0].window, Some(monday_window()));
+    }
+
+    #[test]
+    fn a_window_is_checked_with_the_input() {
+        let kind = drover_workflows::sdk::Typed::<RollingMaintenance>::default();
+        for (window, says) in [
+            (
+                json!({ "schedule": "", "start_ms": 1, "end_ms": 2 }),
+                "window.schedule",
+            ),
+            (
+                json!({ "schedule": "s", "start_ms": 2, "end_ms": 1 }),
+                "window.start_ms",
+            ),
+            (
+                json!({ "schedule": "s", "start_ms": 1, "end_ms": 2, "zone": "UTC" }),
+                "unknown field",
+            ),
+        ] {
+            let input = json!({ "nodes": ["n1"], "window": window });
+            let error = drover_workflows::Workflow::load(&kind, &input)
+                .err()
+                .unwrap_or_default();
+            assert!(error.contains(says), "{input}: {error}");
+        }
+    }
 }

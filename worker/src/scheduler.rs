@@ -1,0 +1,270 @@
+//! The scheduler every worker process runs beside its steps: it sleeps until the earliest schedule
+//! is due (or a schedule changes), takes the schedules due now from the `sched:due` index (a
+//! bounded batch, so its cost follows the fire times due, not the number of schedules), decides
+//! what each fire time becomes (start, or skip: a freeze, outside the catch-up window, a workflow
+//! the registry refuses) and hands that to the store, which claims the fire time by compare-and-set
+//! and creates the workflow in the same call. Replicas race for the same fire times; the losers'
+//! calls write nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_store::schedule::{
+    self as store_schedule, Fire, FireMode, Fired, ScheduleRecord, Verdict, fire_workflow,
+    next_fire,
+};
+use drover_workflows::schedule::{Compiled, ScheduleSpec, rfc3339};
+use futures::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::{Runner, now_ms};
+
+/// Schedules taken per look at the due index.
+const BATCH: usize = 256;
+/// Fire calls in flight at once.
+const PARALLEL: usize = 32;
+/// Longest sleep between looks (a schedule change wakes a sleeper sooner).
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Fire times counted one by one when skipping a long outage; past this the count is a floor.
+const MAX_COUNTED: u64 = 100_000;
+
+/// Compiled specs by schedule id, with the version they were compiled from.
+type Cache = Mutex<HashMap<String, (u64, Arc<Compiled>)>>;
+
+/// Runs until the task is aborted. Redis errors pause it (with backoff); they never end it.
+pub async fn run(runner: Arc<Runner>) {
+    let cache: Cache = Mutex::new(HashMap::new());
+    let mut waiter = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match tick(&runner, &cache, &mut waiter).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                debug!(error = %e, "Scheduler: Redis unavailable; retrying.");
+                waiter = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn tick(
+    runner: &Arc<Runner>,
+    cache: &Cache,
+    waiter: &mut Option<drover_store::Waiter>,
+) -> drover_store::Result<()> {
+    let store = &runner.store;
+    let now = now_ms();
+    let mut due = store.schedules_due(now, BATCH).await?;
+    if due.is_empty() {
+        let sleep = match store.schedules_next_due().await? {
+            Some(at) => Duration::from_millis((at - now as i64).clamp(0, 1000) as u64),
+            None => MAX_SLEEP,
+        };
+        if sleep.is_zero() {
+            return Ok(());
+        }
+        if waiter.is_none() {
+            *waiter = Some(store.schedule_waiter(MAX_SLEEP).await?);
+        }
+        if let Some(w) = waiter.as_mut() {
+            w.wait(sleep).await?;
+        }
+        return Ok(());
+    }
+    // Replicas look at the same due list; start at a random place so they mostly take different
+    // schedules first instead of racing for the same ones.
+    let offset = rand::random_range(0..due.len());
+    due.rotate_left(offset);
+    let results: Vec<drover_store::Result<()>> = futures::stream::iter(due)
+        .map(|(sid, _)| fire_one(runner, cache, sid))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// The compiled spec of a schedule, from the cache while its version holds.
+fn compiled(cache: &Cache, rec: &ScheduleRecord) -> Result<Arc<Compiled>, String> {
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((version, c)) = cache.get(&rec.id)
+        && *version == rec.version
+    {
+        return Ok(c.clone());
+    }
+    let spec: ScheduleSpec = serde_json::from_value(rec.spec.clone()).map_err(|e| e.to_string())?;
+    let c = Arc::new(Compiled::compile(&spec).map_err(|e| e.to_string())?);
+    cache.insert(rec.id.clone(), (rec.version, c.clone()));
+    Ok(c)
+}
+
+async fn fire_one(runner: &Arc<Runner>, cache: &Cache, sid: String) -> drover_store::Result<()> {
+    let store = &runner.store;
+    let Some(rec) = store.schedule_get(&sid).await? else {
+        return Ok(());
+    };
+    let now = now_ms();
+    if rec.buffered_ms.is_some()
+        && let Some(id) = store.schedule_buffer(&sid, now).await?
+    {
+        info!(schedule = %sid, workflow_id = %id, "Schedule started its buffered run.");
+    }
+    let (Some(fire_ms), Some(due_ms)) = (rec.next_ms, rec.due_ms) else {
+        return Ok(());
+    };
+    if rec.paused || due_ms > now as i64 {
+        return Ok(());
+    }
+    let compiled = match compiled(cache, &rec) {
+        Ok(c) => c,
+        Err(e) => {
+            // A spec stored by an older build that this build refuses: say so once and stop it.
+            let fire = Fire {
+                mode: FireMode::Due,
+                fire_ms,
+                due_ms,
+                next: None,
+                verdict: Verdict::Skip {
+                    reason: format!("the schedule no longer compiles ({e}); replace it"),
+                    count: 1,
+                    until_ms: fire_ms,
+                },
+                overlap: None,
+                actor: None,
+            };
+            store.schedule_fire(&sid, &fire, now).await?;
+            warn!(schedule = %sid, error = %e, "Schedule stopped: its spec does not compile.");
+            return Ok(());
+        }
+    };
+    let (next, decision) = decide(runner, &sid, &compiled, fire_ms, due_ms, now);
+    let fire = Fire {
+        mode: FireMode::Due,
+        fire_ms,
+        due_ms,
+        next,
+        verdict: match &decision {
+            Decision::Start(wf) => Verdict::Start(wf),
+            Decision::Skip {
+                reason,
+                count,
+                until_ms,
+            } => Verdict::Skip {
+                reason: reason.clone(),
+                count: *count,
+                until_ms: *until_ms,
+            },
+        },
+        overlap: None,
+        actor: None,
+    };
+    match store.schedule_fire(&sid, &fire, now).await? {
+        Fired::Started { id, cancelled } => info!(
+            schedule = %sid, workflow_id = %id, fire = %rfc3339(fire_ms),
+            late_ms = now as i64 - due_ms, cancelled = cancelled.as_deref().unwrap_or(""),
+            "Schedule started a workflow."
+        ),
+        Fired::Skipped { reason } => {
+            info!(schedule = %sid, fire = %rfc3339(fire_ms), %reason, "Schedule skipped a fire time.")
+        }
+        Fired::Buffered { id } => {
+            info!(schedule = %sid, workflow_id = %id, "Schedule buffered a run behind the previous one.")
+        }
+        Fired::Existing { .. } | Fired::Stale | Fired::Paused | Fired::NotFound => {}
+    }
+    Ok(())
+}
+
+/// What a due fire time becomes.
+enum Decision {
+    Start(drover_workflows::NewWorkflow),
+    Skip {
+        reason: String,
+        count: u64,
+        until_ms: i64,
+    },
+}
+
+/// Decides a due fire time; returns the schedule's next fire time with the decision.
+fn decide(
+    runner: &Runner,
+    sid: &str,
+    compiled: &Compiled,
+    fire_ms: i64,
+    due_ms: i64,
+    now: u64,
+) -> (Option<store_schedule::Next>, Decision) {
+    let spec = compiled.spec();
+    let window_ms = spec.catchup_window_secs as i64 * 1000;
+    let late = now as i64 - due_ms;
+    let mut next = next_fire(sid, compiled, fire_ms);
+    if late > window_ms {
+        // Missed (everything was down): skip every fire time older than the catch-up window in
+        // one entry; the first one inside it becomes next, and starts at once.
+        let horizon = now as i64 - window_ms;
+        let mut count = 1;
+        let mut last = fire_ms;
+        while let Some(n) = next {
+            if n.due_ms >= horizon {
+                break;
+            }
+            count += 1;
+            last = n.fire_ms;
+            if count >= MAX_COUNTED {
+                next = next_fire(sid, compiled, horizon - 1);
+                break;
+            }
+            next = next_fire(sid, compiled, n.fire_ms);
+        }
+        let reason = format!(
+            "missed: {} late, outside the catch-up window of {} s",
+            human(late),
+            spec.catchup_window_secs
+        );
+        return (
+            next,
+            Decision::Skip {
+                reason,
+                count,
+                until_ms: last,
+            },
+        );
+    }
+    if let Some(freeze) = compiled.freeze_at(fire_ms) {
+        let reason = format!(
+            "freeze \"{}\" ({} to {})",
+            freeze.name, freeze.from, freeze.to
+        );
+        return (
+            next,
+            Decision::Skip {
+                reason,
+                count: 1,
+                until_ms: fire_ms,
+            },
+        );
+    }
+    match fire_workflow(&runner.registry, sid, compiled, fire_ms, "", now) {
+        Ok(wf) => (next, Decision::Start(wf)),
+        Err(e) => (
+            next,
+            Decision::Skip {
+                reason: format!("the workflow was refused: {e}"),
+                count: 1,
+                until_ms: fire_ms,
+            },
+        ),
+    }
+}
+
+fn human(ms: i64) -> String {
+    if ms < 120_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 7_200_000 {
+        format!("{} min", ms / 60_000)
+    } else {
+        format!("{:.1} h", ms as f64 / 3_600_000.0)
+    }
+}
