@@ -29,6 +29,16 @@ pub(crate) async fn start_api_with(
     registry: Registry,
     tune: impl FnOnce(&mut drover_api::Config),
 ) -> Api {
+    start_api_full(store, registry, tune, None).await
+}
+
+/// The API with webhooks too.
+pub(crate) async fn start_api_full(
+    store: &drover_store::Store,
+    registry: Registry,
+    tune: impl FnOnce(&mut drover_api::Config),
+    hooks: Option<Arc<drover_api::hooks::Hooks>>,
+) -> Api {
     let mut config = drover_api::Config {
         tokens: vec![
             drover_api::Token {
@@ -51,6 +61,7 @@ pub(crate) async fn start_api_with(
         store: store.clone(),
         registry,
         config,
+        hooks,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(drover_api::serve(listener, state, async move {

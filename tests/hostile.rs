@@ -134,9 +134,22 @@ async fn parked_workflow(api: &crate::api::Api) -> String {
 async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() {
     let redis = Redis::start_with(true);
     let store = redis.store().await;
-    let api = start_api(&store).await;
+    let api = crate::hooks::hook_api(&store, "hostile").await;
     let addr = host(&api.base);
     let w = parked_workflow(&api).await;
+    // A schedule the controls below aim at (paused: nothing fires during the sweep).
+    let created = raw(
+        &addr,
+        &request(
+            "POST",
+            "/v1/schedules",
+            Some(OPERATOR),
+            &[],
+            Some(br#"{"id":"s","cron":"0 3 * * *","kind":"synthetic","input":{"steps":1},"paused":true}"#),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, 201);
 
     let mut cases: Vec<(String, Vec<u8>, u16)> = Vec::new();
     // Ids aimed at the workflow's own sub-keys and at key names in general.
@@ -187,6 +200,210 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
             414,
         ));
     }
+    // Schedule ids aimed at key names and paths.
+    let hostile_schedule_ids = [
+        "s:log".to_string(),
+        "s%3Alog".to_string(),
+        "..%2F..%2Fetc".to_string(),
+        "%00".to_string(),
+        ".hidden".to_string(),
+        "-lead".to_string(),
+        "x".repeat(64),
+        "*".to_string(),
+        "s%0A2026-12-04T00:00:00Z%20INFO%20forged".to_string(),
+    ];
+    for id in &hostile_schedule_ids {
+        for (method, suffix) in [
+            ("GET", ""),
+            ("PUT", ""),
+            ("DELETE", ""),
+            ("POST", "/pause"),
+            ("POST", "/unpause"),
+            ("POST", "/trigger"),
+            ("POST", "/backfill"),
+        ] {
+            let path = format!("/v1/schedules/{id}{suffix}");
+            let body = (method == "POST" || method == "PUT").then_some(&b"{}"[..]);
+            cases.push((
+                format!("{method} {path}"),
+                request(method, &path, Some(OPERATOR), &[], body),
+                404,
+            ));
+        }
+    }
+    // Schedules: specs that are wrong, and controls given bad bodies.
+    let schedule_bodies: Vec<(&str, &[u8], u16)> = vec![
+        ("malformed JSON", b"{\"id\":", 400),
+        ("no id", br#"{"cron":"* * * * *","kind":"synthetic","input":{"steps":1}}"#, 400),
+        ("a cron of four fields", br#"{"id":"n","cron":"* * * *","kind":"synthetic","input":{"steps":1}}"#, 400),
+        ("a minute of 61", br#"{"id":"n","cron":"61 * * * *","kind":"synthetic","input":{"steps":1}}"#, 400),
+        ("an unknown time zone", br#"{"id":"n","cron":"* * * * *","timezone":"Mars/Base","kind":"synthetic","input":{"steps":1}}"#, 400),
+        ("an empty window", br#"{"id":"n","cron":"* * * * *","window_secs":0,"kind":"synthetic","input":{"steps":1}}"#, 400),
+        ("a freeze ending before it starts", br#"{"id":"n","cron":"* * * * *","kind":"synthetic","input":{"steps":1},"freezes":[{"name":"f","from":"2027-01-02T00:00:00Z","to":"2027-01-01T00:00:00Z"}]}"#, 400),
+        ("an unknown kind", br#"{"id":"n","cron":"* * * * *","kind":"nope","input":{}}"#, 422),
+        ("a window on a kind without one", br#"{"id":"n","cron":"* * * * *","window_secs":3600,"kind":"synthetic","input":{"steps":1}}"#, 422),
+        ("an id with a colon", br#"{"id":"a:b","cron":"* * * * *","kind":"synthetic","input":{"steps":1}}"#, 400),
+        ("the id of an existing schedule", br#"{"id":"s","cron":"* * * * *","kind":"synthetic","input":{"steps":1}}"#, 409),
+    ];
+    for (label, body, status) in schedule_bodies {
+        cases.push((
+            format!("schedule: {label}"),
+            request("POST", "/v1/schedules", Some(OPERATOR), &[], Some(body)),
+            status,
+        ));
+    }
+    for (label, path, body, status) in [
+        (
+            "backfill: a range ending in the future",
+            "/v1/schedules/s/backfill",
+            &br#"{"from":"2026-01-01T00:00:00Z","to":"2999-01-01T00:00:00Z"}"#[..],
+            400u16,
+        ),
+        (
+            "backfill: not a date",
+            "/v1/schedules/s/backfill",
+            &br#"{"from":"yesterday","to":"today"}"#[..],
+            400,
+        ),
+        (
+            "backfill: too many fire times",
+            "/v1/schedules/s/backfill",
+            &br#"{"from":"2020-01-01T00:00:00Z","to":"2026-01-01T00:00:00Z"}"#[..],
+            400,
+        ),
+        (
+            "pause: an unknown field",
+            "/v1/schedules/s/pause",
+            &br#"{"reason":"x"}"#[..],
+            400,
+        ),
+        (
+            "trigger: an unknown overlap",
+            "/v1/schedules/s/trigger",
+            &br#"{"overlap":"sometimes"}"#[..],
+            400,
+        ),
+        (
+            "replace: another id",
+            "/v1/schedules/s",
+            &br#"{"id":"t","cron":"* * * * *","kind":"synthetic","input":{"steps":1}}"#[..],
+            400,
+        ),
+    ] {
+        let method = if label.starts_with("replace") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        cases.push((
+            format!("schedule {label}"),
+            request(method, path, Some(OPERATOR), &[], Some(body)),
+            status,
+        ));
+    }
+    cases.push((
+        "schedule: viewer creates".into(),
+        request(
+            "POST",
+            "/v1/schedules",
+            Some(VIEWER),
+            &[],
+            Some(br#"{"id":"v","cron":"* * * * *","kind":"synthetic","input":{"steps":1}}"#),
+        ),
+        403,
+    ));
+    for q in ["preview=101", "preview=x", "bogus=1"] {
+        cases.push((
+            format!("schedule ?{q}"),
+            request(
+                "GET",
+                &format!("/v1/schedules/s?{q}"),
+                Some(VIEWER),
+                &[],
+                None,
+            ),
+            400,
+        ));
+    }
+    for q in ["limit=0", "limit=501", "cursor=a:b", "bogus=1"] {
+        cases.push((
+            format!("schedules ?{q}"),
+            request(
+                "GET",
+                &format!("/v1/schedules?{q}"),
+                Some(VIEWER),
+                &[],
+                None,
+            ),
+            400,
+        ));
+    }
+    // Hooks: unsigned, wrongly signed, replayed with an old timestamp, not configured, not JSON.
+    let unsigned = br#"{"ticket":"T-1","version":1,"event":"updated","status":"Ready"}"#;
+    cases.push((
+        "hook: generic unsigned".into(),
+        request(
+            "POST",
+            "/v1/hooks/generic",
+            None,
+            &[("x-drover-delivery", "d")],
+            Some(unsigned),
+        ),
+        401,
+    ));
+    cases.push((
+        "hook: generic with a forged signature".into(),
+        request(
+            "POST",
+            "/v1/hooks/generic",
+            None,
+            &[
+                ("x-drover-signature", &format!("sha256={}", "0".repeat(64))),
+                ("x-drover-timestamp", &(now_ms() / 1000).to_string()),
+                ("x-drover-delivery", "d"),
+            ],
+            Some(unsigned),
+        ),
+        401,
+    ));
+    cases.push((
+        "hook: jira unsigned".into(),
+        request(
+            "POST",
+            "/v1/hooks/jira",
+            None,
+            &[("x-atlassian-webhook-identifier", "d")],
+            Some(b"{}"),
+        ),
+        401,
+    ));
+    cases.push((
+        "hook: servicenow not configured".into(),
+        request("POST", "/v1/hooks/servicenow", None, &[], Some(b"{}")),
+        404,
+    ));
+    cases.push((
+        "hook: oversized".into(),
+        request(
+            "POST",
+            "/v1/hooks/jira",
+            None,
+            &[],
+            Some(&vec![b' '; (1 << 20) + 10]),
+        ),
+        413,
+    ));
+    cases.push((
+        "hook: text/plain".into(),
+        request(
+            "POST",
+            "/v1/hooks/jira",
+            None,
+            &[("content-type", "text/plain")],
+            Some(b"{}"),
+        ),
+        415,
+    ));
     // Every route with every method it does not take.
     let routes: Vec<(String, &[&str])> = vec![
         ("/v1/workflows".into(), &["PUT", "DELETE", "PATCH"]),
@@ -211,6 +428,13 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
             format!("/v1/workflows/{w}/signals/go"),
             &["GET", "PUT", "DELETE"],
         ),
+        ("/v1/schedules".into(), &["PUT", "DELETE", "PATCH"]),
+        ("/v1/schedules/s".into(), &["POST", "PATCH"]),
+        ("/v1/schedules/s/pause".into(), &["GET", "PUT", "DELETE"]),
+        ("/v1/schedules/s/trigger".into(), &["GET", "PUT"]),
+        ("/v1/schedules/s/backfill".into(), &["GET", "DELETE"]),
+        ("/v1/hooks/jira".into(), &["GET", "PUT"]),
+        ("/v1/hooks/generic".into(), &["GET", "DELETE"]),
         ("/healthz".into(), &["POST", "DELETE"]),
         ("/readyz".into(), &["POST", "PUT"]),
     ];

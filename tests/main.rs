@@ -9,6 +9,7 @@ mod drain;
 mod engine;
 mod engine_bench;
 mod harness;
+mod hooks;
 mod hostile;
 mod import;
 mod lab;

@@ -28,6 +28,9 @@ pub struct Config {
     pub secrets: drover_worker::secrets::Config,
     pub maas: MaasConfig,
     pub images: ImagesConfig,
+    /// Ticketing webhooks the API takes (`[hooks]`: `[hooks.jira]`, `[hooks.servicenow]`,
+    /// `[hooks.generic]` with their secrets by reference, and `[[hooks.rules]]`).
+    pub hooks: drover_api::hooks::Config,
 }
 
 /// Where workers keep disk images while they import them (`[images]`): `work_dir` (default
@@ -240,9 +243,9 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         &mut config.worker.shutdown_grace_ms,
     )?;
     if let Some(v) = env("DROVER_WORKER_SCHEDULER") {
-        config.worker.scheduler = v.parse().map_err(|_| {
-            anyhow::anyhow!("DROVER_WORKER_SCHEDULER={v:?} must be true or false")
-        })?;
+        config.worker.scheduler = v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("DROVER_WORKER_SCHEDULER={v:?} must be true or false"))?;
     }
     if let Some(name) = env("DROVER_WORKER_NAME") {
         config.worker.name = Some(name);

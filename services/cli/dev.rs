@@ -115,6 +115,7 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         store: store.clone(),
         registry: config.registry(),
         config: config.api.clone(),
+        hooks: None,
     });
     let api = tokio::spawn(drover_api::serve(listener, state, stopped(stop_rx.clone())));
     let mut workers = Vec::new();

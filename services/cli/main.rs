@@ -237,6 +237,58 @@ async fn api_admission(
     }))
 }
 
+/// The API's webhooks (`[hooks]`): none when no source is configured. Their secrets are read
+/// through `[secrets]` at each delivery (rotation needs no restart).
+async fn api_hooks(
+    config: &config::Config,
+) -> anyhow::Result<Option<Arc<drover_api::hooks::Hooks>>> {
+    let hooks = &config.hooks;
+    hooks.validate().map_err(anyhow::Error::msg)?;
+    let refs: Vec<(&str, &drover_workflows::ports::secrets::SecretRef)> = [
+        hooks
+            .jira
+            .as_ref()
+            .map(|j| ("hooks.jira.secret", &j.secret)),
+        hooks
+            .servicenow
+            .as_ref()
+            .map(|j| ("hooks.servicenow.secret", &j.secret)),
+        hooks
+            .generic
+            .as_ref()
+            .map(|j| ("hooks.generic.secret", &j.secret)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if refs.is_empty() {
+        return Ok(None);
+    }
+    let mut in_cluster = false;
+    for (field, r) in &refs {
+        match config.secrets.get(r.name()) {
+            None => anyhow::bail!(
+                "{field} names secret {:?}, which [secrets] does not define",
+                r.name()
+            ),
+            Some(drover_worker::secrets::Source::Kubernetes(_)) => in_cluster = true,
+            Some(_) => {}
+        }
+    }
+    let cluster = if in_cluster {
+        cluster(&config.kube).await?
+    } else {
+        None
+    };
+    let secrets = secrets_resolver(&config.secrets, cluster);
+    tracing::info!(rules = hooks.rules.len(), "Ticketing webhooks enabled.");
+    Ok(Some(Arc::new(drover_api::hooks::Hooks {
+        config: hooks.clone(),
+        secrets,
+        tickets: None,
+    })))
+}
+
 /// The `kubernetes` secret source over the cluster in `[kube]` (the worker crate does not depend on
 /// the kube adapter, so the binary joins them).
 struct ClusterSecrets(drover_kube::Cluster);
@@ -269,10 +321,12 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api.listen))?;
     let store = connect(&redis_url).await?;
     tracing::info!(listen = %config.api.listen, "API listening.");
+    let hooks = api_hooks(&config).await?;
     let state = Arc::new(drover_api::AppState {
         store,
         registry,
         config: config.api,
+        hooks,
     });
     drover_api::serve(listener, state, shutdown_signal()).await?;
     Ok(())

@@ -8,6 +8,7 @@
 //! commits the transition, fenced by the token.
 
 pub mod backend;
+pub mod outbox;
 pub mod ports;
 pub mod scheduler;
 pub mod secrets;
@@ -211,6 +212,7 @@ pub async fn run(
         .config
         .scheduler
         .then(|| tokio::spawn(scheduler::run(runner.clone())));
+    let outbox = tokio::spawn(outbox::run(runner.clone()));
     let factory_runner = runner.clone();
     // What the grace period's end found still running (see `grace_end`).
     let cut_off = Arc::new(Mutex::new(BTreeMap::new()));
@@ -239,6 +241,7 @@ pub async fn run(
     if let Some(s) = scheduler {
         s.abort();
     }
+    outbox.abort();
     // Cut-off attempts, and claims that never started (the backend dropped them unstarted).
     let mut left = std::mem::take(&mut *lock(&cut_off));
     left.append(&mut lock(&runner.held));

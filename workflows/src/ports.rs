@@ -6,6 +6,7 @@ pub mod kube;
 pub mod maas;
 pub mod schedules;
 pub mod secrets;
+pub mod tickets;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +57,7 @@ pub struct Ports {
     pub secrets: Option<Arc<dyn secrets::Secrets>>,
     pub images: Option<Arc<dyn images::Images>>,
     pub schedules: Option<Arc<dyn schedules::Schedules>>,
+    pub tickets: Option<Arc<dyn tickets::Tickets>>,
 }
 
 impl Ports {
@@ -69,6 +71,7 @@ impl Ports {
             secrets: None,
             images: None,
             schedules: None,
+            tickets: None,
         }
     }
 
@@ -94,6 +97,11 @@ impl Ports {
 
     pub fn with_schedules(mut self, schedules: Arc<dyn schedules::Schedules>) -> Ports {
         self.schedules = Some(schedules);
+        self
+    }
+
+    pub fn with_tickets(mut self, tickets: Arc<dyn tickets::Tickets>) -> Ports {
+        self.tickets = Some(tickets);
         self
     }
 

@@ -180,6 +180,18 @@ impl From<ImageError> for StepError {
     }
 }
 
+impl From<crate::ports::tickets::TicketError> for StepError {
+    fn from(e: crate::ports::tickets::TicketError) -> StepError {
+        match e {
+            crate::ports::tickets::TicketError::Transient {
+                message,
+                retry_after,
+            } => StepError::retry(message, retry_after),
+            crate::ports::tickets::TicketError::Permanent(message) => StepError::fail(message),
+        }
+    }
+}
+
 impl From<SecretError> for StepError {
     fn from(e: SecretError) -> StepError {
         match e {
@@ -281,6 +293,16 @@ impl<K: Kind> Ctx<'_, K> {
     pub fn schedules(&self) -> Result<&dyn crate::ports::schedules::Schedules, StepError> {
         self.ports.schedules.as_deref().ok_or_else(|| {
             StepError::fail("this worker cannot read schedules (no schedules port configured)")
+        })
+    }
+
+    /// The ticketing port, or a failure saying what to configure.
+    pub fn tickets(&self) -> Result<&dyn crate::ports::tickets::Tickets, StepError> {
+        self.ports.tickets.as_deref().ok_or_else(|| {
+            StepError::fail(
+                "this worker has no ticketing system configured; configure [tickets.jira] or \
+                 [tickets.servicenow]",
+            )
         })
     }
 

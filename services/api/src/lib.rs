@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod guard;
+pub mod hooks;
 mod routes;
 mod schedules;
 mod serve;
@@ -125,6 +126,8 @@ pub struct AppState {
     pub store: Store,
     pub registry: Registry,
     pub config: Config,
+    /// Ticketing webhooks (`[hooks]`); none: the hook routes answer 404.
+    pub hooks: Option<Arc<hooks::Hooks>>,
 }
 
 impl AppState {

@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/workflows/{id}/resume", post(resume))
         .route("/v1/workflows/{id}/signals/{name}", post(signal))
         .merge(crate::schedules::routes())
+        .merge(crate::hooks::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

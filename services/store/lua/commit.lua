@@ -25,7 +25,7 @@ redis.register_function('drover_commit', function(keys, args)
   -- whose `id` is not this id is no workflow record (a sub-key such as <id>:out); any other type
   -- makes HMGET fail, before anything is written.
   local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
-    'priority', 'kids_step', 'id')
+    'priority', 'kids_step', 'id', 'ticket', 'tparent')
   if held[9] ~= id then
     return {'gone'}
   end
@@ -90,6 +90,17 @@ redis.register_function('drover_commit', function(keys, args)
     end
     redis.call('DEL', wk .. ':held')
     notify_parent(P, id, c.state, now)
+    -- Write-back: a ticket's workflow ended, or one of its children (a milestone).
+    if held[10] then
+      outbox_push(P, {event = 'ended', wf = id, state = c.state, ticket = cjson.decode(held[10])}, now)
+    elseif held[11] then
+      local parent = redis.call('HGET', wk, 'parent')
+      local ticket = parent and redis.call('HGET', wfkey(P, parent), 'ticket')
+      if ticket then
+        outbox_push(P, {event = 'milestone', wf = id, root = parent, state = c.state,
+          ticket = cjson.decode(ticket)}, now)
+      end
+    end
     return {'ok'}
   end
 
@@ -101,6 +112,10 @@ redis.register_function('drover_commit', function(keys, args)
       enqueue_ready(P, id, now)
     else
       redis.call('HSET', wk, 'loc', 'signal:' .. c.signal)
+      if held[10] then
+        outbox_push(P, {event = 'waiting', wf = id, signal = c.signal, step = c.step,
+          ticket = cjson.decode(held[10])}, now)
+      end
     end
   elseif c.wait == 'children' then
     local n = #fresh
@@ -108,6 +123,10 @@ redis.register_function('drover_commit', function(keys, args)
       child.parent = id
       create(P, child, now)
       redis.call('RPUSH', wk .. ':kids', child.id)
+      if held[10] then
+        -- Its end is a milestone of the ticket's workflow.
+        redis.call('HSET', wfkey(P, child.id), 'tparent', '1')
+      end
     end
     if n > 0 and redis.call('EXISTS', root_key) == 1 then
       redis.call('HINCRBY', root_key, 'descendants', n)
@@ -119,6 +138,10 @@ redis.register_function('drover_commit', function(keys, args)
       redis.call('HSET', wk, 'loc', 'children')
     end
   elseif c.wait == 'pause' and not cancel_pending then
+    if held[10] then
+      local reason = c.progress and cjson.decode(c.progress).paused or nil
+      outbox_push(P, {event = 'paused', wf = id, reason = reason, ticket = cjson.decode(held[10])}, now)
+    end
     redis.call('HSET', wk, 'paused', '1', 'loc', 'paused')
     redis.call('SADD', P .. 'paused', id)
     redis.call('ZADD', P .. 'idx:paused', redis.call('HGET', wk, 'created_ms'), id)

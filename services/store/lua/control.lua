@@ -67,6 +67,35 @@ redis.register_function('drover_resume', function(keys, args)
   return {'ok'}
 end)
 
+-- Delivers `payload` to the workflow's wait on `name`, or queues it for its next wait (bounded);
+-- the caller checked the record and that the workflow has not ended.
+local function deliver_signal(P, wk, id, name, payload, now, per_name, per_workflow)
+  local waiting = redis.call('HGET', wk, 'loc') == 'signal:' .. name
+  if not waiting then
+    if redis.call('LLEN', wk .. ':sig:' .. name) >= per_name then
+      return {'full', 'name', per_name}
+    end
+    -- Bounded: every name in the set was signalled, and each queued payload counts against the limit.
+    local queued = 0
+    for _, n in ipairs(redis.call('SMEMBERS', wk .. ':sigs')) do
+      queued = queued + redis.call('LLEN', wk .. ':sig:' .. n)
+    end
+    if queued >= per_workflow then
+      return {'full', 'workflow', per_workflow}
+    end
+  end
+  redis.call('SADD', wk .. ':sigs', name)
+  redis.call('HSET', wk, 'updated_ms', now)
+  if waiting then
+    local step = redis.call('HGET', wk, 'step')
+    redis.call('HSET', wk .. ':rx', step .. ':' .. name, payload)
+    enqueue_ready(P, id, now)
+    return {'ok', 'delivered'}
+  end
+  redis.call('RPUSH', wk .. ':sig:' .. name, payload)
+  return {'ok', 'queued'}
+end
+
 redis.register_function('drover_signal', function(keys, args)
   local P, id, name, payload, now = args[1], args[2], args[3], args[4], tonumber(args[5])
   local per_name, per_workflow = tonumber(args[6]), tonumber(args[7])
@@ -74,30 +103,7 @@ redis.register_function('drover_signal', function(keys, args)
   if refused then
     return refused
   end
-  local waiting = redis.call('HGET', keys[1], 'loc') == 'signal:' .. name
-  if not waiting then
-    if redis.call('LLEN', keys[1] .. ':sig:' .. name) >= per_name then
-      return {'full', 'name', per_name}
-    end
-    -- Bounded: every name in the set was signalled, and each queued payload counts against the limit.
-    local queued = 0
-    for _, n in ipairs(redis.call('SMEMBERS', keys[1] .. ':sigs')) do
-      queued = queued + redis.call('LLEN', keys[1] .. ':sig:' .. n)
-    end
-    if queued >= per_workflow then
-      return {'full', 'workflow', per_workflow}
-    end
-  end
-  redis.call('SADD', keys[1] .. ':sigs', name)
-  redis.call('HSET', keys[1], 'updated_ms', now)
-  if waiting then
-    local step = redis.call('HGET', keys[1], 'step')
-    redis.call('HSET', keys[1] .. ':rx', step .. ':' .. name, payload)
-    enqueue_ready(P, id, now)
-    return {'ok', 'delivered'}
-  end
-  redis.call('RPUSH', keys[1] .. ':sig:' .. name, payload)
-  return {'ok', 'queued'}
+  return deliver_signal(P, keys[1], id, name, payload, now, per_name, per_workflow)
 end)
 
 redis.register_function('drover_retry', function(keys, args)

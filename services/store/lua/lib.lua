@@ -204,6 +204,17 @@ local function request_cancel(P, id, now)
   return true
 end
 
+-- Append an event to the write-back outbox (a workflow linked to a ticket started, reached a
+-- milestone, waits for an approval, ended): the outbox dispatcher turns each into a ticket-update
+-- workflow, in order. Written in the same call as the change it reports.
+local function outbox_push(P, entry, now)
+  entry.seq = redis.call('INCR', P .. 'outbox:seq')
+  entry.at_ms = now
+  redis.call('RPUSH', P .. 'outbox', cjson.encode(entry))
+  redis.call('LPUSH', P .. 'outbox:wake', '1')
+  redis.call('LTRIM', P .. 'outbox:wake', 0, 0)
+end
+
 -- A child ended: count it on the parent and wake the parent when its join policy is met.
 local function notify_parent(P, id, state, now)
   local parent = redis.call('HGET', wfkey(P, id), 'parent')

@@ -9,6 +9,7 @@
 mod claim;
 mod control;
 mod handback;
+pub mod hook;
 pub mod probe;
 pub mod schedule;
 mod query;
@@ -28,7 +29,7 @@ pub use query::{Filter, Page, WorkflowView};
 pub use submit::{SubmitError, Submitted, fingerprint};
 
 /// The function library: shared helpers first, then one file per function.
-const LIBRARY: [&str; 8] = [
+const LIBRARY: [&str; 9] = [
     include_str!("../lua/lib.lua"),
     include_str!("../lua/submit.lua"),
     include_str!("../lua/claim.lua"),
@@ -37,6 +38,7 @@ const LIBRARY: [&str; 8] = [
     include_str!("../lua/control.lua"),
     include_str!("../lua/handback.lua"),
     include_str!("../lua/schedule.lua"),
+    include_str!("../lua/hook.lua"),
 ];
 const TRIM: &str = include_str!("../lua/trim.lua");
 

@@ -6,7 +6,8 @@
 //! share lives in `cluster.rs` (the cluster-facing ones) and `machines.rs` (the MAAS-facing ones).
 //! `window.rs` is the maintenance window a schedule gives the workflows it starts: the pure
 //! decision whether new work (a wave of drains, a drain, its migrations) may start now, over the
-//! schedule's windows and freezes. [`builtin`] is the registry every Drover process uses.
+//! schedule's windows and freezes. `ticket-update` (`ticket_update.rs`) is one write-back to a
+//! ticket, posted exactly once. [`builtin`] is the registry every Drover process uses.
 //!
 //! A new kind on existing ports is one file with a `Kind` impl and one line in [`builtin`].
 
@@ -35,6 +36,7 @@ pub mod rolling_maintenance;
 pub mod scale_out;
 pub mod storage;
 pub mod synthetic;
+pub mod ticket_update;
 pub mod window;
 
 use drover_workflows::Registry;
@@ -55,6 +57,7 @@ pub fn builtin() -> Registry {
         .register::<attach_volume::AttachVolume>()
         .register::<detach_volume::DetachVolume>()
         .register::<import_vm::ImportVm>()
-        .register::<migration_plan::MigrationPlan>();
+        .register::<migration_plan::MigrationPlan>()
+        .register::<ticket_update::TicketUpdate>();
     registry
 }

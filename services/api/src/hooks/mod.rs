@@ -1,0 +1,408 @@
+//! `POST /v1/hooks/{jira,servicenow,generic}`: ticketing webhooks. Each delivery is authenticated
+//! by its HMAC signature (secrets by reference, compared in constant time, the sender's timestamp
+//! within a window where it sends one) before anything is read from it; then decided by the rules
+//! against what Drover remembers of the ticket, and the decision written in one store call that
+//! also remembers the delivery id (24 h) and the ticket's version. The answer is 2xx only once
+//! that call returned: 201 a workflow started, 200 a signal delivered or a duplicate, 202 ignored
+//! with the reason; 401 for a bad signature (nothing written), 503 with Retry-After when the store
+//! cannot be written (the sender retries).
+
+pub mod config;
+pub mod event;
+pub mod rules;
+pub mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use drover_store::SignalLimits;
+use drover_store::hook::{Delivery, HookAction, HookOutcome};
+use drover_store::now_ms;
+use drover_workflows::ports::secrets::{SecretRef, Secrets};
+use drover_workflows::ports::tickets::Tickets;
+use drover_workflows::{NewWorkflow, Submission};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::routes::{admit, body_error, parse_json};
+use crate::{ApiError, AppState};
+pub use config::Config;
+use event::Event;
+use rules::Decision;
+
+/// Label every workflow a ticket started carries (value: the ticket's key).
+pub const TICKET_LABEL: &str = "drover.io/ticket";
+/// Seconds a sender is asked to wait when the store cannot be written.
+const RETRY_SECS: u64 = 5;
+
+/// What the hooks need beside the store: their settings, the secrets their signatures use, and
+/// (optionally) the ticketing systems, to re-read a ticket before acting on a stale event.
+pub struct Hooks {
+    pub config: Config,
+    pub secrets: Arc<dyn Secrets>,
+    pub tickets: Option<Arc<dyn Tickets>>,
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/hooks/jira", post(jira))
+        .route("/v1/hooks/servicenow", post(servicenow))
+        .route("/v1/hooks/generic", post(generic))
+}
+
+fn unavailable(detail: impl Into<Value>) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail).retry_after(RETRY_SECS)
+}
+
+fn not_configured(source: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not found",
+        format!("the {source} hook is not configured on this server ([hooks.{source}])"),
+    )
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn secret(hooks: &Hooks, r: &SecretRef) -> Result<Vec<u8>, ApiError> {
+    match hooks.secrets.get(r.name()).await {
+        Ok(s) => Ok(s.expose().as_bytes().to_vec()),
+        Err(e) => {
+            warn!(secret = %r.name(), error = %e, "Webhook secret could not be read.");
+            Err(unavailable(
+                "the webhook's secret cannot be read now; nothing was written",
+            ))
+        }
+    }
+}
+
+fn unauthorized(e: verify::Refused) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "bad signature", e.to_string())
+}
+
+/// The delivery id: at most 200 letters, digits, '-', '_', '.' (it becomes part of a key).
+fn delivery_id(value: Option<&str>, name: &str) -> Result<String, ApiError> {
+    let v = value.ok_or_else(|| ApiError::bad_request(format!("the {name} header is missing")))?;
+    if v.is_empty()
+        || v.len() > 200
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "the {name} header must be 1-200 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn hooks_of(state: &AppState) -> Option<&Hooks> {
+    state.hooks.as_deref()
+}
+
+async fn jira(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let hooks = hooks_of(&state).ok_or_else(|| not_configured("jira"))?;
+    let cfg = hooks
+        .config
+        .jira
+        .as_ref()
+        .ok_or_else(|| not_configured("jira"))?;
+    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+    let key = secret(hooks, &cfg.secret).await?;
+    verify::check(
+        &key,
+        &body,
+        header(&headers, "x-hub-signature"),
+        "X-Hub-Signature",
+        false,
+    )
+    .map_err(unauthorized)?;
+    let delivery = delivery_id(
+        header(&headers, "x-atlassian-webhook-identifier"),
+        "X-Atlassian-Webhook-Identifier",
+    )?;
+    let value: Value = parse_json(&body)?;
+    let event = event::jira(&value).map_err(ApiError::bad_request)?;
+    let own = cfg.account_id.as_deref();
+    handle(&state, hooks, event, &delivery, own)
+        .await
+        .map_err(retry_later)
+}
+
+async fn servicenow(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let hooks = hooks_of(&state).ok_or_else(|| not_configured("servicenow"))?;
+    let cfg = hooks
+        .config
+        .servicenow
+        .as_ref()
+        .ok_or_else(|| not_configured("servicenow"))?;
+    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+    let key = secret(hooks, &cfg.secret).await?;
+    let ts_header = header(&headers, &cfg.timestamp_header);
+    let mut signed = ts_header.unwrap_or_default().as_bytes().to_vec();
+    signed.push(b'.');
+    signed.extend_from_slice(&body);
+    verify::check(
+        &key,
+        &signed,
+        header(&headers, &cfg.signature_header),
+        "signature",
+        true,
+    )
+    .map_err(unauthorized)?;
+    let ts = verify::timestamp(ts_header, "timestamp", now_ms(), cfg.tolerance_secs)
+        .map_err(unauthorized)?;
+    let delivery = delivery_id(header(&headers, &cfg.delivery_header), &cfg.delivery_header)?;
+    let value: Value = parse_json(&body)?;
+    let event = event::servicenow(&value, ts).map_err(ApiError::bad_request)?;
+    let own = cfg.user.as_deref();
+    handle(&state, hooks, event, &delivery, own)
+        .await
+        .map_err(retry_later)
+}
+
+async fn generic(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let hooks = hooks_of(&state).ok_or_else(|| not_configured("generic"))?;
+    let cfg = hooks
+        .config
+        .generic
+        .as_ref()
+        .ok_or_else(|| not_configured("generic"))?;
+    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+    let key = secret(hooks, &cfg.secret).await?;
+    let ts_header = header(&headers, "x-drover-timestamp");
+    let mut signed = ts_header.unwrap_or_default().as_bytes().to_vec();
+    signed.push(b'.');
+    signed.extend_from_slice(&body);
+    verify::check(
+        &key,
+        &signed,
+        header(&headers, "x-drover-signature"),
+        "X-Drover-Signature",
+        false,
+    )
+    .map_err(unauthorized)?;
+    let ts = verify::timestamp(
+        ts_header,
+        "X-Drover-Timestamp",
+        now_ms(),
+        cfg.tolerance_secs,
+    )
+    .map_err(unauthorized)?;
+    let delivery = delivery_id(header(&headers, "x-drover-delivery"), "X-Drover-Delivery")?;
+    let value: Value = parse_json(&body)?;
+    let event = event::generic(&value, ts).map_err(ApiError::bad_request)?;
+    handle(&state, hooks, event, &delivery, None)
+        .await
+        .map_err(retry_later)
+}
+
+/// A delivery that could not be decided or written is answered 503 with Retry-After, so the
+/// sender retries it.
+fn retry_later(e: ApiError) -> ApiError {
+    if e.status == StatusCode::SERVICE_UNAVAILABLE && e.retry_after.is_none() {
+        e.retry_after(RETRY_SECS)
+    } else {
+        e
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// The workflow a rule starts for a ticket version: its id derives from the rule, the ticket and
+/// the version, so the same change delivered twice (under two delivery ids) is one workflow.
+fn workflow_for(
+    state: &AppState,
+    rule: &config::Rule,
+    event: &Event,
+    input: Value,
+    now: u64,
+) -> Result<NewWorkflow, drover_workflows::registry::Error> {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x4f3c_9e21_77ab_4d5e_8c0f_b1d2_a3e4_f5a6);
+    let name = format!(
+        "{}\n{}\n{}\n{}",
+        rule.name,
+        event.source.as_str(),
+        event.key,
+        event.version
+    );
+    let id = uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string();
+    let mut submission =
+        Submission::new(rule.kind.clone(), input).label(TICKET_LABEL, event.key.clone());
+    submission = submission.label("drover.io/rule", rule.name.clone());
+    state.registry.prepare(id, submission, now)
+}
+
+/// Whether the event is too old to act on as sent; then the ticket is read as it is now.
+async fn refresh(hooks: &Hooks, event: &mut Event, now: u64) -> Option<String> {
+    let old = event
+        .at_ms
+        .is_some_and(|at| now as i64 - at > hooks.config.stale_after_secs as i64 * 1000);
+    let (Some(tickets), Some(ticket), true) = (&hooks.tickets, event.ticket(), old) else {
+        return None;
+    };
+    match tickets.read(&ticket).await {
+        Ok(current) if current.version > event.version => {
+            let moved_on = event
+                .moved_to
+                .as_ref()
+                .or(event.status.as_ref())
+                .filter(|m| !m.eq_ignore_ascii_case(&current.status))
+                .map(|m| {
+                    format!(
+                        "stale event: the ticket moved to {m:?} but is {:?} now",
+                        current.status
+                    )
+                });
+            event.fields = current.fields;
+            event.labels = current.labels;
+            moved_on
+        }
+        Ok(_) => None,
+        Err(e) => {
+            // Acting on the event as sent is what a sender that never goes stale gets.
+            warn!(ticket = %ticket.display, error = %e, "Could not re-read a stale event's ticket.");
+            None
+        }
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    hooks: &Hooks,
+    mut event: Event,
+    delivery: &str,
+    own: Option<&str>,
+) -> Result<Response, ApiError> {
+    let source = event.source.as_str();
+    if own.is_some_and(|o| !o.is_empty() && o == event.actor) {
+        return Ok(reply(
+            StatusCode::ACCEPTED,
+            json!({"ignored": "caused by Drover's own write-back"}),
+        ));
+    }
+    let now = now_ms();
+    let stale = refresh(hooks, &mut event, now).await;
+    let ticket = event.ticket();
+    for _ in 0..5 {
+        let memo = state.store.ticket_memo(source, &event.key).await?;
+        let decision = match &stale {
+            Some(why) => Decision::Ignore(why.clone()),
+            None => rules::decide(&hooks.config.rules, &event, &memo),
+        };
+        let mut rule_name = String::new();
+        let workflow;
+        let ticket_json;
+        let action = match &decision {
+            Decision::Start { rule, input } => {
+                rule_name = rule.name.clone();
+                match workflow_for(state, rule, &event, input.clone(), now) {
+                    Ok(wf) => {
+                        admit(state, &wf).await?;
+                        workflow = wf;
+                        ticket_json = json!({
+                            "system": ticket.as_ref().map(|t| t.system),
+                            "key": event.key, "display": event.display, "source": source,
+                            "rule": rule.name, "comments": rule.comments && ticket.is_some(),
+                            "approval": rule.approval.as_ref().map(|a| json!({"to": a.to, "signal": a.signal})),
+                            "on_success": rule.on_success, "on_failure": rule.on_failure,
+                        });
+                        HookAction::Start {
+                            workflow: &workflow,
+                            ticket: &ticket_json,
+                            comments: rule.comments && ticket.is_some(),
+                        }
+                    }
+                    Err(e) => HookAction::Ignore(format!(
+                        "rule {:?}: the workflow was refused: {e}",
+                        rule.name
+                    )),
+                }
+            }
+            Decision::Signal {
+                rule,
+                signal,
+                payload,
+            } => {
+                rule_name = rule.name.clone();
+                HookAction::Signal {
+                    name: signal,
+                    payload,
+                }
+            }
+            Decision::Ignore(reason) => HookAction::Ignore(reason.clone()),
+        };
+        let d = Delivery {
+            source,
+            ticket: &event.key,
+            id: delivery,
+            ttl: Duration::from_secs(hooks.config.delivery_ttl_secs),
+            version: event.version,
+            expected: memo.version,
+            status: event.status.as_deref().unwrap_or(""),
+            rule: &rule_name,
+        };
+        let outcome = state
+            .store
+            .hook_apply(&d, &action, SignalLimits::default(), now)
+            .await?;
+        return Ok(match outcome {
+            HookOutcome::Retry => continue,
+            HookOutcome::Started(id) => {
+                info!(workflow_id = %id, ticket = %event.display, rule = %rule_name, source,
+                    "Webhook started a workflow.");
+                reply(
+                    StatusCode::CREATED,
+                    json!({"started": id, "rule": rule_name}),
+                )
+            }
+            HookOutcome::Existing(id) => reply(
+                StatusCode::OK,
+                json!({"existing": id, "detail": "this ticket change started it already"}),
+            ),
+            HookOutcome::Signalled { workflow, how } => {
+                info!(workflow_id = %workflow, ticket = %event.display, source,
+                    "Webhook approval signalled a workflow.");
+                reply(
+                    StatusCode::OK,
+                    json!({"signalled": workflow, "delivery": how}),
+                )
+            }
+            HookOutcome::Duplicate(outcome) => reply(
+                StatusCode::OK,
+                json!({"duplicate": true, "detail": format!("delivery {delivery} was handled before ({outcome})")}),
+            ),
+            HookOutcome::Stale(v) => reply(
+                StatusCode::ACCEPTED,
+                json!({"ignored": format!("an event of version {} is not newer than version {v} already applied for {}", event.version, event.display)}),
+            ),
+            HookOutcome::Ignored(reason) => reply(StatusCode::ACCEPTED, json!({"ignored": reason})),
+        });
+    }
+    Err(unavailable(
+        "the ticket changes too fast to decide this event now; retry",
+    ))
+}
