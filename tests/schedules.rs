@@ -108,15 +108,19 @@ async fn every_second_for_a_minute_each_fire_time_starts_exactly_once_through_ki
     workers[0] = WorkerProcess::spawn(&url, "sched-0c", &dir);
     tokio::time::sleep_until(at(60).into()).await;
     // The API may answer 503 once while its Redis connection comes back; a client retries.
-    wait_for(Duration::from_secs(10), "the pause to be accepted", || async {
-        let (status, _) = post(
-            &api,
-            "/v1/schedules/every-second/pause",
-            json!({"note": "done"}),
-        )
-        .await;
-        status == StatusCode::OK
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the pause to be accepted",
+        || async {
+            let (status, _) = post(
+                &api,
+                "/v1/schedules/every-second/pause",
+                json!({"note": "done"}),
+            )
+            .await;
+            status == StatusCode::OK
+        },
+    )
     .await;
 
     let entries = log(&store, "every-second").await;
@@ -596,4 +600,134 @@ async fn the_schedules_api_refuses_bad_specs_and_runs_the_controls() {
         .call("GET", "/v1/schedules/s", Some(VIEWER), None, &[])
         .await;
     assert_eq!(got, StatusCode::NOT_FOUND);
+}
+
+/// A scheduled rollout whose window closes while a node is in maintenance: once that node is
+/// back, no new drain starts; the rollout says why and when it goes on, and drains the next node
+/// in the schedule's next window. The schedule's own fire time meanwhile is skipped (overlap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_window_closing_mid_rollout_holds_it_until_the_next_window() {
+    let rig = crate::drain::rig(2).await;
+    let store = rig.store.clone();
+    let api = start_api(&store).await;
+    create(
+        &api,
+        json!({
+            "id": "nightly", "cron": "0/20 * * * * *", "window_secs": 6, "paused": true,
+            "kind": "rolling-maintenance",
+            "input": {"nodes": ["worker-02", "worker-03"], "max_in_maintenance": 1,
+                      "maintenance": "wait-for-signal", "non_migratable": "shutdown-restart",
+                      "poll_ms": 100},
+        }),
+    )
+    .await;
+    let (status, fired) = post(&api, "/v1/schedules/nightly/trigger", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{fired}");
+    let (status, _) = post(&api, "/v1/schedules/nightly/unpause", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let rollout = fired["workflow"].as_str().unwrap().to_string();
+    let end_ms = store.get(&rollout).await.unwrap().unwrap().input["window"]["end_ms"]
+        .as_i64()
+        .unwrap();
+
+    // The first node drains and waits in maintenance past the window's end.
+    let in_maintenance = |store: Store, rollout: String| async move {
+        let v = store.get(&rollout).await.unwrap().unwrap();
+        let kids = store
+            .summaries(&v.children.unwrap_or_default())
+            .await
+            .unwrap();
+        kids.into_iter()
+            .filter(|c| c.waiting_on.as_deref() == Some("signal:maintenance-done"))
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    let first = crate::lab::support::wait_for(
+        "the first drain in maintenance",
+        Duration::from_secs(30),
+        || {
+            let f = in_maintenance(store.clone(), rollout.clone());
+            async move { Some(f.await).filter(|v| !v.is_empty()) }
+        },
+    )
+    .await;
+    let wait = (end_ms + 300 - now_ms() as i64).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    crate::drain::maintenance_done(&store, &first[0]).await;
+
+    // Held: the reason and when it goes on, no second drain, the other node untouched.
+    let held =
+        crate::lab::support::wait_for("the rollout to hold", Duration::from_secs(30), || {
+            let store = store.clone();
+            let rollout = rollout.clone();
+            async move {
+                let v = store.get(&rollout).await.unwrap().unwrap();
+                v.progress.filter(|p| p["held"].is_string())
+            }
+        })
+        .await;
+    let reason = held["held"].as_str().unwrap();
+    assert!(
+        reason.contains("window closed; continues in the next window"),
+        "{held}"
+    );
+    let next_start =
+        drover_workflows::schedule::parse_instant(held["until"].as_str().unwrap()).unwrap();
+    assert!(next_start > end_ms, "{held}");
+    let v = store.get(&rollout).await.unwrap().unwrap();
+    assert_eq!(
+        v.children.as_ref().map(Vec::len),
+        Some(1),
+        "no new drain after the window"
+    );
+    let drained = store.get(&first[0]).await.unwrap().unwrap().input["node"].clone();
+    let other = if drained == "worker-02" {
+        "worker-03"
+    } else {
+        "worker-02"
+    };
+    assert!(
+        !rig.lab.get("nodes", "", other).unwrap()["spec"]["unschedulable"]
+            .as_bool()
+            .unwrap_or(false),
+        "{other} not cordoned while the window is closed"
+    );
+
+    // The next window: the second node drains.
+    let second = crate::lab::support::wait_for(
+        "the second drain in maintenance",
+        Duration::from_secs(40),
+        || {
+            let f = in_maintenance(store.clone(), rollout.clone());
+            async move { Some(f.await).filter(|v| !v.is_empty()) }
+        },
+    )
+    .await;
+    let d2 = store.get(&second[0]).await.unwrap().unwrap();
+    assert_eq!(d2.input["node"], json!(other));
+    assert!(
+        d2.created_ms as i64 >= next_start,
+        "started in the next window"
+    );
+    crate::drain::maintenance_done(&store, &second[0]).await;
+    let done = wait_all_finished(
+        &store,
+        std::slice::from_ref(&rollout),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        done[0].state,
+        drover_workflows::State::Succeeded,
+        "{:?}",
+        done[0].error
+    );
+    // The schedule's own fire time at the next window found the rollout still running.
+    let entries = log(&store, "nightly").await;
+    assert!(
+        entries.iter().any(|e| e["mode"] == "due"
+            && e["action"] == "skipped"
+            && e["reason"].as_str().unwrap().contains(&rollout)),
+        "{entries:?}"
+    );
 }
