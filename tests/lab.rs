@@ -11,3 +11,4 @@ mod maas_api;
 mod python_kube;
 mod sim;
 pub(crate) mod support;
+mod ticketing;

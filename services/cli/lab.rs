@@ -62,6 +62,16 @@ pub fn describe(lab: &LabHandle, kubeconfig: &Path) {
         lab.maas_url(),
         lab.maas_api_key()
     );
+    let (jira_user, jira_token) = lab.jira_credentials();
+    println!(
+        "  Jira        {}   (basic auth: {jira_user} / {jira_token})",
+        lab.jira_url()
+    );
+    let (sn_user, sn_password) = lab.servicenow_credentials();
+    println!(
+        "  ServiceNow  {}   (basic auth: {sn_user} / {sn_password})",
+        lab.servicenow_url()
+    );
     println!(
         "  Scenario    {} at {}x",
         lab.scenario().name,

@@ -1,5 +1,6 @@
 //! The lab's admin endpoints under `/lab/`: status, audit, migration and CDI counters, fault
-//! injection and a kubeconfig for the address the caller used.
+//! injection and a kubeconfig for the address the caller used. `/lab/jira/`, `/lab/servicenow/`
+//! and `/lab/ticketing` belong to the ticketing systems (`ticketing::admin`).
 
 use axum::body::Body;
 use axum::http::{Method, Response};
@@ -15,6 +16,9 @@ use crate::state::Shared;
 
 /// Serve a `/lab/...` request.
 pub async fn handle(shared: &Shared, req: &Req) -> Response<Body> {
+    if crate::ticketing::admin::owns(req.path.trim_end_matches('/')) {
+        return crate::ticketing::admin::handle(&shared.ticketing, req).await;
+    }
     match route(shared, req) {
         Ok(r) => r,
         Err(e) => http::json(e.status_code(), &json!({"error": e.to_string()})),
@@ -124,6 +128,8 @@ fn status(shared: &Shared) -> Value {
             "maas_machines": shared.maas.lock().map(|m| m.machine_count()).unwrap_or(0),
         },
         "migrations": shared.audit.counters().current_cluster,
+        "jira_url": shared.ticketing.jira.url,
+        "servicenow_url": shared.ticketing.servicenow.url,
     });
     merge(&mut status, json!(shared.cdi.counters()));
     status

@@ -4,7 +4,9 @@
 //! tested, demonstrated and benchmarked against it instead of a datacenter.
 //!
 //! Start it in-process with [`Lab::start`]; the [`LabHandle`] gives the URLs, a kubeconfig, the MAAS
-//! API key, fault injection and the audit, and shuts the lab down.
+//! API key, fault injection and the audit, and shuts the lab down. A simulated Jira Cloud site and
+//! ServiceNow instance ([`ticketing`]) run beside it on listeners of their own; their part of the
+//! `LabHandle` (`jira_url`, `jira()`, `servicenow()`, ...) is in `ticketing.rs`.
 
 #![recursion_limit = "256"]
 
@@ -24,6 +26,7 @@ pub mod server;
 pub mod sim;
 pub mod state;
 pub mod store;
+pub mod ticketing;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,6 +40,10 @@ use tokio::task::JoinHandle;
 pub use error::{Error, Result};
 pub use faults::{Api, Fault};
 pub use scenario::Scenario;
+pub use ticketing::{
+    Delivery, DeliveryPolicy, DeliveryState, JiraWebhook, OutboundMessage, RateLimit,
+    TicketCounters, TicketFaults, TicketRequest, TicketingConfig,
+};
 
 use state::Shared;
 
@@ -49,6 +56,9 @@ pub struct LabConfig {
     pub bind: SocketAddr,
     /// Watch events kept for resumption (older resourceVersions get 410 Gone).
     pub watch_history: usize,
+    /// The simulated Jira site and ServiceNow instance (credentials, rate limits, delivery).
+    /// They listen on free ports of `bind`'s address.
+    pub ticketing: TicketingConfig,
 }
 
 impl Default for LabConfig {
@@ -57,6 +67,7 @@ impl Default for LabConfig {
             scenario: scenario::reference_architecture(),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             watch_history: 50_000,
+            ticketing: TicketingConfig::default(),
         }
     }
 }
@@ -96,6 +107,10 @@ pub struct LabSettings {
     pub bind: SocketAddr,
     /// Watch events kept for resumption (older resourceVersions get 410 Gone).
     pub watch_history: usize,
+    /// The simulated Jira site and ServiceNow instance: credentials, per-ticket rate limits,
+    /// webhook delivery (`[lab.ticketing.jira]`, `[lab.ticketing.servicenow]`,
+    /// `[lab.ticketing.delivery]`).
+    pub ticketing: TicketingConfig,
 }
 
 impl Default for LabSettings {
@@ -106,6 +121,7 @@ impl Default for LabSettings {
             time_scale: None,
             bind: c.bind,
             watch_history: c.watch_history,
+            ticketing: c.ticketing,
         }
     }
 }
@@ -128,6 +144,8 @@ impl LabSettings {
         }
         config.bind = self.bind;
         config.watch_history = self.watch_history;
+        self.ticketing.validate()?;
+        config.ticketing = self.ticketing;
         config.scenario.validate()?;
         Ok(config)
     }
@@ -142,6 +160,8 @@ impl Lab {
         config.scenario.validate()?;
         let clock = clock::Clock::new(config.scenario.time_scale);
         let (tx, rx) = watch::channel(false);
+        let (ticketing, ticketing_servers) =
+            ticketing::start(config.ticketing.clone(), config.bind.ip(), rx.clone()).await?;
         let shared = Arc::new(Shared {
             stopping: rx.clone(),
             maas: Mutex::new(maas::Region::new(&config.scenario.maas).with_epoch(clock.epoch())),
@@ -153,6 +173,7 @@ impl Lab {
             cdi: cdi::Cdi::default(),
             clock,
             scenario: config.scenario.clone(),
+            ticketing,
         });
         shared.store.record_history(false);
         sim::load::load(&shared, &config.scenario)?;
@@ -180,6 +201,7 @@ impl Lab {
             shutdown: tx,
             server,
             sim,
+            ticketing_servers,
         })
     }
 }
@@ -191,6 +213,7 @@ pub struct LabHandle {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     sim: JoinHandle<()>,
+    ticketing_servers: ticketing::Servers,
 }
 
 impl LabHandle {
@@ -220,16 +243,18 @@ impl LabHandle {
     }
 
     /// What `drover lab` prints once the lab is up: one `key=value` per line (Kubernetes URL, MAAS
-    /// URL, MAAS API key, kubeconfig path, scenario, time scale).
+    /// URL, MAAS API key, kubeconfig path, scenario, time scale, Jira and ServiceNow URLs).
     pub fn summary(&self, kubeconfig: &Path) -> String {
         format!(
-            "kube_url={}\nmaas_url={}\nmaas_api_key={}\nkubeconfig={}\nscenario={}\ntime_scale={}\n",
+            "kube_url={}\nmaas_url={}\nmaas_api_key={}\nkubeconfig={}\nscenario={}\ntime_scale={}\njira_url={}\nservicenow_url={}\n",
             self.kube_url(),
             self.maas_url(),
             self.maas_api_key(),
             kubeconfig.display(),
             self.shared.scenario.name,
-            self.shared.clock.scale()
+            self.shared.clock.scale(),
+            self.jira_url(),
+            self.servicenow_url(),
         )
     }
 
@@ -294,6 +319,7 @@ impl LabHandle {
         let _ = self.shutdown.send(true);
         let _ = self.sim.await;
         self.shared.cdi.stop_all();
+        self.ticketing_servers.stop(Duration::from_secs(2)).await;
         let abort = self.server.abort_handle();
         if tokio::time::timeout(Duration::from_secs(2), self.server)
             .await

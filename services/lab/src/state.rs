@@ -1,8 +1,8 @@
 //! What every handler and the simulator share: the scenario, the clock, the object store, the MAAS
-//! region, faults, the audit, the simulator's memory and CDI's data paths. Built once by
-//! `Lab::start`.
+//! region, faults, the audit, the simulator's memory, CDI's data paths and the ticketing systems.
+//! Built once by `Lab::start`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::audit::Audit;
 use crate::cdi::Cdi;
@@ -12,6 +12,7 @@ use crate::maas::model::Region;
 use crate::scenario::Scenario;
 use crate::sim::memory::SimState;
 use crate::store::Store;
+use crate::ticketing::Ticketing;
 
 /// The lab's shared state.
 pub struct Shared {
@@ -26,4 +27,7 @@ pub struct Shared {
     pub cdi: Cdi,
     /// Flips to true when the lab shuts down (open watches end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The Jira site and ServiceNow instance (their own listeners and locks; here so the admin
+    /// endpoints can reach them).
+    pub ticketing: Arc<Ticketing>,
 }

@@ -550,6 +550,13 @@ mod tests {
             cdi: Default::default(),
             clock,
             scenario,
+            ticketing: crate::ticketing::Ticketing::new(
+                Default::default(),
+                String::new(),
+                String::new(),
+                tokio::sync::watch::channel(false).1,
+            )
+            .expect("ticketing"),
         }
     }
 
