@@ -25,6 +25,9 @@ pub struct TicketFaults {
     pub retry_after_secs: u64,
     /// Added to every matching request before it is answered, in milliseconds.
     pub latency_ms: u64,
+    /// Added after a matching request was handled, before its answer goes out, in milliseconds:
+    /// the work is done while the client still waits (and may give up, or die, not knowing).
+    pub response_delay_ms: u64,
     /// Statuses for the next matching requests, in order, before the rates apply (`0` lets a
     /// request through): `[429, 500]` fails the next two.
     pub sequence: Vec<u16>,
@@ -43,6 +46,7 @@ impl Default for TicketFaults {
             rate_503: 0.0,
             retry_after_secs: 1,
             latency_ms: 0,
+            response_delay_ms: 0,
             sequence: Vec::new(),
             method: None,
             path_contains: None,
@@ -173,6 +177,18 @@ impl Front {
     pub fn admit(&self, method: &str, path: &str) -> (Option<Duration>, Option<Refusal>) {
         let mut inner = self.lock();
         decide(&mut inner.faults, method, path, rand::random::<f64>())
+    }
+
+    /// How long to hold a handled request's answer (`response_delay_ms`, for matching requests).
+    pub fn response_delay(&self, method: &str, path: &str) -> Option<Duration> {
+        let inner = self.lock();
+        let f = &inner.faults;
+        let matches = f
+            .method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && f.path_contains.as_deref().is_none_or(|p| path.contains(p));
+        (matches && f.response_delay_ms > 0).then(|| Duration::from_millis(f.response_delay_ms))
     }
 
     /// Take a write token for `ticket`, or the seconds to wait.

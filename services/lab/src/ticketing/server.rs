@@ -136,6 +136,9 @@ async fn entry(
     if resp.status().as_u16() == 429 {
         ticketing.log.count(|c| c.rate_limited += 1);
     }
+    if let Some(delay) = desk_front.response_delay(req.method.as_str(), &path_and_query) {
+        tokio::time::sleep(delay).await;
+    }
     log(
         &ticketing,
         system,
