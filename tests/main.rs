@@ -18,4 +18,6 @@ mod provision;
 mod schedules;
 mod secrets;
 mod storage;
+mod tickets;
 mod versioning;
+mod writeback;

@@ -731,3 +731,45 @@ async fn a_window_closing_mid_rollout_holds_it_until_the_next_window() {
         "{entries:?}"
     );
 }
+
+/// Fire times inside a freeze are skipped, each with the freeze's name; after it, they start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_times_inside_a_freeze_are_skipped_with_its_name() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let api = start_api(&store).await;
+    let _worker = InProcessWorker::start(&store, worker_config("freeze"));
+    let now = now_ms() as i64;
+    let from = drover_workflows::schedule::rfc3339(now - 60_000);
+    let to = drover_workflows::schedule::rfc3339((now / 1000 + 3) * 1000);
+    create(
+        &api,
+        json!({"id": "f", "cron": "* * * * * *", "kind": "synthetic", "input": {"steps": 1},
+               "overlap": "allow-all",
+               "freezes": [{"name": "year-end change freeze", "from": from, "to": to}]}),
+    )
+    .await;
+    wait_for(Duration::from_secs(15), "a start after the freeze", || {
+        let store = store.clone();
+        async move { !with_action(&log(&store, "f").await, "started").is_empty() }
+    })
+    .await;
+    let entries = log(&store, "f").await;
+    let skipped = with_action(&entries, "skipped");
+    assert!(skipped.len() >= 2, "{entries:?}");
+    for e in &skipped {
+        assert!(
+            e["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("freeze \"year-end change freeze\""),
+            "{e}"
+        );
+    }
+    let to_ms = drover_workflows::schedule::parse_instant(&to).unwrap();
+    assert!(
+        with_action(&entries, "started")
+            .iter()
+            .all(|e| e["fire_ms"].as_i64().unwrap() >= to_ms)
+    );
+}

@@ -31,6 +31,10 @@ pub struct Config {
     /// Ticketing webhooks the API takes (`[hooks]`: `[hooks.jira]`, `[hooks.servicenow]`,
     /// `[hooks.generic]` with their secrets by reference, and `[[hooks.rules]]`).
     pub hooks: drover_api::hooks::Config,
+    /// Where workers write back to tickets, and the API re-reads a stale event's ticket
+    /// (`[tickets.jira]`: url, email, api_token by secret reference; `[tickets.servicenow]`: url,
+    /// user, password by secret reference).
+    pub tickets: Option<drover_tickets::Config>,
 }
 
 /// Where workers keep disk images while they import them (`[images]`): `work_dir` (default

@@ -128,6 +128,7 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
             &config.secrets,
             &config.maas,
             &config.images,
+            config.tickets.as_ref(),
         )
         .await?;
         workers.push(tokio::spawn(drover_worker::run(

@@ -128,6 +128,7 @@ pub async fn worker_ports(
     secrets: &drover_worker::secrets::Config,
     maas: &config::MaasConfig,
     images: &config::ImagesConfig,
+    tickets: Option<&drover_tickets::Config>,
 ) -> anyhow::Result<Ports> {
     let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
         .with_probe(Arc::new(drover_store::probe::RedisProbe::new(
@@ -142,15 +143,52 @@ pub async fn worker_ports(
         .validate(cluster.is_some())
         .map_err(anyhow::Error::msg)?;
     maas.validate(secrets).map_err(anyhow::Error::msg)?;
+    if let Some(t) = tickets {
+        validate_tickets(t, secrets)?;
+    }
     // Without [secrets] the port stays unset, and a step that needs one says to configure it.
     if !secrets.is_empty() {
         let resolver = secrets_resolver(secrets, cluster);
         if let Some(client) = maas_client(maas, &resolver).await? {
             ports = ports.with_maas(client.port());
         }
+        if let Some(t) = tickets {
+            ports = ports
+                .with_tickets(drover_tickets::Clients::new(t.clone(), resolver.clone()).port());
+        }
         ports = ports.with_secrets(resolver);
+    } else if tickets.is_some() {
+        anyhow::bail!(
+            "[tickets] names its credentials by secret reference: define them under [secrets]"
+        );
     }
     Ok(ports)
+}
+
+/// `[tickets]` is sound and names secrets `[secrets]` defines.
+fn validate_tickets(
+    t: &drover_tickets::Config,
+    secrets: &drover_worker::secrets::Config,
+) -> anyhow::Result<()> {
+    t.validate()
+        .map_err(|e| anyhow::anyhow!("[tickets]: {e}"))?;
+    let refs = [
+        t.jira
+            .as_ref()
+            .map(|j| ("tickets.jira.api_token", &j.api_token)),
+        t.servicenow
+            .as_ref()
+            .map(|s| ("tickets.servicenow.password", &s.password)),
+    ];
+    for (field, r) in refs.into_iter().flatten() {
+        if secrets.get(r.name()).is_none() {
+            anyhow::bail!(
+                "{field} names secret {:?}, which [secrets] does not define",
+                r.name()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The cluster `[kube]` names, if any.
@@ -280,12 +318,20 @@ async fn api_hooks(
     } else {
         None
     };
+    if let Some(t) = &config.tickets {
+        validate_tickets(t, &config.secrets)?;
+    }
     let secrets = secrets_resolver(&config.secrets, cluster);
+    // Stale events are checked against the ticket as it is now, through [tickets].
+    let tickets = config
+        .tickets
+        .as_ref()
+        .map(|t| drover_tickets::Clients::new(t.clone(), secrets.clone()).port());
     tracing::info!(rules = hooks.rules.len(), "Ticketing webhooks enabled.");
     Ok(Some(Arc::new(drover_api::hooks::Hooks {
         config: hooks.clone(),
         secrets,
-        tickets: None,
+        tickets,
     })))
 }
 
@@ -352,6 +398,7 @@ async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
         &config.secrets,
         &config.maas,
         &config.images,
+        config.tickets.as_ref(),
     )
     .await?;
     drover_worker::run(

@@ -901,13 +901,13 @@ fn no_comment(id: u64) -> Refusal {
     Refusal::message(404, format!("Can not find a comment for the id: {id}."))
 }
 
-/// The Drover markers a comment carries: its `drover` property's `key` and every
+/// The Drover markers a comment carries: its `drover` property's `marker` (or `key`) and every
 /// `[drover:<key>]` in its text.
 pub fn markers(c: &Comment) -> Vec<String> {
     let mut out: Vec<String> = c
         .properties
         .get("drover")
-        .and_then(|p| p["key"].as_str())
+        .and_then(|p| p["marker"].as_str().or(p["key"].as_str()))
         .map(|k| vec![k.to_string()])
         .unwrap_or_default();
     for m in text_markers(&adf_text(&c.body)) {
