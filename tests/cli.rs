@@ -127,18 +127,15 @@ fn the_example_config_is_valid() {
     assert!(stderr.contains("cannot reach Redis"), "{stderr}");
 }
 
-/// `drover dev --demo provision`: a private Redis, the lab, the API and workers on one machine; the
-/// demo provisions three nodes from the lab's MAAS (the first deployment on spare-01 fails on
-/// purpose) and prints each machine's progress, then exits 0 because the scale-out succeeded.
-#[test]
-fn the_dev_provisioning_demo_runs_to_success() {
-    let dir = std::env::temp_dir().join(format!("drover-dev-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// Runs `drover dev --demo <demo> --exit-after-demo` on a free port with the lab at 600x and its
+/// data in `dir`, with none of the environment that would point it elsewhere; asserts it exited 0
+/// and returns its stdout.
+fn dev_demo(demo: &str, dir: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_drover"))
         .args([
             "dev",
             "--demo",
-            "provision",
+            demo,
             "--exit-after-demo",
             "--listen",
             "127.0.0.1:0",
@@ -146,20 +143,32 @@ fn the_dev_provisioning_demo_runs_to_success() {
             "600",
             "--data-dir",
         ])
-        .arg(&dir)
+        .arg(dir)
         .env_remove("DROVER_REDIS_URL")
         .env_remove("REDIS_URL")
         .env_remove("DROVER_KUBE_URL")
         .env_remove("DROVER_MAAS_URL")
+        .env_remove("DROVER_IMAGES_DIR")
         .env("DROVER_LOG", "warn")
         .output()
         .expect("run drover dev");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// `drover dev --demo provision`: a private Redis, the lab, the API and workers on one machine; the
+/// demo provisions three nodes from the lab's MAAS (the first deployment on spare-01 fails on
+/// purpose) and prints each machine's progress, then exits 0 because the scale-out succeeded.
+#[test]
+fn the_dev_provisioning_demo_runs_to_success() {
+    let dir = std::env::temp_dir().join(format!("drover-dev-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = dev_demo("provision", &dir);
     assert!(
         stdout.contains("spare-01 failed: ") && stdout.contains("(released)"),
         "{stdout}"
@@ -181,32 +190,7 @@ fn the_dev_provisioning_demo_runs_to_success() {
 fn the_dev_import_demo_shows_live_progress_and_succeeds() {
     let dir = std::env::temp_dir().join(format!("drover-dev-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args([
-            "dev",
-            "--demo",
-            "import",
-            "--exit-after-demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--lab-time-scale",
-            "600",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .env_remove("DROVER_REDIS_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("DROVER_KUBE_URL")
-        .env_remove("DROVER_IMAGES_DIR")
-        .env("DROVER_LOG", "warn")
-        .output()
-        .expect("run drover dev");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = dev_demo("import", &dir);
     assert!(
         stdout.contains("uploading") && stdout.contains("MB/s") && stdout.contains("ETA"),
         "live progress: {stdout}"
@@ -219,5 +203,27 @@ fn the_dev_import_demo_shows_live_progress_and_succeeds() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `drover dev --demo ticket --exit-after-demo`: a change ticket in the lab's Jira, moved to In
+/// Progress, starts a drain through the signed webhook; Drover's comments arrive on the ticket,
+/// the demo approves the change when asked, and the ticket ends Done.
+#[test]
+fn the_dev_ticket_demo_drives_a_drain_from_jira_and_writes_back() {
+    let dir = std::env::temp_dir().join(format!("drover-dev-ticket-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = dev_demo("ticket", &dir);
+    assert!(
+        stdout.contains("comment: Drover started drain-node"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("waits for approval"), "{stdout}");
+    assert!(stdout.contains("is Done"), "{stdout}");
+    // The lab's webhook secret and credentials are files, never printed by the demo.
+    assert!(
+        !stdout.contains("drover-dev-lab-webhook-secret"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use drover_lab::{JiraWebhook, Lab, LabConfig, LabHandle, OutboundMessage, TicketFaults};
 use drover_workflows::State;
 use drover_workflows::ports::Ports;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::api::{Api, start_api_full};
 use crate::harness::*;
@@ -131,30 +131,7 @@ pub async fn ticket_rig_with(name: &str, top: &str, rules: &str, workers: usize)
     }
 }
 
-/// The text of an ADF document (or a plain string body).
-pub fn adf_text(body: &Value) -> String {
-    match body {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => {
-            let mut out = o
-                .get("text")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            if let Some(Value::Array(items)) = o.get("content") {
-                let parts: Vec<String> = items.iter().map(adf_text).collect();
-                let sep = if o.get("type") == Some(&json!("doc")) {
-                    "\n\n"
-                } else {
-                    ""
-                };
-                out.push_str(&parts.join(sep));
-            }
-            out
-        }
-        _ => String::new(),
-    }
-}
+pub use drover_lab::ticketing::jira::adf::adf_text;
 
 /// The Jira comments of `key` written by Drover (they carry the `drover` property), oldest first.
 pub fn drover_comments(lab: &LabHandle, key: &str) -> Vec<String> {

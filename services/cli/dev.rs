@@ -27,7 +27,9 @@ pub struct Args {
     /// Which demo to run: `maintenance` (a rolling maintenance of three lab nodes), `provision`
     /// (three bare-metal nodes from the lab's MAAS, one deployment failing on purpose), `import`
     /// (a VM from a vmdk it makes with qemu-img: conversion and upload with live progress),
-    /// `synthetic` (retries, fan-out under a semaphore, a signal) or `none`.
+    /// `ticket` (a change ticket in the lab's Jira drives a node drain: comments on the ticket as it
+    /// goes, an approval transition ends the maintenance), `synthetic` (retries, fan-out under a
+    /// semaphore, a signal) or `none`.
     #[arg(long, default_value = "maintenance")]
     demo: String,
     /// Do not submit a demo workflow (same as --demo none).
@@ -102,6 +104,9 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         if config.maas.url.is_none() {
             lab_maas(&mut config, &lab, &args.data_dir.join("lab"))?;
         }
+        if config.tickets.is_none() && config.hooks.jira.is_none() {
+            lab_ticketing(&mut config, &lab, &args.data_dir.join("lab"))?;
+        }
         Some(lab)
     } else {
         None
@@ -111,11 +116,12 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let hooks = crate::api_hooks(&config).await?;
     let state = Arc::new(drover_api::AppState {
         store: store.clone(),
         registry: config.registry(),
         config: config.api.clone(),
-        hooks: None,
+        hooks,
     });
     let api = tokio::spawn(drover_api::serve(listener, state, stopped(stop_rx.clone())));
     let mut workers = Vec::new();
@@ -141,6 +147,25 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
     }
 
     let base = format!("http://{}", config.api.listen);
+    if let Some(lab) = &lab
+        && config.hooks.jira.is_some()
+        && config.tickets.is_some()
+    {
+        // The lab's Jira and ServiceNow send their changes to this API, signed.
+        lab.jira().add_webhook(drover_lab::JiraWebhook {
+            name: "drover-dev".into(),
+            url: format!("{base}/v1/hooks/jira"),
+            events: vec!["jira:issue_created".into(), "jira:issue_updated".into()],
+            jql: String::new(),
+            secret: Some(LAB_HOOK_SECRET.into()),
+            exclude_body: false,
+        })?;
+        lab.servicenow()
+            .set_outbound(Some(drover_lab::OutboundMessage::new(
+                format!("{base}/v1/hooks/servicenow"),
+                LAB_HOOK_SECRET.to_string(),
+            )));
+    }
     println!("Drover dev is up.");
     println!("  API       {base}   (token: {token})");
     println!("  Redis     {}", crate::config::redact_url(&redis_url));
@@ -180,11 +205,15 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
             }
             import_demo(&base, &token, &args.data_dir.join("demo-images")).await
         }
-        "maintenance" | "provision" | "import" => Err(anyhow::anyhow!(
+        "ticket" if lab.is_some() && config.hooks.jira.is_some() => match &lab {
+            Some(lab) => ticket_demo(lab).await,
+            None => Ok(false),
+        },
+        "maintenance" | "provision" | "import" | "ticket" => Err(anyhow::anyhow!(
             "the {demo} demo runs against the lab; unset [kube] or pick --demo synthetic"
         )),
         other => Err(anyhow::anyhow!(
-            "unknown demo {other:?}; use maintenance, provision, import, synthetic or none"
+            "unknown demo {other:?}; use maintenance, provision, import, ticket, synthetic or none"
         )),
     };
     let demo_ok = outcome.unwrap_or_else(|e| {
@@ -341,6 +370,168 @@ fn lab_maas(
         "lab-maas-api-key",
     ));
     Ok(())
+}
+
+/// The secret the lab signs its webhooks with in `drover dev` (a lab, not a secret worth keeping).
+const LAB_HOOK_SECRET: &str = "drover-dev-lab-webhook-secret";
+
+/// Points `[tickets]` and `[hooks]` at the lab's Jira and ServiceNow: their credentials and the
+/// webhook secret become secrets in files under `dir`, and two rules: a Jira change moved to In
+/// Progress drains the node its `customfield_10050` names (an approval ends the maintenance, and
+/// the ticket goes to Done), a ServiceNow change reaching Implement runs a rolling maintenance of
+/// the nodes in `u_nodes` (and goes to Review).
+fn lab_ticketing(
+    config: &mut crate::config::Config,
+    lab: &drover_lab::LabHandle,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    use drover_worker::secrets::Source;
+    std::fs::create_dir_all(dir)?;
+    let (jira_email, jira_token) = lab.jira_credentials();
+    let (sn_user, sn_password) = lab.servicenow_credentials();
+    for (name, value) in [
+        ("lab-jira-token", jira_token.as_str()),
+        ("lab-servicenow-password", sn_password.as_str()),
+        ("lab-webhook-secret", LAB_HOOK_SECRET),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, value)?;
+        if config.secrets.get(name).is_none() {
+            config
+                .secrets
+                .insert(name, Source::File(path))
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
+    let bot = drover_lab::LabConfig::reference()
+        .ticketing
+        .jira
+        .api_account
+        .account_id;
+    let text = format!(
+        r#"
+[tickets]
+timeout_ms = 5000
+[tickets.jira]
+url = {jira_url:?}
+email = {jira_email:?}
+api_token = {{ secret = "lab-jira-token" }}
+writes_per_second_per_ticket = 5.0
+[tickets.servicenow]
+url = {sn_url:?}
+user = {sn_user:?}
+password = {{ secret = "lab-servicenow-password" }}
+writes_per_second_per_ticket = 5.0
+
+[hooks.jira]
+secret = {{ secret = "lab-webhook-secret" }}
+account_id = {bot:?}
+[hooks.servicenow]
+secret = {{ secret = "lab-webhook-secret" }}
+user = {sn_user:?}
+
+[[hooks.rules]]
+name = "drain-on-progress"
+source = "jira"
+on = "status"
+to = "In Progress"
+only = {{ "issuetype.name" = "Change" }}
+kind = "drain-node"
+input = {{ maintenance = "wait-for-signal", non_migratable = "shutdown-restart", poll_ms = 300 }}
+fields = {{ node = "customfield_10050" }}
+approval = {{ to = "Approved", signal = "maintenance-done" }}
+on_success = "Done"
+
+[[hooks.rules]]
+name = "rollout-on-implement"
+source = "servicenow"
+on = "status"
+to = "Implement"
+kind = "rolling-maintenance"
+input = {{ max_in_maintenance = 1, non_migratable = "shutdown-restart", poll_ms = 300 }}
+fields = {{ nodes = "u_nodes[]" }}
+on_success = "Review"
+"#,
+        jira_url = lab.jira_url(),
+        sn_url = lab.servicenow_url(),
+    );
+    #[derive(serde::Deserialize)]
+    struct Parts {
+        tickets: drover_tickets::Config,
+        hooks: drover_api::hooks::Config,
+    }
+    let parts: Parts = toml::from_str(&text).context("the lab's ticketing settings")?;
+    config.tickets = Some(parts.tickets);
+    config.hooks = parts.hooks;
+    Ok(())
+}
+
+/// A change ticket in the lab's Jira drives a drain of worker-04: the demo moves it to In
+/// Progress as an engineer would, prints Drover's comments as they land on the ticket, approves
+/// the change once Drover asks, and waits for the ticket to be Done.
+async fn ticket_demo(lab: &drover_lab::LabHandle) -> anyhow::Result<bool> {
+    let jira = lab.jira();
+    let key = jira.create_issue(json!({
+        "project": {"key": "OPS"}, "summary": "Firmware update on worker-04",
+        "issuetype": {"name": "Change"}, "customfield_10050": "worker-04",
+    }))?;
+    println!(
+        "Jira {key} \"Firmware update on worker-04\" (a Change): Alice moves it to In Progress; the \
+         webhook starts a drain-node, whose progress Drover comments on the ticket."
+    );
+    jira.transition(&key, "Start Progress")?;
+    let start = Instant::now();
+    let mut shown = 0;
+    let mut approved = false;
+    while start.elapsed() < Duration::from_secs(300) {
+        let comments: Vec<String> = jira
+            .comments(&key)
+            .iter()
+            .filter(|c| {
+                c["properties"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["key"] == "drover"))
+            })
+            .map(|c| drover_lab::ticketing::jira::adf::adf_text(&c["body"]))
+            .collect();
+        for c in &comments[shown.min(comments.len())..] {
+            println!(
+                "[{:>5.1}s] {key} comment: {c}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        shown = comments.len();
+        if !approved && comments.iter().any(|c| c.contains("waits for approval")) {
+            println!(
+                "[{:>5.1}s] {key}: Alice checks the node and moves the ticket to Approved.",
+                start.elapsed().as_secs_f64()
+            );
+            jira.transition(&key, "Approve")?;
+            approved = true;
+        }
+        let status = jira
+            .issue(&key)
+            .and_then(|i| i["fields"]["status"]["name"].as_str().map(String::from))
+            .unwrap_or_default();
+        let finished = comments.iter().any(|c| c.starts_with("Drover finished"));
+        let failed = comments
+            .iter()
+            .any(|c| c.starts_with("Drover: drain-node") && c.contains("failed"));
+        if failed {
+            println!("Ticket demo: the drain failed (see the comment above).");
+            return Ok(false);
+        }
+        if finished && status == "Done" {
+            println!(
+                "[{:>5.1}s] {key} is Done: Drover moved it when the drain succeeded.",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!("Ticket demo: {key} did not reach Done within 300 s.");
+    Ok(false)
 }
 
 /// Submits a scale-out of three nodes from the lab's spare pool and prints, as it changes, each

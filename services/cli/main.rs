@@ -277,7 +277,7 @@ async fn api_admission(
 
 /// The API's webhooks (`[hooks]`): none when no source is configured. Their secrets are read
 /// through `[secrets]` at each delivery (rotation needs no restart).
-async fn api_hooks(
+pub async fn api_hooks(
     config: &config::Config,
 ) -> anyhow::Result<Option<Arc<drover_api::hooks::Hooks>>> {
     let hooks = &config.hooks;

@@ -190,10 +190,7 @@ fn render(entry: &Value, view: Option<&drover_store::WorkflowView>) -> String {
                 "Drover finished {} (workflow {}): succeeded. {}",
                 v.kind,
                 v.id,
-                v.result
-                    .as_ref()
-                    .map(|r| compact(r, 1500))
-                    .unwrap_or_default()
+                outcome(v)
             ),
             "failed" => format!(
                 "Drover: {} (workflow {}) failed: {}",
@@ -204,6 +201,35 @@ fn render(entry: &Value, view: Option<&drover_store::WorkflowView>) -> String {
             other => format!("Drover: {} (workflow {}) {other}.", v.kind, v.id),
         },
         other => format!("Drover: {} (workflow {}): {other}.", v.kind, v.id),
+    }
+}
+
+/// What a succeeded workflow did, in the terms of its kind.
+fn outcome(v: &drover_store::WorkflowView) -> String {
+    let r = v.result.clone().unwrap_or_default();
+    let count = |x: &Value| x.as_array().map_or(0, Vec::len);
+    match v.kind.as_str() {
+        "drain-node" => format!(
+            "Node {}: {} VMs migrated; {}.",
+            r["node"].as_str().unwrap_or("?"),
+            count(&r["migrated"]),
+            if r["uncordoned"] == true {
+                "back in service"
+            } else {
+                "left cordoned"
+            }
+        ),
+        "rolling-maintenance" => format!(
+            "Nodes: {}; {} migrations.",
+            compact(&r["nodes"], 600),
+            r["migrations"]
+        ),
+        "import-vm" => format!(
+            "VM {}/{} is running.",
+            v.input["namespace"].as_str().unwrap_or("?"),
+            v.input["name"].as_str().unwrap_or("?")
+        ),
+        _ => compact(&r, 1500),
     }
 }
 
