@@ -613,7 +613,7 @@ async fn a_window_closing_mid_rollout_holds_it_until_the_next_window() {
     create(
         &api,
         json!({
-            "id": "nightly", "cron": "0/20 * * * * *", "window_secs": 6, "paused": true,
+            "id": "nightly", "cron": "0/30 * * * * *", "window_secs": 12, "paused": true,
             "kind": "rolling-maintenance",
             "input": {"nodes": ["worker-02", "worker-03"], "max_in_maintenance": 1,
                       "maintenance": "wait-for-signal", "non_migratable": "shutdown-restart",
@@ -621,6 +621,12 @@ async fn a_window_closing_mid_rollout_holds_it_until_the_next_window() {
         }),
     )
     .await;
+    // Trigger just after a fire time, so the triggered run's window (12 s from now) outlasts
+    // the schedule's own window of that fire time, and the next window opens at the next one.
+    let phase = now_ms() % 30_000;
+    if !(500..2_000).contains(&phase) {
+        tokio::time::sleep(Duration::from_millis((30_000 + 500 - phase) % 30_000)).await;
+    }
     let (status, fired) = post(&api, "/v1/schedules/nightly/trigger", json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{fired}");
     let (status, _) = post(&api, "/v1/schedules/nightly/unpause", json!({})).await;
@@ -643,8 +649,8 @@ async fn a_window_closing_mid_rollout_holds_it_until_the_next_window() {
             .collect::<Vec<_>>()
     };
     let first = crate::lab::support::wait_for(
-        "the first drain in maintenance",
-        Duration::from_secs(30),
+        "the first drain in maintenance (within its 12 s window)",
+        Duration::from_secs(12),
         || {
             let f = in_maintenance(store.clone(), rollout.clone());
             async move { Some(f.await).filter(|v| !v.is_empty()) }
@@ -696,7 +702,7 @@ async fn a_window_closing_mid_rollout_holds_it_until_the_next_window() {
     // The next window: the second node drains.
     let second = crate::lab::support::wait_for(
         "the second drain in maintenance",
-        Duration::from_secs(40),
+        Duration::from_secs(60),
         || {
             let f = in_maintenance(store.clone(), rollout.clone());
             async move { Some(f.await).filter(|v| !v.is_empty()) }
