@@ -208,6 +208,15 @@ async fn a_bad_signature_or_an_old_timestamp_gets_401_and_writes_nothing() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A signed Jira delivery from two days ago: past the replay memory, refused.
+    let mut old_body = jira_body(6, "Ready", "alice", "Change");
+    old_body["timestamp"] = json!(now_ms() - 2 * 86_400_000);
+    let (status, reply) = jira(&api, "j-old", &old_body, JIRA_SECRET).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+    assert!(
+        reply["detail"].as_str().unwrap().contains("a replay"),
+        "{reply}"
+    );
     assert_eq!(
         dbsize(&store).await,
         before,

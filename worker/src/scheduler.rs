@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_store::schedule::{
-    self as store_schedule, Fire, FireMode, Fired, ScheduleRecord, Verdict, fire_workflow,
-    next_fire,
+    self as store_schedule, Fire, FireMode, Fired, Verdict, fire_workflow, next_fire,
 };
 use drover_workflows::schedule::{Compiled, ScheduleSpec, rfc3339};
 use futures::StreamExt;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::{Runner, now_ms};
@@ -23,7 +23,7 @@ use crate::{Runner, now_ms};
 /// Schedules taken per look at the due index.
 const BATCH: usize = 256;
 /// Fire calls in flight at once.
-const PARALLEL: usize = 32;
+const PARALLEL: usize = 64;
 /// Longest sleep between looks (a schedule change wakes a sleeper sooner).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Fire times counted one by one when skipping a long outage; past this the count is a floor.
@@ -35,26 +35,55 @@ type Cache = Mutex<HashMap<String, (u64, Arc<Compiled>)>>;
 /// Runs until the task is aborted. Redis errors pause it (with backoff); they never end it.
 pub async fn run(runner: Arc<Runner>) {
     let cache: Cache = Mutex::new(HashMap::new());
-    let mut waiter = None;
+    // A schedule changed: a listener on `sched:wake` of its own, so the due instant itself is
+    // timed by tokio (a blocking pop's timeout ends only at Redis's next timer tick, up to 100 ms
+    // late at its default `hz 10`).
+    let changed = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen(runner.store.clone(), changed.clone()));
     let mut backoff = Duration::from_millis(100);
     loop {
-        match tick(&runner, &cache, &mut waiter).await {
+        match tick(&runner, &cache, &changed).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 debug!(error = %e, "Scheduler: Redis unavailable; retrying.");
-                waiter = None;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        if listener.is_finished() {
+            break;
+        }
+    }
+}
+
+/// Wakes the scheduler whenever a schedule changes (`sched:wake`).
+async fn listen(store: drover_store::Store, changed: Arc<Notify>) {
+    const BLOCK: Duration = Duration::from_secs(5);
+    let mut waiter = None;
+    loop {
+        if waiter.is_none() {
+            match store.schedule_waiter(BLOCK).await {
+                Ok(w) => waiter = Some(w),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        if let Some(w) = waiter.as_mut() {
+            match w.wait(BLOCK).await {
+                Ok(true) => changed.notify_one(),
+                Ok(false) => {}
+                Err(_) => {
+                    waiter = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }
 }
 
-async fn tick(
-    runner: &Arc<Runner>,
-    cache: &Cache,
-    waiter: &mut Option<drover_store::Waiter>,
-) -> drover_store::Result<()> {
+async fn tick(runner: &Arc<Runner>, cache: &Cache, changed: &Notify) -> drover_store::Result<()> {
     let store = &runner.store;
     let now = now_ms();
     let mut due = store.schedules_due(now, BATCH).await?;
@@ -66,11 +95,9 @@ async fn tick(
         if sleep.is_zero() {
             return Ok(());
         }
-        if waiter.is_none() {
-            *waiter = Some(store.schedule_waiter(MAX_SLEEP).await?);
-        }
-        if let Some(w) = waiter.as_mut() {
-            w.wait(sleep).await?;
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = changed.notified() => {}
         }
         return Ok(());
     }
@@ -86,38 +113,58 @@ async fn tick(
     results.into_iter().collect()
 }
 
-/// The compiled spec of a schedule, from the cache while its version holds.
-fn compiled(cache: &Cache, rec: &ScheduleRecord) -> Result<Arc<Compiled>, String> {
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((version, c)) = cache.get(&rec.id)
-        && *version == rec.version
+/// The compiled spec of a schedule, from the cache while its version holds (else read and
+/// compiled); an error when the stored spec does not compile; none when the schedule is gone.
+async fn compiled(
+    store: &drover_store::Store,
+    cache: &Cache,
+    sid: &str,
+    version: u64,
+) -> drover_store::Result<Result<Arc<Compiled>, String>> {
     {
-        return Ok(c.clone());
+        let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, c)) = cache.get(sid)
+            && *v == version
+        {
+            return Ok(Ok(c.clone()));
+        }
     }
-    let spec: ScheduleSpec = serde_json::from_value(rec.spec.clone()).map_err(|e| e.to_string())?;
-    let c = Arc::new(Compiled::compile(&spec).map_err(|e| e.to_string())?);
-    cache.insert(rec.id.clone(), (rec.version, c.clone()));
-    Ok(c)
+    let Some(rec) = store.schedule_get(sid).await? else {
+        return Ok(Err("the schedule is gone".into()));
+    };
+    let spec: ScheduleSpec = match serde_json::from_value(rec.spec.clone()) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let c = match Compiled::compile(&spec) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(sid.to_string(), (rec.version, c.clone()));
+    Ok(Ok(c))
 }
 
 async fn fire_one(runner: &Arc<Runner>, cache: &Cache, sid: String) -> drover_store::Result<()> {
     let store = &runner.store;
-    let Some(rec) = store.schedule_get(&sid).await? else {
+    let Some(head) = store.schedule_head(&sid).await? else {
         return Ok(());
     };
     let now = now_ms();
-    if rec.buffered_ms.is_some()
+    if head.buffered
         && let Some(id) = store.schedule_buffer(&sid, now).await?
     {
         info!(schedule = %sid, workflow_id = %id, "Schedule started its buffered run.");
     }
-    let (Some(fire_ms), Some(due_ms)) = (rec.next_ms, rec.due_ms) else {
+    let (Some(fire_ms), Some(due_ms)) = (head.next_ms, head.due_ms) else {
         return Ok(());
     };
-    if rec.paused || due_ms > now as i64 {
+    if head.paused || due_ms > now as i64 {
         return Ok(());
     }
-    let compiled = match compiled(cache, &rec) {
+    let compiled = match compiled(store, cache, &sid, head.version).await? {
         Ok(c) => c,
         Err(e) => {
             // A spec stored by an older build that this build refuses: say so once and stop it.

@@ -58,6 +58,16 @@ impl ScheduleRecord {
     }
 }
 
+/// A schedule's state without its spec ([`Store::schedule_head`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub version: u64,
+    pub next_ms: Option<i64>,
+    pub due_ms: Option<i64>,
+    pub paused: bool,
+    pub buffered: bool,
+}
+
 /// How a schedule is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutMode {
@@ -242,6 +252,40 @@ impl Store {
         }
         let h: HashMap<String, String> = conn.hgetall(&key).await?;
         Ok(ScheduleRecord::from_hash(h).filter(|r| r.id == id))
+    }
+
+    /// What the scheduler needs to decide whether a schedule is due, in one read (the spec is
+    /// read only when the scheduler's compiled copy is older than `version`).
+    pub async fn schedule_head(&self, id: &str) -> Result<Option<Head>> {
+        let mut conn = self.conn.clone();
+        let f: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.sched_key(id))
+            .arg(&[
+                "id",
+                "version",
+                "next_ms",
+                "due_ms",
+                "paused",
+                "buffered_ms",
+            ])
+            .query_async(&mut conn)
+            .await?;
+        let num = |i: usize| {
+            f.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        if f.first().cloned().flatten().as_deref() != Some(id) {
+            return Ok(None);
+        }
+        Ok(Some(Head {
+            version: num(1).unwrap_or(0) as u64,
+            next_ms: num(2),
+            due_ms: num(2).and(num(3)),
+            paused: f.get(4).cloned().flatten().as_deref() == Some("1"),
+            buffered: num(5).is_some(),
+        }))
     }
 
     /// A page of schedules by creation time, oldest first, after the id `cursor`.

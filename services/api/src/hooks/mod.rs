@@ -136,6 +136,18 @@ async fn jira(
     )?;
     let value: Value = parse_json(&body)?;
     let event = event::jira(&value).map_err(ApiError::bad_request)?;
+    // Jira signs its body, timestamp included, and keeps it on retries: a delivery older than
+    // the delivery ids are remembered could be a replay nothing else would catch.
+    if let Some(at) = event.at_ms {
+        let age_s = (now_ms() as i64 - at) / 1000;
+        if age_s > hooks.config.delivery_ttl_secs as i64 {
+            return Err(unauthorized(verify::Refused::Timestamp(format!(
+                "the delivery's timestamp is {age_s} s old, past the {} s replays are \
+                 remembered; a replay",
+                hooks.config.delivery_ttl_secs
+            ))));
+        }
+    }
     let own = cfg.account_id.as_deref();
     handle(&state, hooks, event, &delivery, own)
         .await
