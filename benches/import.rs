@@ -65,7 +65,7 @@ struct Figures {
 
 async fn run(root: &Path) -> Result<String> {
     let started = Instant::now();
-    let load_before = load_average();
+    let load_before = report::load_average();
     let binary = Path::new(env!("CARGO_BIN_EXE_drover"));
     let redis = RedisServer::start(Options::temporary())?;
     let store = Store::connect(&drover_store::Config::new(redis.url())).await?;
@@ -128,14 +128,14 @@ async fn run(root: &Path) -> Result<String> {
         report::nproc(),
         report::cpu(),
         load_before,
-        load_average(),
-        first_line("qemu-img", &["--version"]),
-        first_line("curl", &["--version"])
+        report::load_average(),
+        report::first_line("qemu-img", &["--version"]),
+        report::first_line("curl", &["--version"])
             .split_whitespace()
             .take(2)
             .collect::<Vec<_>>()
             .join(" "),
-        code_version(),
+        report::code_version(),
     ));
     let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
     for f in runs.iter().chain(std::iter::once(&small_run)) {
@@ -222,41 +222,6 @@ fn make_vmdk(root: &Path, name: &str, mib: u64) -> Result<PathBuf> {
     )?;
     std::fs::remove_file(&raw)?;
     Ok(vmdk)
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// The first line a command prints, or its name.
-fn first_line(program: &str, args: &[&str]) -> String {
-    sh(program, args)
-        .ok()
-        .and_then(|o| o.lines().next().map(|l| l.trim().to_string()))
-        .unwrap_or_else(|| program.to_string())
-}
-
-/// The commit, and whether the tree had uncommitted changes.
-fn code_version() -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(rev) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
-            Some(st) if !st.is_empty() => format!("drover {rev} plus uncommitted changes"),
-            _ => format!("drover {rev}"),
-        },
-        None => "drover (no git)".into(),
-    }
 }
 
 fn s(p: &Path) -> &str {

@@ -1,5 +1,7 @@
 //! What the benchmarks that write their own BENCHMARKS.md section share: replacing the section
-//! between its markers, and the date and machine each report states.
+//! between its markers, and the date, machine and code each report states. Not every benchmark
+//! states all of them.
+#![allow(dead_code)]
 
 use anyhow::Result;
 
@@ -42,4 +44,47 @@ pub fn cpu() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default()
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The first line a command prints, or its name.
+pub fn first_line(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_else(|| program.to_string())
+}
+
+/// The commit, and whether the tree had uncommitted changes.
+pub fn code_version() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(st) if !st.is_empty() => format!("drover {rev} plus uncommitted changes"),
+            _ => format!("drover {rev}"),
+        },
+        None => "drover (no git)".into(),
+    }
 }
