@@ -3,8 +3,9 @@
 //! bounded batch, so its cost follows the fire times due, not the number of schedules), decides
 //! what each fire time becomes (start, or skip: a freeze, outside the catch-up window, a workflow
 //! the registry refuses) and hands that to the store, which claims the fire time by compare-and-set
-//! and creates the workflow in the same call. Replicas race for the same fire times; the losers'
-//! calls write nothing.
+//! and creates the workflow in the same call. Replicas take different schedules (a taken one is
+//! moved [`TAKE_LEASE`] ahead in the index until its fire call places it again); should two
+//! still fire the same time, the second call writes nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ use crate::{Runner, now_ms};
 
 /// Schedules taken per look at the due index.
 const BATCH: usize = 256;
+/// How long a taken schedule is left to this scheduler before others may take it (a scheduler
+/// that dies holding it delays its fire time by this much).
+const TAKE_LEASE: Duration = Duration::from_secs(2);
 /// Fire calls in flight at once.
 const PARALLEL: usize = 64;
 /// Longest sleep between looks (a schedule change wakes a sleeper sooner).
@@ -86,7 +90,7 @@ async fn listen(store: drover_store::Store, changed: Arc<Notify>) {
 async fn tick(runner: &Arc<Runner>, cache: &Cache, changed: &Notify) -> drover_store::Result<()> {
     let store = &runner.store;
     let now = now_ms();
-    let mut due = store.schedules_due(now, BATCH).await?;
+    let mut due = store.schedules_take(now, BATCH, TAKE_LEASE).await?;
     if due.is_empty() {
         let sleep = match store.schedules_next_due().await? {
             Some(at) => Duration::from_millis((at - now as i64).clamp(0, 1000) as u64),
@@ -159,10 +163,11 @@ async fn fire_one(runner: &Arc<Runner>, cache: &Cache, sid: String) -> drover_st
         info!(schedule = %sid, workflow_id = %id, "Schedule started its buffered run.");
     }
     let (Some(fire_ms), Some(due_ms)) = (head.next_ms, head.due_ms) else {
-        return Ok(());
+        // Nothing to fire (a buffered run's recheck, or no fire time left): back where it belongs.
+        return store.schedule_requeue(&sid, now).await;
     };
     if head.paused || due_ms > now as i64 {
-        return Ok(());
+        return store.schedule_requeue(&sid, now).await;
     }
     let compiled = match compiled(store, cache, &sid, head.version).await? {
         Ok(c) => c,
@@ -219,7 +224,9 @@ async fn fire_one(runner: &Arc<Runner>, cache: &Cache, sid: String) -> drover_st
         Fired::Buffered { id } => {
             info!(schedule = %sid, workflow_id = %id, "Schedule buffered a run behind the previous one.")
         }
-        Fired::Existing { .. } | Fired::Stale | Fired::Paused | Fired::NotFound => {}
+        // Changed under it (replaced, paused): back where its new state says.
+        Fired::Stale | Fired::Paused => store.schedule_requeue(&sid, now).await?,
+        Fired::Existing { .. } | Fired::NotFound => {}
     }
     Ok(())
 }

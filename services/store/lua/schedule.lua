@@ -31,6 +31,13 @@ drover_sched_fire    KEYS[1]; ARGV P, sid, mode ("due"|"trigger"|"backfill"), fi
 drover_sched_buffer  KEYS[1]; ARGV P, sid, now, log_max
   Starts the buffered run once the previous workflow has ended; returns {"started", id},
   {"waiting"} or {"none"}.
+drover_sched_take    KEYS[1] P.."sched:due"; ARGV P, now, n, lease ms
+  Takes up to n schedules due at `now` for one scheduler: each is moved `lease` ms ahead in the
+  index, so other schedulers do not take it meanwhile; the fire call (or a requeue) puts it back at
+  its next due time, and a scheduler that dies holding it only delays it by the lease. Returns
+  sid, due, sid, due, ...
+drover_sched_requeue KEYS[1] the schedule's hash; ARGV P, sid, now
+  Puts a taken schedule back where its state says (nothing else changes).
 Invariant: a workflow started by a schedule is created by the same call that claims its fire time.
 ]]
 
@@ -260,4 +267,21 @@ redis.register_function('drover_sched_buffer', function(keys, args)
   sched_log(key, entry, log_max)
   sched_place(P, key, sid, now)
   return {entry.action == 'started' and 'started' or 'existing', rec.id}
+end)
+
+redis.register_function('drover_sched_take', function(keys, args)
+  local now, n, lease = tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local due = redis.call('ZRANGEBYSCORE', keys[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, n)
+  for i = 1, #due, 2 do
+    redis.call('ZADD', keys[1], 'XX', now + lease, due[i])
+  end
+  return due
+end)
+
+redis.register_function('drover_sched_requeue', function(keys, args)
+  local P, sid, now = args[1], args[2], tonumber(args[3])
+  if is_schedule(keys[1], sid) then
+    sched_place(P, keys[1], sid, now)
+  end
+  return 1
 end)

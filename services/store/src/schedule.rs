@@ -335,20 +335,37 @@ impl Store {
             .collect())
     }
 
-    /// Schedules due at `now_ms` (at most `limit`), with their due times.
-    pub async fn schedules_due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, i64)>> {
-        let mut conn = self.conn.clone();
-        let rows: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.key("sched:due"))
-            .arg("-inf")
+    /// Takes up to `limit` schedules due at `now_ms` for this scheduler (with their due times):
+    /// each is moved `lease` ahead in the due index so other schedulers skip it, until its fire
+    /// call or [`Store::schedule_requeue`] puts it back at its next due time.
+    pub async fn schedules_take(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<String> = self
+            .fcall("drover_sched_take", &self.key("sched:due"))
             .arg(now_ms)
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(0)
             .arg(limit)
-            .query_async(&mut conn)
+            .arg(lease.as_millis() as u64)
+            .run()
             .await?;
-        Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
+        Ok(rows
+            .chunks(2)
+            .filter_map(|c| Some((c.first()?.clone(), c.get(1)?.parse::<f64>().ok()? as i64)))
+            .collect())
+    }
+
+    /// Puts a taken schedule back in the due index where its state says.
+    pub async fn schedule_requeue(&self, id: &str, now_ms: u64) -> Result<()> {
+        let _: i64 = self
+            .fcall("drover_sched_requeue", &self.sched_key(id))
+            .arg(id)
+            .arg(now_ms)
+            .run()
+            .await?;
+        Ok(())
     }
 
     /// When the earliest schedule is due, if any.
