@@ -149,14 +149,25 @@ fn dev_demo(demo: &str, dir: &std::path::Path) -> String {
         .env_remove("DROVER_KUBE_URL")
         .env_remove("DROVER_MAAS_URL")
         .env_remove("DROVER_IMAGES_DIR")
-        .env("DROVER_LOG", "warn")
+        .env("DROVER_LOG", "info")
         .output()
         .expect("run drover dev");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = std::fs::read_to_string(dir.join("drover.log")).unwrap_or_default();
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
+        "{stdout}\n{}\n{log}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The log goes to the file it names, not between the progress lines.
+    assert!(
+        stdout.contains(&format!("Log       {}", dir.join("drover.log").display())),
+        "{stdout}"
+    );
+    assert!(log.contains("Workflow finished"), "{log}");
+    assert!(
+        !stdout.contains(" INFO ") && !stdout.contains(" WARN "),
+        "{stdout}"
     );
     stdout
 }

@@ -41,6 +41,18 @@ pub struct Args {
     /// Stop once the demo workflow has finished (exit code 0 only if it succeeded).
     #[arg(long)]
     exit_after_demo: bool,
+    /// Write the log to stderr, interleaved with the demo's progress, instead of to
+    /// `<data dir>/drover.log`.
+    #[arg(long)]
+    log_to_stderr: bool,
+}
+
+impl Args {
+    /// Where the log goes: a file in the data directory (named at start-up), so the terminal
+    /// shows the live progress alone; none with `--log-to-stderr`.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        (!self.log_to_stderr).then(|| self.data_dir.join("drover.log"))
+    }
 }
 
 pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -167,6 +179,9 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
             )));
     }
     println!("Drover dev is up.");
+    if let Some(log) = args.log_file() {
+        println!("  Log       {}", log.display());
+    }
     println!("  API       {base}   (token: {token})");
     println!("  Redis     {}", crate::config::redact_url(&redis_url));
     println!("  Workers   {}", args.workers.max(1));

@@ -46,18 +46,42 @@ fn main() -> ExitCode {
     let log_json = std::env::var("DROVER_LOG_FORMAT").is_ok_and(|f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal: escape codes in a log file or a collector are noise.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        );
-    if log_json {
-        builder.json().init();
-    } else {
-        builder.init();
+    // `drover dev` logs to a file in its data directory, so the terminal shows its live view.
+    let log_file = match &cli.command {
+        Command::Dev(args) => match args.log_file().map(|p| open_log(&p)).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("drover: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log_file {
+        Some(file) => {
+            let builder = builder.with_writer(Arc::new(file)).with_ansi(false);
+            if log_json {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+        }
+        None => {
+            let builder = builder
+                .with_writer(std::io::stderr)
+                // Colour only for a person at a terminal: escape codes in a log file or a
+                // collector are noise.
+                .with_ansi(
+                    std::io::IsTerminal::is_terminal(&std::io::stderr())
+                        && std::env::var_os("NO_COLOR").is_none(),
+                );
+            if log_json {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -85,6 +109,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Opens (appending; its directory made) the log file of `drover dev`.
+fn open_log(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open the log file {}: {e}", path.display()))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
