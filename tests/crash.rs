@@ -494,7 +494,13 @@ async fn sigterm_hands_a_cut_off_step_back_and_another_worker_resumes_it_at_once
     let old_token = cut["token"].as_u64().unwrap();
     assert_eq!(
         store
-            .renew(&id, old_token, now_ms(), Duration::from_millis(LEASE_MS), None)
+            .renew(
+                &id,
+                old_token,
+                now_ms(),
+                Duration::from_millis(LEASE_MS),
+                None
+            )
             .await
             .unwrap(),
         drover_store::Renewal::Lost

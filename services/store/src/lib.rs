@@ -11,8 +11,8 @@ mod control;
 mod handback;
 pub mod hook;
 pub mod probe;
-pub mod schedule;
 mod query;
+pub mod schedule;
 pub mod server;
 mod submit;
 
