@@ -14,15 +14,22 @@ use crate::harness::*;
 
 const GENERIC_SECRET: &str = "generic-hook-secret-0123";
 const JIRA_SECRET: &str = "jira-hook-secret-0123";
+const SN_SECRET: &str = "servicenow-hook-secret-0123";
+
+/// `[hooks.servicenow]` for APIs that take ServiceNow's messages too (the hostile sweep).
+pub(crate) const SERVICENOW: &str = "\n[servicenow]\nsecret = { secret = \"sn-hook\" }\n";
 
 fn secret_files(dir: &std::path::Path) -> drover_worker::secrets::Config {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("generic"), GENERIC_SECRET).unwrap();
     std::fs::write(dir.join("jira"), JIRA_SECRET).unwrap();
+    std::fs::write(dir.join("servicenow"), SN_SECRET).unwrap();
     toml::from_str(&format!(
-        "generic-hook = {{ file = {:?} }}\njira-hook = {{ file = {:?} }}\n",
+        "generic-hook = {{ file = {:?} }}\njira-hook = {{ file = {:?} }}\n\
+         sn-hook = {{ file = {:?} }}\n",
         dir.join("generic"),
-        dir.join("jira")
+        dir.join("jira"),
+        dir.join("servicenow")
     ))
     .unwrap()
 }
@@ -55,12 +62,17 @@ fields = { steps = "customfield_10050" }
 "#;
 
 pub(crate) async fn hook_api(store: &drover_store::Store, name: &str) -> Api {
+    hook_api_with(store, name, "").await
+}
+
+/// [`hook_api`] with more of `[hooks]` (TOML tables appended to the rules).
+pub(crate) async fn hook_api_with(store: &drover_store::Store, name: &str, more: &str) -> Api {
     let dir = std::env::temp_dir().join(format!("drover-hooks-{name}-{}", std::process::id()));
     let secrets = Arc::new(drover_worker::secrets::ConfigSecrets::new(
         secret_files(&dir),
         None,
     ));
-    let config: drover_api::hooks::Config = toml::from_str(RULES).unwrap();
+    let config: drover_api::hooks::Config = toml::from_str(&format!("{RULES}{more}")).unwrap();
     config.validate().unwrap();
     let hooks = Arc::new(drover_api::hooks::Hooks {
         config,

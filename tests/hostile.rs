@@ -134,7 +134,7 @@ async fn parked_workflow(api: &crate::api::Api) -> String {
 async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() {
     let redis = Redis::start_with(true);
     let store = redis.store().await;
-    let api = crate::hooks::hook_api(&store, "hostile").await;
+    let api = crate::hooks::hook_api_with(&store, "hostile", crate::hooks::SERVICENOW).await;
     let addr = host(&api.base);
     let w = parked_workflow(&api).await;
     // A schedule the controls below aim at (paused: nothing fires during the sweep).
@@ -378,9 +378,52 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         401,
     ));
     cases.push((
-        "hook: servicenow not configured".into(),
-        request("POST", "/v1/hooks/servicenow", None, &[], Some(b"{}")),
-        404,
+        "hook: servicenow unsigned".into(),
+        request(
+            "POST",
+            "/v1/hooks/servicenow",
+            None,
+            &[("x-servicenow-delivery", "d")],
+            Some(br#"{"sys_id":"a","state":"-1","sys_mod_count":"1"}"#),
+        ),
+        401,
+    ));
+    cases.push((
+        "hook: servicenow with a forged signature".into(),
+        request(
+            "POST",
+            "/v1/hooks/servicenow",
+            None,
+            &[
+                ("x-servicenow-signature", &"0".repeat(64)),
+                ("x-servicenow-timestamp", &(now_ms() / 1000).to_string()),
+                ("x-servicenow-delivery", "d"),
+            ],
+            Some(br#"{"sys_id":"a","state":"-1","sys_mod_count":"1"}"#),
+        ),
+        401,
+    ));
+    cases.push((
+        "hook: generic with a valid signature an hour old".into(),
+        {
+            let ts = (now_ms() / 1000 - 3600).to_string();
+            let sig = drover_api::hooks::verify::sign(
+                b"generic-hook-secret-0123",
+                format!("{ts}.{}", String::from_utf8_lossy(unsigned)).as_bytes(),
+            );
+            request(
+                "POST",
+                "/v1/hooks/generic",
+                None,
+                &[
+                    ("x-drover-signature", &format!("sha256={sig}")),
+                    ("x-drover-timestamp", &ts),
+                    ("x-drover-delivery", "d"),
+                ],
+                Some(unsigned),
+            )
+        },
+        401,
     ));
     cases.push((
         "hook: oversized".into(),
@@ -431,10 +474,12 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         ("/v1/schedules".into(), &["PUT", "DELETE", "PATCH"]),
         ("/v1/schedules/s".into(), &["POST", "PATCH"]),
         ("/v1/schedules/s/pause".into(), &["GET", "PUT", "DELETE"]),
+        ("/v1/schedules/s/unpause".into(), &["GET", "DELETE"]),
         ("/v1/schedules/s/trigger".into(), &["GET", "PUT"]),
         ("/v1/schedules/s/backfill".into(), &["GET", "DELETE"]),
         ("/v1/hooks/jira".into(), &["GET", "PUT"]),
         ("/v1/hooks/generic".into(), &["GET", "DELETE"]),
+        ("/v1/hooks/servicenow".into(), &["GET", "PATCH"]),
         ("/healthz".into(), &["POST", "DELETE"]),
         ("/readyz".into(), &["POST", "PUT"]),
     ];
