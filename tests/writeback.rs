@@ -133,6 +133,15 @@ pub async fn ticket_rig_with(name: &str, top: &str, rules: &str, workers: usize)
 
 pub use drover_lab::ticketing::jira::adf::adf_text;
 
+/// The workflows the rule `rule` started (at most 10).
+async fn started_by(rig: &TicketRig, rule: &str) -> Vec<drover_store::WorkflowView> {
+    let filter = drover_store::Filter {
+        label: Some(("drover.io/rule".into(), rule.into())),
+        ..Default::default()
+    };
+    rig.store.list(&filter, 10, None).await.unwrap().items
+}
+
 /// The Jira comments of `key` written by Drover (they carry the `drover` property), oldest first.
 pub fn drover_comments(lab: &LabHandle, key: &str) -> Vec<String> {
     lab.jira()
@@ -184,19 +193,8 @@ async fn a_jira_transition_drives_a_drain_with_comments_and_an_approval() {
     jira.transition(&key, "Start Progress").unwrap();
     let drain =
         crate::lab::support::wait_for("the drain to start", Duration::from_secs(20), || async {
-            let page = rig
-                .store
-                .list(
-                    &drover_store::Filter {
-                        label: Some(("drover.io/rule".into(), "drain".into())),
-                        ..Default::default()
-                    },
-                    10,
-                    None,
-                )
-                .await
-                .unwrap();
-            page.items.first().map(|w| w.id.clone())
+            let page = started_by(&rig, "drain").await;
+            page.first().map(|w| w.id.clone())
         })
         .await;
     // It drains and waits for the approval, and says so on the ticket.
@@ -271,19 +269,8 @@ async fn a_jira_transition_drives_a_drain_with_comments_and_an_approval() {
     let counters = rig.lab.ticket_counters();
     assert_eq!(counters.jira_duplicate_markers, 0);
     // Drover's comments and its Done transition fired webhooks; none started anything.
-    let started = rig
-        .store
-        .list(
-            &drover_store::Filter {
-                label: Some(("drover.io/rule".into(), "drain".into())),
-                ..Default::default()
-            },
-            10,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(started.items.len(), 1);
+    let started = started_by(&rig, "drain").await;
+    assert_eq!(started.len(), 1);
 }
 
 const ROLLOUT_RULE: &str = r#"
@@ -577,20 +564,6 @@ async fn a_stale_event_is_checked_against_the_ticket_as_it_is_now() {
         })
         .await;
     assert_eq!(late.attempts.last().unwrap().status, Some(202), "{late:?}");
-    let started = rig
-        .store
-        .list(
-            &drover_store::Filter {
-                label: Some(("drover.io/rule".into(), "drain".into())),
-                ..Default::default()
-            },
-            10,
-            None,
-        )
-        .await
-        .unwrap();
-    assert!(
-        started.items.is_empty(),
-        "nothing started from the stale event"
-    );
+    let started = started_by(&rig, "drain").await;
+    assert!(started.is_empty(), "nothing started from the stale event");
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_workflows::ports::tickets::TicketRef;
+use drover_workflows::ports::tickets::{MAX_COMMENT_CHARS, TicketRef};
 use drover_workflows::{NewWorkflow, Submission};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
@@ -91,7 +91,13 @@ async fn update(
     let comments = ticket["comments"].as_bool().unwrap_or(false);
     let event = entry["event"].as_str().unwrap_or_default();
     let id = entry["wf"].as_str().unwrap_or_default();
-    let view = runner.store.get(id).await?;
+    // A summary is all a comment needs (no outputs, history or children).
+    let view = runner
+        .store
+        .summaries(&[id.to_string()])
+        .await?
+        .into_iter()
+        .next();
     let text = if comments {
         Some(render(entry, view.as_ref()))
     } else {
@@ -108,7 +114,7 @@ async fn update(
     let input = json!({
         "ticket": target,
         "marker": format!("drover/{id}/{event}/{seq}"),
-        "text": text.map(|t| truncate(&t, MAX_TEXT)),
+        "text": text.map(|t| truncate(&t, MAX_COMMENT_CHARS)),
         "transition": transition,
     });
     let mut submission = Submission::new("ticket-update", input)
@@ -122,10 +128,6 @@ async fn update(
             .map_err(|e| e.to_string()),
     ))
 }
-
-/// The longest comment `ticket-update` takes (its `MAX_TEXT`; the worker does not depend on the
-/// kinds crate).
-const MAX_TEXT: usize = 30_000;
 
 fn short(id: &str) -> String {
     id.chars().take(36).collect()

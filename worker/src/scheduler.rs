@@ -90,7 +90,7 @@ async fn listen(store: drover_store::Store, changed: Arc<Notify>) {
 async fn tick(runner: &Arc<Runner>, cache: &Cache, changed: &Notify) -> drover_store::Result<()> {
     let store = &runner.store;
     let now = now_ms();
-    let mut due = store.schedules_take(now, BATCH, TAKE_LEASE).await?;
+    let due = store.schedules_take(now, BATCH, TAKE_LEASE).await?;
     if due.is_empty() {
         let sleep = match store.schedules_next_due().await? {
             Some(at) => Duration::from_millis((at - now as i64).clamp(0, 1000) as u64),
@@ -105,10 +105,6 @@ async fn tick(runner: &Arc<Runner>, cache: &Cache, changed: &Notify) -> drover_s
         }
         return Ok(());
     }
-    // Replicas look at the same due list; start at a random place so they mostly take different
-    // schedules first instead of racing for the same ones.
-    let offset = rand::random_range(0..due.len());
-    due.rotate_left(offset);
     let results: Vec<drover_store::Result<()>> = futures::stream::iter(due)
         .map(|(sid, _)| fire_one(runner, cache, sid))
         .buffer_unordered(PARALLEL)
@@ -287,10 +283,7 @@ fn decide(
         );
     }
     if let Some(freeze) = compiled.freeze_at(fire_ms) {
-        let reason = format!(
-            "freeze \"{}\" ({} to {})",
-            freeze.name, freeze.from, freeze.to
-        );
+        let reason = freeze.skip_reason();
         return (
             next,
             Decision::Skip {

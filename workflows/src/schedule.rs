@@ -119,6 +119,13 @@ pub struct Freeze {
     pub to: String,
 }
 
+impl Freeze {
+    /// Why a fire time inside it is skipped, as the schedule's log says it.
+    pub fn skip_reason(&self) -> String {
+        format!("freeze \"{}\" ({} to {})", self.name, self.from, self.to)
+    }
+}
+
 /// What a fire does while the schedule's previous run is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

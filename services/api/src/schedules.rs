@@ -16,7 +16,9 @@ use drover_store::schedule::{
     Fire, FireMode, Fired, Put, PutMode, ScheduleRecord, Verdict, fire_workflow, is_schedule_id,
     next_fire,
 };
-use drover_workflows::schedule::{Compiled, Overlap, ScheduleSpec, parse_instant, rfc3339};
+use drover_workflows::schedule::{
+    Compiled, MAX_NOTE_CHARS, Overlap, ScheduleSpec, parse_instant, rfc3339,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
@@ -366,20 +368,21 @@ async fn set_paused(
     let id = schedule_id(&id)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     let req: NoteBody = optional_body(&body)?;
-    if req.note.as_ref().is_some_and(|n| n.chars().count() > 500) {
-        return Err(ApiError::bad_request("note: at most 500 characters"));
+    if req
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return Err(ApiError::bad_request(format!(
+            "note: at most {MAX_NOTE_CHARS} characters"
+        )));
     }
-    let rec = state
-        .store
-        .schedule_get(id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
     let now = now_ms();
+    // Unpausing starts from the next fire time after now (a missing schedule is 404 either way).
     let next = if paused {
         None
     } else {
-        let spec: ScheduleSpec = serde_json::from_value(rec.spec.clone()).map_err(invalid)?;
-        let compiled = Compiled::compile(&spec).map_err(invalid)?;
+        let (_, compiled) = load(&state, id).await?;
         next_fire(id, &compiled, now as i64)
     };
     if !state
@@ -540,7 +543,7 @@ async fn backfill(
     for (t, wf) in times.iter().zip(&wfs) {
         let verdict = match compiled.freeze_at(*t) {
             Some(fr) => Verdict::Skip {
-                reason: format!("freeze \"{}\" ({} to {})", fr.name, fr.from, fr.to),
+                reason: fr.skip_reason(),
                 count: 1,
                 until_ms: *t,
             },

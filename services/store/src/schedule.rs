@@ -304,13 +304,21 @@ impl Store {
             None => 0,
         };
         let ids: Vec<String> = conn.zrange(&index, start, start + limit as isize).await?;
-        let more = ids.len() > limit;
-        let mut out = Vec::new();
-        for id in ids.iter().take(limit) {
-            if let Some(r) = self.schedule_get(id).await? {
-                out.push(r);
-            }
+        if ids.is_empty() {
+            return Ok((Vec::new(), None));
         }
+        let more = ids.len() > limit;
+        // One round trip for the page.
+        let mut pipe = redis::pipe();
+        for id in ids.iter().take(limit) {
+            pipe.hgetall(self.sched_key(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let out = hashes
+            .into_iter()
+            .zip(&ids)
+            .filter_map(|(h, id)| ScheduleRecord::from_hash(h).filter(|r| &r.id == id))
+            .collect();
         let next = if more {
             ids.get(limit - 1).cloned()
         } else {

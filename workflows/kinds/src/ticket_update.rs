@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use drover_workflows::ports::tickets::TicketRef;
+use drover_workflows::ports::tickets::{MAX_COMMENT_CHARS, TicketRef};
 use drover_workflows::sdk::{Ctx, Kind, Step, StepResult};
 use drover_workflows::{Outcome, Permit, RetryPolicy, Scope};
 use serde::{Deserialize, Serialize};
@@ -35,9 +35,6 @@ pub struct Input {
     #[serde(default)]
     pub transition: Option<String>,
 }
-
-/// Longest comment text, in characters (Jira's limit is 32,767).
-pub const MAX_TEXT: usize = 30_000;
 
 /// Write-backs keep trying through a ticketing outage of about an hour, in order.
 fn writeback_retry() -> RetryPolicy {
@@ -72,9 +69,9 @@ impl Kind for TicketUpdate {
         }
         if i.text
             .as_ref()
-            .is_some_and(|t| t.chars().count() > MAX_TEXT)
+            .is_some_and(|t| t.chars().count() > MAX_COMMENT_CHARS)
         {
-            return Err(format!("text is at most {MAX_TEXT} characters"));
+            return Err(format!("text is at most {MAX_COMMENT_CHARS} characters"));
         }
         if i.text.is_none() && i.transition.is_none() {
             return Err("give text, transition or both".into());

@@ -62,6 +62,9 @@ pub enum TicketError {
     Permanent(String),
 }
 
+/// The longest comment Drover writes, in characters (Jira's limit is 32,767).
+pub const MAX_COMMENT_CHARS: usize = 30_000;
+
 /// The ticketing port.
 #[async_trait]
 pub trait Tickets: Send + Sync {

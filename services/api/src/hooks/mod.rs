@@ -105,8 +105,18 @@ fn delivery_id(value: Option<&str>, name: &str) -> Result<String, ApiError> {
     Ok(v.to_string())
 }
 
-fn hooks_of(state: &AppState) -> Option<&Hooks> {
-    state.hooks.as_deref()
+/// The hooks and the settings of one source, or 404 when that source is not configured.
+fn configured<'a, T>(
+    state: &'a AppState,
+    source: &str,
+    pick: impl FnOnce(&'a Config) -> Option<&'a T>,
+) -> Result<(&'a Hooks, &'a T), ApiError> {
+    let hooks = state
+        .hooks
+        .as_deref()
+        .ok_or_else(|| not_configured(source))?;
+    let cfg = pick(&hooks.config).ok_or_else(|| not_configured(source))?;
+    Ok((hooks, cfg))
 }
 
 async fn jira(
@@ -114,12 +124,7 @@ async fn jira(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let hooks = hooks_of(&state).ok_or_else(|| not_configured("jira"))?;
-    let cfg = hooks
-        .config
-        .jira
-        .as_ref()
-        .ok_or_else(|| not_configured("jira"))?;
+    let (hooks, cfg) = configured(&state, "jira", |c| c.jira.as_ref())?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     let key = secret(hooks, &cfg.secret).await?;
     verify::check(
@@ -159,28 +164,21 @@ async fn servicenow(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let hooks = hooks_of(&state).ok_or_else(|| not_configured("servicenow"))?;
-    let cfg = hooks
-        .config
-        .servicenow
-        .as_ref()
-        .ok_or_else(|| not_configured("servicenow"))?;
+    let (hooks, cfg) = configured(&state, "servicenow", |c| c.servicenow.as_ref())?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     let key = secret(hooks, &cfg.secret).await?;
-    let ts_header = header(&headers, &cfg.timestamp_header);
-    let mut signed = ts_header.unwrap_or_default().as_bytes().to_vec();
-    signed.push(b'.');
-    signed.extend_from_slice(&body);
-    verify::check(
+    let ts = verify::check_timestamped(
         &key,
-        &signed,
+        &body,
         header(&headers, &cfg.signature_header),
         "signature",
         true,
+        header(&headers, &cfg.timestamp_header),
+        "timestamp",
+        now_ms(),
+        cfg.tolerance_secs,
     )
     .map_err(unauthorized)?;
-    let ts = verify::timestamp(ts_header, "timestamp", now_ms(), cfg.tolerance_secs)
-        .map_err(unauthorized)?;
     let delivery = delivery_id(header(&headers, &cfg.delivery_header), &cfg.delivery_header)?;
     let value: Value = parse_json(&body)?;
     let event = event::servicenow(&value, ts).map_err(ApiError::bad_request)?;
@@ -195,28 +193,16 @@ async fn generic(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let hooks = hooks_of(&state).ok_or_else(|| not_configured("generic"))?;
-    let cfg = hooks
-        .config
-        .generic
-        .as_ref()
-        .ok_or_else(|| not_configured("generic"))?;
+    let (hooks, cfg) = configured(&state, "generic", |c| c.generic.as_ref())?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     let key = secret(hooks, &cfg.secret).await?;
-    let ts_header = header(&headers, "x-drover-timestamp");
-    let mut signed = ts_header.unwrap_or_default().as_bytes().to_vec();
-    signed.push(b'.');
-    signed.extend_from_slice(&body);
-    verify::check(
+    let ts = verify::check_timestamped(
         &key,
-        &signed,
+        &body,
         header(&headers, "x-drover-signature"),
         "X-Drover-Signature",
         false,
-    )
-    .map_err(unauthorized)?;
-    let ts = verify::timestamp(
-        ts_header,
+        header(&headers, "x-drover-timestamp"),
         "X-Drover-Timestamp",
         now_ms(),
         cfg.tolerance_secs,

@@ -81,6 +81,28 @@ pub fn timestamp(
     Ok(ts)
 }
 
+/// The scheme with a sender timestamp (ServiceNow's outbound messages, the generic hook): the
+/// signature is over `<timestamp>.<body>`, then the timestamp must be within `tolerance_secs`.
+/// Returns the timestamp (Unix seconds).
+#[allow(clippy::too_many_arguments)]
+pub fn check_timestamped(
+    secret: &[u8],
+    body: &[u8],
+    signature: Option<&str>,
+    signature_name: &'static str,
+    prefix_optional: bool,
+    timestamp_value: Option<&str>,
+    timestamp_name: &'static str,
+    now_ms: u64,
+    tolerance_secs: u64,
+) -> Result<i64, Refused> {
+    let mut signed = timestamp_value.unwrap_or_default().as_bytes().to_vec();
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    check(secret, &signed, signature, signature_name, prefix_optional)?;
+    timestamp(timestamp_value, timestamp_name, now_ms, tolerance_secs)
+}
+
 /// HMAC-SHA256 of `message` as lowercase hex (senders and tests sign with it).
 pub fn sign(secret: &[u8], message: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
