@@ -190,6 +190,8 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         crate::lab::describe(lab, &lab_kubeconfig);
     }
     println!("  Try:      curl -H 'Authorization: Bearer {token}' {base}/v1/workflows");
+    println!("  CLI:      export DROVER_SERVER={base} DROVER_TOKEN={token}");
+    println!("            drover list; drover watch <id>; drover describe <id>");
 
     let demo = if args.no_demo {
         "none"

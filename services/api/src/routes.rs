@@ -348,16 +348,17 @@ fn child_rows(
         };
         let mut rows = Vec::with_capacity(children.len());
         for c in children {
-            let step = match &c.step_names {
-                Some(names) => names.get(c.step).cloned(),
+            let names: Vec<String> = match &c.step_names {
+                Some(names) => names.clone(),
                 None => state
                     .registry
                     .load(&c.kind, &c.input)
-                    .ok()
-                    .and_then(|l| l.steps().get(c.step).map(|s| s.name.clone())),
+                    .map(|l| l.steps().iter().map(|s| s.name.clone()).collect())
+                    .unwrap_or_default(),
             };
             let mut row = json!({
-                "id": c.id, "kind": c.kind, "state": c.state, "paused": c.paused, "step": step,
+                "id": c.id, "kind": c.kind, "state": c.state, "paused": c.paused,
+                "step": names.get(c.step), "step_index": c.step, "steps_total": names.len(),
                 "waiting_on": c.waiting_on, "progress": c.progress, "error": c.error,
                 "input": c.input, "result": c.result, "created_ms": c.created_ms,
                 "updated_ms": c.updated_ms, "finished_ms": c.finished_ms,
