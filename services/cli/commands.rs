@@ -15,7 +15,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::client::{Client, Context, Contexts, Target};
-use crate::watch::{EXIT_API, watch};
+use crate::watch::{EXIT_API, ended, watch};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -905,11 +905,16 @@ fn describe(w: &Value, now: u64) -> String {
         let rows: Vec<Vec<String>> = children
             .iter()
             .map(|c| {
+                let live = !ended(c);
                 vec![
                     text(&c["id"]),
                     text(&c["kind"]),
                     text(&c["state"]),
-                    text(&c["step"]),
+                    if live {
+                        text(&c["step"])
+                    } else {
+                        String::new()
+                    },
                     compact(&c["progress"]),
                 ]
             })

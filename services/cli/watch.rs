@@ -20,6 +20,10 @@ pub const EXIT_CANCELLED: u8 = 3;
 pub const EXIT_API: u8 = 4;
 pub const EXIT_TIMEOUT: u8 = 5;
 
+/// On a terminal, a workflow shows at most this many children one per row (the live ones first);
+/// the rest are counted in one row.
+const FOLD: usize = 8;
+
 /// One line of the view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -36,14 +40,16 @@ pub struct Row {
 }
 
 /// The rows of a workflow detail (as the event stream sends it), parent first, each child under it.
-pub fn rows(detail: &Value) -> Vec<Row> {
+/// With `fold`, a workflow with more than that many children shows the live ones (up to `fold`)
+/// and one row counting the rest by state, so a rollout of hundreds of VMs fits a terminal.
+pub fn rows(detail: &Value, fold: Option<usize>) -> Vec<Row> {
     let mut out = Vec::new();
     let steps_total = detail["steps"].as_array().map_or(0, Vec::len);
-    push(detail, steps_total, 0, &mut out);
+    push(detail, steps_total, 0, fold, &mut out);
     out
 }
 
-fn push(w: &Value, steps_total: usize, depth: usize, out: &mut Vec<Row>) {
+fn push(w: &Value, steps_total: usize, depth: usize, fold: Option<usize>, out: &mut Vec<Row>) {
     let state = w["state"].as_str().unwrap_or("?").to_string();
     let step = match state.as_str() {
         "succeeded" | "cancelled" => String::new(),
@@ -66,10 +72,51 @@ fn push(w: &Value, steps_total: usize, depth: usize, out: &mut Vec<Row>) {
         fraction: fraction(w, steps_total),
         note: note(&w["progress"]),
     });
-    for c in w["children"].as_array().into_iter().flatten() {
+    let children = w["children"].as_array().cloned().unwrap_or_default();
+    let (shown, folded): (Vec<&Value>, Vec<&Value>) = match fold {
+        Some(max) if children.len() > max => {
+            let live: Vec<&Value> = children.iter().filter(|c| !ended(c)).take(max).collect();
+            let rest = children
+                .iter()
+                .filter(|c| !live.iter().any(|l| std::ptr::eq(*l, *c)))
+                .collect();
+            (live, rest)
+        }
+        _ => (children.iter().collect(), Vec::new()),
+    };
+    for c in shown {
         let total = c["steps_total"].as_u64().unwrap_or(0) as usize;
-        push(c, total, depth + 1, out);
+        push(c, total, depth + 1, fold, out);
     }
+    if !folded.is_empty() {
+        let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &folded {
+            *by_state
+                .entry(c["state"].as_str().unwrap_or("?"))
+                .or_default() += 1;
+        }
+        let done = folded.iter().filter(|c| c["state"] == "succeeded").count();
+        out.push(Row {
+            depth: depth + 1,
+            label: format!("... {} more", folded.len()),
+            state: by_state
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            step: String::new(),
+            fraction: done as f64 / folded.len() as f64,
+            note: String::new(),
+        });
+    }
+}
+
+/// Whether a workflow (or child row) has ended.
+pub fn ended(w: &Value) -> bool {
+    matches!(
+        w["state"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
 }
 
 fn step_name(w: &Value) -> Option<String> {
@@ -227,7 +274,7 @@ pub async fn watch(client: &Client, id: &str, timeout: Option<Duration>) -> Exit
             };
             match name.as_str() {
                 "workflow" => {
-                    let rows = rows(&data);
+                    let rows = rows(&data, tty.then_some(FOLD));
                     if tty {
                         drawn = redraw(&rows, drawn);
                     } else {
@@ -326,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_rollout_shows_each_node_and_vm_under_it() {
-        let r = rows(&rollout());
+        let r = rows(&rollout(), None);
         let labels: Vec<(usize, &str)> = r.iter().map(|r| (r.depth, r.label.as_str())).collect();
         assert_eq!(
             labels,
@@ -350,6 +397,33 @@ mod tests {
     }
 
     #[test]
+    fn many_children_fold_into_one_row_with_the_live_ones_shown() {
+        let mut w = json!({"kind": "drain-node", "state": "running", "step": 0, "input": {},
+            "steps": [{"name": "migrate"}], "children": []});
+        let kids: Vec<Value> = (0..20)
+            .map(|i| {
+                json!({"kind": "migrate-vmi", "state": if i == 7 || i == 12 { "running" } else if i < 15 { "succeeded" } else { "pending" },
+                       "input": {"namespace": "ns", "vmi": format!("vm-{i}")}, "steps_total": 2, "step_index": 1})
+            })
+            .collect();
+        w["children"] = json!(kids);
+        let r = rows(&w, Some(3));
+        let labels: Vec<&str> = r.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "drain-node",
+                "migrate-vmi ns/vm-7",
+                "migrate-vmi ns/vm-12",
+                "migrate-vmi ns/vm-15",
+                "... 17 more"
+            ]
+        );
+        assert_eq!(r[4].state, "4 pending, 13 succeeded");
+        assert_eq!(rows(&w, None).len(), 21);
+    }
+
+    #[test]
     fn reported_percentages_and_bytes_win_and_failures_show_their_message() {
         let w = json!({"state": "running", "progress": {"percent": 42.5}});
         assert_eq!(fraction(&w, 5), 0.425);
@@ -358,7 +432,7 @@ mod tests {
         let failed = json!({"kind": "import-vm", "state": "failed", "input": {"name": "web"},
             "error": {"message": "qemu-img: not a disk image"}, "step": 2,
             "steps": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]});
-        let r = rows(&failed);
+        let r = rows(&failed, None);
         assert_eq!(r[0].label, "import-vm web");
         assert_eq!(r[0].step, "qemu-img: not a disk image");
         let text = line(&r[0], true);
