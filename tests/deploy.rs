@@ -305,6 +305,16 @@ fn container_env(
     env
 }
 
+/// A process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Mounts the pod's ConfigMap and emptyDirs under `dir`, rewrites the paths and the addresses the
 /// cluster's DNS would resolve, and starts the container's command as a process of the real binary.
 fn run_container(
@@ -314,7 +324,7 @@ fn run_container(
     rewrites: &[(&str, String)],
     dir: &Path,
     log: &str,
-) -> std::process::Child {
+) -> Killed {
     let etc = dir.join("etc-drover");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::write(etc.join("drover.toml"), config_text).unwrap();
@@ -343,7 +353,7 @@ fn run_container(
         }
         cmd.env(k, v);
     }
-    cmd.spawn().expect("start drover")
+    Killed(cmd.spawn().expect("start drover"))
 }
 
 #[tokio::test]
@@ -388,7 +398,7 @@ async fn the_rendered_containers_serve_the_api_and_drain_a_node_of_the_lab() {
         ("0.0.0.0:8080", format!("127.0.0.1:{port}")),
     ];
     let api = &find(&docs, "Deployment", "drover-api")["spec"]["template"]["spec"]["containers"][0];
-    let mut api_proc = run_container(
+    let _api = run_container(
         api,
         &config_text,
         container_env(api, &secrets, "drover-api-0"),
@@ -401,7 +411,7 @@ async fn the_rendered_containers_serve_the_api_and_drain_a_node_of_the_lab() {
     let mut env = container_env(worker, &secrets, "drover-worker-0");
     // Outside a pod, the in-cluster config falls back to $KUBECONFIG: the lab.
     env.push(("KUBECONFIG".into(), kubeconfig.to_str().unwrap().into()));
-    let mut worker_proc = run_container(
+    let _worker = run_container(
         worker,
         &config_text,
         env,
@@ -471,10 +481,6 @@ async fn the_rendered_containers_serve_the_api_and_drain_a_node_of_the_lab() {
         history.iter().all(|h| h["worker"] == "drover-worker-0"),
         "the worker took its name from the pod: {history:?}"
     );
-    let _ = api_proc.kill();
-    let _ = worker_proc.kill();
-    let _ = api_proc.wait();
-    let _ = worker_proc.wait();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -518,7 +524,7 @@ fn unit(path: &str) -> BTreeMap<String, String> {
 
 /// Starts a unit's ExecStart with the binary and config paths of this checkout and the
 /// EnvironmentFile's variables.
-fn exec_start(unit: &BTreeMap<String, String>, env_file: &Path, log: &Path) -> std::process::Child {
+fn exec_start(unit: &BTreeMap<String, String>, env_file: &Path, log: &Path) -> Killed {
     let words: Vec<String> = unit["ExecStart"]
         .split_whitespace()
         .map(|w| match w {
@@ -543,7 +549,7 @@ fn exec_start(unit: &BTreeMap<String, String>, env_file: &Path, log: &Path) -> s
             cmd.env(k, v);
         }
     }
-    cmd.spawn().expect("start the unit's command")
+    Killed(cmd.spawn().expect("start the unit's command"))
 }
 
 #[tokio::test]
@@ -591,7 +597,7 @@ async fn the_systemd_units_run_the_api_and_a_worker_on_a_plain_host() {
     )
     .await;
     // systemd stops them with KillSignal (SIGTERM) and waits TimeoutStopSec.
-    for (unit, child) in [(&api_unit, &mut api), (&worker_unit, &mut worker)] {
+    for (unit, Killed(child)) in [(&api_unit, &mut api), (&worker_unit, &mut worker)] {
         assert_eq!(unit.get("KillSignal").map(String::as_str), Some("SIGTERM"));
         let timeout: u64 = unit["TimeoutStopSec"].parse().unwrap();
         let _ = Command::new("kill")
