@@ -102,7 +102,7 @@ fn main() -> Result<()> {
     ];
     let mut report = String::new();
     report.push_str(&format!(
-        "Run {} on {} ({} cores, {}), load average before: {}; code {}; {} runs per row, {:.0} s \
+        "Run {} on {} ({} cores, {}), load average before: {}; code {}; {} runs per row, {:.1} s \
          in all.\n\nCommand: `{COMMAND}`\n\n",
         report::date(),
         report::cpu(),
