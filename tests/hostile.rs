@@ -486,6 +486,9 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         ("/v1/hooks/generic".into(), &["GET", "DELETE"]),
         ("/v1/hooks/servicenow".into(), &["GET", "PATCH"]),
         ("/healthz".into(), &["POST", "DELETE"]),
+        ("/v1/whoami".into(), &["POST", "PUT", "DELETE"]),
+        ("/ui/".into(), &["POST", "PUT", "DELETE"]),
+        ("/ui/app.js".into(), &["POST", "DELETE", "PATCH"]),
         ("/readyz".into(), &["POST", "PUT"]),
     ];
     for (path, methods) in &routes {
@@ -501,6 +504,25 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         "unknown route".into(),
         request("GET", "/v2/anything", Some(OPERATOR), &[], None),
         404,
+    ));
+    // The dashboard serves its three files and nothing else under /ui/.
+    for path in [
+        "/ui/..%2F..%2Fetc%2Fpasswd",
+        "/ui/%2e%2e%2fCargo.toml",
+        "/ui/app.js%00",
+        "/ui/.env",
+        "/ui/app.js/x",
+    ] {
+        cases.push((
+            format!("dashboard {path}"),
+            request("GET", path, None, &[], None),
+            404,
+        ));
+    }
+    cases.push((
+        "whoami without a token".into(),
+        request("GET", "/v1/whoami", None, &[], None),
+        401,
     ));
     // Submissions: malformed, oversized, wrongly typed, impossible.
     let fan =

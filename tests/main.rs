@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod client;
 mod crash;
+mod dashboard;
 mod deploy;
 mod drain;
 mod engine;

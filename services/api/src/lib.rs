@@ -4,6 +4,7 @@
 //! admission check could not be made (503 with Retry-After).
 
 mod auth;
+mod dashboard;
 mod error;
 mod events;
 mod guard;

@@ -43,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/workflows/{id}/resume", post(resume))
         .route("/v1/workflows/{id}/signals/{name}", post(signal))
         .merge(crate::schedules::routes())
+        .merge(crate::dashboard::routes())
         .merge(crate::hooks::routes())
         .fallback(|| async {
             ApiError::new(
