@@ -97,6 +97,11 @@ pub trait Workflow: Send + Sync {
     /// The kind's name, as submitted (`drain-node`).
     fn kind(&self) -> &'static str;
 
+    /// The JSON Schema of the kind's input (for the API's OpenAPI document); none if unknown.
+    fn input_schema(&self) -> Option<Value> {
+        None
+    }
+
     /// Parses and checks an input; the error says what to fix.
     fn load(&self, input: &Value) -> Result<Box<dyn Loaded>, String>;
 }

@@ -157,7 +157,9 @@ impl RetryPolicy {
 }
 
 /// How long a permit is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Taken when the step is claimed; released by its commit or by lease expiry.
@@ -169,7 +171,7 @@ pub enum Scope {
 
 /// A unit of a named counting semaphore that a step needs before it may run. A lock is a semaphore of
 /// capacity 1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Permit {
     pub name: String,
     pub capacity: u32,

@@ -133,6 +133,14 @@ impl Registry {
         self
     }
 
+    /// Each registered kind's input schema (JSON Schema), by kind.
+    pub fn input_schemas(&self) -> BTreeMap<&'static str, Value> {
+        self.kinds
+            .iter()
+            .filter_map(|(k, w)| Some((*k, w.input_schema()?)))
+            .collect()
+    }
+
     /// Sets the most workflows one top-level workflow may create (0: no limit).
     pub fn with_max_descendants(mut self, max: u64) -> Registry {
         self.max_descendants = max;

@@ -33,7 +33,7 @@ pub trait Kind: Send + Sync + Sized + 'static {
     /// The kind's name, as submitted (`drain-node`).
     const NAME: &'static str;
     /// The input, parsed once per attempt. Give it `#[serde(deny_unknown_fields)]`.
-    type Input: Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Input: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static;
 
     /// Checks the type cannot express; the error says what to fix.
     fn check(_input: &Self::Input) -> Result<(), String> {
@@ -357,6 +357,10 @@ pub fn parse<K: Kind>(input: &Value) -> Result<K::Input, String> {
 impl<K: Kind> Workflow for Typed<K> {
     fn kind(&self) -> &'static str {
         K::NAME
+    }
+
+    fn input_schema(&self) -> Option<Value> {
+        Some(schemars::schema_for!(K::Input).to_value())
     }
 
     fn load(&self, input: &Value) -> Result<Box<dyn Loaded>, String> {

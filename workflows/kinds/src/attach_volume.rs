@@ -34,7 +34,7 @@ use crate::storage::{self, CREATED_BY, parse_quantity};
 pub struct AttachVolume;
 
 /// Input of `attach-volume`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub namespace: String,

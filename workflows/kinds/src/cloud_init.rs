@@ -13,7 +13,7 @@ use drover_workflows::ports::secrets::Secret;
 use serde::{Deserialize, Serialize};
 
 /// A taint the node registers with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Taint {
     pub key: String,
@@ -23,7 +23,7 @@ pub struct Taint {
 }
 
 /// What a taint does to pods that do not tolerate it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Effect {
     NoSchedule,
     PreferNoSchedule,

@@ -29,7 +29,7 @@ use crate::machines::{self, Erase, maas_retry};
 pub struct DecommissionNode;
 
 /// Input of `decommission-node`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub node: String,

@@ -44,7 +44,7 @@ use crate::machines::{
 pub struct DeployMachine;
 
 /// Input of `deploy-machine` (written by `provision-node`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// The provisioning workflow this attempt serves (owner data on the machine).

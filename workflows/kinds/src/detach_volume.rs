@@ -21,7 +21,7 @@ use crate::storage::{self, CREATED_BY};
 pub struct DetachVolume;
 
 /// Input of `detach-volume`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub namespace: String,

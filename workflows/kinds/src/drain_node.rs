@@ -42,7 +42,9 @@ use crate::window::{self, Admission, Window};
 pub struct DrainNode;
 
 /// What to do with VMs that cannot live-migrate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// Refuse to drain; report the blocking VMs.
@@ -55,7 +57,9 @@ pub enum Policy {
 }
 
 /// What happens to a drained node before it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Maintenance {
     #[default]
@@ -68,7 +72,7 @@ pub enum Maintenance {
 pub const MAINTENANCE_DONE: &str = "maintenance-done";
 
 /// Input of `drain-node`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub node: String,

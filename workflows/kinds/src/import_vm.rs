@@ -60,7 +60,7 @@ pub struct ImportVm;
 /// Where the VM comes from: `{"disk": "/images/web.vmdk"}`, `{"disk": "https://..."}`,
 /// `{"ova": "/exports/web.ova"}` (or a URL, downloaded first), `{"ovf": "/exports/web/web.ovf"}`
 /// (its files beside it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
     Disk(String),
@@ -69,7 +69,7 @@ pub enum Source {
 }
 
 /// Input of `import-vm`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub namespace: String,
@@ -130,7 +130,7 @@ pub struct Input {
 }
 
 /// A named semaphore and its capacity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Slot {
     pub name: String,

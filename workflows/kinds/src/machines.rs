@@ -72,7 +72,7 @@ pub fn deploy_permit(limit: u32) -> Permit {
 
 /// Which machine to allocate: MAAS's own constraints (the ones cluster-api-provider-maas and the
 /// Terraform provider give), all optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraints {
     #[serde(default)]
@@ -145,7 +145,9 @@ impl Constraints {
 }
 
 /// How a released machine's disks are erased.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Erase {
     /// Not at all.

@@ -30,7 +30,7 @@ use crate::cluster::{cluster_retry, default_cluster_limit, default_node_limit, m
 pub struct MigrateVmi;
 
 /// Input of `migrate-vmi`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub namespace: String,

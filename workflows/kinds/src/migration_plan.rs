@@ -39,7 +39,7 @@ pub struct MigrationPlan;
 pub const MAX_VMS: usize = 100;
 
 /// Input of `migration-plan`: the mappings and settings every VM shares, and the VMs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// The namespace the VMs go to.
@@ -78,7 +78,7 @@ pub struct Input {
 }
 
 /// One VM of a plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanVm {
     pub name: String,

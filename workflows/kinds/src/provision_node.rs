@@ -36,7 +36,7 @@ use crate::machines::{
 pub struct ProvisionNode;
 
 /// Input of `provision-node`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// Which machine: pool, zone, tags, not_tags, minimum cpu_count and memory_mib.

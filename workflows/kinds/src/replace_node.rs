@@ -24,7 +24,7 @@ use crate::provision_node::{self, ProvisionNode};
 pub struct ReplaceNode;
 
 /// Input of `replace-node`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// The node to replace.

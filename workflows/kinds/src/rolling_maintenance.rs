@@ -46,7 +46,7 @@ use crate::window::{self, Admission, Window};
 pub struct RollingMaintenance;
 
 /// Input of `rolling-maintenance`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// The nodes, by name...

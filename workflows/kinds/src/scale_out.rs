@@ -20,7 +20,7 @@ pub struct ScaleOut;
 pub const MAX_NODES: u32 = 256;
 
 /// Input of `scale-out`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub count: u32,

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 pub struct Synthetic;
 
 /// Input of `synthetic`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// Number of steps, 1..=100.
@@ -65,14 +65,14 @@ pub struct Input {
     secret: Option<SecretRef>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SignalAt {
     step: usize,
     name: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FanOut {
     step: usize,

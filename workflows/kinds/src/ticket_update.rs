@@ -23,7 +23,7 @@ use serde_json::json;
 pub struct TicketUpdate;
 
 /// Input of `ticket-update`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     pub ticket: TicketRef,

@@ -33,7 +33,7 @@ use serde_json::json;
 /// The maintenance window a schedule's fire opened, as the scheduler writes it into the input of
 /// the workflow it starts (`{"schedule": id, "start_ms": fire time, "end_ms": fire time + window
 /// length}`, Unix ms).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// The id of the schedule that opened it (its spec is read again for freezes and later

@@ -297,7 +297,9 @@ pub struct NewVlan {
 }
 
 /// How an interface gets its address on a subnet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkMode {
     /// An address MAAS picks from the subnet at deployment.
@@ -484,7 +486,7 @@ pub trait Maas: Send + Sync {
 /// A host network layout, as the VMO reference architecture builds it through MAAS: a bond of
 /// physical NICs, optionally a bridge on it (the parent of the VMs' Multus networks), and VLAN
 /// interfaces, each optionally linked to a subnet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostNetwork {
     pub bond: BondLayout,
@@ -495,7 +497,7 @@ pub struct HostNetwork {
 }
 
 /// The bond of a [`HostNetwork`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BondLayout {
     pub name: String,
@@ -518,7 +520,7 @@ fn default_bond_mode() -> String {
 }
 
 /// The bridge of a [`HostNetwork`], on its bond.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeLayout {
     pub name: String,
@@ -535,7 +537,7 @@ pub struct BridgeLayout {
 }
 
 /// A VLAN interface of a [`HostNetwork`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VlanLayout {
     /// The 802.1Q tag; the VLAN must exist on the NICs' fabric.
@@ -548,7 +550,7 @@ pub struct VlanLayout {
 }
 
 /// A subnet link of a [`HostNetwork`] interface.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkLayout {
     /// The subnet's CIDR, name or id.

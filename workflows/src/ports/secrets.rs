@@ -14,6 +14,25 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SecretRef(String);
 
+/// Its schema says what its deserializer accepts: `{"secret": "<name>"}` and nothing else.
+impl schemars::JsonSchema for SecretRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretRef".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "a reference to a secret by name, never the secret itself",
+            "type": "object",
+            "properties": {
+                "secret": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,63}$"}
+            },
+            "required": ["secret"],
+            "additionalProperties": false
+        })
+    }
+}
+
 impl SecretRef {
     pub fn new(name: impl Into<String>) -> SecretRef {
         SecretRef(name.into())

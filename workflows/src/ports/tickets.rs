@@ -9,7 +9,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Which ticketing system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum System {
     Jira,
@@ -27,7 +39,7 @@ impl System {
 
 /// One ticket: its system, the key the API addresses it by (a Jira issue key such as `OPS-12`, a
 /// ServiceNow record's `sys_id`) and what people call it (`OPS-12`, `CHG0030001`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TicketRef {
     pub system: System,
