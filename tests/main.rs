@@ -14,6 +14,7 @@ mod hostile;
 mod import;
 mod lab;
 mod maas_adapter;
+mod metrics;
 mod provision;
 mod schedules;
 mod secrets;

@@ -35,6 +35,9 @@ pub struct Config {
     /// (`[tickets.jira]`: url, email, api_token by secret reference; `[tickets.servicenow]`: url,
     /// user, password by secret reference).
     pub tickets: Option<drover_tickets::Config>,
+    /// Where spans go (`[telemetry]`: `otlp_endpoint`, the OTLP/HTTP collector's base URL, and
+    /// `service_name`); the standard `OTEL_*` variables apply too. Nothing set: no traces.
+    pub telemetry: drover_telemetry::trace::Config,
 }
 
 /// Where workers keep disk images while they import them (`[images]`): `work_dir` (default
@@ -226,6 +229,11 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
             role: drover_api::Role::Viewer,
         });
     }
+    if let Some(v) = env("DROVER_API_METRICS_AUTH") {
+        config.api.metrics_auth = v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("DROVER_API_METRICS_AUTH={v:?} must be true or false"))?;
+    }
     if let Some(v) = env("DROVER_MAX_DESCENDANTS") {
         config.max_descendants =
             Some(v.parse().map_err(|_| {
@@ -250,6 +258,9 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         config.worker.scheduler = v
             .parse()
             .map_err(|_| anyhow::anyhow!("DROVER_WORKER_SCHEDULER={v:?} must be true or false"))?;
+    }
+    if let Some(listen) = env("DROVER_WORKER_METRICS_LISTEN") {
+        config.worker.metrics_listen = Some(listen);
     }
     if let Some(name) = env("DROVER_WORKER_NAME") {
         config.worker.name = Some(name);
