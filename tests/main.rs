@@ -20,5 +20,6 @@ mod schedules;
 mod secrets;
 mod storage;
 mod tickets;
+mod traces;
 mod versioning;
 mod writeback;

@@ -59,6 +59,25 @@ impl ApiProcess {
     }
 }
 
+impl ApiProcess {
+    /// Drains the lab's `worker-04` through the API and waits for it to succeed; returns its id
+    /// and its children (one migration each).
+    pub async fn drain_worker_04(&self, store: &drover_store::Store) -> (String, Vec<String>) {
+        let drain = self
+            .submit(
+                "drain-node",
+                json!({"node": "worker-04", "non_migratable": "fail", "poll_ms": 100}),
+            )
+            .await;
+        let v = &wait_all_finished(store, std::slice::from_ref(&drain), Duration::from_secs(60))
+            .await[0];
+        assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
+        let children = v.children.clone().unwrap_or_default();
+        assert!(!children.is_empty(), "the drain migrated nothing");
+        (drain, children)
+    }
+}
+
 impl Drop for ApiProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -195,21 +214,8 @@ async fn metrics_count_what_a_drain_and_a_killed_worker_did() {
             ("DROVER_WORKER_METRICS_LISTEN", listen_a.as_str()),
         ],
     );
-    let drain = api
-        .submit(
-            "drain-node",
-            json!({"node": "worker-04", "non_migratable": "fail", "poll_ms": 100}),
-        )
-        .await;
-    let v = &wait_all_finished(
-        &store,
-        std::slice::from_ref(&drain),
-        Duration::from_secs(60),
-    )
-    .await[0];
-    assert_eq!(v.state, State::Succeeded, "{:?}", v.error);
-    let children = v.children.as_ref().map_or(0, Vec::len);
-    assert!(children > 0, "the drain migrated nothing");
+    let (_, children) = api.drain_worker_04(&store).await;
+    let children = children.len();
 
     let a = scrape(&format!("http://{listen_a}/metrics")).await;
     // Every Kubernetes call of the drain went through the instrumented client.
