@@ -482,6 +482,7 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         ("/v1/hooks/servicenow".into(), &["GET", "PATCH"]),
         ("/healthz".into(), &["POST", "DELETE"]),
         ("/readyz".into(), &["POST", "PUT"]),
+        ("/metrics".into(), &["POST", "PUT", "DELETE"]),
     ];
     for (path, methods) in &routes {
         for method in *methods {

@@ -330,6 +330,31 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_and_worker_metrics_are_settings() {
+        let config: Config = toml::from_str(
+            "[telemetry]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"drover-eu\"\n\
+             [worker]\nmetrics_listen = \"127.0.0.1:9464\"\n[api]\nmetrics_auth = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(
+            config.worker.metrics_listen.as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert!(config.api.metrics_auth);
+        assert!(config.worker.validate().is_ok());
+        let bad = drover_worker::Config {
+            metrics_listen: Some("9464".into()),
+            ..drover_worker::Config::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("metrics_listen"));
+        assert!(toml::from_str::<Config>("[telemetry]\nendpoint = \"x\"\n").is_err());
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");

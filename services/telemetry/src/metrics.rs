@@ -254,3 +254,32 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_labelled_by_system_verb_and_status() {
+        let m = metrics();
+        m.call("maas", "POST", Some(409), Duration::from_millis(3));
+        m.call("jira", "GET", None, Duration::from_millis(3));
+        let text = m.encode();
+        assert!(text.contains("# TYPE drover_outgoing_call_duration_seconds histogram"));
+        assert!(text.contains(
+            r#"drover_outgoing_call_duration_seconds_count{system="maas",verb="POST",status="409"} 1"#
+        ));
+        assert!(text.contains(r#"system="jira",verb="GET",status="error""#));
+        assert!(text.ends_with("# EOF\n"));
+        // The store's gauges appear only once a process (the API) asks for them.
+        assert!(!text.contains("drover_workflows"));
+        m.store()
+            .workflows
+            .get_or_create(&StateLabels { state: "running" })
+            .set(2);
+        assert!(
+            m.encode()
+                .contains(r#"drover_workflows{state="running"} 2"#)
+        );
+    }
+}

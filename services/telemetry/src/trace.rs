@@ -100,3 +100,31 @@ pub fn of(span: &tracing::Span) -> Option<String> {
 pub fn start(source: &'static str, kind: &str, id: &str) -> Option<String> {
     of(&submit_span(source, kind, id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_http_urls_without_credentials() {
+        let with = |e: &str| Config {
+            otlp_endpoint: Some(e.into()),
+            service_name: None,
+        };
+        assert!(with("http://collector:4318").validate().is_ok());
+        assert!(with("https://collector.example").validate().is_ok());
+        assert!(with("collector:4318").validate().is_err());
+        let e = with("http://user:secret@collector:4318")
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("without credentials"), "{e}");
+        assert!(with("http://user:secret@collector:4318").enabled());
+    }
+
+    #[test]
+    fn no_traceparent_without_a_valid_span_context() {
+        assert_eq!(traceparent(&opentelemetry::Context::new()), None);
+        // Without an OpenTelemetry layer, spans carry no context to propagate.
+        assert_eq!(of(&submit_span("api", "synthetic", "x")), None);
+    }
+}
