@@ -370,3 +370,180 @@ async fn idempotent_submission_listing_and_controls() {
     assert_eq!(detail["steps"].as_array().unwrap().len(), 2);
     worker.stop().await;
 }
+
+/// Reads server-sent events from `resp` until the stream closes or `deadline` passes: (event, data)
+/// pairs in order.
+pub(crate) async fn read_events(
+    mut resp: reqwest::Response,
+    deadline: Duration,
+) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut buf = String::new();
+    let end = tokio::time::Instant::now() + deadline;
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(end, resp.chunk()).await {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(at) = buf.find("\n\n") {
+            let block: String = buf.drain(..at + 2).collect();
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !data.is_empty() {
+                events.push((name, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn listing_shows_top_level_workflows_and_the_event_stream_follows_one_to_its_end() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let api = start_api(&store).await;
+    let child = json!({"steps": 2, "min_ms": 150, "max_ms": 250});
+    let (_, body) = api
+        .post(
+            "/v1/workflows",
+            OPERATOR,
+            json!({"kind": "synthetic", "input": {"steps": 2, "min_ms": 100, "max_ms": 150,
+                "fan_out": {"step": 1, "children": 3, "child": child}}}),
+        )
+        .await;
+    let parent = body["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        api.post(
+            "/v1/workflows",
+            OPERATOR,
+            json!({"kind": "synthetic", "input": {"steps": 1}}),
+        )
+        .await;
+    }
+
+    // The stream opens before any worker runs: the first event is the pending workflow.
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/v1/workflows/{parent}/events?depth=2", api.base))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let reader = tokio::spawn(read_events(resp, Duration::from_secs(60)));
+    let worker = InProcessWorker::start(&store, worker_config("events-w"));
+    let events = reader.await.unwrap();
+    worker.stop().await;
+
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.len() >= 4, "{names:?}");
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+    assert!(names[..names.len() - 1].iter().all(|n| *n == "workflow"));
+    let (_, first) = &events[0];
+    assert_eq!(first["id"], json!(parent));
+    assert_eq!(first["state"], json!("pending"));
+    let (_, last) = &events[events.len() - 2];
+    assert_eq!(last["state"], json!("succeeded"), "{last}");
+    let kids = last["children"].as_array().unwrap();
+    assert_eq!(kids.len(), 3);
+    assert!(
+        kids.iter()
+            .all(|k| k["state"] == "succeeded" && k["children"] == json!([]))
+    );
+    assert_eq!(events.last().unwrap().1, json!({"state": "succeeded"}));
+    // Every change in between was sent once: no two consecutive events are equal, and the
+    // children were seen running before they succeeded.
+    assert!(events.windows(2).all(|w| w[0] != w[1]));
+    assert!(
+        events.iter().any(|(_, e)| e["children"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|c| c["state"] != "succeeded"))),
+        "no event showed a child before it ended"
+    );
+
+    // Listing: top-level by default, children with all=true, pages filled past the children.
+    let (_, top) = api
+        .call("GET", "/v1/workflows", Some(VIEWER), None, &[])
+        .await;
+    let top = top["items"].as_array().unwrap().clone();
+    assert_eq!(top.len(), 3, "{top:?}");
+    assert!(top.iter().all(|w| w["parent"].is_null()));
+    let (_, all) = api
+        .call("GET", "/v1/workflows?all=true", Some(VIEWER), None, &[])
+        .await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 6);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/workflows?state=succeeded&limit=1&cursor={c}"),
+            None => "/v1/workflows?state=succeeded&limit=1".into(),
+        };
+        let (status, page) = api.call("GET", &path, Some(VIEWER), None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap();
+        if page["next_cursor"].is_string() {
+            assert_eq!(items.len(), 1, "a page is filled past the children: {page}");
+        }
+        seen.extend(items.iter().map(|i| i["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+
+    // An ended workflow's stream sends its detail and the end at once.
+    let resp = http
+        .get(format!("{}/v1/workflows/{parent}/events", api.base))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(resp, Duration::from_secs(10)).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["workflow", "end"]);
+    assert!(events[0].1["children"][0].get("children").is_none());
+
+    // Refusals: unknown workflow, bad depth, no token.
+    let ghost = uuid_like();
+    let (s, e) = api
+        .call(
+            "GET",
+            &format!("/v1/workflows/{ghost}/events"),
+            Some(VIEWER),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, e) = api
+        .call(
+            "GET",
+            &format!("/v1/workflows/{parent}/events?depth=4"),
+            Some(VIEWER),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("depth"));
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("/v1/workflows/{parent}/events"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -175,6 +175,7 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
     ];
     let id_routes = [
         ("GET", ""),
+        ("GET", "/events"),
         ("POST", "/cancel"),
         ("POST", "/retry"),
         ("POST", "/pause"),
@@ -468,6 +469,10 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         ),
         (format!("/v1/workflows/{w}/resume"), &["GET", "PATCH"]),
         (
+            format!("/v1/workflows/{w}/events"),
+            &["POST", "PUT", "DELETE"],
+        ),
+        (
             format!("/v1/workflows/{w}/signals/go"),
             &["GET", "PUT", "DELETE"],
         ),
@@ -717,12 +722,28 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         "cursor=zzz",
         "label=novalue",
         "bogus=1",
+        "all=maybe",
     ] {
         cases.push((
             format!("list ?{q}"),
             request(
                 "GET",
                 &format!("/v1/workflows?{q}"),
+                Some(VIEWER),
+                &[],
+                None,
+            ),
+            400,
+        ));
+    }
+
+    // The event stream's own query.
+    for q in ["depth=0", "depth=4", "depth=x", "since=1"] {
+        cases.push((
+            format!("events ?{q}"),
+            request(
+                "GET",
+                &format!("/v1/workflows/{w}/events?{q}"),
                 Some(VIEWER),
                 &[],
                 None,
@@ -1085,7 +1106,7 @@ async fn descendants_are_bounded_at_submission_and_when_children_start() {
     let (_, page) = api
         .call(
             "GET",
-            &format!("/v1/workflows?label=parent={root}"),
+            &format!("/v1/workflows?label=parent={root}&all=true"),
             Some(VIEWER),
             None,
             &[],

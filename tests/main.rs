@@ -4,7 +4,9 @@
 
 mod api;
 mod cli;
+mod client;
 mod crash;
+mod deploy;
 mod drain;
 mod engine;
 mod engine_bench;

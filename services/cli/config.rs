@@ -109,7 +109,8 @@ pub struct KubeConfig {
     pub kubeconfig: Option<std::path::PathBuf>,
     /// A plain API server URL without credentials (the lab). Also DROVER_KUBE_URL.
     pub url: Option<String>,
-    /// Use the in-cluster service account, else $KUBECONFIG / ~/.kube/config.
+    /// Use the in-cluster service account, else $KUBECONFIG / ~/.kube/config. Also
+    /// DROVER_KUBE_INFER=true.
     pub infer: bool,
     /// CDI's upload proxy, where image uploads go (`https://cdi-uploadproxy-cdi.apps.example`, the
     /// lab's `http://127.0.0.1:PORT`); default: the API server's URL. An https proxy is reached
@@ -273,6 +274,13 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     }
     if let Some(url) = env("DROVER_KUBE_URL") {
         config.kube.url = Some(url);
+    }
+    if let Some(v) = env("DROVER_KUBE_INFER") {
+        config.kube.infer = match v.as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => bail!("DROVER_KUBE_INFER={v:?} must be true or false"),
+        };
     }
     if let Some(url) = env("DROVER_UPLOAD_PROXY_URL") {
         config.kube.upload_proxy_url = Some(url);

@@ -190,6 +190,8 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         crate::lab::describe(lab, &lab_kubeconfig);
     }
     println!("  Try:      curl -H 'Authorization: Bearer {token}' {base}/v1/workflows");
+    println!("  CLI:      export DROVER_SERVER={base} DROVER_TOKEN={token}");
+    println!("            drover list; drover watch <id>; drover describe <id>");
 
     let demo = if args.no_demo {
         "none"
@@ -297,7 +299,10 @@ async fn maintenance_demo(base: &str, token: &str) -> anyhow::Result<bool> {
             "rollout".to_string(),
             format!("{state} {}", current_step(&wf)),
         )];
-        let drains = get(format!("/v1/workflows?label=parent={id}&limit=100")).await?;
+        let drains = get(format!(
+            "/v1/workflows?label=parent={id}&all=true&limit=100"
+        ))
+        .await?;
         for drain in drains["items"]
             .as_array()
             .cloned()
@@ -312,7 +317,7 @@ async fn maintenance_demo(base: &str, token: &str) -> anyhow::Result<bool> {
             ))
             .await?;
             let vms = get(format!(
-                "/v1/workflows?label=parent={}&limit=500",
+                "/v1/workflows?label=parent={}&all=true&limit=500",
                 drain["id"].as_str().unwrap_or("")
             ))
             .await?;
@@ -599,7 +604,12 @@ async fn provision_demo(base: &str, token: &str) -> anyhow::Result<bool> {
         let wf = get(format!("/v1/workflows/{id}")).await?;
         let state = wf["state"].as_str().unwrap_or("?").to_string();
         let mut lines = vec![("scale-out".to_string(), state.clone())];
-        let nodes = items(get(format!("/v1/workflows?label=parent={id}&limit=100")).await?);
+        let nodes = items(
+            get(format!(
+                "/v1/workflows?label=parent={id}&all=true&limit=100"
+            ))
+            .await?,
+        );
         for (n, prov) in nodes.iter().rev().enumerate() {
             let pid = prov["id"].as_str().unwrap_or("");
             let detail = get(format!("/v1/workflows/{pid}")).await?;
@@ -615,7 +625,12 @@ async fn provision_demo(base: &str, token: &str) -> anyhow::Result<bool> {
                 line.push_str(&format!(" {}", Value::Object(p.clone())));
             }
             lines.push((who.clone(), line));
-            let attempts = items(get(format!("/v1/workflows?label=parent={pid}&limit=100")).await?);
+            let attempts = items(
+                get(format!(
+                    "/v1/workflows?label=parent={pid}&all=true&limit=100"
+                ))
+                .await?,
+            );
             for a in attempts.iter().rev() {
                 let aid = a["id"].as_str().unwrap_or("");
                 let at = get(format!("/v1/workflows/{aid}")).await?;

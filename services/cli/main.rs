@@ -1,10 +1,13 @@
 //! `drover`: one binary, a subcommand per role so roles scale separately. `main` only parses the
 //! command line and the config, then hands over to the role's `run`.
 
+mod client;
+mod commands;
 mod config;
 mod dev;
 mod lab;
 mod redis_server;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +27,8 @@ struct Cli {
     /// Config file (TOML). Also DROVER_CONFIG.
     #[arg(long, global = true, env = "DROVER_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    target: client::Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,10 +44,26 @@ enum Command {
     Dev(dev::Args),
     /// The simulated MAAS region and Kubernetes/KubeVirt cluster, standalone.
     Lab(lab::Args),
+    #[command(flatten)]
+    Client(commands::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The client commands talk to an API and print for a person or a script: no logging set-up,
+    // one thread.
+    if let Command::Client(command) = cli.command {
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(commands::run(command, &cli.target)),
+            Err(e) => {
+                eprintln!("drover: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let log_json = std::env::var("DROVER_LOG_FORMAT").is_ok_and(|f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -91,6 +112,7 @@ fn main() -> ExitCode {
         Command::Worker => "worker",
         Command::Dev(_) => "dev",
         Command::Lab(_) => "lab",
+        Command::Client(_) => "client",
     };
     let traces = config
         .as_ref()
@@ -120,6 +142,7 @@ fn main() -> ExitCode {
             Command::Worker => run_worker(config.unwrap_or_default()).await,
             Command::Dev(args) => dev::run(args, cli.config.as_deref()).await,
             Command::Lab(args) => lab::run(args).await,
+            Command::Client(_) => unreachable!("client commands return above"),
         }
     });
     match result {

@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod events;
 mod guard;
 pub mod hooks;
 mod metrics;

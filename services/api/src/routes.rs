@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/workflows", post(submit).get(list))
         .route("/v1/workflows/{id}", get(get_one))
+        .route("/v1/workflows/{id}/events", get(crate::events::events))
         .route("/v1/workflows/{id}/cancel", post(cancel))
         .route("/v1/workflows/{id}/retry", post(retry))
         .route("/v1/workflows/{id}/pause", post(pause))
@@ -108,7 +109,7 @@ struct SubmitBody {
 
 /// Refuses, as not found, anything that is not the form workflow ids take: ids become parts of key
 /// names, so `<id>:out` must never reach the store. A malformed id is not echoed (it may be huge).
-fn workflow_id(id: &str) -> Result<&str, ApiError> {
+pub(crate) fn workflow_id(id: &str) -> Result<&str, ApiError> {
     if is_workflow_id(id) {
         Ok(id)
     } else {
@@ -277,11 +278,26 @@ async fn get_one(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &state.config.tokens, Role::Viewer)?;
     let id = workflow_id(&id)?;
-    let view = state
-        .store
-        .get(id)
+    let body = detail(&state, id, 1)
         .await?
         .ok_or_else(|| ApiError::not_found(id))?;
+    Ok(Json(body).into_response())
+}
+
+/// Most levels of children a detail (`depth`) nests: a rollout, its drains, their migrations.
+pub(crate) const MAX_DEPTH: usize = 3;
+
+/// A workflow's detail as `GET /v1/workflows/{id}` shows it: the record with its step rows (status,
+/// attempts, timings, output) and its children's rows, nested `depth` levels deep (1: children
+/// only; their rows then carry no `children`). None: no such workflow.
+pub(crate) async fn detail(
+    state: &AppState,
+    id: &str,
+    depth: usize,
+) -> Result<Option<Value>, ApiError> {
+    let Some(view) = state.store.get(id).await? else {
+        return Ok(None);
+    };
     // The steps it was submitted with, as this build knows them.
     let loaded = state.registry.load(&view.kind, &view.input).ok();
     let steps: Vec<String> = match &loaded {
@@ -315,32 +331,61 @@ async fn get_one(
             })
         })
         .collect();
-    // Children with where each one is: a rollout shows its nodes, a drain its VMs.
-    let children = state
-        .store
-        .summaries(view.children.as_deref().unwrap_or_default())
-        .await?;
-    let child_rows: Vec<Value> = children
-        .iter()
-        .map(|c| {
-            let step = match &c.step_names {
-                Some(names) => names.get(c.step).cloned(),
-                None => state
-                    .registry
-                    .load(&c.kind, &c.input)
-                    .ok()
-                    .and_then(|l| l.steps().get(c.step).map(|s| s.name.clone())),
-            };
-            json!({
-                "id": c.id, "kind": c.kind, "state": c.state, "paused": c.paused, "step": step,
-                "waiting_on": c.waiting_on, "progress": c.progress, "error": c.error, "input": c.input,
-            })
-        })
-        .collect();
+    let child_rows = child_rows(
+        state,
+        view.children.clone().unwrap_or_default(),
+        depth.clamp(1, MAX_DEPTH) - 1,
+    )
+    .await?;
     let mut body = serde_json::to_value(&view).map_err(|e| ApiError::bad_request(e.to_string()))?;
     body["steps"] = Value::Array(step_rows);
     body["children"] = Value::Array(child_rows);
-    Ok(Json(body).into_response())
+    Ok(Some(body))
+}
+
+/// Rows for the children `ids` with where each one is (a rollout shows its nodes, a drain its VMs),
+/// each with its own children's rows `nested` more levels down.
+fn child_rows(
+    state: &AppState,
+    ids: Vec<String>,
+    nested: usize,
+) -> futures::future::BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+    Box::pin(async move {
+        let children = state.store.summaries(&ids).await?;
+        let grandchildren = if nested > 0 {
+            state.store.kids(&ids).await?
+        } else {
+            Vec::new()
+        };
+        let mut rows = Vec::with_capacity(children.len());
+        for c in children {
+            let names: Vec<String> = match &c.step_names {
+                Some(names) => names.clone(),
+                None => state
+                    .registry
+                    .load(&c.kind, &c.input)
+                    .map(|l| l.steps().iter().map(|s| s.name.clone()).collect())
+                    .unwrap_or_default(),
+            };
+            let mut row = json!({
+                "id": c.id, "kind": c.kind, "state": c.state, "paused": c.paused,
+                "step": names.get(c.step), "step_index": c.step, "steps_total": names.len(),
+                "waiting_on": c.waiting_on, "progress": c.progress, "error": c.error,
+                "input": c.input, "result": c.result, "created_ms": c.created_ms,
+                "updated_ms": c.updated_ms, "finished_ms": c.finished_ms,
+            });
+            if nested > 0 {
+                let kids = ids
+                    .iter()
+                    .position(|i| *i == c.id)
+                    .and_then(|i| grandchildren.get(i).cloned())
+                    .unwrap_or_default();
+                row["children"] = Value::Array(child_rows(state, kids, nested - 1).await?);
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    })
 }
 
 #[derive(Deserialize)]
@@ -351,6 +396,8 @@ struct ListQuery {
     label: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+    /// Children too (by default only top-level workflows are listed).
+    all: Option<bool>,
 }
 
 async fn list(
@@ -360,7 +407,10 @@ async fn list(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &state.config.tokens, Role::Viewer)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let mut filter = Filter::default();
+    let mut filter = Filter {
+        top_level: !q.all.unwrap_or(false),
+        ..Filter::default()
+    };
     match q.state.as_deref() {
         None => {}
         Some("paused") => filter.paused = Some(true),

@@ -189,6 +189,9 @@ local function create(P, rec, now)
     redis.call('HSET', wk, 'permits', rec.permits)
   end
   redis.call('ZADD', P .. 'idx:all', now, rec.id)
+  if not rec.parent then
+    redis.call('ZADD', P .. 'idx:top', now, rec.id)
+  end
   redis.call('ZADD', P .. 'idx:kind:' .. rec.kind, now, rec.id)
   for k, v in pairs(rec.labels or {}) do
     redis.call('ZADD', P .. 'idx:label:' .. k .. '=' .. tostring(v), now, rec.id)

@@ -28,6 +28,7 @@ redis.register_function('drover_trim', function(keys, args)
     redis.call('DEL', wk, wk .. ':out', wk .. ':hist', wk .. ':rx', wk .. ':held', wk .. ':kids',
       wk .. ':sigs')
     redis.call('ZREM', P .. 'idx:all', id)
+    redis.call('ZREM', P .. 'idx:top', id)
     redis.call('ZREM', P .. 'idx:paused', id)
     redis.call('ZREM', keys[1], id)
   end

@@ -150,7 +150,46 @@ impl Store {
             history_max: config.history_max,
         };
         store.load_functions().await?;
+        store.index_top_level().await?;
         Ok(store)
+    }
+
+    /// Builds `idx:top` (top-level workflows, for the default listing) from `idx:all` once, for
+    /// stores written before the index existed; `meta:idx_top` records that it was done. Every
+    /// workflow created since is indexed by `create`. Idempotent, so replicas starting together
+    /// may all run it.
+    async fn index_top_level(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let marker = self.key("meta:idx_top");
+        let done: bool = conn.exists(&marker).await?;
+        if done {
+            return Ok(());
+        }
+        let mut start = 0isize;
+        const BATCH: isize = 500;
+        loop {
+            let rows: Vec<(String, f64)> = conn
+                .zrange_withscores(self.key("idx:all"), start, start + BATCH - 1)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (id, _) in &rows {
+                pipe.hexists(self.wf_key(id), "parent");
+            }
+            let has_parent: Vec<bool> = pipe.query_async(&mut conn).await?;
+            let mut add = redis::pipe();
+            for ((id, score), child) in rows.iter().zip(has_parent) {
+                if !child {
+                    add.zadd(self.key("idx:top"), id, *score).ignore();
+                }
+            }
+            let () = add.query_async(&mut conn).await?;
+            start += BATCH;
+        }
+        let () = conn.set(&marker, 1).await?;
+        Ok(())
     }
 
     /// Loads (or replaces) the function library. Functions persist in Redis's AOF and RDB.

@@ -56,6 +56,24 @@ pub struct Filter {
     pub paused: Option<bool>,
     pub kind: Option<String>,
     pub label: Option<(String, String)>,
+    /// Top-level workflows only (no children).
+    pub top_level: bool,
+}
+
+/// Index entries one listing call reads at most while filling a page.
+pub const LIST_SCAN_BUDGET: usize = 5000;
+
+impl Filter {
+    fn matches(&self, v: &WorkflowView) -> bool {
+        self.state.is_none_or(|s| s == v.state)
+            && self.paused.is_none_or(|p| p == v.paused)
+            && self.kind.as_ref().is_none_or(|k| *k == v.kind)
+            && self
+                .label
+                .as_ref()
+                .is_none_or(|(k, val)| v.labels.get(k) == Some(val))
+            && (!self.top_level || v.parent.is_none())
+    }
 }
 
 /// One page of a listing, newest first.
@@ -164,6 +182,19 @@ impl Store {
         Ok(Some(v))
     }
 
+    /// The ids of the children each of `ids` started, in order (one pipelined round trip).
+    pub async fn kids(&self, ids: &[String]) -> Result<Vec<Vec<String>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.lrange(format!("{}:kids", self.wf_key(id)), 0, -1);
+        }
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     /// The children a workflow started, with their states and results.
     pub async fn children(&self, id: &str) -> Result<Vec<ChildStatus>> {
         let mut conn = self.conn.clone();
@@ -213,8 +244,9 @@ impl Store {
     }
 
     /// A page of workflows matching `filter`, newest first. The most selective index is scanned and
-    /// the other conditions are checked on the records, so a page may hold fewer than `limit` items
-    /// while `next_cursor` is still set.
+    /// the other conditions are checked on the records, batch after batch, until the page is full or
+    /// [`LIST_SCAN_BUDGET`] index entries were read: a page holds fewer than `limit` items with
+    /// `next_cursor` still set only when that many entries in a row did not match.
     pub async fn list(&self, filter: &Filter, limit: usize, cursor: Option<&str>) -> Result<Page> {
         let mut conn = self.conn.clone();
         let index = if let Some((k, v)) = &filter.label {
@@ -225,57 +257,87 @@ impl Store {
             self.key("idx:paused")
         } else if let Some(state) = filter.state {
             self.key(&format!("idx:state:{}", state.as_str()))
+        } else if filter.top_level {
+            self.key("idx:top")
         } else {
             self.key("idx:all")
         };
-        let (max, after_id) = match cursor.and_then(|c| c.split_once(':')) {
-            Some((score, id)) => (score.to_string(), Some(id.to_string())),
-            None => ("+inf".to_string(), None),
-        };
+        // Where the scan stands: entries at this score and id or after it were read already.
+        let mut at: Option<(u64, String)> = cursor
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(score, id)| Some((score.parse().ok()?, id.to_string())));
+        // Members with equal scores (created in the same ms) come in reverse id order; SLACK extra
+        // rows per read step over those at the cursor's score already read.
         const SLACK: usize = 64;
-        let rows: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
-            .arg(&index)
-            .arg(&max)
-            .arg("-inf")
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit + 1 + SLACK)
-            .query_async(&mut conn)
-            .await?;
-        let max_score: Option<f64> = max.parse().ok();
-        let rows: Vec<(String, f64)> = rows
-            .into_iter()
-            .filter(|(id, score)| match (&after_id, max_score) {
-                (Some(after), Some(ms)) => *score < ms || id < after,
-                _ => true,
-            })
-            .take(limit + 1)
-            .collect();
-        let more = rows.len() > limit;
-        let rows = &rows[..rows.len().min(limit)];
-        let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
-        let items = self
-            .summaries(&ids)
-            .await?
-            .into_iter()
-            .filter(|v| filter.state.is_none_or(|s| s == v.state))
-            .filter(|v| filter.paused.is_none_or(|p| p == v.paused))
-            .filter(|v| filter.kind.as_ref().is_none_or(|k| *k == v.kind))
-            .filter(|v| {
-                filter
-                    .label
-                    .as_ref()
-                    .is_none_or(|(k, val)| v.labels.get(k) == Some(val))
-            })
-            .collect();
-        let next_cursor = if more {
-            rows.last()
-                .map(|(id, score)| format!("{}:{id}", *score as u64))
-        } else {
+        let batch = (limit + 1).max(50);
+        let mut items: Vec<(WorkflowView, (u64, String))> = Vec::new();
+        let mut scanned = 0;
+        let mut exhausted = false;
+        while items.len() <= limit && scanned < LIST_SCAN_BUDGET {
+            let max = at
+                .as_ref()
+                .map_or("+inf".to_string(), |(score, _)| score.to_string());
+            let fetched: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&index)
+                .arg(&max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(batch + SLACK)
+                .query_async(&mut conn)
+                .await?;
+            let full = fetched.len() == batch + SLACK;
+            let rows: Vec<(String, u64)> = fetched
+                .into_iter()
+                .map(|(id, score)| (id, score as u64))
+                .filter(|(id, score)| match &at {
+                    Some((s, after)) => score < s || id < after,
+                    None => true,
+                })
+                .take(batch)
+                .collect();
+            if rows.is_empty() {
+                if full {
+                    // More than SLACK members share the cursor's score: step past that score.
+                    if let Some((s, _)) = &at
+                        && *s > 0
+                    {
+                        at = Some((s - 1, String::from("\u{10ffff}")));
+                        continue;
+                    }
+                }
+                exhausted = true;
+                break;
+            }
+            scanned += rows.len();
+            let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+            let positions: BTreeMap<&str, u64> =
+                rows.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+            for v in self.summaries(&ids).await? {
+                if filter.matches(&v) {
+                    let pos = (positions[v.id.as_str()], v.id.clone());
+                    items.push((v, pos));
+                }
+            }
+            at = rows.last().map(|(id, s)| (*s, id.clone()));
+            if rows.len() < batch && !full {
+                exhausted = true;
+                break;
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|(_, (s, id))| format!("{s}:{id}"))
+        } else if exhausted {
             None
+        } else {
+            at.map(|(s, id)| format!("{s}:{id}"))
         };
-        Ok(Page { items, next_cursor })
+        Ok(Page {
+            items: items.into_iter().map(|(v, _)| v).collect(),
+            next_cursor,
+        })
     }
 
     /// Summaries (no outputs, history or children) of the workflows `ids` that exist, in order.
