@@ -122,7 +122,7 @@ impl Scrape {
     }
 }
 
-/// GETs `url` and parses the body with the Python parsers (both must accept it).
+/// GETs `url`, checks the content type and parses the body.
 pub async fn scrape(url: &str) -> Scrape {
     let reply = reqwest::get(url).await.unwrap();
     assert_eq!(reply.status(), 200, "{url}");
@@ -135,6 +135,11 @@ pub async fn scrape(url: &str) -> Scrape {
         "{content_type}"
     );
     let body = reply.text().await.unwrap();
+    parse(&body)
+}
+
+/// Parses an OpenMetrics text with the Python parsers (both must accept it).
+pub fn parse(body: &str) -> Scrape {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/metrics/parse.py");
     let mut child = Command::new("python3")
         .arg(script)
@@ -153,7 +158,7 @@ pub async fn scrape(url: &str) -> Scrape {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "the Prometheus parsers refused the scrape of {url}: {}\n{body}",
+        "the Prometheus parsers refused the scrape: {}\n{body}",
         String::from_utf8_lossy(&out.stderr)
     );
     let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
