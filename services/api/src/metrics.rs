@@ -22,6 +22,10 @@ pub(crate) async fn metrics(
     if state.config.metrics_auth {
         authorize(&headers, &state.config.tokens, Role::Viewer)?;
     }
+    // One scrape at a time: gauges are cleared and set, so two at once could encode each other's
+    // half-set families.
+    static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = SCRAPE.lock().await;
     let kinds = state.registry.kinds();
     let stats = state.store.stats(&kinds).await.map_err(|e| {
         warn!(error = %e, "Cannot read the store's counts for /metrics.");
