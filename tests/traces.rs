@@ -125,6 +125,9 @@ async fn a_drains_spans_form_one_tree_across_two_workers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
+    // The bearer token that submitted the drain is in no span.
+    assert!(!serde_json::to_string(&spans).unwrap().contains(crate::api::OPERATOR));
+
     // The root: the API's submission span.
     let roots: Vec<&Value> = spans
         .iter()
