@@ -126,7 +126,11 @@ async fn a_drains_spans_form_one_tree_across_two_workers() {
     };
 
     // The bearer token that submitted the drain is in no span.
-    assert!(!serde_json::to_string(&spans).unwrap().contains(crate::api::OPERATOR));
+    assert!(
+        !serde_json::to_string(&spans)
+            .unwrap()
+            .contains(crate::api::OPERATOR)
+    );
 
     // The root: the API's submission span.
     let roots: Vec<&Value> = spans
