@@ -490,6 +490,7 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         ("/ui/".into(), &["POST", "PUT", "DELETE"]),
         ("/ui/app.js".into(), &["POST", "DELETE", "PATCH"]),
         ("/readyz".into(), &["POST", "PUT"]),
+        ("/metrics".into(), &["POST", "PUT", "DELETE"]),
     ];
     for (path, methods) in &routes {
         for method in *methods {

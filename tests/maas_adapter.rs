@@ -322,6 +322,16 @@ async fn signs_and_reads_machines() {
         matches!(&e, MaasError::NotFound(m) if m.contains("No Machine matches the given query.")),
         "{e}"
     );
+    // Every call was measured by system, verb and status (this process's metrics).
+    let m = crate::metrics::parse(&drover_telemetry::metrics().encode());
+    let calls = "drover_outgoing_call_duration_seconds_count";
+    assert!(
+        m.sum(
+            calls,
+            &[("system", "maas"), ("verb", "GET"), ("status", "200")]
+        ) >= 1.0
+    );
+    assert!(m.sum(calls, &[("system", "maas"), ("status", "404")]) >= 1.0);
     lab.shutdown().await;
 }
 

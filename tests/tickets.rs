@@ -237,6 +237,23 @@ async fn jira_reads_comments_once_and_transitions() {
     let e = permanent(c.comment(&missing, "x", "m").await);
     assert!(e.contains("404"), "{e}");
     assert_eq!(lab.ticket_counters().jira_duplicate_markers, 0);
+    calls_measured("jira");
+}
+
+/// Every call to `system` was measured by verb and status (this process's metrics).
+fn calls_measured(system: &str) {
+    let m = crate::metrics::parse(&drover_telemetry::metrics().encode());
+    let calls = "drover_outgoing_call_duration_seconds_count";
+    assert!(
+        m.sum(
+            calls,
+            &[("system", system), ("verb", "GET"), ("status", "200")]
+        ) >= 1.0
+    );
+    assert!(m.sum(calls, &[("system", system), ("status", "404")]) >= 1.0);
+    let writes = m.sum(calls, &[("system", system), ("verb", "POST")])
+        + m.sum(calls, &[("system", system), ("verb", "PATCH")]);
+    assert!(writes >= 1.0, "no write of {system} measured");
 }
 
 #[tokio::test]
@@ -318,6 +335,7 @@ async fn servicenow_reads_work_notes_once_and_states() {
     let e = permanent(c.comment(&missing, "x", "m").await);
     assert!(e.contains("404"), "{e}");
     assert_eq!(lab.ticket_counters().servicenow_duplicate_markers, 0);
+    calls_measured("servicenow");
 }
 
 #[tokio::test]

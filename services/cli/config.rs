@@ -35,6 +35,9 @@ pub struct Config {
     /// (`[tickets.jira]`: url, email, api_token by secret reference; `[tickets.servicenow]`: url,
     /// user, password by secret reference).
     pub tickets: Option<drover_tickets::Config>,
+    /// Where spans go (`[telemetry]`: `otlp_endpoint`, the OTLP/HTTP collector's base URL, and
+    /// `service_name`); the standard `OTEL_*` variables apply too. Nothing set: no traces.
+    pub telemetry: drover_telemetry::trace::Config,
 }
 
 /// Where workers keep disk images while they import them (`[images]`): `work_dir` (default
@@ -227,6 +230,11 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
             role: drover_api::Role::Viewer,
         });
     }
+    if let Some(v) = env("DROVER_API_METRICS_AUTH") {
+        config.api.metrics_auth = v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("DROVER_API_METRICS_AUTH={v:?} must be true or false"))?;
+    }
     if let Some(v) = env("DROVER_MAX_DESCENDANTS") {
         config.max_descendants =
             Some(v.parse().map_err(|_| {
@@ -251,6 +259,9 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         config.worker.scheduler = v
             .parse()
             .map_err(|_| anyhow::anyhow!("DROVER_WORKER_SCHEDULER={v:?} must be true or false"))?;
+    }
+    if let Some(listen) = env("DROVER_WORKER_METRICS_LISTEN") {
+        config.worker.metrics_listen = Some(listen);
     }
     if let Some(name) = env("DROVER_WORKER_NAME") {
         config.worker.name = Some(name);
@@ -324,6 +335,31 @@ mod tests {
             Some("https://cdi-uploadproxy.example")
         );
         assert_eq!(KubeConfig::default().upload_proxy_url, None);
+    }
+
+    #[test]
+    fn telemetry_and_worker_metrics_are_settings() {
+        let config: Config = toml::from_str(
+            "[telemetry]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"drover-eu\"\n\
+             [worker]\nmetrics_listen = \"127.0.0.1:9464\"\n[api]\nmetrics_auth = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(
+            config.worker.metrics_listen.as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert!(config.api.metrics_auth);
+        assert!(config.worker.validate().is_ok());
+        let bad = drover_worker::Config {
+            metrics_listen: Some("9464".into()),
+            ..drover_worker::Config::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("metrics_listen"));
+        assert!(toml::from_str::<Config>("[telemetry]\nendpoint = \"x\"\n").is_err());
     }
 
     #[test]

@@ -67,6 +67,18 @@ fn main() -> ExitCode {
     let log_json = std::env::var("DROVER_LOG_FORMAT").is_ok_and(|f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The API and the worker read their config before anything else: `[telemetry]` decides
+    // where their spans go.
+    let config = match &cli.command {
+        Command::Api | Command::Worker => match config::load(cli.config.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("drover: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     // `drover dev` logs to a file in its data directory, so the terminal shows its live view.
     let log_file = match &cli.command {
         Command::Dev(args) => match args.log_file().map(|p| open_log(&p)).transpose() {
@@ -78,32 +90,42 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match log_file {
-        Some(file) => {
-            let builder = builder.with_writer(Arc::new(file)).with_ansi(false);
-            if log_json {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
+    let logging = match log_file {
+        Some(file) => drover_telemetry::Logging {
+            filter,
+            json: log_json,
+            ansi: false,
+            writer: tracing_subscriber::fmt::writer::BoxMakeWriter::new(Arc::new(file)),
+        },
+        None => drover_telemetry::Logging {
+            filter,
+            json: log_json,
+            // Colour only for a person at a terminal: escape codes in a log file or a
+            // collector are noise.
+            ansi: std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+            writer: tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        },
+    };
+    let role = match &cli.command {
+        Command::Api => "api",
+        Command::Worker => "worker",
+        Command::Dev(_) => "dev",
+        Command::Lab(_) => "lab",
+        Command::Client(_) => "client",
+    };
+    let traces = config
+        .as_ref()
+        .map(|c| c.telemetry.clone())
+        .unwrap_or_default();
+    // Flushes the spans not yet exported when main returns.
+    let _telemetry = match drover_telemetry::init(logging, &traces, role) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("drover: {e}");
+            return ExitCode::FAILURE;
         }
-        None => {
-            let builder = builder
-                .with_writer(std::io::stderr)
-                // Colour only for a person at a terminal: escape codes in a log file or a
-                // collector are noise.
-                .with_ansi(
-                    std::io::IsTerminal::is_terminal(&std::io::stderr())
-                        && std::env::var_os("NO_COLOR").is_none(),
-                );
-            if log_json {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
-        }
-    }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,8 +138,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Api => run_api(cli.config.as_deref()).await,
-            Command::Worker => run_worker(cli.config.as_deref()).await,
+            Command::Api => run_api(config.unwrap_or_default()).await,
+            Command::Worker => run_worker(config.unwrap_or_default()).await,
             Command::Dev(args) => dev::run(args, cli.config.as_deref()).await,
             Command::Lab(args) => lab::run(args).await,
             Command::Client(_) => unreachable!("client commands return above"),
@@ -412,8 +434,7 @@ impl drover_worker::secrets::KubeSecrets for ClusterSecrets {
     }
 }
 
-async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let config = config::load(path)?;
+async fn run_api(config: config::Config) -> anyhow::Result<()> {
     config.api.validate().map_err(anyhow::Error::msg)?;
     let redis_url = config.require_redis()?;
     let mut registry = config.registry();
@@ -437,8 +458,7 @@ async fn run_api(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_worker(path: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let config = config::load(path)?;
+async fn run_worker(config: config::Config) -> anyhow::Result<()> {
     config.worker.validate().map_err(anyhow::Error::msg)?;
     let has_cluster = config.kube.target()?.is_some();
     config

@@ -20,7 +20,7 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::{RandomId, TaskId};
 use apalis_core::worker::context::WorkerContext;
 use drover_store::Claim;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::service::{Attempt, CommitLayer};
 use crate::{Runner, lock, now_ms};
@@ -72,7 +72,14 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
                 idle_max + Duration::from_secs(2),
             )
             .await
-        {
+            .inspect(|c| {
+                if c.expired > 0 {
+                    drover_telemetry::metrics()
+                        .lease_expirations
+                        .inc_by(c.expired);
+                    info!(expired = c.expired, "Reclaimed expired leases.");
+                }
+            }) {
             Ok(claimed) if !claimed.claims.is_empty() => {
                 for claim in &claimed.claims {
                     runner.hold(claim);

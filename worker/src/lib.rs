@@ -52,6 +52,10 @@ pub struct Config {
     /// Whether this process also runs a scheduler (starts the workflows of cron schedules). Any
     /// number of processes may: each fire time starts one workflow however many race for it.
     pub scheduler: bool,
+    /// Where this process serves Prometheus's `/metrics` (`127.0.0.1:9464`); unset (the default):
+    /// nowhere, since workers have no other listener and several may share a host. Also
+    /// DROVER_WORKER_METRICS_LISTEN.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             shutdown_grace_ms: 30_000,
             name: None,
             scheduler: true,
+            metrics_listen: None,
         }
     }
 }
@@ -89,6 +94,11 @@ impl Config {
         }
         if self.idle_wait_ms == 0 {
             return Err("worker.idle_wait_ms must be at least 1".into());
+        }
+        if let Some(listen) = &self.metrics_listen {
+            listen.parse::<std::net::SocketAddr>().map_err(|e| {
+                format!("worker.metrics_listen {listen:?} is not an address (127.0.0.1:9464): {e}")
+            })?;
         }
         Ok(())
     }
@@ -194,6 +204,21 @@ pub async fn run(
         ports.schedules = Some(Arc::new(ports::StoreSchedules(store.clone())));
     }
     let worker_id = config.name.clone().unwrap_or_else(default_name);
+    let metrics_stop = Arc::new(tokio::sync::Notify::new());
+    let metrics = match &config.metrics_listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                Error::Runtime(format!("cannot listen on {listen} for metrics: {e}"))
+            })?;
+            info!(listen = %listener.local_addr().map_or_else(|_| listen.clone(), |a| a.to_string()), "Serving /metrics.");
+            let stop = metrics_stop.clone();
+            Some(tokio::spawn(drover_telemetry::metrics::serve(
+                listener,
+                async move { stop.notified().await },
+            )))
+        }
+        None => None,
+    };
     let runner = Arc::new(Runner {
         store,
         registry,
@@ -242,6 +267,10 @@ pub async fn run(
         s.abort();
     }
     outbox.abort();
+    if let Some(m) = metrics {
+        metrics_stop.notify_one();
+        let _ = m.await;
+    }
     // Cut-off attempts, and claims that never started (the backend dropped them unstarted).
     let mut left = std::mem::take(&mut *lock(&cut_off));
     left.append(&mut lock(&runner.held));

@@ -125,6 +125,10 @@ async fn update(
         runner
             .registry
             .prepare(update_id(seq), submission, now_ms())
+            .map(|mut wf| {
+                wf.trace = drover_telemetry::trace::start("outbox", &wf.kind, &wf.id);
+                wf
+            })
             .map_err(|e| e.to_string()),
     ))
 }

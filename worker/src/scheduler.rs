@@ -294,7 +294,10 @@ fn decide(
         );
     }
     match fire_workflow(&runner.registry, sid, compiled, fire_ms, "", now) {
-        Ok(wf) => (next, Decision::Start(wf)),
+        Ok(mut wf) => {
+            wf.trace = drover_telemetry::trace::start("schedule", &wf.kind, &wf.id);
+            (next, Decision::Start(wf))
+        }
         Err(e) => (
             next,
             Decision::Skip {

@@ -14,13 +14,14 @@ use std::time::Duration;
 use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use drover_store::{Claim, Commit, CommitChild, CommitResult, Renewal};
+use drover_telemetry::metrics::{AttemptLabels, KindLabels, StepLabels};
 use drover_workflows::{
     Event, LiveProgress, Loaded, Outcome, Phase, Registry, StepContext, Submission, Versioned,
     decide,
 };
 use serde_json::{Value, json};
 use tower::{Layer, Service};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::{Runner, lock, now_ms};
 
@@ -212,7 +213,16 @@ where
     fn call(&mut self, task: Task<Arc<Attempt>>) -> Self::Future {
         let claim = Arc::clone(&task.args);
         let runner = self.runner.clone();
-        let attempt = self.inner.call(task);
+        let span = step_span(&runner, &claim);
+        // Spans the inner layers open (apalis's) nest in the attempt's, and so do the step's own.
+        let attempt = span.in_scope(|| self.inner.call(task));
+        let m = drover_telemetry::metrics();
+        let started = std::time::Instant::now();
+        m.dispatch_latency
+            .get_or_create(&KindLabels {
+                kind: claim.kind.clone(),
+            })
+            .observe(now_ms().saturating_sub(claim.task.due_ms) as f64 / 1000.0);
         Box::pin(async move {
             let _slot = InFlight(&runner, claim.token);
             let lease_ended = hold_lease(&runner, &claim, &claim.live);
@@ -230,6 +240,7 @@ where
                 end = &mut lease_ended => match end {
                     LeaseEnd::Lost => {
                         warn!(workflow_id = %claim.id, step = claim.step, token = claim.token, "Lease lost; abandoning the attempt.");
+                        m.attempts.get_or_create(&AttemptLabels { kind: claim.kind.clone(), outcome: "lease-lost".into() }).inc();
                         return Ok(());
                     }
                     // A long step (an upload, a conversion) stops where it is, as if its worker
@@ -240,10 +251,45 @@ where
                     }
                 }
             };
+            m.step_duration
+                .get_or_create(&StepLabels {
+                    kind: claim.kind.clone(),
+                    step: step_name(&claim).to_string(),
+                })
+                .observe(started.elapsed().as_secs_f64());
             finish(&runner, &claim, event).await;
             Ok(())
-        })
+        }.instrument(span))
     }
+}
+
+/// The span of one attempt: a child of the span that created the workflow (its stored trace
+/// context), so every attempt, on any worker, is in the workflow's trace.
+fn step_span(runner: &Runner, claim: &Claim) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "workflow.step",
+        otel.name = %format_args!("{} {}", claim.kind, step_name(claim)),
+        workflow_id = %claim.id,
+        kind = %claim.kind,
+        step = step_name(claim),
+        attempt = claim.attempt,
+        phase = ?claim.phase,
+        worker = %runner.worker_id,
+    );
+    if let Some(tp) = &claim.trace {
+        drover_telemetry::trace::set_parent(&span, tp);
+    }
+    span
+}
+
+/// The recorded name of the claim's step (its index for workflows from before names were kept).
+fn step_name(claim: &Claim) -> &str {
+    claim
+        .steps
+        .as_ref()
+        .and_then(|s| s.get(claim.step))
+        .map_or("?", String::as_str)
 }
 
 /// Forgets the claim, freeing its slot, when the attempt ends however it ends. An attempt cut off
@@ -332,7 +378,9 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
         let now = now_ms();
         let mut built = Vec::new();
         for (k, spec) in specs.iter().enumerate() {
+            // Children join their parent's trace, under this attempt's span.
             let submission = Submission::new(spec.kind.clone(), spec.input.clone())
+                .trace(drover_telemetry::trace::current())
                 .priority(spec.priority)
                 .label("parent", claim.id.clone());
             let id = format!("{}.s{}t{}.{k}", claim.id, claim.step, claim.token);
@@ -395,6 +443,7 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
             .await
         {
             Ok(CommitResult::Continued(next)) => {
+                count_attempt(claim, &transition.outcome);
                 debug!(workflow_id = %claim.id, step = next.step, "Step committed; running the next one here.");
                 runner.hold(&next);
                 lock(&runner.continuations).push_back(*next);
@@ -404,6 +453,7 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
                 return;
             }
             Ok(CommitResult::Applied | CommitResult::Duplicate) => {
+                count_attempt(claim, &transition.outcome);
                 debug!(workflow_id = %claim.id, step = claim.step, attempt = claim.attempt, outcome = %transition.outcome, state = transition.state.as_str(), "Step committed.");
                 if transition.is_terminal() {
                     info!(workflow_id = %claim.id, kind = %claim.kind, state = transition.state.as_str(), "Workflow finished.");
@@ -450,6 +500,17 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
             }
         }
     }
+}
+
+/// Counts a committed attempt by its outcome.
+fn count_attempt(claim: &Claim, outcome: &impl std::fmt::Display) {
+    drover_telemetry::metrics()
+        .attempts
+        .get_or_create(&AttemptLabels {
+            kind: claim.kind.clone(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
 }
 
 /// Children outlive nothing: when their parent fails or is cancelled, they are cancelled too.

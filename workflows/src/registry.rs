@@ -85,6 +85,8 @@ pub struct Submission {
     /// -100..=100; higher runs first.
     pub priority: i32,
     pub labels: BTreeMap<String, String>,
+    /// The W3C traceparent of the span submitting it (see [`NewWorkflow::trace`]).
+    pub trace: Option<String>,
 }
 
 impl Submission {
@@ -94,7 +96,14 @@ impl Submission {
             input,
             priority: 0,
             labels: BTreeMap::new(),
+            trace: None,
         }
+    }
+
+    /// Carries the submitting span's trace context into the workflow's record.
+    pub fn trace(mut self, traceparent: Option<String>) -> Submission {
+        self.trace = traceparent;
+        self
     }
 
     pub fn priority(mut self, priority: i32) -> Submission {
@@ -119,6 +128,9 @@ pub struct NewWorkflow {
     /// The step names it is submitted with; workers run it by these names (see [`crate::Versioned`]).
     pub steps: Vec<String>,
     pub task: Task,
+    /// The W3C traceparent of the span that creates it (its submission, or the step that starts
+    /// it), kept in its record so every attempt joins that trace; `None` when traces are off.
+    pub trace: Option<String>,
 }
 
 impl Registry {
@@ -205,6 +217,7 @@ impl Registry {
             input,
             priority,
             labels,
+            trace: submission_trace,
         } = submission;
         if !(-100..=100).contains(&priority) {
             return Err(Error::InvalidRequest(format!(
@@ -248,6 +261,7 @@ impl Registry {
             labels,
             steps,
             task,
+            trace: submission_trace,
         })
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod guard;
 pub mod hooks;
+mod metrics;
 mod routes;
 mod schedules;
 mod serve;
@@ -56,6 +57,9 @@ pub struct Config {
     /// provisioning's constraints) may take, in ms; past it the submission is answered 503 with
     /// Retry-After and nothing is written.
     pub admission_timeout_ms: u64,
+    /// Whether `GET /metrics` asks for a viewer token (default: open, as Prometheus scrapes
+    /// without one; counts and names only, nothing secret). Also DROVER_API_METRICS_AUTH.
+    pub metrics_auth: bool,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             max_queued_signals: 64,
             max_queued_signals_per_name: 16,
             admission_timeout_ms: 10_000,
+            metrics_auth: false,
         }
     }
 }

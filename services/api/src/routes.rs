@@ -21,7 +21,7 @@ use drover_workflows::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::auth::{Role, authorize};
 use crate::status::{Position, step_status};
@@ -34,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/workflows", post(submit).get(list))
         .route("/v1/workflows/{id}", get(get_one))
         .route("/v1/workflows/{id}/events", get(crate::events::events))
@@ -157,22 +158,32 @@ async fn submit(
         input: req.input,
         priority: req.priority,
         labels: req.labels,
+        trace: None,
     };
     let kind = submission.kind.clone();
     let now = now_ms();
-    let wf = state
+    let mut wf = state
         .registry
         .prepare(uuid::Uuid::now_v7().to_string(), submission, now)
         .map_err(refused)?;
-    admit(&state, &wf).await?;
-    let submitted = state
-        .store
-        .submit(
-            &wf,
-            idempotency.as_deref().map(|k| (k, state.idempotency_ttl())),
-            now,
+    // The workflow's trace starts here: every attempt of every step joins it.
+    let span = drover_telemetry::trace::submit_span("api", &kind, &wf.id);
+    wf.trace = drover_telemetry::trace::of(&span);
+    let submitted = async {
+        admit(&state, &wf).await?;
+        Ok::<_, ApiError>(
+            state
+                .store
+                .submit(
+                    &wf,
+                    idempotency.as_deref().map(|k| (k, state.idempotency_ttl())),
+                    now,
+                )
+                .await?,
         )
-        .await?;
+    }
+    .instrument(span)
+    .await?;
     if submitted.key_reused {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

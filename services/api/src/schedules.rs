@@ -458,7 +458,9 @@ async fn trigger(
     let (_, compiled) = load(&state, id).await?;
     let now = now_ms();
     let at = now as i64;
-    let wf = fire_workflow(&state.registry, id, &compiled, at, "trigger", now).map_err(refused)?;
+    let mut wf =
+        fire_workflow(&state.registry, id, &compiled, at, "trigger", now).map_err(refused)?;
+    wf.trace = drover_telemetry::trace::start("schedule-trigger", &wf.kind, &wf.id);
     admit(&state, &wf).await?;
     let fire = Fire {
         mode: FireMode::Trigger,

@@ -78,7 +78,13 @@ impl Cluster {
         let mut config = config;
         config.default_retry = false;
         let upload_proxy = upload::Proxy::new(None, config.clone()).map_err(Error::Config)?;
-        let client = kube::Client::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
+        // Every API call: a client span, a traceparent header and a latency observation.
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_layer(&drover_telemetry::calls::Layer(
+                drover_telemetry::calls::System::Kubernetes,
+            ))
+            .build();
         Ok(Cluster {
             client,
             upload_proxy,

@@ -60,6 +60,16 @@ pub struct Counters {
 pub struct Audit {
     entries: Mutex<Vec<Entry>>,
     counters: Mutex<Counters>,
+    traced: Mutex<Vec<Traced>>,
+}
+
+/// A request that carried a W3C `traceparent` header (any method, reads too), kept so tests can
+/// check that a client propagates its trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct Traced {
+    pub method: String,
+    pub path: String,
+    pub traceparent: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,6 +113,19 @@ impl Audit {
                 per_node,
             });
         }
+    }
+
+    /// Remembers a request's `traceparent` (at most 100,000 are kept).
+    pub fn record_traceparent(&self, t: Traced) {
+        let mut traced = lock(&self.traced);
+        if traced.len() < 100_000 {
+            traced.push(t);
+        }
+    }
+
+    /// The requests that carried a `traceparent`, in arrival order.
+    pub fn traced(&self) -> Vec<Traced> {
+        lock(&self.traced).clone()
     }
 
     /// The migration counters.

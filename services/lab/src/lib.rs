@@ -269,6 +269,11 @@ impl LabHandle {
         self.shared.audit.entries()
     }
 
+    /// The requests (Kubernetes and MAAS) that carried a W3C `traceparent` header.
+    pub fn traced(&self) -> Vec<audit::Traced> {
+        self.shared.audit.traced()
+    }
+
     /// Migration concurrency counters (peaks, current, history).
     pub fn counters(&self) -> audit::Counters {
         self.shared.audit.counters()

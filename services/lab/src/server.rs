@@ -51,6 +51,17 @@ async fn entry(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Res
             .unwrap_or("")
             .to_string()
     };
+    if let Some(tp) = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        shared.audit.record_traceparent(crate::audit::Traced {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            traceparent: tp.to_string(),
+        });
+    }
     let query: Vec<(String, String)> = parts
         .uri
         .query()

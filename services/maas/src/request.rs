@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use drover_telemetry::calls::{Outgoing, System, TRACEPARENT};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::de::DeserializeOwned;
@@ -154,17 +155,24 @@ impl Client {
         if url.query() == Some("") {
             url.set_query(None);
         }
+        let outgoing = Outgoing::start(System::Maas, &call.method, url.path());
         let mut request = self
             .http
             .request(call.method.clone(), url)
             .header(reqwest::header::AUTHORIZATION, self.key.header());
+        if let Some(tp) = outgoing.traceparent() {
+            request = request.header(&TRACEPARENT, tp);
+        }
         if let Some(body) = body {
             request = request
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(body);
         }
         let transport = |e: reqwest::Error| error::transport(&call.what, &e, call.replay);
-        let response = request.send().await.map_err(transport)?;
+        let response = outgoing
+            .run(request.send(), |r| r.status().as_u16())
+            .await
+            .map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -4,8 +4,9 @@ KEYS[1]  P.."ready"
 ARGV     P, worker id, now, lease ms, batch (max items promoted or reclaimed per call), scan (max
          candidates examined), history max, max (tasks to claim), block ms (how long the caller
          blocks on the wake list when it finds nothing; 0: it does not block)
-Returns  {next, claim...} where next is the earliest time (ms) a delayed task or a lease falls due (or
-         false) and each claim is {id, token, record (flat HGETALL), outputs (flat HGETALL), signals
+Returns  {next, expired, claim...} where next is the earliest time (ms) a delayed task or a lease
+         falls due (or false), expired the number of expired leases this call reclaimed, and each
+         claim is {id, token, record (flat HGETALL), outputs (flat HGETALL), signals
          (flat HGETALL)}
 Invariants:
   - bounded: at most `batch` delayed tasks promoted, `batch` expired leases reclaimed and `scan`
@@ -110,7 +111,7 @@ redis.register_function('drover_claim', function(keys, args)
     -- The caller will block on the wake list: enter it so enqueues wake it.
     redis.call('ZADD', P .. 'sleepers', now + block_ms, worker)
   end
-  local reply = {next}
+  local reply = {next, #expired}
   for _, c in ipairs(claimed) do
     reply[#reply + 1] = c
   end

@@ -92,6 +92,10 @@ end
 -- Give back one unit of semaphore `name` held by `id` and let one waiter try again.
 local function release(P, id, name)
   if redis.call('ZREM', P .. 'sem:' .. name, id) == 1 then
+    -- `sems` names the semaphores with holders, so metrics read them without a scan.
+    if redis.call('ZCARD', P .. 'sem:' .. name) == 0 then
+      redis.call('SREM', P .. 'sems', name)
+    end
     local w = redis.call('ZPOPMIN', P .. 'semwait:' .. name, 1)
     if w[1] then
       redis.call('ZADD', P .. 'ready', w[2], w[1])
@@ -140,6 +144,7 @@ local function grant(P, id, worker, now, lease_ms, permits, state, brief)
   local wk = wfkey(P, id)
   for _, p in ipairs(permits) do
     redis.call('ZADD', P .. 'sem:' .. p.name, 'NX', now, id)
+    redis.call('SADD', P .. 'sems', p.name)
     if p.scope == 'workflow' then
       redis.call('SADD', wk .. ':held', p.name)
     end
@@ -161,7 +166,7 @@ end
 -- Write a new workflow record, index it and queue its first task.
 -- rec: {id, kind, input, priority, labels (object), steps (json string: the step names, absent from
 -- callers older than versioned steps), task (json string), permits (json string, absent when none),
--- due, parent?}
+-- due, parent?, trace? (W3C traceparent)}
 local function create(P, rec, now)
   local wk = wfkey(P, rec.id)
   redis.call('HSET', wk,
@@ -170,6 +175,10 @@ local function create(P, rec, now)
     'step', 0, 'attempt', 1, 'phase', 'forward', 'task', rec.task, 'loc', '')
   if rec.steps then
     redis.call('HSET', wk, 'steps', rec.steps)
+  end
+  if rec.trace then
+    -- The W3C traceparent of the span that created it: every attempt's span joins that trace.
+    redis.call('HSET', wk, 'trace', rec.trace)
   end
   if rec.parent then
     -- The top-level workflow counts every workflow created under it (see max_descendants).

@@ -39,6 +39,9 @@ pub struct Claim {
     /// The step names the workflow was submitted with (None for workflows from before names were
     /// recorded).
     pub steps: Option<Vec<String>>,
+    /// The W3C traceparent of the span that created the workflow (its submission, or the step
+    /// that started it), if traces were on: each attempt's span is its child.
+    pub trace: Option<String>,
 }
 
 impl Claim {
@@ -66,6 +69,8 @@ pub struct Claimed {
     pub claims: Vec<Claim>,
     /// When a delayed task or a lease next falls due, if any.
     pub next_due_ms: Option<u64>,
+    /// Expired leases this claim reclaimed (their workers died or stalled).
+    pub expired: u64,
 }
 
 /// Whether a lease is still held.
@@ -268,10 +273,17 @@ impl Store {
             .as_ref()
             .and_then(text)
             .and_then(|s| s.parse().ok());
+        let expired = items
+            .next()
+            .as_ref()
+            .and_then(text)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let claims = items.map(parse_claim).collect::<Result<Vec<_>>>()?;
         Ok(Claimed {
             claims,
             next_due_ms,
+            expired,
         })
     }
 
@@ -419,6 +431,7 @@ impl Continue<'_> {
             priority: self.from.priority,
             resumes: self.from.resumes,
             steps: self.from.steps.clone(),
+            trace: self.from.trace.clone(),
         })
     }
 }
@@ -542,6 +555,7 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
             .unwrap_or(0),
         resumes: rec.get("resumes").and_then(|s| s.parse().ok()).unwrap_or(0),
         steps: rec.get("steps").and_then(|s| serde_json::from_str(s).ok()),
+        trace: rec.get("trace").cloned(),
         id,
     };
     Ok(claim)

@@ -14,6 +14,7 @@ pub mod probe;
 mod query;
 pub mod schedule;
 pub mod server;
+mod stats;
 mod submit;
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use control::{ControlResult, SignalLimits};
 pub use drover_workflows::{NewWorkflow, Submission};
 pub use handback::Handback;
 pub use query::{Filter, Page, WorkflowView};
+pub use stats::{Semaphore, Stats};
 pub use submit::{SubmitError, Submitted, fingerprint};
 
 /// The function library: shared helpers first, then one file per function.

@@ -510,6 +510,7 @@ pub fn fire_workflow(
         input,
         priority: spec.priority.unwrap_or(0),
         labels,
+        trace: None,
     };
     registry.prepare(fire_workflow_id(schedule, fire_ms, tag), submission, now_ms)
 }

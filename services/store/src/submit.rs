@@ -45,6 +45,9 @@ pub(crate) fn record(wf: &NewWorkflow, parent: Option<&str>) -> Result<Value> {
     if let Some(parent) = parent {
         rec["parent"] = json!(parent);
     }
+    if let Some(trace) = &wf.trace {
+        rec["trace"] = json!(trace);
+    }
     if !wf.task.permits.is_empty() {
         rec["permits"] = json!(serde_json::to_string(&wf.task.permits)?);
     }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use drover_telemetry::calls;
 use drover_workflows::ports::secrets::{SecretError, SecretRef, Secrets};
 use drover_workflows::ports::tickets::{System, TicketError};
 use reqwest::header::{ACCEPT, RETRY_AFTER};
@@ -232,16 +233,24 @@ impl Endpoint {
         if !call.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&call.query);
         }
+        let system = match self.system {
+            System::Jira => calls::System::Jira,
+            System::Servicenow => calls::System::ServiceNow,
+        };
+        let outgoing = calls::Outgoing::start(system, &call.method, url.path());
         let mut request = self
             .http
             .request(call.method.clone(), url)
             .basic_auth(&self.user, Some(password.expose()))
             .header(ACCEPT, "application/json");
+        if let Some(tp) = outgoing.traceparent() {
+            request = request.header(&calls::TRACEPARENT, tp);
+        }
         if let Some(body) = &call.body {
             request = request.json(body);
         }
-        let response = request
-            .send()
+        let response = outgoing
+            .run(request.send(), |r| r.status().as_u16())
             .await
             .map_err(|e| error::transport(&cx, &e))?;
         let status = response.status().as_u16();

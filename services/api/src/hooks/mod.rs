@@ -251,7 +251,10 @@ fn workflow_for(
     let mut submission =
         Submission::new(rule.kind.clone(), input).label(TICKET_LABEL, event.key.clone());
     submission = submission.label("drover.io/rule", rule.name.clone());
-    state.registry.prepare(id, submission, now)
+    state.registry.prepare(id, submission, now).map(|mut wf| {
+        wf.trace = drover_telemetry::trace::start("webhook", &wf.kind, &wf.id);
+        wf
+    })
 }
 
 /// Whether the event is too old to act on as sent; then the ticket is read as it is now.
