@@ -131,6 +131,25 @@ fn every_overlay_renders_and_each_object_is_valid_for_its_kind_and_version() {
         let hpa = kinds
             .iter()
             .any(|k| k == "HorizontalPodAutoscaler/drover-worker");
+        if scaled {
+            // The trigger asks for a metric the API exports (Prometheus scrapes /metrics).
+            let query = find(&docs, "ScaledObject", "drover-worker")["spec"]["triggers"][0]
+                ["metadata"]["query"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let metric = query
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|w| w.starts_with("drover_"))
+                .unwrap();
+            let exported =
+                std::fs::read_to_string(format!("{ROOT}/services/telemetry/src/metrics.rs"))
+                    .unwrap();
+            assert!(
+                exported.contains(&format!("\"{metric}\"")),
+                "{overlay}: the KEDA query's {metric} is not a metric Drover exports"
+            );
+        }
         match overlay {
             "dev" => assert!(!scaled && !hpa, "dev scales by hand"),
             "production" => assert!(scaled && !hpa, "production scales on queue depth"),
@@ -393,9 +412,11 @@ async fn the_rendered_containers_serve_the_api_and_drain_a_node_of_the_lab() {
         .trim_start_matches("redis://")
         .trim_end_matches("/0")
         .to_string();
+    let metrics_port = free_port();
     let rewrites = [
         ("drover-redis:6379", redis_addr),
         ("0.0.0.0:8080", format!("127.0.0.1:{port}")),
+        ("0.0.0.0:9464", format!("127.0.0.1:{metrics_port}")),
     ];
     let api = &find(&docs, "Deployment", "drover-api")["spec"]["template"]["spec"]["containers"][0];
     let _api = run_container(
@@ -476,6 +497,16 @@ async fn the_rendered_containers_serve_the_api_and_drain_a_node_of_the_lab() {
             .all(|v| v["status"]["nodeName"] != "worker-03"),
         "every VM moved off worker-03 through the lab's API"
     );
+    // The worker serves its metrics where its pod's annotations say.
+    let scraped = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(scraped.contains("drover_"), "{scraped}");
     let history = view.history.unwrap();
     assert!(
         history.iter().all(|h| h["worker"] == "drover-worker-0"),
