@@ -487,6 +487,7 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         ("/v1/hooks/servicenow".into(), &["GET", "PATCH"]),
         ("/healthz".into(), &["POST", "DELETE"]),
         ("/v1/whoami".into(), &["POST", "PUT", "DELETE"]),
+        ("/v1/openapi.json".into(), &["POST", "PUT", "DELETE"]),
         ("/ui/".into(), &["POST", "PUT", "DELETE"]),
         ("/ui/app.js".into(), &["POST", "DELETE", "PATCH"]),
         ("/readyz".into(), &["POST", "PUT"]),

@@ -18,6 +18,7 @@ mod import;
 mod lab;
 mod maas_adapter;
 mod metrics;
+mod openapi;
 mod provision;
 mod schedules;
 mod secrets;

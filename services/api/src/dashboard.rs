@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Role, authorize};
 use crate::{ApiError, AppState};
@@ -26,18 +26,42 @@ const STYLE: &str = include_str!("../assets/app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-pub(crate) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route(
-            "/ui/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route("/ui/{file}", get(file))
-        .route("/v1/whoami", get(whoami))
+pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(root))
+        .routes(routes!(ui_bare))
+        .routes(routes!(index))
+        .routes(routes!(file))
+        .routes(routes!(whoami))
 }
 
+/// The dashboard's address.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 303, description = "to /ui/")))]
+async fn root() -> Redirect {
+    Redirect::to("/ui/")
+}
+
+/// The dashboard's address, without its slash.
+#[utoipa::path(get, path = "/ui", tag = "dashboard",
+    responses((status = 303, description = "to /ui/")))]
+async fn ui_bare() -> Redirect {
+    Redirect::to("/ui/")
+}
+
+/// The dashboard (sign-in happens in the page).
+#[utoipa::path(get, path = "/ui/", tag = "dashboard",
+    responses((status = 200, description = "the page", content_type = "text/html", body = String)))]
+async fn index() -> Response {
+    asset(INDEX, "text/html; charset=utf-8")
+}
+
+/// The dashboard's script and stylesheet.
+#[utoipa::path(get, path = "/ui/{file}", tag = "dashboard",
+    params(("file" = String, Path, description = "app.js, app.css or index.html")),
+    responses(
+        (status = 200, description = "the file", content_type = "text/javascript", body = String),
+        (status = 404, description = "no such file", body = crate::openapi::ErrorBody)))]
 async fn file(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "app.js" => asset(SCRIPT, "text/javascript; charset=utf-8"),
@@ -75,6 +99,11 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// The token's holder and role (viewers read, operators also change).
+#[utoipa::path(get, path = "/v1/whoami", tag = "meta",
+    responses(
+        (status = 200, description = "the token's holder", body = crate::openapi::Whoami),
+        (status = "4XX", description = "no valid token", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn whoami(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -35,6 +35,15 @@ pub(crate) struct EventsQuery {
     depth: Option<usize>,
 }
 
+/// The workflow's changes as server-sent events: `workflow` (its detail) at once and at each
+/// change, then `end` once it has ended.
+#[utoipa::path(get, path = "/v1/workflows/{id}/events", tag = "workflows",
+    params(("id" = String, Path, description = "a workflow id"),
+        ("depth" = Option<usize>, Query, description = "levels of children nested, 1-3")),
+    responses(
+        (status = 200, description = "the event stream", content_type = "text/event-stream", body = crate::openapi::StreamEvent),
+        (status = "4XX", description = "no such workflow, a bad depth or no valid token", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -10,6 +10,7 @@ mod events;
 mod guard;
 pub mod hooks;
 mod metrics;
+mod openapi;
 mod routes;
 mod schedules;
 mod serve;

@@ -15,6 +15,12 @@ use tracing::warn;
 use crate::auth::{Role, authorize};
 use crate::{ApiError, AppState};
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "the metrics (OpenMetrics text, which Prometheus's text parser reads too)",
+        content((String = "application/openmetrics-text"), (String = "text/plain"))),
+    (status = "4XX", description = "no valid token, when metrics_auth is set", body = crate::openapi::ErrorBody),
+    (status = 503, description = "the store does not answer", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn metrics(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

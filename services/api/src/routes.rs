@@ -10,7 +10,6 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use drover_store::{ControlResult, Filter, SignalLimits, Submission, now_ms};
@@ -22,6 +21,9 @@ use drover_workflows::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{Instrument, info, warn};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Role, authorize};
 use crate::status::{Position, step_status};
@@ -31,33 +33,38 @@ type Shared = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::metrics))
-        .route("/v1/workflows", post(submit).get(list))
-        .route("/v1/workflows/{id}", get(get_one))
-        .route("/v1/workflows/{id}/events", get(crate::events::events))
-        .route("/v1/workflows/{id}/cancel", post(cancel))
-        .route("/v1/workflows/{id}/retry", post(retry))
-        .route("/v1/workflows/{id}/pause", post(pause))
-        .route("/v1/workflows/{id}/resume", post(resume))
-        .route("/v1/workflows/{id}/signals/{name}", post(signal))
+    let (router, api) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(crate::metrics::metrics))
+        .routes(routes!(submit, list))
+        .routes(routes!(get_one))
+        .routes(routes!(crate::events::events))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(signal))
+        .routes(routes!(openapi_json))
         .merge(crate::schedules::routes())
         .merge(crate::dashboard::routes())
         .merge(crate::hooks::routes())
+        .split_for_parts();
+    let document = Arc::new(crate::openapi::document(api, &state.registry));
+    router
+        .layer(axum::Extension(document))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not found",
-                "no such route; see README.md for the API",
+                "no such route; GET /v1/openapi.json lists the API",
             )
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed",
-                "this route does not take that method; see README.md for the API",
+                "this route does not take that method; GET /v1/openapi.json lists the API",
             )
         })
         .layer(DefaultBodyLimit::max(limit))
@@ -66,6 +73,20 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::guard::guard,
         ))
         .with_state(state)
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "alive", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// This document (OpenAPI 3.1), with each kind's input schema.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "the OpenAPI document", body = Object)))]
+async fn openapi_json(axum::Extension(doc): axum::Extension<Arc<Value>>) -> Response {
+    Json(doc.as_ref().clone()).into_response()
 }
 
 pub(crate) fn body_error(e: BytesRejection, limit: usize) -> ApiError {
@@ -85,6 +106,10 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Readiness: Redis answers.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "ready", content_type = "text/plain", body = String),
+    (status = 503, description = "Redis does not answer", body = crate::openapi::ErrorBody)))]
 async fn readyz(State(state): Shared) -> Response {
     match state.store.ping().await {
         Ok(()) => "ready".into_response(),
@@ -144,6 +169,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
+/// Submits a workflow. Nothing is written when it is refused.
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
+    request_body = crate::openapi::SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "a repeat with the same key and request returns the same workflow")),
+    responses(
+        (status = 201, description = "created", body = crate::openapi::Submitted),
+        (status = 200, description = "the workflow this Idempotency-Key created", body = crate::openapi::Submitted),
+        (status = "4XX", description = "refused; nothing written", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the admission check could not be made; retry after Retry-After", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn submit(
     State(state): Shared,
     headers: HeaderMap,
@@ -272,6 +308,13 @@ pub(crate) async fn admit(state: &AppState, wf: &NewWorkflow) -> Result<(), ApiE
     .retry_after(secs))
 }
 
+/// A workflow with its steps, history, outputs and children.
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "a workflow id")),
+    responses(
+        (status = 200, description = "the workflow", body = crate::openapi::WorkflowDetail),
+        (status = "4XX", description = "no such workflow, or no valid token", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_one(
     State(state): Shared,
     headers: HeaderMap,
@@ -401,6 +444,19 @@ struct ListQuery {
     all: Option<bool>,
 }
 
+/// Top-level workflows (children too with all=true), newest first.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    params(
+        ("state" = Option<String>, Query, description = "pending, running, waiting, compensating, succeeded, failed, cancelled or paused"),
+        ("kind" = Option<String>, Query),
+        ("label" = Option<String>, Query, description = "key=value"),
+        ("all" = Option<bool>, Query, description = "children too"),
+        ("limit" = Option<usize>, Query, description = "1-500, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses(
+        (status = 200, description = "a page", body = crate::openapi::WorkflowPage),
+        (status = "4XX", description = "a bad query or no valid token", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list(
     State(state): Shared,
     headers: HeaderMap,
@@ -482,6 +538,13 @@ fn control_response(id: &str, result: ControlResult, action: &str) -> Result<Res
     }
 }
 
+/// Cancels a workflow: completed steps are compensated in reverse.
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
+    params(("id" = String, Path, description = "a workflow id")),
+    responses(
+        (status = 202, description = "accepted", body = crate::openapi::Accepted),
+        (status = "4XX", description = "refused (not found, ended, not an operator)", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn cancel(
     State(state): Shared,
     headers: HeaderMap,
@@ -495,6 +558,13 @@ async fn cancel(
     Ok(response)
 }
 
+/// Pauses a workflow: no new step starts.
+#[utoipa::path(post, path = "/v1/workflows/{id}/pause", tag = "workflows",
+    params(("id" = String, Path, description = "a workflow id")),
+    responses(
+        (status = 202, description = "accepted", body = crate::openapi::Accepted),
+        (status = "4XX", description = "refused (not found, ended, not an operator)", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn pause(
     State(state): Shared,
     headers: HeaderMap,
@@ -508,6 +578,13 @@ async fn pause(
     Ok(response)
 }
 
+/// Resumes a paused workflow.
+#[utoipa::path(post, path = "/v1/workflows/{id}/resume", tag = "workflows",
+    params(("id" = String, Path, description = "a workflow id")),
+    responses(
+        (status = 202, description = "accepted", body = crate::openapi::Accepted),
+        (status = "4XX", description = "refused (not found, ended, not an operator)", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn resume(
     State(state): Shared,
     headers: HeaderMap,
@@ -521,6 +598,13 @@ async fn resume(
     Ok(response)
 }
 
+/// Retries a failed workflow from its failed step.
+#[utoipa::path(post, path = "/v1/workflows/{id}/retry", tag = "workflows",
+    params(("id" = String, Path, description = "a workflow id")),
+    responses(
+        (status = 202, description = "accepted", body = crate::openapi::Accepted),
+        (status = "4XX", description = "refused (not found, ended, not an operator)", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn retry(
     State(state): Shared,
     headers: HeaderMap,
@@ -553,6 +637,14 @@ async fn retry(
     Ok(response)
 }
 
+/// Sends a signal (a JSON payload, or none); delivered exactly once, even before the wait.
+#[utoipa::path(post, path = "/v1/workflows/{id}/signals/{name}", tag = "workflows",
+    params(("id" = String, Path, description = "a workflow id"), ("name" = String, Path, description = "the signal's name")),
+    request_body(content = Option<Value>, description = "the payload (JSON); optional"),
+    responses(
+        (status = 202, description = "accepted", body = crate::openapi::Accepted),
+        (status = "4XX", description = "refused (not found, ended, too large, too many queued)", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn signal(
     State(state): Shared,
     headers: HeaderMap,

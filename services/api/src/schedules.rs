@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::post};
 use bytes::Bytes;
 use drover_store::now_ms;
 use drover_store::schedule::{
@@ -22,6 +22,8 @@ use drover_workflows::schedule::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Role, authorize};
 use crate::routes::{admit, body_error, parse_json, refused};
@@ -34,17 +36,14 @@ const MAX_BACKFILL: usize = 1000;
 /// Log entries shown with a schedule.
 const LOG_SHOWN: usize = 50;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/schedules", post(create).get(list))
-        .route(
-            "/v1/schedules/{id}",
-            axum::routing::get(get_one).put(replace).delete(delete),
-        )
-        .route("/v1/schedules/{id}/pause", post(pause))
-        .route("/v1/schedules/{id}/unpause", post(unpause))
-        .route("/v1/schedules/{id}/trigger", post(trigger))
-        .route("/v1/schedules/{id}/backfill", post(backfill))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, replace, delete))
+        .routes(routes!(pause))
+        .routes(routes!(unpause))
+        .routes(routes!(trigger))
+        .routes(routes!(backfill))
 }
 
 fn schedule_id(id: &str) -> Result<&str, ApiError> {
@@ -144,6 +143,13 @@ struct CreateBody {
     spec: Value,
 }
 
+/// Creates a schedule (its `id` names it) after checking its spec and the workflow it would start.
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules",
+    request_body(content = Object, description = "{id, cron, timezone?, kind, input, ...}: see README, Schedules"),
+    responses(
+        (status = 201, description = "created", body = crate::openapi::Schedule),
+        (status = "4XX", description = "refused (invalid spec or input, id taken); nothing written", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn create(
     State(state): Shared,
     headers: HeaderMap,
@@ -189,6 +195,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, &rec, 5).await?)).into_response())
 }
 
+/// Replaces a schedule's spec (its pause state and log stay).
+#[utoipa::path(put, path = "/v1/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "a schedule id")),
+    request_body(content = Object, description = "the spec, as for POST /v1/schedules"),
+    responses(
+        (status = 200, description = "replaced", body = crate::openapi::Schedule),
+        (status = "4XX", description = "refused; nothing written", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn replace(
     State(state): Shared,
     headers: HeaderMap,
@@ -240,6 +253,12 @@ async fn replace(
     Ok(Json(view(&state, &rec, 5).await?).into_response())
 }
 
+/// Deletes a schedule (the workflows it started stay).
+#[utoipa::path(delete, path = "/v1/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "a schedule id")),
+    responses(
+        (status = 200, description = "deleted", body = Object),
+        (status = "4XX", description = "refused or not found", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn delete(
     State(state): Shared,
     headers: HeaderMap,
@@ -261,6 +280,13 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// Schedules, oldest first.
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses(
+        (status = 200, description = "a page", body = crate::openapi::SchedulePage),
+        (status = "4XX", description = "a bad query or no valid token", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list(
     State(state): Shared,
     headers: HeaderMap,
@@ -303,6 +329,13 @@ struct GetQuery {
     preview: Option<usize>,
 }
 
+/// A schedule with its next fire times.
+#[utoipa::path(get, path = "/v1/schedules/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "a schedule id"), ("preview" = Option<usize>, Query, description = "how many next fire times")),
+    responses(
+        (status = 200, description = "the schedule", body = crate::openapi::Schedule),
+        (status = "4XX", description = "not found, a bad query or no valid token", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_one(
     State(state): Shared,
     headers: HeaderMap,
@@ -339,6 +372,13 @@ struct NoteBody {
     note: Option<String>,
 }
 
+/// Pauses a schedule: no fire time starts.
+#[utoipa::path(post, path = "/v1/schedules/{id}/pause", tag = "schedules", params(("id" = String, Path, description = "a schedule id")),
+    request_body(content = Option<Object>, description = "{note?}"),
+    responses(
+        (status = 200, description = "done", body = crate::openapi::Schedule),
+        (status = "4XX", description = "refused or not found", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn pause(
     state: Shared,
     headers: HeaderMap,
@@ -348,6 +388,13 @@ async fn pause(
     set_paused(state, headers, id, body, true).await
 }
 
+/// Unpauses a schedule from its next fire time after now.
+#[utoipa::path(post, path = "/v1/schedules/{id}/unpause", tag = "schedules", params(("id" = String, Path, description = "a schedule id")),
+    request_body(content = Option<Object>, description = "{note?}"),
+    responses(
+        (status = 200, description = "done", body = crate::openapi::Schedule),
+        (status = "4XX", description = "refused or not found", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn unpause(
     state: Shared,
     headers: HeaderMap,
@@ -445,6 +492,13 @@ async fn load(state: &AppState, id: &str) -> Result<(ScheduleRecord, Compiled), 
 
 /// Trigger now: starts the schedule's workflow at once (subject to the overlap policy, the
 /// schedule's unless the body gives one), whether or not the schedule is paused.
+/// Starts the schedule's workflow now, under its overlap policy (or the one given).
+#[utoipa::path(post, path = "/v1/schedules/{id}/trigger", tag = "schedules", params(("id" = String, Path, description = "a schedule id")),
+    request_body(content = Option<Object>, description = "{overlap?}"),
+    responses(
+        (status = 200, description = "what it did", body = crate::openapi::Fired),
+        (status = "4XX", description = "refused or not found", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn trigger(
     State(state): Shared,
     headers: HeaderMap,
@@ -495,6 +549,13 @@ struct BackfillBody {
 /// Backfill: every fire time in [from, to] (past ones), oldest first, each as the schedule's own
 /// fire time would be (same workflow id, so a time that already fired is reported as existing),
 /// with the overlap policy given (default allow-all: a backfill asks for every time in its range).
+/// Starts every fire time of a past range, oldest first (at most 1,000).
+#[utoipa::path(post, path = "/v1/schedules/{id}/backfill", tag = "schedules", params(("id" = String, Path, description = "a schedule id")),
+    request_body(content = Object, description = "{from, to, overlap?} (RFC 3339 times)"),
+    responses(
+        (status = 200, description = "each fire time's result", body = crate::openapi::Backfilled),
+        (status = "4XX", description = "refused or not found", body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn backfill(
     State(state): Shared,
     headers: HeaderMap,

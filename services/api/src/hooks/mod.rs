@@ -15,12 +15,11 @@ pub mod verify;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use bytes::Bytes;
 use drover_store::SignalLimits;
 use drover_store::hook::{Delivery, HookAction, HookOutcome};
@@ -30,6 +29,8 @@ use drover_workflows::ports::tickets::Tickets;
 use drover_workflows::{NewWorkflow, Submission};
 use serde_json::{Value, json};
 use tracing::{info, warn};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::routes::{admit, body_error, parse_json};
 use crate::{ApiError, AppState};
@@ -50,11 +51,27 @@ pub struct Hooks {
     pub tickets: Option<Arc<dyn Tickets>>,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/hooks/jira", post(jira))
-        .route("/v1/hooks/servicenow", post(servicenow))
-        .route("/v1/hooks/generic", post(generic))
+/// A webhook handler with its OpenAPI operation: the three hooks answer alike.
+macro_rules! hook_route {
+    ($path:literal, $doc:literal, $handler:item) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, tag = "hooks",
+            request_body(content = Object, description = "the system's own event body, signed"),
+            responses(
+                (status = 201, description = "a workflow started", body = Object),
+                (status = 200, description = "signalled, or a duplicate delivery", body = Object),
+                (status = 202, description = "ignored, with the reason", body = Object),
+                (status = "4XX", description = "bad signature, stale, not configured or malformed; nothing written", body = crate::openapi::ErrorBody),
+                (status = 503, description = "cannot be written now; retry after Retry-After", body = crate::openapi::ErrorBody)))]
+        $handler
+    };
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(jira))
+        .routes(routes!(servicenow))
+        .routes(routes!(generic))
 }
 
 fn unavailable(detail: impl Into<Value>) -> ApiError {
@@ -119,102 +136,114 @@ fn configured<'a, T>(
     Ok((hooks, cfg))
 }
 
-async fn jira(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let (hooks, cfg) = configured(&state, "jira", |c| c.jira.as_ref())?;
-    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
-    let key = secret(hooks, &cfg.secret).await?;
-    verify::check(
-        &key,
-        &body,
-        header(&headers, "x-hub-signature"),
-        "X-Hub-Signature",
-        false,
-    )
-    .map_err(unauthorized)?;
-    let delivery = delivery_id(
-        header(&headers, "x-atlassian-webhook-identifier"),
-        "X-Atlassian-Webhook-Identifier",
-    )?;
-    let value: Value = parse_json(&body)?;
-    let event = event::jira(&value).map_err(ApiError::bad_request)?;
-    // Jira signs its body, timestamp included, and keeps it on retries: a delivery older than
-    // the delivery ids are remembered could be a replay nothing else would catch.
-    if let Some(at) = event.at_ms {
-        let age_s = (now_ms() as i64 - at) / 1000;
-        if age_s > hooks.config.delivery_ttl_secs as i64 {
-            return Err(unauthorized(verify::Refused::Timestamp(format!(
-                "the delivery's timestamp is {age_s} s old, past the {} s replays are \
+hook_route!(
+    "/v1/hooks/jira",
+    "Jira Cloud's webhook (X-Hub-Signature HMAC-SHA256): starts, signals or ignores per `[[hooks.rules]]`; 404 when not configured.",
+    async fn jira(
+        State(state): State<Arc<AppState>>,
+        headers: HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Response, ApiError> {
+        let (hooks, cfg) = configured(&state, "jira", |c| c.jira.as_ref())?;
+        let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+        let key = secret(hooks, &cfg.secret).await?;
+        verify::check(
+            &key,
+            &body,
+            header(&headers, "x-hub-signature"),
+            "X-Hub-Signature",
+            false,
+        )
+        .map_err(unauthorized)?;
+        let delivery = delivery_id(
+            header(&headers, "x-atlassian-webhook-identifier"),
+            "X-Atlassian-Webhook-Identifier",
+        )?;
+        let value: Value = parse_json(&body)?;
+        let event = event::jira(&value).map_err(ApiError::bad_request)?;
+        // Jira signs its body, timestamp included, and keeps it on retries: a delivery older than
+        // the delivery ids are remembered could be a replay nothing else would catch.
+        if let Some(at) = event.at_ms {
+            let age_s = (now_ms() as i64 - at) / 1000;
+            if age_s > hooks.config.delivery_ttl_secs as i64 {
+                return Err(unauthorized(verify::Refused::Timestamp(format!(
+                    "the delivery's timestamp is {age_s} s old, past the {} s replays are \
                  remembered; a replay",
-                hooks.config.delivery_ttl_secs
-            ))));
+                    hooks.config.delivery_ttl_secs
+                ))));
+            }
         }
+        let own = cfg.account_id.as_deref();
+        handle(&state, hooks, event, &delivery, own)
+            .await
+            .map_err(retry_later)
     }
-    let own = cfg.account_id.as_deref();
-    handle(&state, hooks, event, &delivery, own)
-        .await
-        .map_err(retry_later)
-}
+);
 
-async fn servicenow(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let (hooks, cfg) = configured(&state, "servicenow", |c| c.servicenow.as_ref())?;
-    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
-    let key = secret(hooks, &cfg.secret).await?;
-    let ts = verify::check_timestamped(
-        &key,
-        &body,
-        header(&headers, &cfg.signature_header),
-        "signature",
-        true,
-        header(&headers, &cfg.timestamp_header),
-        "timestamp",
-        now_ms(),
-        cfg.tolerance_secs,
-    )
-    .map_err(unauthorized)?;
-    let delivery = delivery_id(header(&headers, &cfg.delivery_header), &cfg.delivery_header)?;
-    let value: Value = parse_json(&body)?;
-    let event = event::servicenow(&value, ts).map_err(ApiError::bad_request)?;
-    let own = cfg.user.as_deref();
-    handle(&state, hooks, event, &delivery, own)
-        .await
-        .map_err(retry_later)
-}
+hook_route!(
+    "/v1/hooks/servicenow",
+    "ServiceNow's outbound message (HMAC of timestamp and body): starts, signals or ignores per `[[hooks.rules]]`; 404 when not configured.",
+    async fn servicenow(
+        State(state): State<Arc<AppState>>,
+        headers: HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Response, ApiError> {
+        let (hooks, cfg) = configured(&state, "servicenow", |c| c.servicenow.as_ref())?;
+        let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+        let key = secret(hooks, &cfg.secret).await?;
+        let ts = verify::check_timestamped(
+            &key,
+            &body,
+            header(&headers, &cfg.signature_header),
+            "signature",
+            true,
+            header(&headers, &cfg.timestamp_header),
+            "timestamp",
+            now_ms(),
+            cfg.tolerance_secs,
+        )
+        .map_err(unauthorized)?;
+        let delivery = delivery_id(header(&headers, &cfg.delivery_header), &cfg.delivery_header)?;
+        let value: Value = parse_json(&body)?;
+        let event = event::servicenow(&value, ts).map_err(ApiError::bad_request)?;
+        let own = cfg.user.as_deref();
+        handle(&state, hooks, event, &delivery, own)
+            .await
+            .map_err(retry_later)
+    }
+);
 
-async fn generic(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let (hooks, cfg) = configured(&state, "generic", |c| c.generic.as_ref())?;
-    let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
-    let key = secret(hooks, &cfg.secret).await?;
-    let ts = verify::check_timestamped(
-        &key,
-        &body,
-        header(&headers, "x-drover-signature"),
-        "X-Drover-Signature",
-        false,
-        header(&headers, "x-drover-timestamp"),
-        "X-Drover-Timestamp",
-        now_ms(),
-        cfg.tolerance_secs,
-    )
-    .map_err(unauthorized)?;
-    let delivery = delivery_id(header(&headers, "x-drover-delivery"), "X-Drover-Delivery")?;
-    let value: Value = parse_json(&body)?;
-    let event = event::generic(&value, ts).map_err(ApiError::bad_request)?;
-    handle(&state, hooks, event, &delivery, None)
-        .await
-        .map_err(retry_later)
-}
+hook_route!(
+    "/v1/hooks/generic",
+    "a generic signed hook: starts, signals or ignores per `[[hooks.rules]]`; 404 when not configured.",
+    async fn generic(
+        State(state): State<Arc<AppState>>,
+        headers: HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Response, ApiError> {
+        let (hooks, cfg) = configured(&state, "generic", |c| c.generic.as_ref())?;
+        let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+        let key = secret(hooks, &cfg.secret).await?;
+        let ts = verify::check_timestamped(
+            &key,
+            &body,
+            header(&headers, "x-drover-signature"),
+            "X-Drover-Signature",
+            false,
+            header(&headers, "x-drover-timestamp"),
+            "X-Drover-Timestamp",
+            now_ms(),
+            cfg.tolerance_secs,
+        )
+        .map_err(unauthorized)?;
+        let delivery = delivery_id(header(&headers, "x-drover-delivery"), "X-Drover-Delivery")?;
+        let value: Value = parse_json(&body)?;
+        let event = event::generic(&value, ts).map_err(ApiError::bad_request)?;
+        handle(&state, hooks, event, &delivery, None)
+            .await
+            .map_err(retry_later)
+    }
+);
 
 /// A delivery that could not be decided or written is answered 503 with Retry-After, so the
 /// sender retries it.
