@@ -4,6 +4,6 @@
 
 mod adapter;
 mod crash;
-mod e2e;
+pub mod e2e;
 mod images;
 mod plan;

@@ -20,6 +20,7 @@ mod maas_adapter;
 mod metrics;
 mod openapi;
 mod provision;
+mod rbac;
 mod schedules;
 mod secrets;
 mod storage;

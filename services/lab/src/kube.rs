@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod eviction;
 pub mod patch;
+pub mod rbac;
 pub mod resources;
 pub mod selectors;
 pub mod status;
@@ -33,10 +34,55 @@ pub struct Target {
 
 /// Serve one Kubernetes API request.
 pub async fn handle(shared: &Shared, req: &Req) -> Response<Body> {
+    if let Err(err) = authorize(shared, req) {
+        return status::response(&err);
+    }
     match route(shared, req).await {
         Ok(resp) => resp,
         Err(err) => status::response(&err),
     }
+}
+
+/// RBAC, when it is on: the caller from its bearer token, then its ServiceAccount's rules.
+fn authorize(shared: &Shared, req: &Req) -> Result<(), Error> {
+    if !shared.rbac.enforced() {
+        return Ok(());
+    }
+    let token = req
+        .header("authorization")
+        .trim()
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    let caller = token
+        .as_deref()
+        .and_then(|t| shared.rbac.caller(t))
+        .ok_or_else(|| Error::Unauthorized("Unauthorized".into()))?;
+    let rbac::Caller::ServiceAccount { namespace, name } = caller else {
+        return Ok(());
+    };
+    let Some(attrs) = rbac::attributes(&req.method, &req.path, req.flag("watch")) else {
+        return Ok(());
+    };
+    let all = |key: &str| shared.store.list(key, None, |_| true).0;
+    use resources::keys;
+    let objects = rbac::Objects {
+        cluster_roles: all(keys::CLUSTER_ROLES),
+        cluster_role_bindings: all(keys::CLUSTER_ROLE_BINDINGS),
+        roles: all(keys::ROLES),
+        role_bindings: all(keys::ROLE_BINDINGS),
+    };
+    if rbac::allowed(&objects, &namespace, &name, &attrs) {
+        shared.rbac.grant(attrs);
+        return Ok(());
+    }
+    let user = rbac::user(&namespace, &name);
+    let message = rbac::forbidden(&user, &attrs);
+    shared.rbac.deny(rbac::Denial {
+        user,
+        attributes: attrs,
+    });
+    Err(Error::Forbidden(message))
 }
 
 async fn route(shared: &Shared, req: &Req) -> Result<Response<Body>, Error> {
@@ -109,6 +155,9 @@ async fn resource_request(
         (&Method::POST, true, Some("eviction")) if target.def.plural == "pods" => {
             eviction::handle(shared, req, &target)
         }
+        (&Method::POST, true, Some("token")) if target.def.plural == "serviceaccounts" => {
+            token_request(shared, &target)
+        }
         (&Method::PUT, true, None | Some("status")) => verbs::update(shared, req, &target),
         (&Method::PATCH, true, None | Some("status")) => verbs::patch(shared, req, &target),
         (&Method::DELETE, true, None) => verbs::delete(shared, req, &target),
@@ -162,4 +211,32 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
         }
         _ => Err(Error::NoRoute),
     }
+}
+
+/// The TokenRequest API: a token for a ServiceAccount that exists, valid for an hour of lab time
+/// (the lab does not expire them), which RBAC then authorizes by the account's bindings.
+fn token_request(shared: &Shared, target: &Target) -> Result<Response<Body>, Error> {
+    let ns = target.namespace.clone().unwrap_or_default();
+    let name = target.name.clone().unwrap_or_default();
+    if shared
+        .store
+        .get(resources::keys::SERVICE_ACCOUNTS, &ns, &name)
+        .is_none()
+    {
+        return Err(Error::NotFound {
+            resource: "serviceaccounts".into(),
+            name,
+        });
+    }
+    let token = shared.rbac.issue(&ns, &name);
+    Ok(http::json(
+        201,
+        &serde_json::json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": shared.clock.rfc3339()},
+            "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},
+            "status": {"token": token, "expirationTimestamp": shared.clock.rfc3339()},
+        }),
+    ))
 }

@@ -174,6 +174,7 @@ impl Lab {
             clock,
             scenario: config.scenario.clone(),
             ticketing,
+            rbac: Default::default(),
         });
         shared.store.record_history(false);
         sim::load::load(&shared, &config.scenario)?;
@@ -240,6 +241,23 @@ impl LabHandle {
     /// A kubeconfig pointing at the lab.
     pub fn kubeconfig(&self) -> String {
         admin::kubeconfig(&self.kube_url())
+    }
+
+    /// Switches RBAC on or off for the Kubernetes API: on, a request needs the admin token (the
+    /// kubeconfig's) or a ServiceAccount token from the TokenRequest API, authorized by the stored
+    /// Roles, ClusterRoles and bindings.
+    pub fn enforce_rbac(&self, on: bool) {
+        self.shared.rbac.enforce(on);
+    }
+
+    /// What ServiceAccounts were allowed to do since the last call (which empties the record).
+    pub fn rbac_granted(&self) -> Vec<kube::rbac::Attributes> {
+        self.shared.rbac.take_granted()
+    }
+
+    /// Every request RBAC refused, oldest first.
+    pub fn rbac_denials(&self) -> Vec<kube::rbac::Denial> {
+        self.shared.rbac.denials()
     }
 
     /// What `drover lab` prints once the lab is up: one `key=value` per line (Kubernetes URL, MAAS

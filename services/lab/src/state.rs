@@ -30,4 +30,6 @@ pub struct Shared {
     /// The Jira site and ServiceNow instance (their own listeners and locks; here so the admin
     /// endpoints can reach them).
     pub ticketing: Arc<Ticketing>,
+    /// RBAC for ServiceAccount tokens (off unless switched on).
+    pub rbac: crate::kube::rbac::Rbac,
 }

@@ -356,6 +356,66 @@ pub static RESOURCES: &[ResourceDef] = &[
         &[],
         &[]
     ),
+    res!(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        &["token"],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        &[],
+        &[],
+        &[]
+    ),
 ];
 
 /// Store keys (`plural[.group]`) of the types the simulator drives.
@@ -377,6 +437,11 @@ pub mod keys {
     pub const VMIMS: &str = "virtualmachineinstancemigrations.kubevirt.io";
     pub const DATAVOLUMES: &str = "datavolumes.cdi.kubevirt.io";
     pub const NADS: &str = "network-attachment-definitions.k8s.cni.cncf.io";
+    pub const SERVICE_ACCOUNTS: &str = "serviceaccounts";
+    pub const CLUSTER_ROLES: &str = "clusterroles.rbac.authorization.k8s.io";
+    pub const CLUSTER_ROLE_BINDINGS: &str = "clusterrolebindings.rbac.authorization.k8s.io";
+    pub const ROLES: &str = "roles.rbac.authorization.k8s.io";
+    pub const ROLE_BINDINGS: &str = "rolebindings.rbac.authorization.k8s.io";
 }
 
 /// The KubeVirt subresource verbs served under `subresources.kubevirt.io/v1`.

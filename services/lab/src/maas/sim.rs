@@ -550,6 +550,7 @@ mod tests {
             cdi: Default::default(),
             clock,
             scenario,
+            rbac: Default::default(),
             ticketing: crate::ticketing::Ticketing::new(
                 Default::default(),
                 String::new(),
