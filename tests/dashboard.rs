@@ -112,17 +112,33 @@ async fn an_operator_follows_a_rollout_live_and_pauses_it_from_the_browser() {
         seen["stateAfterPause"].as_str().unwrap().contains("paused"),
         "{seen}"
     );
+    let refused = seen["signalRefused"].as_str().unwrap();
+    assert!(
+        refused.contains("400") && refused.contains("signal names are"),
+        "a refused signal shows the API's detail: {seen}"
+    );
+    assert!(
+        seen["dialogs"].as_array().unwrap().iter().any(|d| d
+            .as_str()
+            .unwrap()
+            .starts_with("Send signal no spaces allowed")),
+        "the signal was confirmed first: {seen}"
+    );
     assert_eq!(seen["viewerWho"], "ro (viewer)");
     assert_eq!(
         seen["viewerControls"], 0,
         "a viewer has no controls: {seen}"
     );
-    // The wrong token's 401 is the one error the browser logs (as a failed resource load).
+    // The wrong token's 401 and the refused signal's 400 are the only errors the browser logs
+    // (as failed resource loads).
     let errors: Vec<&Value> = seen["consoleErrors"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| !e.as_str().unwrap().contains("status of 401"))
+        .filter(|e| {
+            let e = e.as_str().unwrap();
+            !e.contains("status of 401") && !e.contains("status of 400")
+        })
         .collect();
     assert!(errors.is_empty(), "the page logged errors: {errors:?}");
     assert!(

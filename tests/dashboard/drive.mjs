@@ -10,7 +10,8 @@ try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.on("console", (m) => { if (m.type() === "error") seen.consoleErrors.push(m.text()); });
   page.on("pageerror", (e) => seen.consoleErrors.push(String(e)));
-  page.on("dialog", (d) => d.accept());
+  const dialogs = [];
+  page.on("dialog", (d) => { dialogs.push(d.message()); d.accept(); });
 
   // A wrong token: back to the sign-in with the API's reason.
   await page.goto(`${base}/`);
@@ -46,6 +47,14 @@ try {
   await page.waitForSelector("[data-testid=resume]", { timeout: 10000 });
   seen.stateAfterPause = await page.textContent("h2 [data-testid=state]");
   await page.screenshot({ path: `${shots}/paused.png`, fullPage: true });
+
+  // A signal the API refuses (after the confirmation, accepted above): its detail is shown.
+  await page.fill("[data-testid=signal-name]", "no spaces allowed");
+  await page.click("[data-testid=signal]");
+  // (A selector, not waitForFunction: the page's CSP refuses the eval that one needs.)
+  await page.waitForSelector("[data-testid=control-error]:not(:empty)", { timeout: 10000 });
+  seen.signalRefused = await page.textContent("[data-testid=control-error]");
+  seen.dialogs = dialogs;
 
   // A viewer sees the same page without controls.
   await page.click("#signout");

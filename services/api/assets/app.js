@@ -211,11 +211,15 @@ function renderDetail(id) {
         let body = null;
         try { body = payload.value.trim() ? JSON.parse(payload.value) : null; }
         catch (e) { error.textContent = `the payload is not JSON: ${e.message}`; return; }
-        control(`signals/${encodeURIComponent(name.value.trim())}`, body);
+        const signal = name.value.trim();
+        // A signal moves a workflow on (a node back from maintenance, an approval): ask first.
+        if (confirm(`Send signal ${signal} to ${w.kind} ${w.id}?`)) control(`signals/${encodeURIComponent(signal)}`, body);
       } }, "Send signal"));
     }
     if (role === "operator" && w.state === "failed") {
-      controls.append(el("button", { "data-testid": "retry", onclick: () => control("retry") }, "Retry"));
+      controls.append(el("button", { "data-testid": "retry", onclick: () => {
+        if (confirm(`Retry ${w.kind} ${w.id} from its failed step?`)) control("retry");
+      } }, "Retry"));
     }
     const start = w.created_ms;
     const end = Math.max(w.finished_ms || Date.now(), start + 1);
