@@ -98,6 +98,12 @@ async fn entry(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Res
             .faults
             .http(api, req.method.as_str(), &path_and_query)
         {
+            // An upload is read to its end before the injected answer, as a proxy that refuses
+            // it after receiving it would: answering mid-body would reset the connection, and
+            // the client would see a transport error (which it retries) instead of the status.
+            if let Some(body) = upload_body {
+                let _ = axum::body::to_bytes(body, usize::MAX).await;
+            }
             let resp = match api {
                 Api::Kube => kube::status::response(&err),
                 Api::Maas => maas::error_response(&err),
