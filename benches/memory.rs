@@ -41,7 +41,7 @@ fn drain_input(i: usize) -> Value {
     })
 }
 
-async fn used_memory(conn: &mut redis::aio::ConnectionManager) -> Result<u64> {
+async fn used_memory(conn: &mut impl redis::aio::ConnectionLike) -> Result<u64> {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -49,7 +49,7 @@ async fn used_memory(conn: &mut redis::aio::ConnectionManager) -> Result<u64> {
         .ok_or_else(|| anyhow!("no used_memory in INFO"))
 }
 
-async fn memory_usage(conn: &mut redis::aio::ConnectionManager, key: &str) -> Result<u64> {
+async fn memory_usage(conn: &mut drover_store::Conn, key: &str) -> Result<u64> {
     let n: Option<u64> = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(key)
@@ -86,7 +86,7 @@ async fn submit_all(store: &Store, kind: &str, inputs: Vec<Value>) -> Result<Vec
         .await
 }
 
-async fn wait_finished(store: &Store, conn: &mut redis::aio::ConnectionManager) -> Result<()> {
+async fn wait_finished(store: &Store, conn: &mut drover_store::Conn) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let n: u64 = redis::cmd("ZCARD")
@@ -105,7 +105,7 @@ async fn wait_finished(store: &Store, conn: &mut redis::aio::ConnectionManager) 
 }
 
 /// Submits [`IN_FLIGHT`] `drain-node` workflows: bytes per workflow, and the first one's record.
-async fn queued(store: &Store, conn: &mut redis::aio::ConnectionManager) -> Result<(f64, u64)> {
+async fn queued(store: &Store, conn: &mut drover_store::Conn) -> Result<(f64, u64)> {
     let before = used_memory(conn).await?;
     let ids = submit_all(
         store,
@@ -215,13 +215,10 @@ async fn main() -> Result<()> {
     let outputs = memory_usage(&mut conn, &format!("{wk}:out")).await?;
 
     let mut report = String::new();
-    report.push_str(&format!(
-        "Run {} on {} ({} cores), {version}, load average before: {load}; code {}; {:.0} s in \
-         all.\n\nCommand: `{COMMAND}`\n\n",
-        report::date(),
-        report::cpu(),
-        report::nproc(),
-        report::code_version(),
+    report.push_str(&report::redis_header(
+        COMMAND,
+        &version,
+        &load,
         started.elapsed().as_secs_f64(),
     ));
     report.push_str("| what | bytes per workflow |\n|---|---|\n");

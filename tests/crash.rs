@@ -397,7 +397,7 @@ async fn a_killed_workers_step_resumes_within_the_lease_plus_one_idle_wait() {
 }
 
 /// The one history entry that committed `step` (it fails if there are none or several).
-fn the_commit<'a>(history: &'a [Value], step: u64, id: &str) -> &'a Value {
+pub(crate) fn the_commit<'a>(history: &'a [Value], step: u64, id: &str) -> &'a Value {
     let commits: Vec<&Value> = history
         .iter()
         .filter(|h| h["step"] == step && h["outcome"] == "done")
@@ -598,7 +598,7 @@ async fn a_hand_back_frees_lease_and_permits_costs_no_attempt_and_keeps_a_pause(
         .claims
         .remove(0);
     let mut conn = store.connection();
-    let holders = async |conn: &mut redis::aio::ConnectionManager| -> u64 {
+    let holders = async |conn: &mut drover_store::Conn| -> u64 {
         redis::cmd("ZCARD")
             .arg(format!("{}sem:cluster", store.prefix()))
             .query_async(conn)

@@ -76,7 +76,7 @@ pub fn drain_input(node: &str, policy: &str) -> Value {
     json!({"node": node, "non_migratable": policy, "poll_ms": 100})
 }
 
-fn vmis_on(lab: &LabHandle, node: &str) -> Vec<String> {
+pub(crate) fn vmis_on(lab: &LabHandle, node: &str) -> Vec<String> {
     lab.list("virtualmachineinstances.kubevirt.io", None)
         .into_iter()
         .filter(|v| v["status"]["nodeName"] == json!(node))
@@ -89,7 +89,7 @@ fn vmis_on(lab: &LabHandle, node: &str) -> Vec<String> {
         .collect()
 }
 
-fn unschedulable(lab: &LabHandle, node: &str) -> bool {
+pub(crate) fn unschedulable(lab: &LabHandle, node: &str) -> bool {
     lab.get("nodes", "", node)
         .map(|n| n["spec"]["unschedulable"] == json!(true))
         .unwrap_or(false)

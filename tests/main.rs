@@ -23,6 +23,7 @@ mod provision;
 mod rbac;
 mod schedules;
 mod secrets;
+mod sentinel;
 mod storage;
 mod tickets;
 mod traces;

@@ -389,7 +389,7 @@ async fn the_schedules_api_refuses_bad_specs_and_runs_the_controls() {
     let store = redis.store().await;
     let api = start_api(&store).await;
     let mut conn = store.connection();
-    let keys = |conn: &mut redis::aio::ConnectionManager| {
+    let keys = |conn: &mut drover_store::Conn| {
         let mut c = conn.clone();
         async move {
             let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();

@@ -88,3 +88,16 @@ pub fn code_version() -> String {
         None => "drover (no git)".into(),
     }
 }
+
+/// The opening a Redis benchmark's report shares: when, on what, which Redis and code, how long,
+/// and the command.
+pub fn redis_header(command: &str, redis_version: &str, load: &str, took_secs: f64) -> String {
+    format!(
+        "Run {} on {} ({} cores), {redis_version}, load average before: {load}; code {}; {took_secs:.0} s in \
+         all.\n\nCommand: `{command}`\n\n",
+        date(),
+        cpu(),
+        nproc(),
+        code_version(),
+    )
+}

@@ -10,8 +10,16 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Redis URL (`redis://127.0.0.1:6379/0`). Also DROVER_REDIS_URL or REDIS_URL.
+    /// Redis URL (`redis://127.0.0.1:6379/0`), or the Sentinels that name the primary
+    /// (`redis+sentinel://host:26379,host:26379/<master>[/db]`, with the primary's credentials
+    /// before the hosts). Also DROVER_REDIS_URL or REDIS_URL.
     pub redis_url: Option<String>,
+    /// Replicas that must confirm each store write (Redis `WAIT`) before it counts as done: with
+    /// 1, a failover loses no acknowledged write, and writes fail (and are retried) while no
+    /// replica answers. Default 0. Also DROVER_REDIS_WAIT_REPLICAS.
+    pub redis_wait_replicas: Option<u32>,
+    /// How long a write waits for its replicas (default 1000). Also DROVER_REDIS_WAIT_TIMEOUT_MS.
+    pub redis_wait_timeout_ms: Option<u64>,
     /// The most workflows one top-level workflow may create, its children's children included (0: no
     /// limit; default 10,000). The API refuses an input that asks for more at submission; a step that
     /// would start more fails. Give the API and the workers the same value. Also
@@ -148,13 +156,23 @@ impl Config {
         )
     }
 
-    pub fn require_redis(&self) -> anyhow::Result<String> {
-        match &self.redis_url {
-            Some(url) => Ok(url.clone()),
-            None => {
-                bail!("no Redis configured: set redis_url in the config file, or DROVER_REDIS_URL")
-            }
+    /// How to reach the store, checked.
+    pub fn require_redis(&self) -> anyhow::Result<drover_store::Config> {
+        let Some(url) = &self.redis_url else {
+            bail!("no Redis configured: set redis_url in the config file, or DROVER_REDIS_URL")
+        };
+        drover_store::Endpoint::parse(url).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
+        Ok(self.store_config(url))
+    }
+
+    /// The store's settings for `url`.
+    pub fn store_config(&self, url: &str) -> drover_store::Config {
+        let mut store = drover_store::Config::new(url);
+        store.wait_replicas = self.redis_wait_replicas.unwrap_or(0);
+        if let Some(ms) = self.redis_wait_timeout_ms {
+            store.wait_timeout = std::time::Duration::from_millis(ms);
         }
+        store
     }
 }
 
@@ -234,6 +252,16 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         config.api.metrics_auth = v
             .parse()
             .map_err(|_| anyhow::anyhow!("DROVER_API_METRICS_AUTH={v:?} must be true or false"))?;
+    }
+    if let Some(v) = env("DROVER_REDIS_WAIT_REPLICAS") {
+        config.redis_wait_replicas = Some(v.parse().map_err(|_| {
+            anyhow::anyhow!("DROVER_REDIS_WAIT_REPLICAS={v:?} is not a valid number")
+        })?);
+    }
+    if let Some(v) = env("DROVER_REDIS_WAIT_TIMEOUT_MS") {
+        config.redis_wait_timeout_ms = Some(v.parse().map_err(|_| {
+            anyhow::anyhow!("DROVER_REDIS_WAIT_TIMEOUT_MS={v:?} is not a valid number")
+        })?);
     }
     if let Some(v) = env("DROVER_MAX_DESCENDANTS") {
         config.max_descendants =
@@ -360,6 +388,37 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().contains("metrics_listen"));
         assert!(toml::from_str::<Config>("[telemetry]\nendpoint = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn sentinel_urls_and_wait_are_settings() {
+        let config: Config = toml::from_str(
+            "redis_url = \"redis+sentinel://:pw@s1:26379,s2:26379/drover/0\"\n\
+             redis_wait_replicas = 1\nredis_wait_timeout_ms = 250\n",
+        )
+        .unwrap();
+        let store = config.require_redis().unwrap();
+        assert_eq!(store.wait_replicas, 1);
+        assert_eq!(store.wait_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(
+            redact_url(&store.url),
+            "redis+sentinel://:***@s1:26379,s2:26379/drover/0"
+        );
+        let defaults = Config {
+            redis_url: Some("redis://h:1/0".into()),
+            ..Config::default()
+        };
+        assert_eq!(defaults.require_redis().unwrap().wait_replicas, 0);
+        let bad = Config {
+            redis_url: Some("redis+sentinel://:hunter2@s1:26379".into()),
+            ..Config::default()
+        };
+        let e = bad.require_redis().unwrap_err().to_string();
+        assert!(
+            e.starts_with("redis_url: ") && e.contains("master group"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
             (Some(server), url)
         }
     };
-    let store = crate::connect(&redis_url).await?;
+    let store = crate::connect(&config.store_config(&redis_url)).await?;
     // The lab stands in for the datacenter unless a cluster is configured.
     let lab_kubeconfig = args.data_dir.join("lab/kubeconfig");
     let lab = if config.kube.target()?.is_none() {

@@ -190,8 +190,9 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn connect(redis_url: &str) -> anyhow::Result<drover_store::Store> {
-    let store = drover_store::Store::connect(&drover_store::Config::new(redis_url))
+async fn connect(store_config: &drover_store::Config) -> anyhow::Result<drover_store::Store> {
+    let redis_url = &store_config.url;
+    let store = drover_store::Store::connect(store_config)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -436,7 +437,7 @@ impl drover_worker::secrets::KubeSecrets for ClusterSecrets {
 
 async fn run_api(config: config::Config) -> anyhow::Result<()> {
     config.api.validate().map_err(anyhow::Error::msg)?;
-    let redis_url = config.require_redis()?;
+    let store_config = config.require_redis()?;
     let mut registry = config.registry();
     if let Some(admission) = api_admission(&config).await? {
         tracing::info!("Submissions are checked against MAAS (provisioning constraints).");
@@ -445,7 +446,7 @@ async fn run_api(config: config::Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.api.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api.listen))?;
-    let store = connect(&redis_url).await?;
+    let store = connect(&store_config).await?;
     tracing::info!(listen = %config.api.listen, "API listening.");
     let hooks = api_hooks(&config).await?;
     let state = Arc::new(drover_api::AppState {
@@ -469,8 +470,8 @@ async fn run_worker(config: config::Config) -> anyhow::Result<()> {
         .maas
         .validate(&config.secrets)
         .map_err(anyhow::Error::msg)?;
-    let redis_url = config.require_redis()?;
-    let store = connect(&redis_url).await?;
+    let store_config = config.require_redis()?;
+    let store = connect(&store_config).await?;
     let ports = worker_ports(
         &store,
         &config.kube,

@@ -7,6 +7,7 @@
 //! tag, the shard's (`drover:{0}:`).
 
 mod claim;
+mod conn;
 mod control;
 mod handback;
 pub mod hook;
@@ -17,10 +18,13 @@ pub mod server;
 mod stats;
 mod submit;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use conn::{Conn, Endpoint};
 
 pub use claim::{Claim, Claimed, Commit, CommitChild, CommitResult, Continue, Renewal};
 pub use control::{ControlResult, SignalLimits};
@@ -55,20 +59,34 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0:?} is not a workflow id")]
     InvalidId(String),
+    #[error("bad store URL: {0}")]
+    Url(String),
+    /// With `wait_replicas`, a write the primary made but fewer replicas confirmed within
+    /// `wait_timeout`: it may be lost if the primary fails now. Transient: callers retry (writes
+    /// are idempotent per lease token, submissions per Idempotency-Key).
+    #[error("written on the primary but confirmed by {acked} of {wanted} replicas in time")]
+    NotReplicated { acked: i64, wanted: u32 },
 }
 
 impl Error {
     /// Whether retrying the same call later may succeed (the connection dropped, Redis restarted).
     pub fn is_transient(&self) -> bool {
         match self {
+            Error::NotReplicated { .. } => true,
             Error::Redis(e) => {
                 e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    // Sentinel names no primary while it fails over (the old one is down).
+                    || e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel
                     || matches!(
                         e.kind(),
-                        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::BusyLoading
+                                | redis::ServerErrorKind::ReadOnly
+                                | redis::ServerErrorKind::MasterDown
+                        )
                     )
                     || e.to_string().contains("LOADING")
                     || e.to_string().contains("TRYAGAIN")
@@ -104,6 +122,8 @@ pub(crate) fn plausible_id(id: &str) -> bool {
 /// How the store reaches and lays out Redis.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `redis://...` for one server, `redis+sentinel://host:port,.../<master>[/db]` for the primary
+    /// Sentinel names (see [`Endpoint`]).
     pub url: String,
     /// Shard prefix, hash tag included.
     pub prefix: String,
@@ -111,6 +131,11 @@ pub struct Config {
     pub history_max: u32,
     /// Per-command response timeout.
     pub response_timeout: Duration,
+    /// Replicas that must confirm each function call's writes (Redis `WAIT`, sent in the same
+    /// round trip) before the store reports it done; 0 (the default) sends no `WAIT`.
+    pub wait_replicas: u32,
+    /// How long a `WAIT` may take before the call fails with [`Error::NotReplicated`].
+    pub wait_timeout: Duration,
 }
 
 impl Config {
@@ -120,6 +145,8 @@ impl Config {
             prefix: "drover:{0}:".to_string(),
             history_max: 1000,
             response_timeout: Duration::from_secs(5),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -127,27 +154,47 @@ impl Config {
 /// A handle on the store; cheap to clone (connections are shared and reconnect by themselves).
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    endpoint: Endpoint,
     prefix: String,
     history_max: u32,
+    wait: Option<(u32, Duration)>,
+    /// With `wait`, the connections function calls go over, in turn: `WAIT` blocks the connection
+    /// it is sent on until the replicas answer, so calls sharing one would wait one after another.
+    waiting: Arc<[Conn]>,
+    turn: Arc<AtomicUsize>,
+    /// Shared by all of this store's connections (see `conn::Conn::open`).
+    epoch: Arc<AtomicU64>,
 }
+
+/// Connections a store with `wait_replicas` spreads its function calls over.
+const WAIT_CONNECTIONS: usize = 8;
 
 impl Store {
     /// Connects and loads the function library.
     pub async fn connect(config: &Config) -> Result<Store> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let endpoint = Endpoint::parse(&config.url).map_err(Error::Url)?;
+        let timeouts = conn::Timeouts {
+            response: config.response_timeout + config.wait_timeout,
+            connect: Duration::from_secs(2),
+        };
+        let epoch = Arc::new(AtomicU64::new(0));
+        let conn = Conn::open(&endpoint, timeouts, &epoch).await?;
+        let mut waiting = Vec::new();
+        if config.wait_replicas > 0 {
+            for _ in 0..WAIT_CONNECTIONS {
+                waiting.push(Conn::open(&endpoint, timeouts, &epoch).await?);
+            }
+        }
         let store = Store {
             conn,
-            client,
+            waiting: waiting.into(),
+            turn: Arc::default(),
+            epoch,
+            endpoint,
             prefix: config.prefix.clone(),
             history_max: config.history_max,
+            wait: (config.wait_replicas > 0).then_some((config.wait_replicas, config.wait_timeout)),
         };
         store.load_functions().await?;
         store.index_top_level().await?;
@@ -207,12 +254,15 @@ impl Store {
 
     /// A dedicated connection for blocking waits, so they never stall other commands.
     pub async fn waiter(&self, block: Duration) -> Result<Waiter> {
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(block + Duration::from_secs(5)))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        let conn = Conn::open(
+            &self.endpoint,
+            conn::Timeouts {
+                response: block + Duration::from_secs(5),
+                connect: Duration::from_secs(2),
+            },
+            &self.epoch,
+        )
+        .await?;
         Ok(Waiter {
             conn,
             key: self.key("wake"),
@@ -253,7 +303,7 @@ impl Store {
     }
 
     /// The raw connection, for tests and tools that inspect the schema.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
     }
 }
@@ -272,20 +322,43 @@ impl Call<'_> {
     }
 
     pub(crate) async fn run<T: redis::FromRedisValue>(self) -> Result<T> {
-        let mut conn = self.store.conn.clone();
-        match self.cmd.query_async(&mut conn).await {
-            Err(e) if e.to_string().contains("Function not found") => {
+        let mut conn = match self.store.waiting.len() {
+            0 => self.store.conn.clone(),
+            n => self.store.waiting[self.store.turn.fetch_add(1, Ordering::Relaxed) % n].clone(),
+        };
+        match self.query(&mut conn).await {
+            Err(Error::Redis(e)) if e.to_string().contains("Function not found") => {
                 self.store.load_functions().await?;
-                Ok(self.cmd.query_async(&mut conn).await?)
+                self.query(&mut conn).await
             }
-            other => Ok(other?),
+            other => other,
         }
+    }
+
+    /// The call, followed in the same round trip by `WAIT` when the store asks for replicas.
+    async fn query<T: redis::FromRedisValue>(&self, conn: &mut Conn) -> Result<T> {
+        let Some((wanted, timeout)) = self.store.wait else {
+            return Ok(self.cmd.query_async(conn).await?);
+        };
+        let (reply, acked): (redis::Value, i64) = redis::pipe()
+            .add_command(self.cmd.clone())
+            .cmd("WAIT")
+            .arg(wanted)
+            .arg(timeout.as_millis() as u64)
+            .query_async(conn)
+            .await?;
+        // The call's own error (a refusal, a missing library) comes first: it wrote nothing.
+        let reply = reply.extract_error()?;
+        if acked < i64::from(wanted) {
+            return Err(Error::NotReplicated { acked, wanted });
+        }
+        Ok(redis::from_redis_value(reply).map_err(redis::RedisError::from)?)
     }
 }
 
 /// Blocks until new work is signalled or the timeout passes.
 pub struct Waiter {
-    conn: ConnectionManager,
+    conn: Conn,
     key: String,
 }
 

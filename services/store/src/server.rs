@@ -35,6 +35,7 @@ pub struct Options {
     aof: Aof,
     log_file: bool,
     temporary: bool,
+    replica_of: Option<u16>,
 }
 
 impl Options {
@@ -45,6 +46,7 @@ impl Options {
             aof: Aof::Off,
             log_file: false,
             temporary: false,
+            replica_of: None,
         }
     }
 
@@ -63,6 +65,15 @@ impl Options {
     /// Persistence (default: [`Aof::Off`]).
     pub fn aof(self, aof: Aof) -> Options {
         Options { aof, ..self }
+    }
+
+    /// A replica of the server on loopback port `primary` (`--replicaof`). A replica that Sentinel
+    /// promotes, or a primary it demotes, changes role at run time; this is only how it starts.
+    pub fn replica_of(self, primary: u16) -> Options {
+        Options {
+            replica_of: Some(primary),
+            ..self
+        }
     }
 
     /// Redis's log goes to `redis.log` in the directory (by default its output is discarded).
@@ -164,6 +175,12 @@ impl RedisServer {
         if self.options.log_file {
             cmd.args(["--logfile", "redis.log"]);
         }
+        // A replica (this server's, or this one as a new replica after a failover) syncs at once
+        // instead of waiting 5 s for others to join a diskless transfer.
+        cmd.args(["--repl-diskless-sync-delay", "0"]);
+        if let Some(primary) = self.options.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         let child = cmd.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -226,6 +243,239 @@ impl Drop for RedisServer {
         self.kill9();
         if self.options.temporary {
             let _ = std::fs::remove_dir_all(&self.options.dir);
+        }
+    }
+}
+
+/// A running `redis-sentinel` watching one master group on loopback, SIGKILLed when dropped. Its
+/// configuration file (which Sentinel rewrites as it learns) lives in a temporary directory.
+#[derive(Debug)]
+pub struct SentinelServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl SentinelServer {
+    /// Starts a Sentinel monitoring `master` at loopback port `primary`, agreeing to a failover
+    /// with `quorum` Sentinels once the primary has not answered for `down_after`.
+    pub fn start(
+        master: &str,
+        primary: u16,
+        quorum: u32,
+        down_after: Duration,
+    ) -> io::Result<SentinelServer> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("drover-sentinel-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port()?;
+        let ms = down_after.as_millis();
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {master} 127.0.0.1 {primary} {quorum}\n\
+             sentinel down-after-milliseconds {master} {ms}\n\
+             sentinel failover-timeout {master} {timeout}\n\
+             sentinel parallel-syncs {master} 1\n",
+            dir = dir.display(),
+            timeout = (ms * 4).max(2000),
+        );
+        let path = dir.join("sentinel.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new("redis-sentinel")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot start redis-sentinel ({e}); install it (apt-get install redis-sentinel)"
+                    ),
+                )
+            })?;
+        let mut sentinel = SentinelServer {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !pong(port) {
+            if Instant::now() >= deadline {
+                sentinel.kill9();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("redis-sentinel did not answer on port {port}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(sentinel)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A primary, `replicas` replicas (all `appendfsync always`) and `sentinels` Sentinels watching
+/// them with a majority quorum, on loopback: what the HA tests and the failover benchmark run.
+/// Its methods block (they ask the Sentinels with the redis crate's synchronous client).
+#[derive(Debug)]
+pub struct SentinelGroup {
+    /// The data servers; `servers[0]` started as the primary.
+    pub servers: Vec<RedisServer>,
+    pub sentinels: Vec<SentinelServer>,
+    master: String,
+}
+
+impl SentinelGroup {
+    /// Starts the group and waits until every Sentinel knows every replica (in sync) and every
+    /// other Sentinel, so a failover can be agreed.
+    pub fn start(master: &str, replicas: usize, sentinels: usize) -> io::Result<SentinelGroup> {
+        let primary = RedisServer::start(Options::temporary().aof(Aof::Always))?;
+        let port = primary.port();
+        let mut servers = vec![primary];
+        for _ in 0..replicas {
+            servers.push(RedisServer::start(
+                Options::temporary().aof(Aof::Always).replica_of(port),
+            )?);
+        }
+        let quorum = (sentinels / 2 + 1) as u32;
+        let sentinels = (0..sentinels)
+            .map(|_| SentinelServer::start(master, port, quorum, Duration::from_millis(1000)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let group = SentinelGroup {
+            servers,
+            sentinels,
+            master: master.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !group.ready() {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the Sentinels did not learn the replicas and each other within 30 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(group)
+    }
+
+    /// The store URL naming the primary through every Sentinel.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        format!("redis+sentinel://{}/{}/0", hosts.join(","), self.master)
+    }
+
+    fn ask<T: redis::FromRedisValue>(&self, i: usize, what: &[&str]) -> redis::RedisResult<T> {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinels[i].port()))?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut cmd = redis::cmd("SENTINEL");
+        for w in what {
+            cmd.arg(*w);
+        }
+        cmd.arg(&self.master).query(&mut conn)
+    }
+
+    fn ready(&self) -> bool {
+        let want = self.servers.len() - 1;
+        (0..self.sentinels.len()).all(|i| {
+            let replicas: Vec<std::collections::HashMap<String, String>> =
+                self.ask(i, &["replicas"]).unwrap_or_default();
+            let synced = replicas
+                .iter()
+                .filter(|r| {
+                    r.get("master-link-status").map(String::as_str) == Some("ok")
+                        && !r.get("flags").is_some_and(|f| f.contains("down"))
+                })
+                .count();
+            let peers: Vec<redis::Value> = self.ask(i, &["sentinels"]).unwrap_or_default();
+            synced == want && peers.len() + 1 == self.sentinels.len()
+        })
+    }
+
+    /// The primary's port as the first Sentinel names it.
+    pub fn primary_port(&self) -> io::Result<u16> {
+        let (_, port): (String, u16) = self
+            .ask(0, &["get-master-addr-by-name"])
+            .map_err(|e| io::Error::other(format!("asking Sentinel for the primary: {e}")))?;
+        Ok(port)
+    }
+
+    /// Closes every replica's link to the primary (`CLIENT KILL TYPE master` on each replica), as a
+    /// network blip would: each replica reconnects at its next once-a-second check and catches up
+    /// from the primary's backlog, and until then the primary acknowledges writes no replica has.
+    pub fn cut_replica_links(&self) -> io::Result<()> {
+        let primary = self.primary_port()?;
+        for s in self.servers.iter().filter(|s| s.port() != primary) {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}", s.port()))
+                .map_err(io::Error::other)?;
+            let mut conn = client
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .map_err(io::Error::other)?;
+            let _: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("master")
+                .query(&mut conn)
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the current primary; returns its index in `servers`.
+    pub fn kill_primary(&mut self) -> io::Result<usize> {
+        let port = self.primary_port()?;
+        let i = self
+            .servers
+            .iter()
+            .position(|s| s.port() == port)
+            .ok_or_else(|| io::Error::other("Sentinel names a primary outside the group"))?;
+        self.servers[i].kill9();
+        Ok(i)
+    }
+
+    /// Waits (up to 30 s) until the Sentinels name a primary other than the one on port `old`;
+    /// returns the new primary's port.
+    pub fn wait_failover(&self, old: u16) -> io::Result<u16> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(port) = self.primary_port()
+                && port != old
+            {
+                return Ok(port);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "Sentinel did not promote a replica within 30 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

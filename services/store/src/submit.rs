@@ -20,7 +20,9 @@ pub struct Submitted {
     pub key_reused: bool,
 }
 
-/// Why [`Store::submit_new`] wrote nothing.
+/// Why [`Store::submit_new`] did not acknowledge a submission. It wrote nothing, except after
+/// [`crate::Error::NotReplicated`] (written on the primary, not confirmed by its replicas): a retry
+/// with the same Idempotency-Key finds that workflow rather than making a second.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// The submission itself is wrong (kind, input, priority, labels): the caller's to fix.
