@@ -606,6 +606,24 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
             &[],
             422,
         ),
+        (
+            "an unconfigured cluster",
+            br#"{"kind":"synthetic","input":{"steps":1},"cluster":"east"}"#.to_vec(),
+            &[],
+            400,
+        ),
+        (
+            "a key-like cluster",
+            br#"{"kind":"synthetic","input":{"steps":1},"cluster":"x}:wf:{0"}"#.to_vec(),
+            &[],
+            400,
+        ),
+        (
+            "a cluster that is not a string",
+            br#"{"kind":"synthetic","input":{"steps":1},"cluster":7}"#.to_vec(),
+            &[],
+            400,
+        ),
         ("oversized", vec![b' '; (1 << 20) + 10], &[], 413),
         (
             "text/plain",
@@ -746,6 +764,10 @@ async fn every_route_refuses_hostile_input_with_a_json_4xx_and_writes_nothing() 
         "label=novalue",
         "bogus=1",
         "all=maybe",
+        "cluster=",
+        "cluster=a%7Db",
+        "cluster=a:b",
+        "cluster=a/b",
     ] {
         cases.push((
             format!("list ?{q}"),

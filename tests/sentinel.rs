@@ -64,8 +64,9 @@ async fn a_failover_mid_rollout_loses_no_acknowledged_workflow_and_commits_each_
 
     // Submissions keep coming through the failover; those acknowledged must all run.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let submitter = {
-        let store = store.clone();
+        let (store, count) = (store.clone(), count.clone());
         tokio::spawn(async move {
             let registry = drover_kinds::builtin();
             let input = json!({"steps": 3, "min_ms": 10, "max_ms": 60});
@@ -76,7 +77,10 @@ async fn a_failover_mid_rollout_loses_no_acknowledged_workflow_and_commits_each_
                     .submit_new(&registry, uuid_like(), submission, None, now_ms())
                     .await
                 {
-                    Ok(s) => acked.push(s.id),
+                    Ok(s) => {
+                        acked.push(s.id);
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(e) => {
                         assert!(
                             matches!(&e, drover_store::SubmitError::Store(s) if s.is_transient()),
@@ -112,6 +116,13 @@ async fn a_failover_mid_rollout_loses_no_acknowledged_workflow_and_commits_each_
         .restart()
         .expect("old primary restarts");
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Enough acknowledged submissions to mean something, however loaded the machine is.
+    wait_for(
+        Duration::from_secs(60),
+        "100 acknowledged submissions",
+        || async { count.load(std::sync::atomic::Ordering::Relaxed) >= 100 },
+    )
+    .await;
     stop.send(true).unwrap();
 
     let (acked, refused) = submitter.await.unwrap();

@@ -85,6 +85,9 @@ pub struct SubmitArgs {
     labels: Vec<String>,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
+    /// The cluster it acts on, by its `[[clusters]]` name (default: the `[kube]` cluster).
+    #[arg(long)]
+    cluster: Option<String>,
     /// An Idempotency-Key: the same submission with it returns the same workflow.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -103,6 +106,9 @@ pub struct ListArgs {
     /// A label filter, `key=value`.
     #[arg(short = 'l', long = "label")]
     label: Option<String>,
+    /// Workflows acting on this `[[clusters]]` name.
+    #[arg(long)]
+    cluster: Option<String>,
     /// Children too, not only top-level workflows.
     #[arg(short = 'A', long)]
     all: bool,
@@ -301,9 +307,12 @@ async fn submit(client: &Client, args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow!("label {l:?} must look like key=value"))
         })
         .collect::<anyhow::Result<serde_json::Map<_, _>>>()?;
-    let body = json!({
+    let mut body = json!({
         "kind": args.kind, "input": input, "priority": args.priority, "labels": labels,
     });
+    if let Some(c) = &args.cluster {
+        body["cluster"] = json!(c);
+    }
     let headers: Vec<(&str, String)> = args
         .idempotency_key
         .iter()
@@ -338,6 +347,9 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     }
     if let Some(l) = &args.label {
         query.push(format!("label={}", enc(l)));
+    }
+    if let Some(c) = &args.cluster {
+        query.push(format!("cluster={}", enc(c)));
     }
     if args.all {
         query.push("all=true".into());
@@ -846,6 +858,7 @@ fn describe(w: &Value, now: u64) -> String {
         field("Worker", text(&w["lease_worker"]));
     }
     field("Priority", text(&w["priority"]));
+    field("Cluster", text(&w["cluster"]));
     if let Some(labels) = w["labels"].as_object().filter(|l| !l.is_empty()) {
         field(
             "Labels",

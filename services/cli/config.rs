@@ -28,6 +28,11 @@ pub struct Config {
     pub api: drover_api::Config,
     pub worker: drover_worker::Config,
     pub kube: KubeConfig,
+    /// More Kubernetes clusters (`[[clusters]]`), by name: a workflow submitted with
+    /// `"cluster": "<name>"` acts on that one (its children too), and its semaphores and locks are
+    /// that cluster's. Give the API and the workers the same list: the API refuses names it does
+    /// not list, a worker fails a step of a cluster it cannot reach.
+    pub clusters: Vec<ClusterConfig>,
     /// Secrets by reference (`[secrets]`): each entry maps a name that workflow inputs give as
     /// `{"secret": "<name>"}` to where the worker reads the value, with exactly one of
     /// `{ env = "VAR" }`, `{ file = "/path" }` and
@@ -126,6 +131,96 @@ pub struct KubeConfig {
     pub upload_proxy_url: Option<String>,
 }
 
+/// One named cluster of `[[clusters]]`: its `name` and exactly one of `kubeconfig` (a file),
+/// `kubeconfig_secret` (a `[secrets]` name whose value is a kubeconfig's YAML), `url` (a plain URL,
+/// the lab) and `infer = true`; `upload_proxy_url` as in `[kube]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    #[serde(default)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub kubeconfig_secret: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub infer: bool,
+    #[serde(default)]
+    pub upload_proxy_url: Option<String>,
+}
+
+impl ClusterConfig {
+    /// Where the cluster is, or what is wrong with the entry.
+    pub fn target(&self) -> Result<ClusterTarget, String> {
+        let set = [
+            self.kubeconfig.is_some(),
+            self.kubeconfig_secret.is_some(),
+            self.url.is_some(),
+            self.infer,
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if set != 1 {
+            return Err(format!(
+                "clusters {:?}: set exactly one of kubeconfig, kubeconfig_secret, url and infer",
+                self.name
+            ));
+        }
+        Ok(if let Some(path) = &self.kubeconfig {
+            ClusterTarget::Ready(drover_kube::Target::Kubeconfig(path.clone()))
+        } else if let Some(url) = &self.url {
+            ClusterTarget::Ready(drover_kube::Target::Url(url.clone()))
+        } else if let Some(secret) = &self.kubeconfig_secret {
+            ClusterTarget::Secret(secret.clone())
+        } else {
+            ClusterTarget::Ready(drover_kube::Target::Infer)
+        })
+    }
+}
+
+/// Where a named cluster is: known now, or in a secret the worker reads at start.
+pub enum ClusterTarget {
+    Ready(drover_kube::Target),
+    Secret(String),
+}
+
+/// `[[clusters]]` is sound: names are DNS labels (they become parts of semaphore and index
+/// names), unique, and each entry says where its cluster is; secrets it names are defined.
+pub fn validate_clusters(
+    clusters: &[ClusterConfig],
+    secrets: &drover_worker::secrets::Config,
+) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in clusters {
+        let n = &c.name;
+        let label = !n.is_empty()
+            && n.len() <= 63
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !n.starts_with('-')
+            && !n.ends_with('-');
+        if !label {
+            return Err(format!(
+                "clusters: name {n:?} must be 1-63 lowercase letters, digits or '-', starting \
+                 and ending with a letter or digit"
+            ));
+        }
+        if !seen.insert(n.clone()) {
+            return Err(format!("clusters: {n:?} is listed twice"));
+        }
+        if let ClusterTarget::Secret(s) = c.target()?
+            && secrets.get(&s).is_none()
+        {
+            return Err(format!(
+                "clusters {n:?}: kubeconfig_secret names secret {s:?}, which [secrets] does not define"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl KubeConfig {
     pub fn target(&self) -> anyhow::Result<Option<drover_kube::Target>> {
         let set = [self.kubeconfig.is_some(), self.url.is_some(), self.infer]
@@ -150,10 +245,12 @@ impl KubeConfig {
 impl Config {
     /// The workflow kinds this process knows, with the configured limits.
     pub fn registry(&self) -> drover_workflows::Registry {
-        drover_kinds::builtin().with_max_descendants(
-            self.max_descendants
-                .unwrap_or(drover_workflows::DEFAULT_MAX_DESCENDANTS),
-        )
+        drover_kinds::builtin()
+            .with_max_descendants(
+                self.max_descendants
+                    .unwrap_or(drover_workflows::DEFAULT_MAX_DESCENDANTS),
+            )
+            .with_clusters(self.clusters.iter().map(|c| c.name.clone()))
     }
 
     /// How to reach the store, checked.
@@ -419,6 +516,48 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn clusters_are_checked() {
+        let parse = |text: &str| -> Config { toml::from_str(text).unwrap() };
+        let ok = parse(
+            "[[clusters]]\nname = \"east\"\nurl = \"http://127.0.0.1:1\"\n\
+             [[clusters]]\nname = \"west-2\"\nkubeconfig_secret = \"kc\"\n\
+             [secrets]\nkc = { env = \"KC\" }\n",
+        );
+        assert_eq!(validate_clusters(&ok.clusters, &ok.secrets), Ok(()));
+        assert!(matches!(
+            ok.clusters[1].target(),
+            Ok(ClusterTarget::Secret(s)) if s == "kc"
+        ));
+        for (text, says) in [
+            ("[[clusters]]\nname = \"East\"\nurl = \"u\"\n", "lowercase"),
+            ("[[clusters]]\nname = \"a/b\"\nurl = \"u\"\n", "lowercase"),
+            ("[[clusters]]\nname = \"-a\"\nurl = \"u\"\n", "starting"),
+            ("[[clusters]]\nname = \"a\"\n", "exactly one"),
+            (
+                "[[clusters]]\nname = \"a\"\nurl = \"u\"\ninfer = true\n",
+                "exactly one",
+            ),
+            (
+                "[[clusters]]\nname = \"a\"\nurl = \"u\"\n[[clusters]]\nname = \"a\"\nurl = \"v\"\n",
+                "twice",
+            ),
+            (
+                "[[clusters]]\nname = \"a\"\nkubeconfig_secret = \"nope\"\n",
+                "does not define",
+            ),
+        ] {
+            let c = parse(text);
+            let e = validate_clusters(&c.clusters, &c.secrets).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        assert!(
+            toml::from_str::<Config>("[[clusters]]\nname = \"a\"\nurl = \"u\"\ntoken = \"x\"\n")
+                .is_err(),
+            "unknown keys are errors"
+        );
     }
 
     #[test]

@@ -143,6 +143,7 @@ pub async fn run(args: Args, config_path: Option<&Path>) -> anyhow::Result<()> {
         let ports = crate::worker_ports(
             &store,
             &config.kube,
+            &config.clusters,
             &config.secrets,
             &config.maas,
             &config.images,

@@ -207,11 +207,13 @@ async fn connect(store_config: &drover_store::Config) -> anyhow::Result<drover_s
 pub async fn worker_ports(
     store: &drover_store::Store,
     kube: &config::KubeConfig,
+    clusters: &[config::ClusterConfig],
     secrets: &drover_worker::secrets::Config,
     maas: &config::MaasConfig,
     images: &config::ImagesConfig,
     tickets: Option<&drover_tickets::Config>,
 ) -> anyhow::Result<Ports> {
+    config::validate_clusters(clusters, secrets).map_err(anyhow::Error::msg)?;
     let mut ports = Ports::new(Arc::new(drover_worker::ports::TokioClock))
         .with_probe(Arc::new(drover_store::probe::RedisProbe::new(
             store.clone(),
@@ -228,9 +230,28 @@ pub async fn worker_ports(
     if let Some(t) = tickets {
         validate_tickets(t, secrets)?;
     }
+    let resolver = (!secrets.is_empty()).then(|| secrets_resolver(secrets, cluster));
+    for c in clusters {
+        let target = match c.target().map_err(anyhow::Error::msg)? {
+            config::ClusterTarget::Ready(t) => t,
+            config::ClusterTarget::Secret(name) => {
+                // validate_clusters checked that [secrets] defines it, so the resolver exists.
+                let Some(resolver) = &resolver else {
+                    anyhow::bail!("clusters {:?}: [secrets] is empty", c.name)
+                };
+                let secret = drover_workflows::ports::secrets::Secrets::get(&**resolver, &name)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("clusters {:?}: {e}", c.name))?;
+                drover_kube::Target::KubeconfigText(secret.expose().to_string())
+            }
+        };
+        let named = connect_cluster(&target, c.upload_proxy_url.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("clusters {:?}: {e}", c.name))?;
+        ports = ports.with_cluster(c.name.clone(), named.port());
+    }
     // Without [secrets] the port stays unset, and a step that needs one says to configure it.
-    if !secrets.is_empty() {
-        let resolver = secrets_resolver(secrets, cluster);
+    if let Some(resolver) = resolver {
         if let Some(client) = maas_client(maas, &resolver).await? {
             ports = ports.with_maas(client.port());
         }
@@ -278,15 +299,25 @@ async fn cluster(kube: &config::KubeConfig) -> anyhow::Result<Option<drover_kube
     let Some(target) = kube.target()? else {
         return Ok(None);
     };
-    let mut cluster = drover_kube::Cluster::connect(&target)
+    Ok(Some(
+        connect_cluster(&target, kube.upload_proxy_url.as_deref()).await?,
+    ))
+}
+
+/// A Kubernetes client for `target`, its uploads going to `upload_proxy` if given.
+async fn connect_cluster(
+    target: &drover_kube::Target,
+    upload_proxy: Option<&str>,
+) -> anyhow::Result<drover_kube::Cluster> {
+    let mut cluster = drover_kube::Cluster::connect(target)
         .await
         .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
-    if let Some(url) = &kube.upload_proxy_url {
+    if let Some(url) = upload_proxy {
         cluster = cluster
             .with_upload_proxy(url)
-            .map_err(|e| anyhow::anyhow!("kube.upload_proxy_url: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("upload_proxy_url: {e}"))?;
     }
-    Ok(Some(cluster))
+    Ok(cluster)
 }
 
 /// The secrets of `[secrets]`, reading `kubernetes` sources through `cluster`.
@@ -437,6 +468,17 @@ impl drover_worker::secrets::KubeSecrets for ClusterSecrets {
 
 async fn run_api(config: config::Config) -> anyhow::Result<()> {
     config.api.validate().map_err(anyhow::Error::msg)?;
+    config::validate_clusters(&config.clusters, &config.secrets).map_err(anyhow::Error::msg)?;
+    for rule in &config.hooks.rules {
+        if let Some(c) = &rule.cluster
+            && !config.clusters.iter().any(|k| &k.name == c)
+        {
+            anyhow::bail!(
+                "hooks.rules {:?}: cluster {c:?} is not one of [[clusters]]",
+                rule.name
+            );
+        }
+    }
     let store_config = config.require_redis()?;
     let mut registry = config.registry();
     if let Some(admission) = api_admission(&config).await? {
@@ -475,6 +517,7 @@ async fn run_worker(config: config::Config) -> anyhow::Result<()> {
     let ports = worker_ports(
         &store,
         &config.kube,
+        &config.clusters,
         &config.secrets,
         &config.maas,
         &config.images,

@@ -88,6 +88,7 @@ impl Attempt {
     /// The workflow seen through the step names it was submitted with.
     fn versioned<'a>(&'a self, loaded: &'a Arc<dyn Loaded>) -> Versioned<'a> {
         Versioned::new(loaded.as_ref(), self.claim.steps.as_deref())
+            .in_cluster(self.claim.cluster.as_deref())
     }
 }
 
@@ -149,6 +150,11 @@ async fn run_step(runner: &Runner, attempt: &Attempt) -> Event {
         .iter()
         .filter_map(|(i, v)| Some((steps.get(*i)?.name.clone(), v.clone())))
         .collect();
+    // A workflow that names a cluster acts on that cluster's Kubernetes API.
+    let ports = match claim.cluster.as_deref() {
+        Some(c) => std::borrow::Cow::Owned(runner.ports.for_cluster(c)),
+        None => std::borrow::Cow::Borrowed(&runner.ports),
+    };
     let ctx = StepContext {
         workflow_id: &claim.id,
         step: claim.step,
@@ -160,7 +166,7 @@ async fn run_step(runner: &Runner, attempt: &Attempt) -> Event {
         signals: &claim.signals,
         children: &children,
         resumes: claim.resumes,
-        ports: &runner.ports,
+        ports: &ports,
         live: &attempt.live,
     };
     Event::Outcome(workflow.run(&ctx).await)
@@ -382,6 +388,7 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
             let submission = Submission::new(spec.kind.clone(), spec.input.clone())
                 .trace(drover_telemetry::trace::current())
                 .priority(spec.priority)
+                .cluster(claim.cluster.clone())
                 .label("parent", claim.id.clone());
             let id = format!("{}.s{}t{}.{k}", claim.id, claim.step, claim.token);
             match runner.registry.prepare(id, submission, now) {

@@ -138,6 +138,8 @@ pub struct Versioned<'a> {
     /// For each recorded step, its index in this build's list.
     map: Vec<Option<usize>>,
     steps: Vec<StepDef>,
+    /// The cluster the workflow names, whose semaphores its permits are (see [`Permit::in_cluster`]).
+    cluster: Option<String>,
 }
 
 impl<'a> Versioned<'a> {
@@ -148,6 +150,7 @@ impl<'a> Versioned<'a> {
                 loaded,
                 map: (0..current.len()).map(Some).collect(),
                 steps: current.to_vec(),
+                cluster: None,
             };
         };
         let map: Vec<Option<usize>> = recorded
@@ -163,7 +166,12 @@ impl<'a> Versioned<'a> {
                 None => StepDef::new(name.clone()),
             })
             .collect();
-        Versioned { loaded, map, steps }
+        Versioned {
+            loaded,
+            map,
+            steps,
+            cluster: None,
+        }
     }
 
     /// The workflow's steps, indexed as recorded.
@@ -178,8 +186,21 @@ impl<'a> Versioned<'a> {
 
     pub fn permits(&self, step: usize, phase: Phase) -> Vec<Permit> {
         match self.map.get(step) {
-            Some(Some(i)) => self.loaded.permits(*i, phase),
+            Some(Some(i)) => self
+                .loaded
+                .permits(*i, phase)
+                .into_iter()
+                .map(|p| p.in_cluster(self.cluster.as_deref()))
+                .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The workflow names `cluster` (its record's `cluster`).
+    pub fn in_cluster(self, cluster: Option<&str>) -> Versioned<'a> {
+        Versioned {
+            cluster: cluster.map(str::to_string),
+            ..self
         }
     }
 

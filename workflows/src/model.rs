@@ -195,6 +195,20 @@ impl Permit {
             scope: Scope::Workflow,
         }
     }
+
+    /// The permit as a workflow of `cluster` takes it: semaphores and locks are per cluster, so a
+    /// workflow that names a cluster takes `<cluster>/<name>` (a node lock of `worker-01` in two
+    /// clusters is two locks; "5 migrations per cluster" is five in each). A workflow that names no
+    /// cluster (the one `[kube]` cluster) takes the name as it is.
+    pub fn in_cluster(self, cluster: Option<&str>) -> Permit {
+        match cluster {
+            Some(c) => Permit {
+                name: format!("{c}/{}", self.name),
+                ..self
+            },
+            None => self,
+        }
+    }
 }
 
 /// Whether a task runs a step forward or compensates a completed one.

@@ -58,6 +58,12 @@ pub struct Ports {
     pub images: Option<Arc<dyn images::Images>>,
     pub schedules: Option<Arc<dyn schedules::Schedules>>,
     pub tickets: Option<Arc<dyn tickets::Tickets>>,
+    /// The named clusters (`[[clusters]]`) a workflow that names one acts on; `kube` is the
+    /// unnamed `[kube]` cluster.
+    pub clusters: std::collections::BTreeMap<String, Arc<dyn kube::Kube>>,
+    /// Set on the ports of one workflow that names a cluster: that name (`kube` is its port, or
+    /// `None` when this worker has no such cluster).
+    pub cluster: Option<String>,
 }
 
 impl Ports {
@@ -72,6 +78,23 @@ impl Ports {
             images: None,
             schedules: None,
             tickets: None,
+            clusters: Default::default(),
+            cluster: None,
+        }
+    }
+
+    /// Adds the named cluster `name`.
+    pub fn with_cluster(mut self, name: impl Into<String>, kube: Arc<dyn kube::Kube>) -> Ports {
+        self.clusters.insert(name.into(), kube);
+        self
+    }
+
+    /// The ports of a workflow that names `cluster`: its Kubernetes port is that cluster's.
+    pub fn for_cluster(&self, cluster: &str) -> Ports {
+        Ports {
+            kube: self.clusters.get(cluster).cloned(),
+            cluster: Some(cluster.to_string()),
+            ..self.clone()
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn Workflow>>,
     max_descendants: u64,
     admission: Option<Arc<dyn Admission>>,
+    /// The cluster names a workflow may give (`[[clusters]]`).
+    clusters: std::collections::BTreeSet<String>,
 }
 
 impl Default for Registry {
@@ -37,6 +39,7 @@ impl Default for Registry {
             kinds: BTreeMap::new(),
             max_descendants: DEFAULT_MAX_DESCENDANTS,
             admission: None,
+            clusters: Default::default(),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct Submission {
     pub labels: BTreeMap<String, String>,
     /// The W3C traceparent of the span submitting it (see [`NewWorkflow::trace`]).
     pub trace: Option<String>,
+    /// The Kubernetes cluster it acts on, by its `[[clusters]]` name; `None`: the `[kube]` cluster.
+    pub cluster: Option<String>,
 }
 
 impl Submission {
@@ -97,7 +102,14 @@ impl Submission {
             priority: 0,
             labels: BTreeMap::new(),
             trace: None,
+            cluster: None,
         }
+    }
+
+    /// The cluster it acts on (see [`Submission::cluster`]).
+    pub fn cluster(mut self, cluster: Option<String>) -> Submission {
+        self.cluster = cluster;
+        self
     }
 
     /// Carries the submitting span's trace context into the workflow's record.
@@ -131,6 +143,8 @@ pub struct NewWorkflow {
     /// The W3C traceparent of the span that creates it (its submission, or the step that starts
     /// it), kept in its record so every attempt joins that trace; `None` when traces are off.
     pub trace: Option<String>,
+    /// The cluster it acts on; its children act on the same one.
+    pub cluster: Option<String>,
 }
 
 impl Registry {
@@ -151,6 +165,12 @@ impl Registry {
             .iter()
             .filter_map(|(k, w)| Some((*k, w.input_schema()?)))
             .collect()
+    }
+
+    /// The cluster names submissions may give (the `[[clusters]]` entries).
+    pub fn with_clusters(mut self, names: impl IntoIterator<Item = String>) -> Registry {
+        self.clusters = names.into_iter().collect();
+        self
     }
 
     /// Sets the most workflows one top-level workflow may create (0: no limit).
@@ -218,7 +238,27 @@ impl Registry {
             priority,
             labels,
             trace: submission_trace,
+            cluster,
         } = submission;
+        if let Some(c) = &cluster
+            && !self.clusters.contains(c)
+        {
+            return Err(Error::InvalidRequest(if self.clusters.is_empty() {
+                format!(
+                    "cluster {c:?}: no clusters are configured; leave cluster out to use the [kube] \
+                     cluster, or add a [[clusters]] entry named {c:?}"
+                )
+            } else {
+                format!(
+                    "cluster {c:?} is not configured; the configured clusters are {}",
+                    self.clusters
+                        .iter()
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }));
+        }
         if !(-100..=100).contains(&priority) {
             return Err(Error::InvalidRequest(format!(
                 "priority must be within -100..=100, got {priority}"
@@ -251,7 +291,12 @@ impl Registry {
         if loaded.steps().is_empty() {
             return Err(invalid("the input yields no steps".to_string()));
         }
-        let task = crate::decide::first_task(now_ms, loaded.permits(0, Phase::Forward));
+        let permits = loaded
+            .permits(0, Phase::Forward)
+            .into_iter()
+            .map(|p| p.in_cluster(cluster.as_deref()))
+            .collect();
+        let task = crate::decide::first_task(now_ms, permits);
         let steps = loaded.steps().iter().map(|s| s.name.clone()).collect();
         Ok(NewWorkflow {
             id,
@@ -262,6 +307,7 @@ impl Registry {
             steps,
             task,
             trace: submission_trace,
+            cluster,
         })
     }
 }

@@ -74,6 +74,10 @@ pub struct ScheduleSpec {
     /// Labels of each started workflow.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The cluster each started workflow acts on (a `[[clusters]]` name; checked with the
+    /// workflow); absent: the `[kube]` cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// RFC 3339 instant; no fire time before it.
     #[serde(default)]
     pub start_at: Option<String>,

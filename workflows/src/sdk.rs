@@ -258,10 +258,14 @@ impl<K: Kind> Ctx<'_, K> {
 
     /// The Kubernetes port, or a failure saying what to configure.
     pub fn kube(&self) -> Result<&dyn Kube, StepError> {
-        self.ports.kube.as_deref().ok_or_else(|| {
-            StepError::fail(
+        self.ports.kube.as_deref().ok_or_else(|| match &self.ports.cluster {
+            Some(c) => StepError::fail(format!(
+                "this worker has no connection to cluster {c:?}; add it to [[clusters]] in the \
+                 workers' config (the API's list and the workers' must agree)"
+            )),
+            None => StepError::fail(
                 "this worker has no Kubernetes connection; configure [kube] (kubeconfig or url)",
-            )
+            ),
         })
     }
 

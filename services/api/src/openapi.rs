@@ -34,6 +34,9 @@ pub(crate) struct SubmitRequest {
     /// Higher runs first (default 0).
     pub priority: Option<i32>,
     pub labels: Option<BTreeMap<String, String>>,
+    /// The Kubernetes cluster it acts on, by its `[[clusters]]` name (default: the `[kube]`
+    /// cluster); its children act on the same one.
+    pub cluster: Option<String>,
 }
 
 /// A submission's answer.
@@ -65,6 +68,8 @@ pub(crate) struct Workflow {
     pub cancel_requested: bool,
     pub priority: i32,
     pub labels: BTreeMap<String, String>,
+    /// The `[[clusters]]` name it acts on; absent: the `[kube]` cluster.
+    pub cluster: Option<String>,
     #[schema(value_type = Value)]
     pub input: Value,
     pub step: u64,

@@ -131,6 +131,8 @@ struct SubmitBody {
     priority: i32,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 /// Refuses, as not found, anything that is not the form workflow ids take: ids become parts of key
@@ -195,6 +197,7 @@ async fn submit(
         priority: req.priority,
         labels: req.labels,
         trace: None,
+        cluster: req.cluster,
     };
     let kind = submission.kind.clone();
     let now = now_ms();
@@ -438,6 +441,7 @@ struct ListQuery {
     state: Option<String>,
     kind: Option<String>,
     label: Option<String>,
+    cluster: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
     /// Children too (by default only top-level workflows are listed).
@@ -450,6 +454,7 @@ struct ListQuery {
         ("state" = Option<String>, Query, description = "pending, running, waiting, compensating, succeeded, failed, cancelled or paused"),
         ("kind" = Option<String>, Query),
         ("label" = Option<String>, Query, description = "key=value"),
+        ("cluster" = Option<String>, Query, description = "workflows acting on this [[clusters]] name"),
         ("all" = Option<bool>, Query, description = "children too"),
         ("limit" = Option<usize>, Query, description = "1-500, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
@@ -480,6 +485,15 @@ async fn list(
         }
     }
     filter.kind = q.kind;
+    if let Some(c) = q.cluster {
+        // Cluster names are parts of index keys: refuse anything a cluster cannot be named.
+        if !drover_workflows::is_name(&c) || c.contains('/') {
+            return Err(ApiError::bad_request(
+                "cluster must be a cluster's name: 1-63 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        filter.cluster = Some(c);
+    }
     if let Some(label) = q.label {
         let (k, v) = label.split_once('=').ok_or_else(|| {
             ApiError::bad_request(format!("label {label:?} must look like key=value"))
@@ -628,7 +642,8 @@ async fn retry(
         .registry
         .load(&view.kind, &view.input)
         .map_err(|e| ApiError::conflict(format!("cannot retry: {e}")))?;
-    let workflow = Versioned::new(loaded.as_ref(), view.step_names.as_deref());
+    let workflow = Versioned::new(loaded.as_ref(), view.step_names.as_deref())
+        .in_cluster(view.cluster.as_deref());
     let step = view.resume_from.unwrap_or(view.step);
     let task = resume_task(step, now_ms(), workflow.permits(step, Phase::Forward));
     let result = state.store.retry(id, &task, now_ms()).await?;

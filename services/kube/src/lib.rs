@@ -33,14 +33,27 @@ pub use resources::{
 };
 
 /// Where the cluster is.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Target {
     /// In-cluster service account, else `$KUBECONFIG` / `~/.kube/config`.
     Infer,
     /// A kubeconfig file.
     Kubeconfig(std::path::PathBuf),
+    /// A kubeconfig's text, read from a secret (it holds credentials: never printed).
+    KubeconfigText(String),
     /// A plain URL with no credentials (the lab).
     Url(String),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Infer => f.write_str("Infer"),
+            Target::Kubeconfig(p) => f.debug_tuple("Kubeconfig").field(p).finish(),
+            Target::KubeconfigText(_) => f.write_str("KubeconfigText(<redacted>)"),
+            Target::Url(u) => f.debug_tuple("Url").field(u).finish(),
+        }
+    }
 }
 
 /// The adapter: a kube client and the port implementation over it, and where CDI's upload proxy is.
@@ -59,6 +72,18 @@ impl Cluster {
             Target::Kubeconfig(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(path)
                     .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
+            }
+            Target::KubeconfigText(text) => {
+                // The parser's error may quote the text: say only that it is not a kubeconfig.
+                let kubeconfig = kube::config::Kubeconfig::from_yaml(text).map_err(|_| {
+                    Error::Config("the secret does not hold a kubeconfig (YAML)".into())
+                })?;
                 kube::Config::from_custom_kubeconfig(
                     kubeconfig,
                     &kube::config::KubeConfigOptions::default(),

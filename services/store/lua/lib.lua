@@ -188,6 +188,11 @@ local function create(P, rec, now)
   if rec.permits then
     redis.call('HSET', wk, 'permits', rec.permits)
   end
+  if rec.cluster then
+    -- The Kubernetes cluster it acts on; its permits are that cluster's semaphores.
+    redis.call('HSET', wk, 'cluster', rec.cluster)
+    redis.call('ZADD', P .. 'idx:cluster:' .. rec.cluster, now, rec.id)
+  end
   redis.call('ZADD', P .. 'idx:all', now, rec.id)
   if not rec.parent then
     redis.call('ZADD', P .. 'idx:top', now, rec.id)

@@ -10,7 +10,7 @@ redis.register_function('drover_trim', function(keys, args)
   local ids = redis.call('ZRANGEBYSCORE', keys[1], '-inf', cutoff, 'LIMIT', 0, batch)
   for _, id in ipairs(ids) do
     local wk = wfkey(P, id)
-    local f = redis.call('HMGET', wk, 'state', 'kind', 'labels')
+    local f = redis.call('HMGET', wk, 'state', 'kind', 'labels', 'cluster')
     if f[1] then
       redis.call('ZREM', P .. 'idx:state:' .. f[1], id)
     end
@@ -21,6 +21,9 @@ redis.register_function('drover_trim', function(keys, args)
       for k, v in pairs(cjson.decode(f[3])) do
         redis.call('ZREM', P .. 'idx:label:' .. k .. '=' .. tostring(v), id)
       end
+    end
+    if f[4] then
+      redis.call('ZREM', P .. 'idx:cluster:' .. f[4], id)
     end
     for _, name in ipairs(redis.call('SMEMBERS', wk .. ':sigs')) do
       redis.call('DEL', wk .. ':sig:' .. name)

@@ -42,6 +42,8 @@ pub struct Claim {
     /// The W3C traceparent of the span that created the workflow (its submission, or the step
     /// that started it), if traces were on: each attempt's span is its child.
     pub trace: Option<String>,
+    /// The cluster the workflow acts on (`None`: the `[kube]` cluster).
+    pub cluster: Option<String>,
 }
 
 impl Claim {
@@ -432,6 +434,7 @@ impl Continue<'_> {
             resumes: self.from.resumes,
             steps: self.from.steps.clone(),
             trace: self.from.trace.clone(),
+            cluster: self.from.cluster.clone(),
         })
     }
 }
@@ -556,6 +559,7 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
         resumes: rec.get("resumes").and_then(|s| s.parse().ok()).unwrap_or(0),
         steps: rec.get("steps").and_then(|s| serde_json::from_str(s).ok()),
         trace: rec.get("trace").cloned(),
+        cluster: rec.get("cluster").cloned(),
         id,
     };
     Ok(claim)

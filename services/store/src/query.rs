@@ -21,6 +21,9 @@ pub struct WorkflowView {
     pub cancel_requested: bool,
     pub priority: i32,
     pub labels: BTreeMap<String, String>,
+    /// The cluster it acts on (`None`: the `[kube]` cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     pub input: Value,
     pub step: usize,
     pub attempt: u32,
@@ -56,6 +59,8 @@ pub struct Filter {
     pub paused: Option<bool>,
     pub kind: Option<String>,
     pub label: Option<(String, String)>,
+    /// Workflows acting on this cluster.
+    pub cluster: Option<String>,
     /// Top-level workflows only (no children).
     pub top_level: bool,
 }
@@ -72,6 +77,10 @@ impl Filter {
                 .label
                 .as_ref()
                 .is_none_or(|(k, val)| v.labels.get(k) == Some(val))
+            && self
+                .cluster
+                .as_ref()
+                .is_none_or(|c| v.cluster.as_ref() == Some(c))
             && (!self.top_level || v.parent.is_none())
     }
 }
@@ -103,6 +112,7 @@ fn view(rec: &BTreeMap<String, String>) -> Option<WorkflowView> {
         labels: json_field(rec, "labels")
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default(),
+        cluster: rec.get("cluster").cloned(),
         input: json_field(rec, "input").unwrap_or(Value::Null),
         step: num(rec, "step").unwrap_or(0),
         attempt: num(rec, "attempt").unwrap_or(1),
@@ -124,8 +134,9 @@ fn view(rec: &BTreeMap<String, String>) -> Option<WorkflowView> {
     })
 }
 
-const SUMMARY_FIELDS: [&str; 21] = [
+const SUMMARY_FIELDS: [&str; 22] = [
     "id",
+    "cluster",
     "parent",
     "steps",
     "kind",
@@ -251,6 +262,8 @@ impl Store {
         let mut conn = self.conn.clone();
         let index = if let Some((k, v)) = &filter.label {
             self.key(&format!("idx:label:{k}={v}"))
+        } else if let Some(cluster) = &filter.cluster {
+            self.key(&format!("idx:cluster:{cluster}"))
         } else if let Some(kind) = &filter.kind {
             self.key(&format!("idx:kind:{kind}"))
         } else if filter.paused == Some(true) {

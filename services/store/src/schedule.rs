@@ -511,6 +511,7 @@ pub fn fire_workflow(
         priority: spec.priority.unwrap_or(0),
         labels,
         trace: None,
+        cluster: spec.cluster.clone(),
     };
     registry.prepare(fire_workflow_id(schedule, fire_ms, tag), submission, now_ms)
 }

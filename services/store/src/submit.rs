@@ -50,16 +50,24 @@ pub(crate) fn record(wf: &NewWorkflow, parent: Option<&str>) -> Result<Value> {
     if let Some(trace) = &wf.trace {
         rec["trace"] = json!(trace);
     }
+    if let Some(cluster) = &wf.cluster {
+        rec["cluster"] = json!(cluster);
+    }
     if !wf.task.permits.is_empty() {
         rec["permits"] = json!(serde_json::to_string(&wf.task.permits)?);
     }
     Ok(rec)
 }
 
-/// What an idempotent repeat must match: SHA-1 of the canonical JSON of kind, input, priority and
-/// labels (serde_json sorts object keys, so equal requests give equal text).
+/// What an idempotent repeat must match: SHA-1 of the canonical JSON of kind, input, priority,
+/// labels and, when it names one, cluster (serde_json sorts object keys, so equal requests give
+/// equal text; a request without a cluster keeps the fingerprint it had before clusters existed).
 pub fn fingerprint(wf: &NewWorkflow) -> String {
-    let canonical = json!([wf.kind, wf.input, wf.priority, wf.labels]).to_string();
+    let canonical = match &wf.cluster {
+        None => json!([wf.kind, wf.input, wf.priority, wf.labels]),
+        Some(c) => json!([wf.kind, wf.input, wf.priority, wf.labels, c]),
+    }
+    .to_string();
     sha1_smol::Sha1::from(canonical.as_bytes())
         .digest()
         .to_string()

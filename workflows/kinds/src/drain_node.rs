@@ -677,6 +677,41 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
+    #[test]
+    fn a_workflow_naming_a_cluster_takes_that_clusters_permits() {
+        use drover_workflows::{Permit, Submission};
+        let registry = crate::builtin().with_clusters(["east".to_string()]);
+        let sub = |cluster: Option<&str>| {
+            Submission::new("drain-node", json!({"node": "n1"}))
+                .cluster(cluster.map(str::to_string))
+        };
+        let wf = registry.prepare("a".into(), sub(Some("east")), 0).unwrap();
+        assert_eq!(wf.cluster.as_deref(), Some("east"));
+        assert_eq!(wf.task.permits, [Permit::lock("east/node:n1")]);
+        let wf = registry.prepare("b".into(), sub(None), 0).unwrap();
+        assert_eq!(wf.task.permits, [Permit::lock("node:n1")]);
+        let e = registry
+            .prepare("c".into(), sub(Some("west")), 0)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"the configured clusters are "east""#),
+            "{e}"
+        );
+        let e = crate::builtin()
+            .prepare("d".into(), sub(Some("east")), 0)
+            .unwrap_err();
+        assert!(e.to_string().contains("no clusters are configured"), "{e}");
+        // A running workflow's later steps and a retry take them the same way.
+        let loaded = registry.load("drain-node", &json!({"node": "n1"})).unwrap();
+        let versioned =
+            drover_workflows::Versioned::new(loaded.as_ref(), None).in_cluster(Some("east"));
+        assert_eq!(
+            versioned.permits(0, Phase::Forward),
+            [Permit::lock("east/node:n1")]
+        );
+    }
+
     fn input(policy: &str) -> Value {
         json!({ "node": "n1", "non_migratable": policy })
     }

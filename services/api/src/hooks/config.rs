@@ -143,6 +143,9 @@ pub struct Rule {
     #[serde(default)]
     pub only: BTreeMap<String, String>,
     pub kind: String,
+    /// The cluster the workflow acts on (a `[[clusters]]` name); absent: the `[kube]` cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
     /// The input's fixed part.
     #[serde(default)]
     pub input: Value,

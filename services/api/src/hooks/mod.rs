@@ -279,7 +279,9 @@ fn workflow_for(
     let id = uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string();
     let mut submission =
         Submission::new(rule.kind.clone(), input).label(TICKET_LABEL, event.key.clone());
-    submission = submission.label("drover.io/rule", rule.name.clone());
+    submission = submission
+        .label("drover.io/rule", rule.name.clone())
+        .cluster(rule.cluster.clone());
     state.registry.prepare(id, submission, now).map(|mut wf| {
         wf.trace = drover_telemetry::trace::start("webhook", &wf.kind, &wf.id);
         wf
