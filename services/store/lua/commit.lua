@@ -25,7 +25,8 @@ redis.register_function('drover_commit', function(keys, args)
   -- whose `id` is not this id is no workflow record (a sub-key such as <id>:out); any other type
   -- makes HMGET fail, before anything is written.
   local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
-    'priority', 'kids_step', 'id', 'ticket', 'tparent')
+    'priority', 'kids_step', 'id', 'ticket', 'tparent', 'created_ms', 'cause', 'error', 'progress',
+    'resume_from', 'result', 'task')
   if held[9] ~= id then
     return {'gone'}
   end
@@ -56,7 +57,6 @@ redis.register_function('drover_commit', function(keys, args)
     end
   end
 
-  redis.call('ZREM', P .. 'leases', id)
   if held[4] then
     release_step_permits(P, id)
   end
@@ -64,31 +64,69 @@ redis.register_function('drover_commit', function(keys, args)
   if c.output_step then
     redis.call('HSET', wk .. ':out', c.output_step, c.output)
   end
-  -- One HSET and one HDEL for the record.
+  local terminal = c.state == 'succeeded' or c.state == 'failed' or c.state == 'cancelled'
+  local cancel_pending = held[3] == '1' and not c.handles_cancel
+  -- Continue here (lease the next task straight back to this worker) unless the next task waits,
+  -- is not due, the workflow is paused, a more urgent workflow waits or a permit is taken: saves a
+  -- queue round trip per step, and finishes started workflows before new ones of the same priority.
+  local continue_with = nil
+  if args[9] == '1' and not terminal and not cancel_pending and c.wait ~= 'signal'
+      and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[6] ~= '1' then
+    local permits = c.permits and cjson.decode(c.permits) or {}
+    local top = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')
+    local more_urgent = top[2] and tonumber(top[2]) < score(tonumber(held[7] or '0'), 0)
+    if not more_urgent and not blocked_on(P, id, permits) then
+      continue_with = permits
+    end
+  end
+
+  -- The record: one HSET (shared with the next lease's when continuing), and an HDEL only of fields
+  -- that are there (read above) or of the lease, which a continuation's HSET overwrites instead.
   local set = {'last_token', token, 'loc', '', 'updated_ms', now, 'step', c.step, 'attempt', c.attempt,
     'phase', c.phase}
-  local del = {'lease_token', 'lease_worker', 'lease_start'}
-  for _, field in ipairs({'cause', 'error', 'progress', 'resume_from', 'result', 'task', 'permits'}) do
+  local del = {}
+  if not continue_with then
+    redis.call('ZREM', P .. 'leases', id)
+    del = {'lease_token', 'lease_worker', 'lease_start'}
+  end
+  for i, field in ipairs({'cause', 'error', 'progress', 'resume_from', 'result', 'task', 'permits'}) do
+    local present = (field == 'permits' and held[4]) or (field ~= 'permits' and held[12 + i])
     if c[field] then
       set[#set + 1] = field
       set[#set + 1] = c[field]
-    elseif field ~= 'progress' or c.output_step then
+    elseif present and (field ~= 'progress' or c.output_step) then
       del[#del + 1] = field
     end
   end
-  redis.call('HSET', wk, unpack(set))
-  redis.call('HDEL', wk, unpack(del))
-
   if held[5] ~= c.state then
-    set_state(P, id, c.state)
+    move_state(P, id, held[5], c.state, held[12])
+    set[#set + 1] = 'state'
+    set[#set + 1] = c.state
   end
-  if c.state == 'succeeded' or c.state == 'failed' or c.state == 'cancelled' then
-    redis.call('HSET', wk, 'finished_ms', now)
+  if terminal then
+    set[#set + 1] = 'finished_ms'
+    set[#set + 1] = now
+  end
+  if #del > 0 then
+    redis.call('HDEL', wk, unpack(del))
+  end
+  if continue_with then
+    -- The committer knows the record; send only what it cannot know.
+    local claim = grant(P, id, args[7], now, tonumber(args[8]), continue_with, c.state, held[8] or '',
+      set)
+    return {'ok', 'continued', claim}
+  end
+  redis.call('HSET', wk, unpack(set))
+
+  if terminal then
     redis.call('ZADD', P .. 'finished', now, id)
-    for _, name in ipairs(redis.call('SMEMBERS', wk .. ':held')) do
+    local names = redis.call('SMEMBERS', wk .. ':held')
+    for _, name in ipairs(names) do
       release(P, id, name)
     end
-    redis.call('DEL', wk .. ':held')
+    if #names > 0 then
+      redis.call('DEL', wk .. ':held')
+    end
     notify_parent(P, id, c.state, now)
     -- Write-back: a ticket's workflow ended, or one of its children (a milestone).
     if held[10] then
@@ -104,7 +142,6 @@ redis.register_function('drover_commit', function(keys, args)
     return {'ok'}
   end
 
-  local cancel_pending = held[3] == '1' and not c.handles_cancel
   if c.wait == 'signal' and not cancel_pending then
     local payload = redis.call('LPOP', wk .. ':sig:' .. c.signal)
     if payload then
@@ -148,19 +185,6 @@ redis.register_function('drover_commit', function(keys, args)
   elseif cancel_pending then
     -- A cancellation arrived while the step ran: hand it to a worker right away.
     enqueue_ready(P, id, now)
-  elseif args[9] == '1' and c.due <= now and held[6] ~= '1' then
-    -- Continue here unless a more urgent workflow waits or a permit is taken: saves a queue round
-    -- trip per step, and finishes started workflows before new ones of the same priority.
-    local permits = c.permits and cjson.decode(c.permits) or {}
-    local top = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')
-    local priority = tonumber(held[7] or '0')
-    local more_urgent = top[2] and tonumber(top[2]) < score(priority, 0)
-    if not more_urgent and not blocked_on(P, id, permits) then
-      -- The committer knows the record; send only what it cannot know.
-      local claim = grant(P, id, args[7], now, tonumber(args[8]), permits, c.state, held[8] or '')
-      return {'ok', 'continued', claim}
-    end
-    schedule(P, id, c.due, now)
   else
     schedule(P, id, c.due, now)
   end

@@ -76,15 +76,20 @@ local function unlocate(P, id)
   return loc
 end
 
+-- Move the state index entry from `old` to `new` (the caller read both the state and created_ms and
+-- writes the record's `state` itself, in a write it makes anyway).
+local function move_state(P, id, old, new, created)
+  if old then
+    redis.call('ZREM', P .. 'idx:state:' .. old, id)
+  end
+  redis.call('ZADD', P .. 'idx:state:' .. new, created, id)
+end
+
 local function set_state(P, id, new)
   local wk = wfkey(P, id)
   local old = redis.call('HGET', wk, 'state')
   if old ~= new then
-    local created = redis.call('HGET', wk, 'created_ms')
-    if old then
-      redis.call('ZREM', P .. 'idx:state:' .. old, id)
-    end
-    redis.call('ZADD', P .. 'idx:state:' .. new, created, id)
+    move_state(P, id, old, new, redis.call('HGET', wk, 'created_ms'))
     redis.call('HSET', wk, 'state', new)
   end
 end
@@ -139,8 +144,8 @@ end
 
 -- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it, or,
 -- when `brief` is the record's kids_step (the caller already holds the record), {id, token,
--- signals, kids_step}.
-local function grant(P, id, worker, now, lease_ms, permits, state, brief)
+-- signals, kids_step}. `extra`: more record fields (a flat list) written in the same HSET.
+local function grant(P, id, worker, now, lease_ms, permits, state, brief, extra)
   local wk = wfkey(P, id)
   for _, p in ipairs(permits) do
     redis.call('ZADD', P .. 'sem:' .. p.name, 'NX', now, id)
@@ -150,8 +155,12 @@ local function grant(P, id, worker, now, lease_ms, permits, state, brief)
     end
   end
   local token = redis.call('INCR', P .. 'fence')
-  redis.call('HSET', wk, 'lease_token', token, 'lease_worker', worker, 'lease_start', now,
-    'loc', 'leased', 'updated_ms', now)
+  local set = extra or {}
+  for _, v in ipairs({'lease_token', token, 'lease_worker', worker, 'lease_start', now, 'loc', 'leased',
+    'updated_ms', now}) do
+    set[#set + 1] = v
+  end
+  redis.call('HSET', wk, unpack(set))
   redis.call('ZADD', P .. 'leases', now + lease_ms, id)
   if state == 'pending' or state == 'waiting' then
     set_state(P, id, 'running')
