@@ -56,6 +56,16 @@ async fn main() -> Result<()> {
     let machine = Machine::probe(&bench).await?;
     println!("engine bench: {}", machine.one_line());
 
+    // One discarded pass of each workload first: Redis's first fill of its memory (page faults,
+    // allocator growth) and the first start of the worker binary would otherwise fall on whichever
+    // run comes first in round 0 (Drover's), not on the cost of a step.
+    let warm_drover = drover_throughput(&bench, 1, ROUNDS).await?;
+    let warm_apalis = apalis_throughput(&bench, ApalisMode::Stock, APALIS_JOBS, ROUNDS).await?;
+    println!(
+        "warm-up (discarded): drover 1w {:.0}/s, apalis {:.0}/s",
+        warm_drover.per_sec(),
+        warm_apalis.per_sec()
+    );
     let mut rounds = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let r = Round {

@@ -570,7 +570,9 @@ impl Report {
              `push_bulk` of all jobs, then one in-process `WorkerBuilder::new(..).backend(storage).concurrency({CONCURRENCY})` \
              with a no-op handler that notes its first call; done when its done set holds every job. Lean = \
              `lock_tasks(false).emit_events(false)`. `FLUSHALL` between runs; each round runs Drover 1 worker, \
-             Drover 4 workers, apalis stock ({APALIS_JOBS} and {APALIS_SMALL_JOBS} jobs) and apalis lean back to back."
+             Drover 4 workers, apalis stock ({APALIS_JOBS} and {APALIS_SMALL_JOBS} jobs) and apalis lean back to back. \
+             Before round 0, one Drover 1-worker run and one apalis stock run are made and discarded (warm-up), so \
+             Redis's first fill of its memory and the worker binary's first start fall on no measured run."
         );
         let _ = writeln!(
             md,

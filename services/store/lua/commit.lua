@@ -62,7 +62,7 @@ redis.register_function('drover_commit', function(keys, args)
   end
   push_history(P, id, c.history, hist_max)
   if c.output_step then
-    redis.call('HSET', wk .. ':out', c.output_step, c.output)
+    redis.call('HSET', wk .. ':out', int(c.output_step), c.output)
   end
   local terminal = c.state == 'succeeded' or c.state == 'failed' or c.state == 'cancelled'
   local cancel_pending = held[3] == '1' and not c.handles_cancel
@@ -73,7 +73,7 @@ redis.register_function('drover_commit', function(keys, args)
   if args[9] == '1' and not terminal and not cancel_pending and c.wait ~= 'signal'
       and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[6] ~= '1' then
     local permits = c.permits and cjson.decode(c.permits) or {}
-    local top = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')
+    local top = redis.call('ZRANGE', P .. 'ready', '0', '0', 'WITHSCORES')
     local more_urgent = top[2] and tonumber(top[2]) < score(tonumber(held[7] or '0'), 0)
     if not more_urgent and not blocked_on(P, id, permits) then
       continue_with = permits
@@ -82,8 +82,8 @@ redis.register_function('drover_commit', function(keys, args)
 
   -- The record: one HSET (shared with the next lease's when continuing), and an HDEL only of fields
   -- that are there (read above) or of the lease, which a continuation's HSET overwrites instead.
-  local set = {'last_token', token, 'loc', '', 'updated_ms', now, 'step', c.step, 'attempt', c.attempt,
-    'phase', c.phase}
+  local set = {'last_token', token, 'loc', '', 'updated_ms', args[4], 'step', int(c.step),
+    'attempt', int(c.attempt), 'phase', c.phase}
   local del = {}
   if not continue_with then
     redis.call('ZREM', P .. 'leases', id)
@@ -105,7 +105,7 @@ redis.register_function('drover_commit', function(keys, args)
   end
   if terminal then
     set[#set + 1] = 'finished_ms'
-    set[#set + 1] = now
+    set[#set + 1] = args[4]
   end
   if #del > 0 then
     redis.call('HDEL', wk, unpack(del))
