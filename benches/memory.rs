@@ -1,5 +1,7 @@
 //! The memory benchmark: what Drover keeps in Redis per workflow. 100,000 workflows in flight
-//! (submitted, queued: a `drain-node` input of the size real ones have) on one private Redis, then
+//! (submitted, queued: a `drain-node` input of the size real ones have) on one private Redis; then
+//! 100,000 `synthetic` workflows of five steps run by an in-process worker until each waits for a
+//! signal at step 2 (mid-flight: two outputs and two history entries each); then
 //! 5,000 `synthetic` workflows of five steps run to the end by an in-process worker (record,
 //! outputs, five history entries, indexes, the retention zset). Bytes per workflow are Redis's own
 //! `used_memory` difference divided by the count, and `MEMORY USAGE` of one of each key shows where
@@ -86,20 +88,34 @@ async fn submit_all(store: &Store, kind: &str, inputs: Vec<Value>) -> Result<Vec
         .await
 }
 
-async fn wait_finished(store: &Store, conn: &mut drover_store::Conn) -> Result<()> {
+/// The in-process worker that runs the benchmark's workflows (no scheduler; the default retention).
+fn bench_worker() -> drover_worker::Config {
+    drover_worker::Config {
+        name: Some("memory-bench".into()),
+        concurrency: 64,
+        scheduler: false,
+        retention_secs: 7 * 86_400,
+        ..drover_worker::Config::default()
+    }
+}
+
+/// Waits until the zset `key` holds `want` members.
+async fn wait_count(
+    store: &Store,
+    conn: &mut drover_store::Conn,
+    key: &str,
+    want: usize,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let n: u64 = redis::cmd("ZCARD")
-            .arg(format!("{}finished", store.prefix()))
+            .arg(format!("{}{key}", store.prefix()))
             .query_async(conn)
             .await?;
-        if n as usize >= FINISHED {
+        if n as usize >= want {
             return Ok(());
         }
-        ensure!(
-            Instant::now() < deadline,
-            "{n} of {FINISHED} finished in 300 s"
-        );
+        ensure!(Instant::now() < deadline, "{key}: {n} of {want} in 300 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -181,19 +197,42 @@ async fn main() -> Result<()> {
     let anchor = (anchor_after - anchor_before) as f64 / IN_FLIGHT as f64;
     let _: () = redis::cmd("FLUSHDB").query_async(&mut anchor_mem).await?;
 
+    // Drover, mid-flight: IN_FLIGHT five-step workflows run by a worker until each waits for a
+    // signal at step 2 (state waiting, two steps done: outputs and history entries held).
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+    store.load_functions().await?;
+    let base = used_memory(&mut conn).await?;
+    let input =
+        json!({"steps": STEPS, "min_ms": 0, "max_ms": 0, "signal": {"step": 2, "name": "go"}});
+    let waiting_ids = submit_all(&store, "synthetic", vec![input; IN_FLIGHT]).await?;
+    let ran = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(drover_worker::run(
+        store.clone(),
+        drover_kinds::builtin(),
+        drover_workflows::ports::Ports::new(Arc::new(drover_worker::ports::TokioClock)),
+        bench_worker(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    wait_count(&store, &mut conn, "idx:state:waiting", IN_FLIGHT).await?;
+    let _ = stop_tx.send(());
+    let _ = worker.await;
+    let ran = ran.elapsed();
+    let waiting = (used_memory(&mut conn).await? - base) as f64 / IN_FLIGHT as f64;
+    let wk = format!("{}wf:{}", store.prefix(), waiting_ids[0]);
+    let waiting_record = memory_usage(&mut conn, &wk).await?;
+    let waiting_history = memory_usage(&mut conn, &format!("{wk}:hist")).await?;
+    let waiting_outputs = memory_usage(&mut conn, &format!("{wk}:out")).await?;
+
     // Drover, finished: a clean store, FINISHED five-step workflows run to the end.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
     store.load_functions().await?;
     let base = used_memory(&mut conn).await?;
     let input = json!({"steps": STEPS, "min_ms": 0, "max_ms": 0});
     let done_ids = submit_all(&store, "synthetic", vec![input; FINISHED]).await?;
-    let config = drover_worker::Config {
-        name: Some("memory-bench".into()),
-        concurrency: 64,
-        scheduler: false,
-        retention_secs: 7 * 86_400,
-        ..drover_worker::Config::default()
-    };
+    let config = bench_worker();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(drover_worker::run(
         store.clone(),
@@ -204,7 +243,7 @@ async fn main() -> Result<()> {
             let _ = stop_rx.await;
         },
     ));
-    wait_finished(&store, &mut conn).await?;
+    wait_count(&store, &mut conn, "finished", FINISHED).await?;
     let _ = stop_tx.send(());
     let _ = worker.await;
     let finished_after = used_memory(&mut conn).await?;
@@ -243,6 +282,13 @@ async fn main() -> Result<()> {
         "| **ratio Drover / anchor, queued** (Redis defaults; with the listpack setting) | **{:.2}**; {:.2} |\n",
         in_flight / anchor,
         listpack / anchor
+    ));
+    report.push_str(&format!(
+        "| {IN_FLIGHT} `synthetic` workflows of {STEPS} steps mid-flight (two steps done, waiting for a signal at step 2; run in {:.0} s), `used_memory` / count | {waiting:.0} |\n",
+        ran.as_secs_f64()
+    ));
+    report.push_str(&format!(
+        "| of which the record hash / the history list (2 attempts) / the outputs hash | {waiting_record} / {waiting_history} / {waiting_outputs} |\n"
     ));
     report.push_str(&format!(
         "| {FINISHED} finished `synthetic` workflows of {STEPS} steps, `used_memory` / count | {finished:.0} |\n"
