@@ -142,6 +142,7 @@ fn sample() -> Report {
             load: "1.02 0.88 0.71".into(),
             revision: "ef1fff2 plus uncommitted changes".into(),
             rustc: "rustc 1.95.0 (abc 2026-04-01)".into(),
+            redis_config: String::new(),
         },
         rounds: (0..3).map(round).collect(),
         costs: vec![

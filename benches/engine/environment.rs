@@ -103,6 +103,15 @@ impl Bench {
         let admin = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        if let Some(v) = listpack_value() {
+            let mut conn = admin.clone();
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("hash-max-listpack-value")
+                .arg(v)
+                .query_async(&mut conn)
+                .await?;
+        }
         let store = Store::connect(&drover_store::Config::new(redis.url())).await?;
         Ok(Bench {
             redis,
@@ -237,6 +246,14 @@ impl Bench {
     }
 }
 
+/// `DROVER_BENCH_LISTPACK_VALUE`: Redis's `hash-max-listpack-value` for the run (default 64), to
+/// measure what keeping records as listpacks costs a step.
+fn listpack_value() -> Option<u64> {
+    std::env::var("DROVER_BENCH_LISTPACK_VALUE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 impl Machine {
     /// Reads the machine, the Redis version, the date, the load and the code's revision.
     pub async fn probe(bench: &Bench) -> Result<Machine> {
@@ -282,6 +299,9 @@ impl Machine {
             load: load_average(),
             revision,
             rustc: output("rustc", &["--version"]).unwrap_or_else(|| "?".into()),
+            redis_config: listpack_value()
+                .map(|v| format!("hash-max-listpack-value {v}"))
+                .unwrap_or_default(),
         })
     }
 }

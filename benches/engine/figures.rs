@@ -14,6 +14,9 @@ pub struct Machine {
     pub load: String,
     pub revision: String,
     pub rustc: String,
+    /// Redis settings the bench changed with `CONFIG SET` (from `DROVER_BENCH_LISTPACK_VALUE`);
+    /// empty: Redis's defaults.
+    pub redis_config: String,
 }
 
 impl Machine {

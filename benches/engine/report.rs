@@ -66,9 +66,14 @@ impl Report {
             "- Machine: nproc {}, CPU `{}`, load average {} at the start, {} at the end (the box is shared)",
             m.nproc, m.cpu, m.load, self.load_end
         );
+        let config = if m.redis_config.is_empty() {
+            String::new()
+        } else {
+            format!(", then `CONFIG SET {}`", m.redis_config)
+        };
         let _ = writeln!(
             md,
-            "- Redis: redis-server {} started by the bench on a free loopback port, `--save \"\" --appendonly no`",
+            "- Redis: redis-server {} started by the bench on a free loopback port, `--save \"\" --appendonly no`{config}",
             m.redis_version
         );
         let _ = writeln!(md, "- Code: drover {}, {}\n", m.revision, m.rustc);
