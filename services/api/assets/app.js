@@ -106,9 +106,11 @@ function fraction(w, stepsTotal) {
 
 function label(w) {
   const i = w.input || {};
-  if (i.namespace && i.vmi) return `${w.kind} ${i.namespace}/${i.vmi}`;
+  // A workflow that names a cluster says which: node names repeat across clusters.
+  const where = w.cluster ? ` (${w.cluster})` : "";
+  if (i.namespace && i.vmi) return `${w.kind} ${i.namespace}/${i.vmi}${where}`;
   const name = i.node || i.name || i.hostname || i.machine;
-  return name ? `${w.kind} ${name}` : w.kind;
+  return (name ? `${w.kind} ${name}` : w.kind) + where;
 }
 
 function note(progress) {
