@@ -350,8 +350,20 @@ impl SentinelGroup {
     /// Starts the group and waits until every Sentinel knows every replica (in sync) and every
     /// other Sentinel, so a failover can be agreed.
     pub fn start(master: &str, replicas: usize, sentinels: usize) -> io::Result<SentinelGroup> {
+        SentinelGroup::start_with(master, replicas, sentinels, Ok)
+    }
+
+    /// [`SentinelGroup::start`], with the replicas and the Sentinels reaching the primary at the
+    /// port `front` returns for the primary's own port (a proxy that can cut them off, so the
+    /// primary can be partitioned from them while clients still reach it directly).
+    pub fn start_with(
+        master: &str,
+        replicas: usize,
+        sentinels: usize,
+        front: impl FnOnce(u16) -> io::Result<u16>,
+    ) -> io::Result<SentinelGroup> {
         let primary = RedisServer::start(Options::temporary().aof(Aof::Always))?;
-        let port = primary.port();
+        let port = front(primary.port())?;
         let mut servers = vec![primary];
         for _ in 0..replicas {
             servers.push(RedisServer::start(
