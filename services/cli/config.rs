@@ -290,10 +290,21 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, into: &mut T) -> anyhow::Result<()> {
+    let mut set = None;
+    env_opt_num(name, &mut set)?;
+    if let Some(v) = set {
+        *into = v;
+    }
+    Ok(())
+}
+
+/// [`env_num`] for a setting that is unset by default.
+fn env_opt_num<T: std::str::FromStr>(name: &str, into: &mut Option<T>) -> anyhow::Result<()> {
     if let Some(v) = env(name) {
-        *into = v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
+        *into = Some(
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?,
+        );
     }
     Ok(())
 }
@@ -350,22 +361,15 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
             .parse()
             .map_err(|_| anyhow::anyhow!("DROVER_API_METRICS_AUTH={v:?} must be true or false"))?;
     }
-    if let Some(v) = env("DROVER_REDIS_WAIT_REPLICAS") {
-        config.redis_wait_replicas = Some(v.parse().map_err(|_| {
-            anyhow::anyhow!("DROVER_REDIS_WAIT_REPLICAS={v:?} is not a valid number")
-        })?);
-    }
-    if let Some(v) = env("DROVER_REDIS_WAIT_TIMEOUT_MS") {
-        config.redis_wait_timeout_ms = Some(v.parse().map_err(|_| {
-            anyhow::anyhow!("DROVER_REDIS_WAIT_TIMEOUT_MS={v:?} is not a valid number")
-        })?);
-    }
-    if let Some(v) = env("DROVER_MAX_DESCENDANTS") {
-        config.max_descendants =
-            Some(v.parse().map_err(|_| {
-                anyhow::anyhow!("DROVER_MAX_DESCENDANTS={v:?} is not a valid number")
-            })?);
-    }
+    env_opt_num(
+        "DROVER_REDIS_WAIT_REPLICAS",
+        &mut config.redis_wait_replicas,
+    )?;
+    env_opt_num(
+        "DROVER_REDIS_WAIT_TIMEOUT_MS",
+        &mut config.redis_wait_timeout_ms,
+    )?;
+    env_opt_num("DROVER_MAX_DESCENDANTS", &mut config.max_descendants)?;
     env_num("DROVER_WORKER_CONCURRENCY", &mut config.worker.concurrency)?;
     env_num("DROVER_WORKER_LEASE_MS", &mut config.worker.lease_ms)?;
     env_num(

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::kind::{Loaded, Workflow};
+use crate::kind::{Loaded, Versioned, Workflow};
 use crate::model::{DEFAULT_MAX_DESCENDANTS, NAME_RULE, Phase, Task, is_name};
 use crate::ports::BoxFuture;
 use crate::sdk::{Kind, Typed};
@@ -291,11 +291,10 @@ impl Registry {
         if loaded.steps().is_empty() {
             return Err(invalid("the input yields no steps".to_string()));
         }
-        let permits = loaded
-            .permits(0, Phase::Forward)
-            .into_iter()
-            .map(|p| p.in_cluster(cluster.as_deref()))
-            .collect();
+        // Through `Versioned`, as every later task's permits are: a cluster's are its own.
+        let permits = Versioned::new(loaded.as_ref(), None)
+            .in_cluster(cluster.as_deref())
+            .permits(0, Phase::Forward);
         let task = crate::decide::first_task(now_ms, permits);
         let steps = loaded.steps().iter().map(|s| s.name.clone()).collect();
         Ok(NewWorkflow {

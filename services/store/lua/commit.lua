@@ -89,8 +89,10 @@ redis.register_function('drover_commit', function(keys, args)
     redis.call('ZREM', P .. 'leases', id)
     del = {'lease_token', 'lease_worker', 'lease_start'}
   end
-  for i, field in ipairs({'cause', 'error', 'progress', 'resume_from', 'result', 'task', 'permits'}) do
-    local present = (field == 'permits' and held[4]) or (field ~= 'permits' and held[12 + i])
+  -- Each optional field with where the HMGET above read it.
+  for _, f in ipairs({{'cause', 13}, {'error', 14}, {'progress', 15}, {'resume_from', 16},
+      {'result', 17}, {'task', 18}, {'permits', 4}}) do
+    local field, present = f[1], held[f[2]]
     if c[field] then
       set[#set + 1] = field
       set[#set + 1] = c[field]

@@ -246,7 +246,7 @@ impl Followed {
 }
 
 /// Whether an error means this connection no longer leads to a writable primary.
-fn lost_primary(e: &RedisError) -> bool {
+pub(crate) fn lost_primary(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
@@ -266,22 +266,38 @@ fn lost_primary_reply(v: &Value) -> bool {
     ))
 }
 
+impl Followed {
+    /// Runs `call` on the primary's connection; forgets the connection when the outcome says it no
+    /// longer leads to a writable primary (`lost` judges a reply that arrived).
+    async fn call<T>(
+        &self,
+        call: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        lost: impl Fn(&T) -> bool,
+    ) -> redis::RedisResult<T> {
+        let (generation, mut conn) = self.get().await?;
+        let reply = call(&mut conn).await;
+        let gone = match &reply {
+            Ok(v) => lost(v),
+            Err(e) => lost_primary(e),
+        };
+        if gone {
+            self.drop_connection(generation);
+        }
+        reply
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             match &mut self.link {
                 Link::Direct(m) => m.req_packed_command(cmd).await,
                 Link::Sentinel(f) => {
-                    let (generation, mut conn) = f.get().await?;
-                    let reply = conn.req_packed_command(cmd).await;
-                    let lost = match &reply {
-                        Ok(v) => lost_primary_reply(v),
-                        Err(e) => lost_primary(e),
-                    };
-                    if lost {
-                        f.drop_connection(generation);
-                    }
-                    reply
+                    f.call(
+                        async |c| c.req_packed_command(cmd).await,
+                        lost_primary_reply,
+                    )
+                    .await
                 }
             }
         })
@@ -297,16 +313,11 @@ impl ConnectionLike for Conn {
             match &mut self.link {
                 Link::Direct(m) => m.req_packed_commands(pipeline, offset, count).await,
                 Link::Sentinel(f) => {
-                    let (generation, mut conn) = f.get().await?;
-                    let reply = conn.req_packed_commands(pipeline, offset, count).await;
-                    let lost = match &reply {
-                        Ok(vs) => vs.iter().any(lost_primary_reply),
-                        Err(e) => lost_primary(e),
-                    };
-                    if lost {
-                        f.drop_connection(generation);
-                    }
-                    reply
+                    f.call(
+                        async |c| c.req_packed_commands(pipeline, offset, count).await,
+                        |vs: &Vec<Value>| vs.iter().any(lost_primary_reply),
+                    )
+                    .await
                 }
             }
         })

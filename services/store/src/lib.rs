@@ -74,20 +74,10 @@ impl Error {
         match self {
             Error::NotReplicated { .. } => true,
             Error::Redis(e) => {
-                e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
+                conn::lost_primary(e)
                     // Sentinel names no primary while it fails over (the old one is down).
                     || e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::Server(
-                            redis::ServerErrorKind::BusyLoading
-                                | redis::ServerErrorKind::ReadOnly
-                                | redis::ServerErrorKind::MasterDown
-                        )
-                    )
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
                     || e.to_string().contains("LOADING")
                     || e.to_string().contains("TRYAGAIN")
             }
@@ -158,13 +148,20 @@ pub struct Store {
     endpoint: Endpoint,
     prefix: String,
     history_max: u32,
-    wait: Option<(u32, Duration)>,
-    /// With `wait`, the connections function calls go over, in turn: `WAIT` blocks the connection
-    /// it is sent on until the replicas answer, so calls sharing one would wait one after another.
-    waiting: Arc<[Conn]>,
-    turn: Arc<AtomicUsize>,
+    /// Set with `wait_replicas`: every function call waits for that many replicas.
+    wait: Option<Arc<Wait>>,
     /// Shared by all of this store's connections (see `conn::Conn::open`).
     epoch: Arc<AtomicU64>,
+}
+
+/// How function calls wait for replicas.
+struct Wait {
+    replicas: u32,
+    timeout: Duration,
+    /// The connections function calls go over, in turn: `WAIT` blocks the connection it is sent on
+    /// until the replicas answer, so calls sharing one would wait one after another.
+    conns: Vec<Conn>,
+    turn: AtomicUsize,
 }
 
 /// Connections a store with `wait_replicas` spreads its function calls over.
@@ -174,27 +171,38 @@ impl Store {
     /// Connects and loads the function library.
     pub async fn connect(config: &Config) -> Result<Store> {
         let endpoint = Endpoint::parse(&config.url).map_err(Error::Url)?;
+        let waits = config.wait_replicas > 0;
         let timeouts = conn::Timeouts {
-            response: config.response_timeout + config.wait_timeout,
+            response: config.response_timeout
+                + if waits {
+                    config.wait_timeout
+                } else {
+                    Duration::ZERO
+                },
             connect: Duration::from_secs(2),
         };
         let epoch = Arc::new(AtomicU64::new(0));
         let conn = Conn::open(&endpoint, timeouts, &epoch).await?;
-        let mut waiting = Vec::new();
-        if config.wait_replicas > 0 {
+        let mut wait = None;
+        if waits {
+            let mut conns = Vec::with_capacity(WAIT_CONNECTIONS);
             for _ in 0..WAIT_CONNECTIONS {
-                waiting.push(Conn::open(&endpoint, timeouts, &epoch).await?);
+                conns.push(Conn::open(&endpoint, timeouts, &epoch).await?);
             }
+            wait = Some(Arc::new(Wait {
+                replicas: config.wait_replicas,
+                timeout: config.wait_timeout,
+                conns,
+                turn: AtomicUsize::new(0),
+            }));
         }
         let store = Store {
             conn,
-            waiting: waiting.into(),
-            turn: Arc::default(),
+            wait,
             epoch,
             endpoint,
             prefix: config.prefix.clone(),
             history_max: config.history_max,
-            wait: (config.wait_replicas > 0).then_some((config.wait_replicas, config.wait_timeout)),
         };
         store.load_functions().await?;
         store.index_top_level().await?;
@@ -322,9 +330,9 @@ impl Call<'_> {
     }
 
     pub(crate) async fn run<T: redis::FromRedisValue>(self) -> Result<T> {
-        let mut conn = match self.store.waiting.len() {
-            0 => self.store.conn.clone(),
-            n => self.store.waiting[self.store.turn.fetch_add(1, Ordering::Relaxed) % n].clone(),
+        let mut conn = match &self.store.wait {
+            None => self.store.conn.clone(),
+            Some(w) => w.conns[w.turn.fetch_add(1, Ordering::Relaxed) % w.conns.len()].clone(),
         };
         match self.query(&mut conn).await {
             Err(Error::Redis(e)) if e.to_string().contains("Function not found") => {
@@ -337,14 +345,15 @@ impl Call<'_> {
 
     /// The call, followed in the same round trip by `WAIT` when the store asks for replicas.
     async fn query<T: redis::FromRedisValue>(&self, conn: &mut Conn) -> Result<T> {
-        let Some((wanted, timeout)) = self.store.wait else {
+        let Some(w) = &self.store.wait else {
             return Ok(self.cmd.query_async(conn).await?);
         };
+        let wanted = w.replicas;
         let (reply, acked): (redis::Value, i64) = redis::pipe()
             .add_command(self.cmd.clone())
             .cmd("WAIT")
             .arg(wanted)
-            .arg(timeout.as_millis() as u64)
+            .arg(w.timeout.as_millis() as u64)
             .query_async(conn)
             .await?;
         // The call's own error (a refusal, a missing library) comes first: it wrote nothing.
