@@ -214,7 +214,7 @@ impl Drover {
                 let first = compiled
                     .next_after(now as i64)
                     .map_or(now as i64, |f| f.at_ms);
-                fire_workflow(registry, id, &compiled, first, "", now)
+                fire_workflow(registry, store, id, &compiled, first, "", now)
                     .map_err(|e| anyhow!("{id}: {e}"))?;
                 let put = store
                     .schedule_put(

@@ -20,6 +20,11 @@ pub struct Config {
     pub redis_wait_replicas: Option<u32>,
     /// How long a write waits for its replicas (default 1000). Also DROVER_REDIS_WAIT_TIMEOUT_MS.
     pub redis_wait_timeout_ms: Option<u64>,
+    /// How many shards workflows are spread over (default 1; at most 256): shard `S`'s keys begin
+    /// `drover:{S}:`, one Redis Cluster slot each. A workflow's shard is its cluster's (its
+    /// `[[clusters]]` entry's `shard`, else a hash of the name). Give the API and the workers the
+    /// same value; it may grow, never shrink. Also DROVER_REDIS_SHARDS.
+    pub redis_shards: Option<u16>,
     /// The most workflows one top-level workflow may create, its children's children included (0: no
     /// limit; default 10,000). The API refuses an input that asks for more at submission; a step that
     /// would start more fails. Give the API and the workers the same value. Also
@@ -148,6 +153,10 @@ pub struct ClusterConfig {
     pub infer: bool,
     #[serde(default)]
     pub upload_proxy_url: Option<String>,
+    /// The shard this cluster's workflows live on (with `redis_shards` > 1); default: a hash of
+    /// the name.
+    #[serde(default)]
+    pub shard: Option<u16>,
 }
 
 impl ClusterConfig {
@@ -266,6 +275,12 @@ impl Config {
     pub fn store_config(&self, url: &str) -> drover_store::Config {
         let mut store = drover_store::Config::new(url);
         store.wait_replicas = self.redis_wait_replicas.unwrap_or(0);
+        store.shards = self.redis_shards.unwrap_or(1);
+        store.placement = self
+            .clusters
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.shard?)))
+            .collect();
         if let Some(ms) = self.redis_wait_timeout_ms {
             store.wait_timeout = std::time::Duration::from_millis(ms);
         }
@@ -369,6 +384,7 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         "DROVER_REDIS_WAIT_TIMEOUT_MS",
         &mut config.redis_wait_timeout_ms,
     )?;
+    env_opt_num("DROVER_REDIS_SHARDS", &mut config.redis_shards)?;
     env_opt_num("DROVER_MAX_DESCENDANTS", &mut config.max_descendants)?;
     env_num("DROVER_WORKER_CONCURRENCY", &mut config.worker.concurrency)?;
     env_num("DROVER_WORKER_LEASE_MS", &mut config.worker.lease_ms)?;

@@ -496,6 +496,9 @@ async fn run_api(config: config::Config) -> anyhow::Result<()> {
     let store = connect(&store_config).await?;
     tracing::info!(listen = %config.api.listen, "API listening.");
     let hooks = api_hooks(&config).await?;
+    if let Some(h) = &hooks {
+        drover_api::hooks::check_shards(&store, &h.config).map_err(anyhow::Error::msg)?;
+    }
     let state = Arc::new(drover_api::AppState {
         store,
         registry,

@@ -20,6 +20,7 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::{RandomId, TaskId};
 use apalis_core::worker::context::WorkerContext;
 use drover_store::Claim;
+use futures::StreamExt;
 use tracing::{debug, info, warn};
 
 use crate::service::{Attempt, CommitLayer};
@@ -52,70 +53,121 @@ impl StoreBackend {
 }
 
 /// Claims until at least one task is found (as many as there are free slots), blocking on the wake
-/// list in between. Claimed tasks are held (count as in flight) from here until their commit.
+/// lists in between. Claimed tasks are held (count as in flight) from here until their commit.
+///
+/// With several shards, each is asked in turn (starting one further each round, so no shard
+/// waits behind another), and an idle backend waits on every shard's wake list at once: one
+/// blocking pop per shard, each on its own connection in its own task, so a pop still running
+/// when another shard woke the backend is not cut off (its marker is not lost) and is picked up
+/// by the next wait.
 async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
     let config = &runner.config;
     let idle_max = Duration::from_millis(config.idle_wait_ms);
-    let mut waiter = None;
+    let shards = runner.store.shards();
+    let n = shards.len();
+    let mut idle: Vec<Option<drover_store::Waiter>> = (0..n).map(|_| None).collect();
+    // Shards with a blocking pop running.
+    let mut busy = vec![false; n];
+    let mut waiting = futures::stream::FuturesUnordered::new();
     let mut backoff = Duration::from_millis(50);
+    let mut round = runner
+        .claim_round
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     loop {
         let now = now_ms();
         let free = config.concurrency.saturating_sub(runner.in_flight()).max(1);
-        match runner
-            .store
-            .claim(
-                &runner.worker_id,
-                now,
-                config.lease(),
-                config.claim_batch,
-                free as u32,
-                idle_max + Duration::from_secs(2),
-            )
-            .await
-            .inspect(|c| {
-                if c.expired > 0 {
-                    drover_telemetry::metrics()
-                        .lease_expirations
-                        .inc_by(c.expired);
-                    info!(expired = c.expired, "Reclaimed expired leases.");
-                }
-            }) {
-            Ok(claimed) if !claimed.claims.is_empty() => {
-                for claim in &claimed.claims {
-                    runner.hold(claim);
-                }
-                return claimed.claims;
-            }
-            Ok(claimed) => {
-                backoff = Duration::from_millis(50);
-                let until_due = claimed
-                    .next_due_ms
-                    .map(|due| Duration::from_millis(due.saturating_sub(now)));
-                let wait = until_due
-                    .map_or(idle_max, |d| d.min(idle_max))
-                    .max(Duration::from_millis(1));
-                if waiter.is_none() {
-                    match runner.store.waiter(idle_max).await {
-                        Ok(w) => waiter = Some(w),
-                        Err(e) => {
-                            warn!(error = %e, "Cannot open the wake connection; retrying.");
-                            tokio::time::sleep(backoff).await;
-                            continue;
-                        }
+        let mut next_due: Option<u64> = None;
+        let mut failed = None;
+        for k in 0..n {
+            let shard = &shards[(round + k) % n];
+            match shard
+                .claim(
+                    &runner.worker_id,
+                    now,
+                    config.lease(),
+                    config.claim_batch,
+                    free as u32,
+                    idle_max + Duration::from_secs(2),
+                )
+                .await
+            {
+                Ok(claimed) => {
+                    if claimed.expired > 0 {
+                        drover_telemetry::metrics()
+                            .lease_expirations
+                            .inc_by(claimed.expired);
+                        info!(
+                            expired = claimed.expired,
+                            shard = shard.shard(),
+                            "Reclaimed expired leases."
+                        );
                     }
+                    if !claimed.claims.is_empty() {
+                        for claim in &claimed.claims {
+                            runner.hold(claim);
+                        }
+                        return claimed.claims;
+                    }
+                    next_due = match (next_due, claimed.next_due_ms) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
-                if let Some(w) = waiter.as_mut()
-                    && let Err(e) = w.wait(wait).await
-                {
-                    debug!(error = %e, "Wake wait failed; claiming again.");
-                    waiter = None;
+                Err(e) => failed = Some((shard.shard(), e)),
+            }
+        }
+        round = round.wrapping_add(1);
+        if let Some((shard, e)) = failed {
+            warn!(error = %e, shard, retry_in_ms = backoff.as_millis() as u64, "Claim failed; retrying.");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        }
+        backoff = Duration::from_millis(50);
+        let wait = next_due
+            .map(|due| Duration::from_millis(due.saturating_sub(now)))
+            .map_or(idle_max, |d| d.min(idle_max))
+            .max(Duration::from_millis(1));
+        // A blocking pop on every shard without one running.
+        for (i, slot) in idle.iter_mut().enumerate() {
+            let mut w = match slot.take() {
+                Some(w) => w,
+                None if busy[i] => continue,
+                None => match shards[i].waiter(idle_max).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        warn!(error = %e, shard = i, "Cannot open the wake connection; retrying.");
+                        continue;
+                    }
+                },
+            };
+            busy[i] = true;
+            waiting.push(tokio::spawn(async move {
+                let r = w.wait(wait).await;
+                (i, w, r)
+            }));
+        }
+        if waiting.is_empty() {
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        // Until one shard's pop returns (woken, timed out or failed), or the next task falls due.
+        let first = tokio::time::timeout(wait + Duration::from_millis(50), waiting.next()).await;
+        if let Ok(Some(Ok((i, w, r)))) = first {
+            busy[i] = false;
+            match r {
+                Ok(_) => idle[i] = Some(w),
+                Err(e) => {
+                    debug!(error = %e, shard = i, "Wake wait failed; claiming again.");
                     tokio::time::sleep(backoff).await;
                 }
             }
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Claim failed; retrying.");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        // Pops that finished meanwhile give their connections back.
+        while let Some(Some(Ok((i, w, r)))) = futures::FutureExt::now_or_never(waiting.next()) {
+            busy[i] = false;
+            if r.is_ok() {
+                idle[i] = Some(w);
             }
         }
     }

@@ -128,6 +128,8 @@ pub struct Runner {
     pub backend_waker: Mutex<Option<Waker>>,
     /// Set once shutdown began: commits no longer take the next step.
     pub stopping: AtomicBool,
+    /// Which shard the next claim asks first (it turns with every round).
+    pub claim_round: std::sync::atomic::AtomicUsize,
 }
 
 /// A claim held by this process: what its hand-back at shutdown needs.
@@ -229,15 +231,19 @@ pub async fn run(
         continuations: Mutex::new(VecDeque::new()),
         backend_waker: Mutex::new(None),
         stopping: AtomicBool::new(false),
+        claim_round: std::sync::atomic::AtomicUsize::new(0),
     });
     info!(worker = %worker_id, concurrency = runner.config.concurrency, "Worker started.");
 
     let housekeeping = tokio::spawn(service::housekeeping(runner.clone()));
-    let scheduler = runner
-        .config
-        .scheduler
-        .then(|| tokio::spawn(scheduler::run(runner.clone())));
-    let outbox = tokio::spawn(outbox::run(runner.clone()));
+    // The schedules and the outbox of each shard have their own loop.
+    let mut loops = Vec::new();
+    for shard in runner.store.shards() {
+        if runner.config.scheduler {
+            loops.push(tokio::spawn(scheduler::run(runner.clone(), shard.clone())));
+        }
+        loops.push(tokio::spawn(outbox::run(runner.clone(), shard)));
+    }
     let factory_runner = runner.clone();
     // What the grace period's end found still running (see `grace_end`).
     let cut_off = Arc::new(Mutex::new(BTreeMap::new()));
@@ -263,10 +269,9 @@ pub async fn run(
         })
         .await;
     housekeeping.abort();
-    if let Some(s) = scheduler {
-        s.abort();
+    for l in loops {
+        l.abort();
     }
-    outbox.abort();
     if let Some(m) = metrics {
         metrics_stop.notify_one();
         let _ = m.await;

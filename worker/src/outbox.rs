@@ -20,17 +20,23 @@ const BATCH: usize = 32;
 /// Longest sleep between looks when the outbox is empty.
 const IDLE: Duration = Duration::from_secs(1);
 
-/// The id of the ticket-update workflow for outbox entry `seq`: fixed width, so ids sort as the
-/// entries do (ready tasks of equal score are taken in id order).
-pub fn update_id(seq: u64) -> String {
-    format!("7d0b0000-0000-8000-8000-{seq:012x}")
+/// The id of the ticket-update workflow for outbox entry `seq` of `store`'s shard: fixed width, so
+/// ids sort as the entries do (ready tasks of equal score are taken in id order). With several
+/// shards (each with its own outbox and sequence) the last byte names the shard.
+pub fn update_id(store: &drover_store::Store, seq: u64) -> String {
+    if store.shard_count() == 1 {
+        format!("7d0b0000-0000-8000-8000-{seq:012x}")
+    } else {
+        store.stamp(format!("7d0b0000-0000-8000-8000-{seq:010x}00"))
+    }
 }
 
-pub async fn run(runner: Arc<Runner>) {
+/// Dispatches the outbox of `store`'s shard until the task is aborted (one per shard).
+pub async fn run(runner: Arc<Runner>, store: drover_store::Store) {
     let mut waiter = None;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match tick(&runner, &mut waiter).await {
+        match tick(&runner, &store, &mut waiter).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 debug!(error = %e, "Outbox: Redis unavailable; retrying.");
@@ -44,9 +50,9 @@ pub async fn run(runner: Arc<Runner>) {
 
 async fn tick(
     runner: &Arc<Runner>,
+    store: &drover_store::Store,
     waiter: &mut Option<drover_store::Waiter>,
 ) -> drover_store::Result<()> {
-    let store = &runner.store;
     let entries = store.outbox_peek(BATCH).await?;
     if entries.is_empty() {
         if waiter.is_none() {
@@ -60,7 +66,7 @@ async fn tick(
     for entry in entries {
         // Every entry gets its sequence number in the store's `outbox_push`.
         let seq = entry["seq"].as_u64().unwrap_or_default();
-        let wf = match update(runner, &entry, seq).await? {
+        let wf = match update(runner, store, &entry, seq).await? {
             Some(Ok(wf)) => Some(wf),
             Some(Err(e)) => {
                 warn!(seq, error = %e, "A write-back could not be built; dropped.");
@@ -79,6 +85,7 @@ async fn tick(
 /// The ticket-update workflow for an entry, or none when the event writes nothing back.
 async fn update(
     runner: &Runner,
+    store: &drover_store::Store,
     entry: &Value,
     seq: u64,
 ) -> drover_store::Result<Option<Result<NewWorkflow, String>>> {
@@ -124,7 +131,7 @@ async fn update(
     Ok(Some(
         runner
             .registry
-            .prepare(update_id(seq), submission, now_ms())
+            .prepare(update_id(store, seq), submission, now_ms())
             .map(|mut wf| {
                 wf.trace = drover_telemetry::trace::start("outbox", &wf.kind, &wf.id);
                 wf

@@ -36,17 +36,18 @@ const MAX_COUNTED: u64 = 100_000;
 /// Compiled specs by schedule id, with the version they were compiled from.
 type Cache = Mutex<HashMap<String, (u64, Arc<Compiled>)>>;
 
-/// Runs until the task is aborted. Redis errors pause it (with backoff); they never end it.
-pub async fn run(runner: Arc<Runner>) {
+/// Runs the schedules of `store`'s shard until the task is aborted (a worker runs one per shard).
+/// Redis errors pause it (with backoff); they never end it.
+pub async fn run(runner: Arc<Runner>, store: drover_store::Store) {
     let cache: Cache = Mutex::new(HashMap::new());
     // A schedule changed: a listener on `sched:wake` of its own, so the due instant itself is
     // timed by tokio (a blocking pop's timeout ends only at Redis's next timer tick, up to 100 ms
     // late at its default `hz 10`).
     let changed = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen(runner.store.clone(), changed.clone()));
+    let listener = tokio::spawn(listen(store.clone(), changed.clone()));
     let mut backoff = Duration::from_millis(100);
     loop {
-        match tick(&runner, &cache, &changed).await {
+        match tick(&runner, &store, &cache, &changed).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 debug!(error = %e, "Scheduler: Redis unavailable; retrying.");
@@ -87,8 +88,12 @@ async fn listen(store: drover_store::Store, changed: Arc<Notify>) {
     }
 }
 
-async fn tick(runner: &Arc<Runner>, cache: &Cache, changed: &Notify) -> drover_store::Result<()> {
-    let store = &runner.store;
+async fn tick(
+    runner: &Arc<Runner>,
+    store: &drover_store::Store,
+    cache: &Cache,
+    changed: &Notify,
+) -> drover_store::Result<()> {
     let now = now_ms();
     let due = store.schedules_take(now, BATCH, TAKE_LEASE).await?;
     if due.is_empty() {
@@ -106,7 +111,7 @@ async fn tick(runner: &Arc<Runner>, cache: &Cache, changed: &Notify) -> drover_s
         return Ok(());
     }
     let results: Vec<drover_store::Result<()>> = futures::stream::iter(due)
-        .map(|(sid, _)| fire_one(runner, cache, sid))
+        .map(|(sid, _)| fire_one(runner, store, cache, sid))
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
@@ -147,8 +152,12 @@ async fn compiled(
     Ok(Ok(c))
 }
 
-async fn fire_one(runner: &Arc<Runner>, cache: &Cache, sid: String) -> drover_store::Result<()> {
-    let store = &runner.store;
+async fn fire_one(
+    runner: &Arc<Runner>,
+    store: &drover_store::Store,
+    cache: &Cache,
+    sid: String,
+) -> drover_store::Result<()> {
     let Some(head) = store.schedule_head(&sid).await? else {
         return Ok(());
     };
@@ -187,7 +196,7 @@ async fn fire_one(runner: &Arc<Runner>, cache: &Cache, sid: String) -> drover_st
             return Ok(());
         }
     };
-    let (next, decision) = decide(runner, &sid, &compiled, fire_ms, due_ms, now);
+    let (next, decision) = decide(runner, store, &sid, &compiled, fire_ms, due_ms, now);
     let fire = Fire {
         mode: FireMode::Due,
         fire_ms,
@@ -240,6 +249,7 @@ enum Decision {
 /// Decides a due fire time; returns the schedule's next fire time with the decision.
 fn decide(
     runner: &Runner,
+    store: &drover_store::Store,
     sid: &str,
     compiled: &Compiled,
     fire_ms: i64,
@@ -293,7 +303,7 @@ fn decide(
             },
         );
     }
-    match fire_workflow(&runner.registry, sid, compiled, fire_ms, "", now) {
+    match fire_workflow(&runner.registry, store, sid, compiled, fire_ms, "", now) {
         Ok(mut wf) => {
             wf.trace = drover_telemetry::trace::start("schedule", &wf.kind, &wf.id);
             (next, Decision::Start(wf))

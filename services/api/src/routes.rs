@@ -201,9 +201,12 @@ async fn submit(
     };
     let kind = submission.kind.clone();
     let now = now_ms();
+    let id = state
+        .store
+        .workflow_id(uuid::Uuid::now_v7(), submission.cluster.as_deref());
     let mut wf = state
         .registry
-        .prepare(uuid::Uuid::now_v7().to_string(), submission, now)
+        .prepare(id, submission, now)
         .map_err(refused)?;
     // The workflow's trace starts here: every attempt of every step joins it.
     let span = drover_telemetry::trace::submit_span("api", &kind, &wf.id);

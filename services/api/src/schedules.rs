@@ -83,6 +83,12 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid schedule", e.to_string())
 }
 
+/// The handle on the shard a schedule lives on: its cluster's.
+fn home(state: &AppState, compiled: &Compiled) -> drover_store::Store {
+    let store = &state.store;
+    store.on(store.shard_for(compiled.spec().cluster.as_deref()))
+}
+
 /// Compiles a spec and checks the workflow it starts (registry, then admission) at its first fire
 /// time (or now when it has none left).
 async fn check(state: &AppState, id: &str, spec: &ScheduleSpec) -> Result<Compiled, ApiError> {
@@ -91,7 +97,16 @@ async fn check(state: &AppState, id: &str, spec: &ScheduleSpec) -> Result<Compil
     let at = compiled
         .next_after(now as i64)
         .map_or(now as i64, |f| f.at_ms);
-    let wf = fire_workflow(&state.registry, id, &compiled, at, "", now).map_err(refused)?;
+    let wf = fire_workflow(
+        &state.registry,
+        &home(state, &compiled),
+        id,
+        &compiled,
+        at,
+        "",
+        now,
+    )
+    .map_err(refused)?;
     admit(state, &wf).await?;
     Ok(compiled)
 }
@@ -180,7 +195,7 @@ async fn create(
             now,
         )
         .await?;
-    if put == Put::Exists {
+    if put == Put::Exists || matches!(put, Put::OtherShard(_)) {
         return Err(ApiError::conflict(format!(
             "a schedule with id {:?} exists; PUT /v1/schedules/{} replaces it",
             req.id, req.id
@@ -243,6 +258,12 @@ async fn replace(
         .await?;
     if put == Put::NotFound {
         return Err(not_found(id));
+    }
+    if let Put::OtherShard(shard) = put {
+        return Err(ApiError::conflict(format!(
+            "schedule {id:?} lives on shard {shard}, and its new cluster's shard is another: \
+             delete it and create it again to move it"
+        )));
     }
     info!(schedule = %id, by = %who.name, "Schedule replaced.");
     let rec = state
@@ -512,8 +533,16 @@ async fn trigger(
     let (_, compiled) = load(&state, id).await?;
     let now = now_ms();
     let at = now as i64;
-    let mut wf =
-        fire_workflow(&state.registry, id, &compiled, at, "trigger", now).map_err(refused)?;
+    let mut wf = fire_workflow(
+        &state.registry,
+        &home(&state, &compiled),
+        id,
+        &compiled,
+        at,
+        "trigger",
+        now,
+    )
+    .map_err(refused)?;
     wf.trace = drover_telemetry::trace::start("schedule-trigger", &wf.kind, &wf.id);
     admit(&state, &wf).await?;
     let fire = Fire {
@@ -595,7 +624,16 @@ async fn backfill(
     // Every workflow is checked before any is started.
     let mut wfs = Vec::with_capacity(times.len());
     for &t in &times {
-        let wf = fire_workflow(&state.registry, id, &compiled, t, "", now).map_err(refused)?;
+        let wf = fire_workflow(
+            &state.registry,
+            &home(&state, &compiled),
+            id,
+            &compiled,
+            t,
+            "",
+            now,
+        )
+        .map_err(refused)?;
         wfs.push(wf);
     }
     if let Some(wf) = wfs.first() {

@@ -16,7 +16,7 @@ Invariants:
   - each claim gets a fencing token larger than any before it;
   - an expired lease frees its step permits and counts an attempt.
 ]]
-redis.register_function('drover_claim', function(keys, args)
+register('drover_claim', function(keys, args)
   local P, worker, now, lease_ms = args[1], args[2], tonumber(args[3]), tonumber(args[4])
   local batch, scan, hist_max = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
   local max = tonumber(args[8])

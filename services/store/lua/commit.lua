@@ -18,7 +18,7 @@ Invariants: only the current lease holder commits; output, history, the next tas
 lease and of the step's permits happen together or not at all; a re-run of step N can never create
 step N+1 twice (the cursor moved, so the stale commit is refused).
 ]]
-redis.register_function('drover_commit', function(keys, args)
+register('drover_commit', function(keys, args)
   local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
   local wk = keys[1]
   -- The record check rides on the read every commit makes (a step costs no extra command): a hash

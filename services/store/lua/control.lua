@@ -26,7 +26,7 @@ local function control_preamble(wk, id)
   return nil
 end
 
-redis.register_function('drover_cancel', function(keys, args)
+register('drover_cancel', function(keys, args)
   local P, id, now = args[1], args[2], tonumber(args[3])
   local refused = control_preamble(keys[1], id)
   if refused then
@@ -38,7 +38,7 @@ redis.register_function('drover_cancel', function(keys, args)
   return {'ok'}
 end)
 
-redis.register_function('drover_pause', function(keys, args)
+register('drover_pause', function(keys, args)
   local P, id, now = args[1], args[2], tonumber(args[3])
   local refused = control_preamble(keys[1], id)
   if refused then
@@ -49,7 +49,7 @@ redis.register_function('drover_pause', function(keys, args)
   return {'ok'}
 end)
 
-redis.register_function('drover_resume', function(keys, args)
+register('drover_resume', function(keys, args)
   local P, id, now = args[1], args[2], tonumber(args[3])
   local refused = control_preamble(keys[1], id)
   if refused then
@@ -96,7 +96,7 @@ local function deliver_signal(P, wk, id, name, payload, now, per_name, per_workf
   return {'ok', 'queued'}
 end
 
-redis.register_function('drover_signal', function(keys, args)
+register('drover_signal', function(keys, args)
   local P, id, name, payload, now = args[1], args[2], args[3], args[4], tonumber(args[5])
   local per_name, per_workflow = tonumber(args[6]), tonumber(args[7])
   local refused = control_preamble(keys[1], id)
@@ -106,7 +106,7 @@ redis.register_function('drover_signal', function(keys, args)
   return deliver_signal(P, keys[1], id, name, payload, now, per_name, per_workflow)
 end)
 
-redis.register_function('drover_retry', function(keys, args)
+register('drover_retry', function(keys, args)
   local P, id, now, task, step = args[1], args[2], tonumber(args[3]), args[4], args[5]
   if not is_record(keys[1], id) then
     return {'notfound'}

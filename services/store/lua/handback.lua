@@ -10,7 +10,7 @@ handed-back attempt is refused as stale; a hand-back is not a failure: it frees 
 step's permits and queues the task ready now without counting an attempt (the history records it as
 'handed-back'); a paused workflow's task is parked by the next claim, as any paused task is.
 ]]
-redis.register_function('drover_handback', function(keys, args)
+register('drover_handback', function(keys, args)
   local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
   local wk = keys[1]
   if not is_record(wk, id) then

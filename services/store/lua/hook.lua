@@ -19,7 +19,7 @@ drover_hook  KEYS[1] the ticket's hash; ARGV P, source, delivery, ttl ms, versio
 Invariant: each delivery id and each ticket version is acted on at most once; an event never
 undoes a newer one of its ticket.
 ]]
-redis.register_function('drover_hook', function(keys, args)
+register('drover_hook', function(keys, args)
   local P, source, delivery, ttl, version, expected = args[1], args[2], args[3], tonumber(args[4]),
     tonumber(args[5]), args[6]
   local status, now, action, record, ticket = args[7], tonumber(args[8]), args[9], args[10], args[11]
@@ -83,7 +83,7 @@ drover_outbox_take  KEYS[1] P.."outbox"; ARGV P, seq, record (json of the ticket
   workflow that exists already is not created again). Returns 1, or 0 when another dispatcher took
   it first.
 ]]
-redis.register_function('drover_outbox_take', function(keys, args)
+register('drover_outbox_take', function(keys, args)
   local P, seq, record = args[1], tonumber(args[2]), args[3]
   local head = redis.call('LINDEX', keys[1], 0)
   if not head or cjson.decode(head).seq ~= seq then

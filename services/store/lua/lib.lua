@@ -270,3 +270,19 @@ local function notify_parent(P, id, state, now)
     end
   end
 end
+
+-- Every function is registered through this guard. A shard whose Redis Cluster slot is being moved
+-- (`drover shards move`) holds `<prefix>frozen`, set before the move starts and moved first: a
+-- call that starts during the move either finds it (and stops here) or finds it gone from the node
+-- it runs on (Redis stops the call at that first access, as a non-local key). Either way nothing is
+-- written, and the caller retries (TRYAGAIN is transient) once the shard is on its new node. The
+-- functions touch keys they do not declare, which a half-moved slot would otherwise refuse midway,
+-- after some writes. args[1] is always the shard's prefix.
+local function register(name, fn)
+  redis.register_function(name, function(keys, args)
+    if redis.call('EXISTS', args[1] .. 'frozen') == 1 then
+      return redis.error_reply('TRYAGAIN shard frozen while its slot moves to another node')
+    end
+    return fn(keys, args)
+  end)
+end

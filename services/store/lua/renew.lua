@@ -6,7 +6,7 @@ Returns  {1, cancel requested (0|1)} while the token holds the lease, {0} once i
 Invariant: only the holder of the current token extends the lease or writes progress; a lost
 lease is never revived.
 ]]
-redis.register_function('drover_renew', function(keys, args)
+register('drover_renew', function(keys, args)
   local P, id, token, now, lease_ms = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
   -- The record check rides on the read (see drover_commit): a hash of another id is no record.
   local f = redis.call('HMGET', keys[1], 'lease_token', 'cancel', 'id')

@@ -91,7 +91,7 @@ local function is_schedule(key, sid)
   return redis.call('TYPE', key).ok == 'hash' and redis.call('HGET', key, 'id') == sid
 end
 
-redis.register_function('drover_sched_put', function(keys, args)
+register('drover_sched_put', function(keys, args)
   local P, sid, spec, overlap, next_ms, due_ms, mode = args[1], args[2], args[3], args[4], args[5],
     args[6], args[7]
   local paused, note, now = args[8], args[9], tonumber(args[10])
@@ -122,7 +122,7 @@ redis.register_function('drover_sched_put', function(keys, args)
   return {mode == 'create' and 'created' or 'replaced'}
 end)
 
-redis.register_function('drover_sched_pause', function(keys, args)
+register('drover_sched_pause', function(keys, args)
   local P, sid, paused, note, next_ms, due_ms, now, log_max = args[1], args[2], args[3], args[4],
     args[5], args[6], tonumber(args[7]), tonumber(args[8])
   local key = keys[1]
@@ -141,7 +141,7 @@ redis.register_function('drover_sched_pause', function(keys, args)
   return {'ok'}
 end)
 
-redis.register_function('drover_sched_delete', function(keys, args)
+register('drover_sched_delete', function(keys, args)
   local P, sid = args[1], args[2]
   local key = keys[1]
   if not is_schedule(key, sid) then
@@ -153,7 +153,7 @@ redis.register_function('drover_sched_delete', function(keys, args)
   return 1
 end)
 
-redis.register_function('drover_sched_fire', function(keys, args)
+register('drover_sched_fire', function(keys, args)
   local P, sid, mode, fire_ms, next_ms, next_due = args[1], args[2], args[3], args[4], args[5], args[6]
   local now, verdict, reason, record, overlap = tonumber(args[7]), args[8], args[9], args[10], args[11]
   local count, until_ms, due_ms, log_max, actor = tonumber(args[12]), args[13], args[14],
@@ -239,7 +239,7 @@ redis.register_function('drover_sched_fire', function(keys, args)
   return result
 end)
 
-redis.register_function('drover_sched_buffer', function(keys, args)
+register('drover_sched_buffer', function(keys, args)
   local P, sid, now, log_max = args[1], args[2], tonumber(args[3]), tonumber(args[4])
   local key = keys[1]
   if not is_schedule(key, sid) then
@@ -269,7 +269,7 @@ redis.register_function('drover_sched_buffer', function(keys, args)
   return {entry.action == 'started' and 'started' or 'existing', rec.id}
 end)
 
-redis.register_function('drover_sched_take', function(keys, args)
+register('drover_sched_take', function(keys, args)
   local now, n, lease = tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
   local due = redis.call('ZRANGEBYSCORE', keys[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, n)
   for i = 1, #due, 2 do
@@ -278,7 +278,7 @@ redis.register_function('drover_sched_take', function(keys, args)
   return due
 end)
 
-redis.register_function('drover_sched_requeue', function(keys, args)
+register('drover_sched_requeue', function(keys, args)
   local P, sid, now = args[1], args[2], tonumber(args[3])
   if is_schedule(keys[1], sid) then
     sched_place(P, keys[1], sid, now)

@@ -8,7 +8,7 @@ Returns  {"created", id}, {"existing", id}, or {"conflict", id} when the key nam
 Invariant: a submission is acknowledged only once its record and its first runnable task are both
 written; one idempotency key never yields two workflows.
 ]]
-redis.register_function('drover_submit', function(keys, args)
+register('drover_submit', function(keys, args)
   local P, rec, idem, ttl, now = args[1], cjson.decode(args[2]), args[3], tonumber(args[4]), tonumber(args[5])
   local fingerprint = args[6] or ''
   if idem ~= '' then

@@ -5,7 +5,7 @@ ARGV     P, cutoff (ms: workflows finished before it go), batch
 Returns  the number of workflows deleted
 Invariant: only terminal workflows are deleted, with every key and index entry that names them.
 ]]
-redis.register_function('drover_trim', function(keys, args)
+register('drover_trim', function(keys, args)
   local P, cutoff, batch = args[1], tonumber(args[2]), tonumber(args[3])
   local ids = redis.call('ZRANGEBYSCORE', keys[1], '-inf', cutoff, 'LIMIT', 0, batch)
   for _, id in ipairs(ids) do

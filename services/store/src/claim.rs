@@ -258,7 +258,7 @@ impl Store {
             .arg(lease.as_millis() as u64)
             .arg(batch)
             .arg(max + 16)
-            .arg(self.history_max)
+            .arg(self.history_max())
             .arg(max.max(1))
             .arg(block.as_millis() as u64)
             .run()
@@ -299,7 +299,7 @@ impl Store {
         progress: Option<&str>,
     ) -> Result<Renewal> {
         let reply: Vec<i64> = self
-            .fcall("drover_renew", &self.wf_key(id))
+            .wf_call("drover_renew", id)
             .arg(id)
             .arg(token)
             .arg(now_ms)
@@ -332,11 +332,11 @@ impl Store {
             .as_ref()
             .map_or(("", Duration::ZERO), |c| (c.worker, c.lease));
         let reply: RValue = self
-            .fcall("drover_commit", &self.wf_key(id))
+            .wf_call("drover_commit", id)
             .arg(id)
             .arg(token)
             .arg(now_ms)
-            .arg(self.history_max)
+            .arg(self.history_max())
             .arg(serde_json::to_string(commit)?)
             .arg(worker)
             .arg(lease.as_millis() as u64)

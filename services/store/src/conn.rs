@@ -1,4 +1,6 @@
-//! How the store reaches Redis: one server by URL, or the primary that Redis Sentinel names.
+//! How the store reaches Redis: one server by URL, the primary that Redis Sentinel names, or a
+//! Redis Cluster (the redis crate's cluster connection, which routes each command by its key's slot
+//! and follows `MOVED`/`ASK` redirections).
 //!
 //! `Conn` is the connection every store call uses (a `redis::aio::ConnectionLike`, so commands and
 //! pipelines run on it as on any connection). To a plain URL it is a `ConnectionManager`, which
@@ -37,43 +39,79 @@ pub enum Endpoint {
         password: Option<String>,
         db: i64,
     },
+    /// A Redis Cluster, found through any of its nodes:
+    /// `redis+cluster://[user:password@]host:port[,host:port...]`.
+    Cluster {
+        nodes: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+/// Splits `user:password@` off a URL's authority.
+fn credentials(rest: &str) -> (Option<String>, Option<String>, &str) {
+    let (auth, rest) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (username, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+            None => (Some(a.to_string()), None),
+        },
+    };
+    (username, password, rest)
+}
+
+/// `host:port,host:port` as a list; errors name the entry that is not `host:port`.
+fn host_list(hosts: &str, what: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        return Err(format!(
+            "a {what} URL lists at least one {what} as host:port"
+        ));
+    }
+    for s in &list {
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{what} {s:?} is not host:port")),
+        }
+    }
+    Ok(list)
 }
 
 impl Endpoint {
     /// Reads a store URL. Errors say what is wrong, never quoting a password.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (username, password, rest) = credentials(rest);
+            let hosts = rest.strip_suffix('/').unwrap_or(rest);
+            if hosts.contains('/') {
+                return Err("a Cluster URL has no database or path: \
+                            redis+cluster://host:7000,host:7001"
+                    .into());
+            }
+            let nodes = host_list(hosts, "Cluster node")?;
+            return Ok(Endpoint::Cluster {
+                nodes,
+                username,
+                password,
+            });
+        }
         let Some(rest) = url.strip_prefix("redis+sentinel://") else {
             return Ok(Endpoint::Direct(url.to_string()));
         };
-        let (auth, rest) = match rest.rfind('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
-        };
-        let (username, password) = match auth {
-            None => (None, None),
-            Some(a) => match a.split_once(':') {
-                Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
-                None => (Some(a.to_string()), None),
-            },
-        };
+        let (username, password, rest) = credentials(rest);
         let (hosts, path) = rest.split_once('/').ok_or(
             "a Sentinel URL names its master group after the hosts: \
              redis+sentinel://host:26379,host:26379/mymaster",
         )?;
-        let sentinels: Vec<String> = hosts
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(str::to_string)
-            .collect();
-        if sentinels.is_empty() {
-            return Err("a Sentinel URL lists at least one Sentinel as host:port".into());
-        }
-        for s in &sentinels {
-            match s.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
-                _ => return Err(format!("Sentinel {s:?} is not host:port")),
-            }
-        }
+        let sentinels = host_list(hosts, "Sentinel")?;
         let mut parts = path.split('/');
         let master = parts.next().unwrap_or_default().to_string();
         if master.is_empty() {
@@ -117,6 +155,7 @@ pub struct Conn {
 enum Link {
     Direct(ConnectionManager),
     Sentinel(Arc<Followed>),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 /// The primary Sentinel named last, and how to ask again.
@@ -189,6 +228,31 @@ impl Conn {
                 Ok(Conn {
                     link: Link::Sentinel(followed),
                     db: *db,
+                })
+            }
+            Endpoint::Cluster {
+                nodes,
+                username,
+                password,
+            } => {
+                let mut builder = redis::cluster::ClusterClientBuilder::new(
+                    nodes.iter().map(|n| format!("redis://{n}")),
+                )
+                .response_timeout(t.response)
+                .connection_timeout(t.connect)
+                .retries(6)
+                .min_retry_wait(20)
+                .max_retry_wait(500);
+                if let Some(u) = username {
+                    builder = builder.username(u);
+                }
+                if let Some(p) = password {
+                    builder = builder.password(p);
+                }
+                let conn = builder.build()?.get_async_connection().await?;
+                Ok(Conn {
+                    link: Link::Cluster(conn),
+                    db: 0,
                 })
             }
         }
@@ -292,6 +356,7 @@ impl ConnectionLike for Conn {
         Box::pin(async move {
             match &mut self.link {
                 Link::Direct(m) => m.req_packed_command(cmd).await,
+                Link::Cluster(c) => c.req_packed_command(cmd).await,
                 Link::Sentinel(f) => {
                     f.call(
                         async |c| c.req_packed_command(cmd).await,
@@ -312,6 +377,7 @@ impl ConnectionLike for Conn {
         Box::pin(async move {
             match &mut self.link {
                 Link::Direct(m) => m.req_packed_commands(pipeline, offset, count).await,
+                Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
                 Link::Sentinel(f) => {
                     f.call(
                         async |c| c.req_packed_commands(pipeline, offset, count).await,
@@ -376,6 +442,22 @@ mod tests {
             ("redis+sentinel://a:x/m", "not host:port"),
             ("redis+sentinel://a:1/m/x", "not a number"),
             ("redis+sentinel://a:1/m/0/z", "ends with"),
+        ] {
+            let e = Endpoint::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            Endpoint::parse("redis+cluster://:pw@a:7000,b:7001/").unwrap(),
+            Endpoint::Cluster {
+                nodes: vec!["a:7000".into(), "b:7001".into()],
+                username: None,
+                password: Some("pw".into()),
+            }
+        );
+        for (bad, says) in [
+            ("redis+cluster://", "at least one"),
+            ("redis+cluster://a:7000/0", "no database"),
+            ("redis+cluster://a:7000,b", "not host:port"),
         ] {
             let e = Endpoint::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

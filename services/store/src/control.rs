@@ -72,7 +72,7 @@ impl Store {
         if !crate::plausible_id(id) {
             return Ok(ControlResult::NotFound);
         }
-        let mut call = self.fcall(name, &self.wf_key(id)).arg(id);
+        let mut call = self.wf_call(name, id).arg(id);
         for e in extra {
             call = call.arg(e);
         }
@@ -104,7 +104,7 @@ impl Store {
             return Ok(ControlResult::NotFound);
         }
         let reply: Vec<String> = self
-            .fcall("drover_signal", &self.wf_key(id))
+            .wf_call("drover_signal", id)
             .arg(id)
             .arg(name)
             .arg(serde_json::to_string(payload)?)
@@ -122,7 +122,7 @@ impl Store {
             return Ok(ControlResult::NotFound);
         }
         let reply: Vec<String> = self
-            .fcall("drover_retry", &self.wf_key(id))
+            .wf_call("drover_retry", id)
             .arg(id)
             .arg(now_ms)
             .arg(serde_json::to_string(task)?)

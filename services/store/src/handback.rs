@@ -20,11 +20,11 @@ impl Store {
     /// Hands the task of the attempt holding `token` back to the queue, without counting an attempt.
     pub async fn handback(&self, id: &str, token: u64, now_ms: u64) -> Result<Handback> {
         let reply: Vec<String> = self
-            .fcall("drover_handback", &self.wf_key(id))
+            .wf_call("drover_handback", id)
             .arg(id)
             .arg(token)
             .arg(now_ms)
-            .arg(self.history_max)
+            .arg(self.history_max())
             .run()
             .await?;
         Ok(match reply.first().map(String::as_str) {

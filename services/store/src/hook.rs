@@ -81,7 +81,7 @@ impl Store {
     }
 
     pub async fn ticket_memo(&self, source: &str, ticket: &str) -> Result<TicketMemo> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let h: HashMap<String, String> = conn.hgetall(self.ticket_key(source, ticket)).await?;
         Ok(TicketMemo {
             version: h.get("version").and_then(|v| v.parse().ok()),
@@ -170,7 +170,7 @@ impl Store {
 
     /// The first `n` outbox entries, oldest first.
     pub async fn outbox_peek(&self, n: usize) -> Result<Vec<Value>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let rows: Vec<String> = conn
             .lrange(self.key("outbox"), 0, n.max(1) as isize - 1)
             .await?;

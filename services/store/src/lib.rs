@@ -18,6 +18,7 @@ pub mod server;
 mod stats;
 mod submit;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -59,6 +60,10 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0:?} is not a workflow id")]
     InvalidId(String),
+    /// A new workflow's id names another shard than its cluster's (ids come from
+    /// [`Store::workflow_id`]).
+    #[error("workflow id {id} does not name shard {shard}, its cluster's")]
+    Misplaced { id: String, shard: u16 },
     #[error("bad store URL: {0}")]
     Url(String),
     /// With `wait_replicas`, a write the primary made but fewer replicas confirmed within
@@ -80,6 +85,10 @@ impl Error {
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
                     || e.to_string().contains("LOADING")
                     || e.to_string().contains("TRYAGAIN")
+                    // A Redis Cluster moving or failing over a shard's slot (a function that
+                    // meets a moved key stops before it writes: see `lua/lib.lua`'s guard).
+                    || e.to_string().contains("CLUSTERDOWN")
+                    || e.to_string().contains("non local key")
             }
             _ => false,
         }
@@ -113,10 +122,15 @@ pub(crate) fn plausible_id(id: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `redis://...` for one server, `redis+sentinel://host:port,.../<master>[/db]` for the primary
-    /// Sentinel names (see [`Endpoint`]).
+    /// Sentinel names, `redis+cluster://host:port,...` for a Redis Cluster (see [`Endpoint`]).
     pub url: String,
-    /// Shard prefix, hash tag included.
-    pub prefix: String,
+    /// How many shards the workflows are spread over (1 to [`MAX_SHARDS`]). Shard `S`'s keys all
+    /// begin `drover:{S}:`, so each shard is one Redis Cluster slot. Ids made on a sharded store
+    /// carry their shard, so the number may grow, never shrink, while workflows exist.
+    pub shards: u16,
+    /// Shards chosen for partition keys (target cluster names, `""` for the default cluster)
+    /// instead of their hash.
+    pub placement: BTreeMap<String, u16>,
     /// History entries kept per workflow (oldest dropped first).
     pub history_max: u32,
     /// Per-command response timeout.
@@ -128,11 +142,15 @@ pub struct Config {
     pub wait_timeout: Duration,
 }
 
+/// The most shards a store can have: an id keeps its shard in its last byte.
+pub const MAX_SHARDS: u16 = 256;
+
 impl Config {
     pub fn new(url: impl Into<String>) -> Config {
         Config {
             url: url.into(),
-            prefix: "drover:{0}:".to_string(),
+            shards: 1,
+            placement: BTreeMap::new(),
             history_max: 1000,
             response_timeout: Duration::from_secs(5),
             wait_replicas: 0,
@@ -141,15 +159,29 @@ impl Config {
     }
 }
 
+/// The key prefix of shard `s`, hash tag included.
+pub fn shard_prefix(s: u16) -> String {
+    format!("drover:{{{s}}}:")
+}
+
 /// A handle on the store; cheap to clone (connections are shared and reconnect by themselves).
+/// A handle acts on one shard at a time: calls about a workflow go to the shard its id names,
+/// calls about the store as a whole (claiming, the scheduler's and outbox's queues) to the
+/// handle's own shard ([`Store::on`]), and listing and counting read every shard.
 #[derive(Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+    shard: u16,
+}
+
+struct Inner {
     conn: Conn,
     endpoint: Endpoint,
-    prefix: String,
+    prefixes: Vec<String>,
+    placement: BTreeMap<String, u16>,
     history_max: u32,
     /// Set with `wait_replicas`: every function call waits for that many replicas.
-    wait: Option<Arc<Wait>>,
+    wait: Option<Wait>,
     /// Shared by all of this store's connections (see `conn::Conn::open`).
     epoch: Arc<AtomicU64>,
 }
@@ -170,6 +202,19 @@ const WAIT_CONNECTIONS: usize = 8;
 impl Store {
     /// Connects and loads the function library.
     pub async fn connect(config: &Config) -> Result<Store> {
+        if config.shards == 0 || config.shards > MAX_SHARDS {
+            return Err(Error::Url(format!(
+                "shards must be 1 to {MAX_SHARDS}, not {}",
+                config.shards
+            )));
+        }
+        if let Some((name, s)) = config.placement.iter().find(|(_, s)| **s >= config.shards) {
+            return Err(Error::Url(format!(
+                "cluster {name:?} is placed on shard {s}, but there are {} shards (0 to {})",
+                config.shards,
+                config.shards - 1
+            )));
+        }
         let endpoint = Endpoint::parse(&config.url).map_err(Error::Url)?;
         let waits = config.wait_replicas > 0;
         let timeouts = conn::Timeouts {
@@ -189,24 +234,100 @@ impl Store {
             for _ in 0..WAIT_CONNECTIONS {
                 conns.push(Conn::open(&endpoint, timeouts, &epoch).await?);
             }
-            wait = Some(Arc::new(Wait {
+            wait = Some(Wait {
                 replicas: config.wait_replicas,
                 timeout: config.wait_timeout,
                 conns,
                 turn: AtomicUsize::new(0),
-            }));
+            });
         }
         let store = Store {
-            conn,
-            wait,
-            epoch,
-            endpoint,
-            prefix: config.prefix.clone(),
-            history_max: config.history_max,
+            inner: Arc::new(Inner {
+                conn,
+                wait,
+                epoch,
+                endpoint,
+                prefixes: (0..config.shards).map(shard_prefix).collect(),
+                placement: config.placement.clone(),
+                history_max: config.history_max,
+            }),
+            shard: 0,
         };
         store.load_functions().await?;
-        store.index_top_level().await?;
+        for s in store.shards() {
+            s.index_top_level().await?;
+        }
         Ok(store)
+    }
+
+    /// How many shards the store has.
+    pub fn shard_count(&self) -> u16 {
+        self.inner.prefixes.len() as u16
+    }
+
+    /// The shard this handle acts on for calls that name no workflow.
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+
+    /// This store, acting on shard `s` (taken modulo the shard count).
+    pub fn on(&self, s: u16) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            shard: s % self.shard_count(),
+        }
+    }
+
+    /// A handle on each shard, in order.
+    pub fn shards(&self) -> Vec<Store> {
+        (0..self.shard_count()).map(|s| self.on(s)).collect()
+    }
+
+    /// The shard a workflow id lives on: the last byte of its UUID (a child's id begins with its
+    /// top-level workflow's). With one shard, every id's.
+    pub fn shard_of(&self, id: &str) -> u16 {
+        let n = self.shard_count();
+        if n == 1 {
+            return 0;
+        }
+        id.get(34..36)
+            .and_then(|b| u8::from_str_radix(b, 16).ok())
+            .map_or(0, |b| u16::from(b) % n)
+    }
+
+    /// This store, acting on the shard of workflow `id`.
+    pub(crate) fn at(&self, id: &str) -> Store {
+        self.on(self.shard_of(id))
+    }
+
+    /// The shard for workflows on target cluster `cluster` (`None`: the default cluster): its
+    /// placement if configured, else a stable hash (FNV-1a) of its name. Workflows on one cluster
+    /// share its semaphores, so they share a shard.
+    pub fn shard_for(&self, cluster: Option<&str>) -> u16 {
+        let name = cluster.unwrap_or("");
+        if let Some(s) = self.inner.placement.get(name) {
+            return *s;
+        }
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % u64::from(self.shard_count())) as u16
+    }
+
+    /// A new workflow id from `uuid` for a workflow on `cluster`: with more than one shard, the
+    /// UUID's last byte is replaced by the cluster's shard (so [`Store::shard_of`] finds it).
+    pub fn workflow_id(&self, uuid: uuid::Uuid, cluster: Option<&str>) -> String {
+        self.on(self.shard_for(cluster)).stamp(uuid.to_string())
+    }
+
+    /// `id` (a UUID's text) naming this handle's shard: with more than one shard, its last byte
+    /// becomes the shard number. Workflows created by a call on this handle's shard that are not
+    /// submissions (a schedule's fire, a write-back) take their ids from it.
+    pub fn stamp(&self, mut id: String) -> String {
+        if self.shard_count() > 1 && id.len() >= 36 && id.is_char_boundary(34) {
+            id.replace_range(34..36, &format!("{:02x}", self.shard));
+        }
+        id
     }
 
     /// Builds `idx:top` (top-level workflows, for the default listing) from `idx:all` once, for
@@ -214,7 +335,7 @@ impl Store {
     /// workflow created since is indexed by `create`. Idempotent, so replicas starting together
     /// may all run it.
     async fn index_top_level(&self) -> Result<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let marker = self.key("meta:idx_top");
         let done: bool = conn.exists(&marker).await?;
         if done {
@@ -248,8 +369,9 @@ impl Store {
     }
 
     /// Loads (or replaces) the function library. Functions persist in Redis's AOF and RDB.
+    /// On a Redis Cluster it goes to every primary (the redis crate routes `FUNCTION LOAD` so).
     pub async fn load_functions(&self) -> Result<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let library = LIBRARY.join("\n") + "\n" + TRIM;
         let _: String = redis::cmd("FUNCTION")
             .arg("LOAD")
@@ -263,12 +385,12 @@ impl Store {
     /// A dedicated connection for blocking waits, so they never stall other commands.
     pub async fn waiter(&self, block: Duration) -> Result<Waiter> {
         let conn = Conn::open(
-            &self.endpoint,
+            &self.inner.endpoint,
             conn::Timeouts {
                 response: block + Duration::from_secs(5),
                 connect: Duration::from_secs(2),
             },
-            &self.epoch,
+            &self.inner.epoch,
         )
         .await?;
         Ok(Waiter {
@@ -278,60 +400,82 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
 
-    /// Deletes up to `batch` workflows that finished before `cutoff_ms`; returns how many.
+    /// Deletes up to `batch` workflows per shard that finished before `cutoff_ms`; returns how
+    /// many.
     pub async fn trim(&self, cutoff_ms: u64, batch: u32) -> Result<u64> {
-        self.fcall("drover_trim", &self.key("finished"))
-            .arg(cutoff_ms)
-            .arg(batch)
-            .run()
-            .await
+        let mut trimmed = 0;
+        for s in self.shards() {
+            trimmed += s
+                .fcall("drover_trim", &s.key("finished"))
+                .arg(cutoff_ms)
+                .arg(batch)
+                .run::<u64>()
+                .await?;
+        }
+        Ok(trimmed)
     }
 
     fn key(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.prefix)
+        format!("{}{suffix}", self.prefix())
     }
 
     fn wf_key(&self, id: &str) -> String {
-        format!("{}wf:{id}", self.prefix)
+        format!("{}wf:{id}", self.prefix())
     }
 
-    fn fcall(&self, name: &str, key: &str) -> Call<'_> {
+    /// A call of function `name` on this handle's shard, with `key` (one of that shard's) as its
+    /// declared key, which routes it to the shard's node on a Redis Cluster.
+    fn fcall(&self, name: &str, key: &str) -> Call {
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg(name).arg(1).arg(key).arg(&self.prefix);
-        Call { cmd, store: self }
+        cmd.arg(name).arg(1).arg(key).arg(self.prefix());
+        Call {
+            cmd,
+            store: self.clone(),
+        }
     }
 
+    /// A call of function `name` about workflow `id`, on the shard the id names.
+    fn wf_call(&self, name: &str, id: &str) -> Call {
+        let s = self.at(id);
+        s.fcall(name, &s.wf_key(id))
+    }
+
+    /// The key prefix of this handle's shard.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.inner.prefixes[usize::from(self.shard)]
+    }
+
+    fn history_max(&self) -> u32 {
+        self.inner.history_max
     }
 
     /// The raw connection, for tests and tools that inspect the schema.
     pub fn connection(&self) -> Conn {
-        self.conn.clone()
+        self.inner.conn.clone()
     }
 }
 
 /// One call of a library function. If Redis lost the library (restarted without persistence, or
 /// flushed), it is loaded again and the call retried once.
-pub(crate) struct Call<'a> {
+pub(crate) struct Call {
     cmd: redis::Cmd,
-    store: &'a Store,
+    store: Store,
 }
 
-impl Call<'_> {
+impl Call {
     pub(crate) fn arg<T: redis::ToRedisArgs>(mut self, arg: T) -> Self {
         self.cmd.arg(arg);
         self
     }
 
     pub(crate) async fn run<T: redis::FromRedisValue>(self) -> Result<T> {
-        let mut conn = match &self.store.wait {
-            None => self.store.conn.clone(),
+        let mut conn = match &self.store.inner.wait {
+            None => self.store.connection(),
             Some(w) => w.conns[w.turn.fetch_add(1, Ordering::Relaxed) % w.conns.len()].clone(),
         };
         match self.query(&mut conn).await {
@@ -345,7 +489,7 @@ impl Call<'_> {
 
     /// The call, followed in the same round trip by `WAIT` when the store asks for replicas.
     async fn query<T: redis::FromRedisValue>(&self, conn: &mut Conn) -> Result<T> {
-        let Some(w) = &self.store.wait else {
+        let Some(w) = &self.store.inner.wait else {
             return Ok(self.cmd.query_async(conn).await?);
         };
         let wanted = w.replicas;

@@ -159,14 +159,18 @@ const SUMMARY_FIELDS: [&str; 22] = [
     "finished_ms",
 ];
 
+/// A place in a listing index: creation time (its score) and id.
+type Position = (u64, String);
+
 impl Store {
     /// One workflow with its outputs, history and children.
     pub async fn get(&self, id: &str) -> Result<Option<WorkflowView>> {
         if !crate::plausible_id(id) {
             return Ok(None);
         }
-        let mut conn = self.conn.clone();
-        let wk = self.wf_key(id);
+        let s = self.at(id);
+        let mut conn = s.connection();
+        let wk = s.wf_key(id);
         let (rec, out, hist, kids): (redis::Value, redis::Value, Vec<String>, Vec<String>) =
             redis::pipe()
                 .hgetall(&wk)
@@ -198,27 +202,44 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.lrange(format!("{}:kids", self.wf_key(id)), 0, -1);
+        let mut kids = vec![Vec::new(); ids.len()];
+        for (s, at) in self.by_shard(ids) {
+            let mut conn = s.connection();
+            let mut pipe = redis::pipe();
+            for i in &at {
+                pipe.lrange(format!("{}:kids", s.wf_key(&ids[*i])), 0, -1);
+            }
+            let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+            for (i, list) in at.into_iter().zip(lists) {
+                kids[i] = list;
+            }
         }
-        Ok(pipe.query_async(&mut conn).await?)
+        Ok(kids)
+    }
+
+    /// `ids` grouped by the shard each lives on: each shard's handle with the positions in `ids`
+    /// of its ids (a pipeline may only read one shard's slot).
+    fn by_shard(&self, ids: &[String]) -> Vec<(Store, Vec<usize>)> {
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            groups.entry(self.shard_of(id)).or_default().push(i);
+        }
+        groups.into_iter().map(|(s, at)| (self.on(s), at)).collect()
     }
 
     /// The children a workflow started, with their states and results.
     pub async fn children(&self, id: &str) -> Result<Vec<ChildStatus>> {
-        let mut conn = self.conn.clone();
-        let kids: Vec<String> = conn
-            .lrange(format!("{}:kids", self.wf_key(id)), 0, -1)
-            .await?;
+        // Children live on their parent's shard (their ids begin with its top-level id).
+        let s = self.at(id);
+        let mut conn = s.connection();
+        let kids: Vec<String> = conn.lrange(format!("{}:kids", s.wf_key(id)), 0, -1).await?;
         if kids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for kid in &kids {
             pipe.cmd("HMGET")
-                .arg(self.wf_key(kid))
+                .arg(s.wf_key(kid))
                 .arg(&["kind", "state", "result", "error", "input", "updated_ms"][..]);
         }
         type Row = (
@@ -258,8 +279,47 @@ impl Store {
     /// the other conditions are checked on the records, batch after batch, until the page is full or
     /// [`LIST_SCAN_BUDGET`] index entries were read: a page holds fewer than `limit` items with
     /// `next_cursor` still set only when that many entries in a row did not match.
+    ///
+    /// With several shards, each is read from the cursor and the pages are merged: the cursor is
+    /// a position in the one order all shards share (creation time, then id, both descending), so
+    /// it carries over from shard to shard. Items past the point where a shard stopped reading are
+    /// left for the next page, so nothing is skipped.
     pub async fn list(&self, filter: &Filter, limit: usize, cursor: Option<&str>) -> Result<Page> {
-        let mut conn = self.conn.clone();
+        let at: Option<Position> = cursor
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(score, id)| Some((score.parse().ok()?, id.to_string())));
+        let mut items = Vec::new();
+        let mut frontier: Option<Position> = None;
+        for s in self.shards() {
+            let (found, next) = s.list_shard(filter, limit, at.clone()).await?;
+            items.extend(found);
+            frontier = frontier.max(next);
+        }
+        items.sort_by(|a, b| b.1.cmp(&a.1));
+        if let Some(f) = &frontier {
+            items.retain(|(_, pos)| pos >= f);
+        }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|(_, pos)| pos.clone())
+        } else {
+            frontier
+        };
+        Ok(Page {
+            items: items.into_iter().map(|(v, _)| v).collect(),
+            next_cursor: next.map(|(s, id)| format!("{s}:{id}")),
+        })
+    }
+
+    /// One shard's part of [`Store::list`]: up to `limit` matching items after `at` with their
+    /// positions, and where to go on from if the shard may hold more.
+    async fn list_shard(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        mut at: Option<Position>,
+    ) -> Result<(Vec<(WorkflowView, Position)>, Option<Position>)> {
+        let mut conn = self.connection();
         let index = if let Some((k, v)) = &filter.label {
             self.key(&format!("idx:label:{k}={v}"))
         } else if let Some(cluster) = &filter.cluster {
@@ -275,10 +335,8 @@ impl Store {
         } else {
             self.key("idx:all")
         };
-        // Where the scan stands: entries at this score and id or after it were read already.
-        let mut at: Option<(u64, String)> = cursor
-            .and_then(|c| c.split_once(':'))
-            .and_then(|(score, id)| Some((score.parse().ok()?, id.to_string())));
+        // Where the scan stands (`at`): entries at this score and id or after it were read
+        // already.
         // Members with equal scores (created in the same ms) come in reverse id order; SLACK extra
         // rows per read step over those at the cursor's score already read.
         const SLACK: usize = 64;
@@ -339,18 +397,15 @@ impl Store {
                 break;
             }
         }
-        let next_cursor = if items.len() > limit {
+        let next = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|(_, (s, id))| format!("{s}:{id}"))
+            items.last().map(|(_, pos)| pos.clone())
         } else if exhausted {
             None
         } else {
-            at.map(|(s, id)| format!("{s}:{id}"))
+            at
         };
-        Ok(Page {
-            items: items.into_iter().map(|(v, _)| v).collect(),
-            next_cursor,
-        })
+        Ok((items, next))
     }
 
     /// Summaries (no outputs, history or children) of the workflows `ids` that exist, in order.
@@ -358,14 +413,20 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("HMGET")
-                .arg(self.wf_key(id))
-                .arg(&SUMMARY_FIELDS[..]);
+        let mut records: Vec<Vec<Option<String>>> = vec![Vec::new(); ids.len()];
+        for (s, at) in self.by_shard(ids) {
+            let mut conn = s.connection();
+            let mut pipe = redis::pipe();
+            for i in &at {
+                pipe.cmd("HMGET")
+                    .arg(s.wf_key(&ids[*i]))
+                    .arg(&SUMMARY_FIELDS[..]);
+            }
+            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+            for (i, row) in at.into_iter().zip(rows) {
+                records[i] = row;
+            }
         }
-        let records: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
         Ok(records
             .into_iter()
             .filter_map(|fields| {

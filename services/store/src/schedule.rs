@@ -84,6 +84,9 @@ pub enum Put {
     Replaced,
     Exists,
     NotFound,
+    /// The schedule exists on this other shard: its spec names a cluster on another shard than
+    /// the one it was created for. Nothing written.
+    OtherShard(u16),
 }
 
 /// The next fire time and when to act on it (with jitter), or none.
@@ -172,6 +175,29 @@ impl Store {
         self.key(&format!("sched:{id}"))
     }
 
+    async fn schedule_exists(&self, id: &str) -> Result<bool> {
+        let mut conn = self.connection();
+        Ok(conn.exists(self.sched_key(id)).await?)
+    }
+
+    /// The handle on the shard that holds schedule `id`: a schedule lives on its cluster's shard
+    /// (the workflows it starts are created with it, in one call). This handle's shard is looked
+    /// at first (a scheduler's own); with one shard, no look at all. A schedule found nowhere:
+    /// this handle (calls on it then find nothing).
+    async fn sched_home(&self, id: &str) -> Result<Store> {
+        if self.shard_count() == 1 {
+            return Ok(self.clone());
+        }
+        let mut order = vec![self.clone()];
+        order.extend(self.shards().into_iter().filter(|s| s.shard != self.shard));
+        for s in order {
+            if s.schedule_exists(id).await? {
+                return Ok(s);
+            }
+        }
+        Ok(self.clone())
+    }
+
     /// Writes a schedule (its spec JSON, overlap policy and first fire time).
     #[allow(clippy::too_many_arguments)]
     pub async fn schedule_put(
@@ -185,8 +211,14 @@ impl Store {
         note: Option<&str>,
         now_ms: u64,
     ) -> Result<Put> {
+        let target = self.on(self.shard_for(spec.get("cluster").and_then(Value::as_str)));
+        let s = self.sched_home(id).await?;
+        if s.shard_count() > 1 && s.shard() != target.shard() && s.schedule_exists(id).await? {
+            return Ok(Put::OtherShard(s.shard()));
+        }
+        let s = target;
         let reply: Vec<String> = self
-            .fcall("drover_sched_put", &self.sched_key(id))
+            .fcall("drover_sched_put", &s.sched_key(id))
             .arg(id)
             .arg(spec.to_string())
             .arg(overlap)
@@ -219,8 +251,9 @@ impl Store {
         next: Option<Next>,
         now_ms: u64,
     ) -> Result<bool> {
+        let s = self.sched_home(id).await?;
         let reply: Vec<String> = self
-            .fcall("drover_sched_pause", &self.sched_key(id))
+            .fcall("drover_sched_pause", &s.sched_key(id))
             .arg(id)
             .arg(if paused { "1" } else { "0" })
             .arg(note.unwrap_or(""))
@@ -235,8 +268,9 @@ impl Store {
 
     /// Deletes a schedule and its log (the workflows it started stay). False when absent.
     pub async fn schedule_delete(&self, id: &str) -> Result<bool> {
+        let s = self.sched_home(id).await?;
         let n: i64 = self
-            .fcall("drover_sched_delete", &self.sched_key(id))
+            .fcall("drover_sched_delete", &s.sched_key(id))
             .arg(id)
             .run()
             .await?;
@@ -244,8 +278,9 @@ impl Store {
     }
 
     pub async fn schedule_get(&self, id: &str) -> Result<Option<ScheduleRecord>> {
-        let mut conn = self.conn.clone();
-        let key = self.sched_key(id);
+        let s = self.sched_home(id).await?;
+        let mut conn = s.connection();
+        let key = s.sched_key(id);
         let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
         if kind != "hash" {
             return Ok(None);
@@ -257,9 +292,10 @@ impl Store {
     /// What the scheduler needs to decide whether a schedule is due, in one read (the spec is
     /// read only when the scheduler's compiled copy is older than `version`).
     pub async fn schedule_head(&self, id: &str) -> Result<Option<Head>> {
-        let mut conn = self.conn.clone();
+        let s = self.sched_home(id).await?;
+        let mut conn = s.connection();
         let f: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.sched_key(id))
+            .arg(s.sched_key(id))
             .arg(&[
                 "id",
                 "version",
@@ -288,39 +324,69 @@ impl Store {
         }))
     }
 
-    /// A page of schedules by creation time, oldest first, after the id `cursor`.
+    /// A page of schedules by creation time (then id), oldest first, after the id `cursor`,
+    /// over every shard.
     pub async fn schedule_list(
         &self,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<ScheduleRecord>, Option<String>)> {
-        let mut conn = self.conn.clone();
-        let index = self.key("idx:sched");
-        let start: isize = match cursor {
-            Some(c) => match conn.zrank::<_, _, Option<isize>>(&index, c).await? {
-                Some(rank) => rank + 1,
-                None => return Ok((Vec::new(), None)),
-            },
-            None => 0,
-        };
-        let ids: Vec<String> = conn.zrange(&index, start, start + limit as isize).await?;
-        if ids.is_empty() {
-            return Ok((Vec::new(), None));
+        // Where the cursor's schedule sits in the order all shards share.
+        let mut after: Option<(u64, String)> = None;
+        if let Some(c) = cursor {
+            for s in self.shards() {
+                let mut conn = s.connection();
+                let score: Option<f64> = conn.zscore(s.key("idx:sched"), c).await?;
+                if let Some(score) = score {
+                    after = Some((score as u64, c.to_string()));
+                    break;
+                }
+            }
+            if after.is_none() {
+                return Ok((Vec::new(), None));
+            }
         }
-        let more = ids.len() > limit;
-        // One round trip for the page.
-        let mut pipe = redis::pipe();
-        for id in ids.iter().take(limit) {
-            pipe.hgetall(self.sched_key(id));
+        // Members of equal score come in id order; SLACK extra rows step over those at the
+        // cursor's score already shown.
+        const SLACK: usize = 64;
+        let mut rows: Vec<(u64, String, Store)> = Vec::new();
+        for s in self.shards() {
+            let mut conn = s.connection();
+            let min = after
+                .as_ref()
+                .map_or("-inf".to_string(), |(sc, _)| sc.to_string());
+            let found: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(s.key("idx:sched"))
+                .arg(&min)
+                .arg("+inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit + 1 + SLACK)
+                .query_async(&mut conn)
+                .await?;
+            rows.extend(
+                found
+                    .into_iter()
+                    .map(|(id, sc)| (sc as u64, id))
+                    .filter(|pos| after.as_ref().is_none_or(|a| pos > a))
+                    .take(limit + 1)
+                    .map(|(sc, id)| (sc, id, s.clone())),
+            );
         }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        let out = hashes
-            .into_iter()
-            .zip(&ids)
-            .filter_map(|(h, id)| ScheduleRecord::from_hash(h).filter(|r| &r.id == id))
-            .collect();
+        rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let mut out = Vec::with_capacity(rows.len());
+        for (_, id, s) in &rows {
+            let mut conn = s.connection();
+            let h: HashMap<String, String> = conn.hgetall(s.sched_key(id)).await?;
+            if let Some(r) = ScheduleRecord::from_hash(h).filter(|r| &r.id == id) {
+                out.push(r);
+            }
+        }
         let next = if more {
-            ids.get(limit - 1).cloned()
+            rows.last().map(|(_, id, _)| id.clone())
         } else {
             None
         };
@@ -329,10 +395,11 @@ impl Store {
 
     /// The schedule's log, newest first.
     pub async fn schedule_log(&self, id: &str, limit: usize) -> Result<Vec<Value>> {
-        let mut conn = self.conn.clone();
+        let s = self.sched_home(id).await?;
+        let mut conn = s.connection();
         let rows: Vec<String> = conn
             .lrange(
-                format!("{}:log", self.sched_key(id)),
+                format!("{}:log", s.sched_key(id)),
                 0,
                 limit.max(1) as isize - 1,
             )
@@ -367,8 +434,9 @@ impl Store {
 
     /// Puts a taken schedule back in the due index where its state says.
     pub async fn schedule_requeue(&self, id: &str, now_ms: u64) -> Result<()> {
+        let s = self.sched_home(id).await?;
         let _: i64 = self
-            .fcall("drover_sched_requeue", &self.sched_key(id))
+            .fcall("drover_sched_requeue", &s.sched_key(id))
             .arg(id)
             .arg(now_ms)
             .run()
@@ -378,13 +446,14 @@ impl Store {
 
     /// When the earliest schedule is due, if any.
     pub async fn schedules_next_due(&self) -> Result<Option<i64>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let rows: Vec<(String, f64)> = conn.zrange_withscores(self.key("sched:due"), 0, 0).await?;
         Ok(rows.first().map(|(_, s)| *s as i64))
     }
 
     /// Claims a fire time and acts on it in one call (see `lua/schedule.lua`).
     pub async fn schedule_fire(&self, id: &str, fire: &Fire<'_>, now_ms: u64) -> Result<Fired> {
+        let s = self.sched_home(id).await?;
         let (verdict, reason, record, count, until) = match &fire.verdict {
             Verdict::Start(wf) => {
                 let rec = crate::submit::record(wf, None)?;
@@ -397,7 +466,7 @@ impl Store {
             } => ("skip", reason.clone(), String::new(), *count, *until_ms),
         };
         let reply: Vec<String> = self
-            .fcall("drover_sched_fire", &self.sched_key(id))
+            .fcall("drover_sched_fire", &s.sched_key(id))
             .arg(id)
             .arg(fire.mode.as_str())
             .arg(fire.fire_ms.to_string())
@@ -433,8 +502,9 @@ impl Store {
     /// Starts the schedule's buffered run if its previous run has ended (and puts the schedule
     /// back where schedulers find it). Returns the workflow started, if any.
     pub async fn schedule_buffer(&self, id: &str, now_ms: u64) -> Result<Option<String>> {
+        let s = self.sched_home(id).await?;
         let reply: Vec<String> = self
-            .fcall("drover_sched_buffer", &self.sched_key(id))
+            .fcall("drover_sched_buffer", &s.sched_key(id))
             .arg(id)
             .arg(now_ms)
             .arg(LOG_MAX)
@@ -484,8 +554,12 @@ pub fn is_schedule_id(s: &str) -> bool {
 /// the schedule's label and, when the schedule has a maintenance window, the input's `window`
 /// (`{schedule, start_ms, end_ms}`: the kinds that take one start no new work after its end).
 /// Checked by the registry like any submission, so a refusal says what is wrong.
+///
+/// `store` is the handle on the schedule's shard: the workflow is created there, and its id names
+/// that shard.
 pub fn fire_workflow(
     registry: &drover_workflows::Registry,
+    store: &Store,
     schedule: &str,
     compiled: &drover_workflows::schedule::Compiled,
     fire_ms: i64,
@@ -513,7 +587,11 @@ pub fn fire_workflow(
         trace: None,
         cluster: spec.cluster.clone(),
     };
-    registry.prepare(fire_workflow_id(schedule, fire_ms, tag), submission, now_ms)
+    registry.prepare(
+        store.stamp(fire_workflow_id(schedule, fire_ms, tag)),
+        submission,
+        now_ms,
+    )
 }
 
 /// The fire time after `after_ms` with the time it is due (jitter added).

@@ -33,8 +33,17 @@ pub struct Semaphore {
 }
 
 impl Store {
-    /// Counts what the store holds; `kinds` are the kinds to break live workflows down by.
+    /// Counts what the store holds, over every shard; `kinds` are the kinds to break live
+    /// workflows down by.
     pub async fn stats(&self, kinds: &[&str]) -> Result<Stats> {
+        let mut total = Stats::default();
+        for s in self.shards() {
+            total.add(s.stats_shard(kinds).await?);
+        }
+        Ok(total)
+    }
+
+    async fn stats_shard(&self, kinds: &[&str]) -> Result<Stats> {
         let mut conn = self.connection();
         let live: Vec<State> = State::ALL
             .into_iter()
@@ -103,6 +112,42 @@ impl Store {
             waiting_for_permits: semaphores.iter().map(|s| s.waiting).sum(),
             semaphores,
         })
+    }
+}
+
+impl Stats {
+    /// Adds another shard's counts to these.
+    fn add(&mut self, other: Stats) {
+        for (state, n) in other.by_state {
+            match self.by_state.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, m)) => *m += n,
+                None => self.by_state.push((state, n)),
+            }
+        }
+        for (kind, state, n) in other.live {
+            match self
+                .live
+                .iter_mut()
+                .find(|(k, s, _)| *k == kind && *s == state)
+            {
+                Some((_, _, m)) => *m += n,
+                None => self.live.push((kind, state, n)),
+            }
+        }
+        self.ready += other.ready;
+        self.delayed += other.delayed;
+        self.leased += other.leased;
+        self.paused += other.paused;
+        self.waiting_for_permits += other.waiting_for_permits;
+        for sem in other.semaphores {
+            match self.semaphores.iter_mut().find(|s| s.name == sem.name) {
+                Some(s) => {
+                    s.held += sem.held;
+                    s.waiting += sem.waiting;
+                }
+                None => self.semaphores.push(sem),
+            }
+        }
     }
 }
 

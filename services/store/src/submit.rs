@@ -100,9 +100,16 @@ impl Store {
         if !crate::plausible_id(&wf.id) {
             return Err(crate::Error::InvalidId(wf.id.clone()));
         }
+        let shard = self.shard_for(wf.cluster.as_deref());
+        if self.shard_of(&wf.id) != shard {
+            return Err(crate::Error::Misplaced {
+                id: wf.id.clone(),
+                shard,
+            });
+        }
         let (key, ttl) = idempotency.unwrap_or(("", Duration::ZERO));
         let reply: (String, String) = self
-            .fcall("drover_submit", &self.wf_key(&wf.id))
+            .wf_call("drover_submit", &wf.id)
             .arg(serde_json::to_string(&record(wf, None)?)?)
             .arg(key)
             .arg(ttl.as_millis().max(1) as u64)

@@ -259,6 +259,43 @@ fn reply(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The shard that holds `source`'s ticket state: the shard of the clusters its rules name (a
+/// ticket's memo and the workflow a delivery starts are written in one call, so they share a
+/// shard). Rules of one source that name clusters on different shards are refused at start
+/// ([`check_shards`]).
+pub fn ticket_home(
+    store: &drover_store::Store,
+    config: &Config,
+    source: &str,
+) -> drover_store::Store {
+    let shard = config
+        .rules
+        .iter()
+        .find(|r| r.source.as_str() == source)
+        .map_or(store.shard_for(None), |r| {
+            store.shard_for(r.cluster.as_deref())
+        });
+    store.on(shard)
+}
+
+/// Refuses rules of one source that name clusters on different shards (see [`ticket_home`]).
+pub fn check_shards(store: &drover_store::Store, config: &Config) -> Result<(), String> {
+    for rule in &config.rules {
+        let home = ticket_home(store, config, rule.source.as_str()).shard();
+        let shard = store.shard_for(rule.cluster.as_deref());
+        if shard != home {
+            return Err(format!(
+                "hooks: rule {:?} names a cluster on shard {shard}, but the {} rules before it \
+                 name clusters on shard {home}; a source's tickets live on one shard: place the \
+                 clusters together with [[clusters]] shard",
+                rule.name,
+                rule.source.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The workflow a rule starts for a ticket version: its id derives from the rule, the ticket and
 /// the version, so the same change delivered twice (under two delivery ids) is one workflow.
 fn workflow_for(
@@ -276,7 +313,10 @@ fn workflow_for(
         event.key,
         event.version
     );
-    let id = uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string();
+    let id = state.store.workflow_id(
+        uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()),
+        rule.cluster.as_deref(),
+    );
     let mut submission =
         Submission::new(rule.kind.clone(), input).label(TICKET_LABEL, event.key.clone());
     submission = submission
@@ -339,8 +379,9 @@ async fn handle(
     let now = now_ms();
     let stale = refresh(hooks, &mut event, now).await;
     let ticket = event.ticket();
+    let home = ticket_home(&state.store, &hooks.config, source);
     for _ in 0..5 {
-        let memo = state.store.ticket_memo(source, &event.key).await?;
+        let memo = home.ticket_memo(source, &event.key).await?;
         let decision = match &stale {
             Some(why) => Decision::Ignore(why.clone()),
             None => rules::decide(&hooks.config.rules, &event, &memo),
@@ -397,8 +438,7 @@ async fn handle(
             status: event.status.as_deref().unwrap_or(""),
             rule: &rule_name,
         };
-        let outcome = state
-            .store
+        let outcome = home
             .hook_apply(&d, &action, SignalLimits::default(), now)
             .await?;
         return Ok(match outcome {
