@@ -25,6 +25,7 @@ mod rbac;
 mod schedules;
 mod secrets;
 mod sentinel;
+mod shards;
 mod storage;
 mod tickets;
 mod traces;

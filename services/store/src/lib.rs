@@ -15,6 +15,7 @@ pub mod probe;
 mod query;
 pub mod schedule;
 pub mod server;
+pub mod shards;
 mod stats;
 mod submit;
 
@@ -87,7 +88,15 @@ impl Error {
                     || e.to_string().contains("TRYAGAIN")
                     // A Redis Cluster moving or failing over a shard's slot (a function that
                     // meets a moved key stops before it writes: see `lua/lib.lua`'s guard).
-                    || e.to_string().contains("CLUSTERDOWN")
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::TryAgain
+                                | redis::ServerErrorKind::ClusterDown
+                                | redis::ServerErrorKind::Moved
+                                | redis::ServerErrorKind::Ask
+                        )
+                    )
                     || e.to_string().contains("non local key")
             }
             _ => false,

@@ -36,6 +36,7 @@ pub struct Options {
     log_file: bool,
     temporary: bool,
     replica_of: Option<u16>,
+    cluster: bool,
 }
 
 impl Options {
@@ -47,6 +48,7 @@ impl Options {
             log_file: false,
             temporary: false,
             replica_of: None,
+            cluster: false,
         }
     }
 
@@ -72,6 +74,15 @@ impl Options {
     pub fn replica_of(self, primary: u16) -> Options {
         Options {
             replica_of: Some(primary),
+            ..self
+        }
+    }
+
+    /// A Redis Cluster node (`--cluster-enabled yes`, its state in `nodes.conf` in the directory;
+    /// port + 10000, the cluster bus, is free too). See [`RedisCluster`].
+    pub fn cluster_node(self) -> Options {
+        Options {
+            cluster: true,
             ..self
         }
     }
@@ -121,7 +132,11 @@ impl RedisServer {
         let mut tries = 0;
         loop {
             tries += 1;
-            server.port = free_port()?;
+            server.port = if server.options.cluster {
+                free_bus_port()?
+            } else {
+                free_port()?
+            };
             match server.spawn() {
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < PORT_TRIES => continue,
                 result => return result.map(|()| server),
@@ -178,6 +193,16 @@ impl RedisServer {
         // A replica (this server's, or this one as a new replica after a failover) syncs at once
         // instead of waiting 5 s for others to join a diskless transfer.
         cmd.args(["--repl-diskless-sync-delay", "0"]);
+        if self.options.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]);
+        }
         if let Some(primary) = self.options.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
@@ -498,6 +523,114 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
+}
+
+/// A free loopback port whose cluster bus port (+10000) is free too.
+fn free_bus_port() -> io::Result<u16> {
+    for _ in 0..50 {
+        let port = free_port()?;
+        if port <= 55535 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free port with a free cluster bus port (+10000) found",
+    ))
+}
+
+/// A local Redis Cluster of primaries (no replicas), made with `redis-cli --cluster create`, its
+/// nodes SIGKILLed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `primaries` nodes (at least 3, Redis's minimum) with `aof` and joins them; returns
+    /// when every node reports `cluster_state:ok`.
+    pub fn start(primaries: usize, aof: Aof) -> io::Result<RedisCluster> {
+        let mut nodes = Vec::with_capacity(primaries);
+        for _ in 0..primaries {
+            nodes.push(RedisServer::start(
+                Options::temporary().aof(aof).cluster_node().log_file(),
+            )?);
+        }
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port()));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run redis-cli: {e}")))?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )));
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok()?;
+        Ok(cluster)
+    }
+
+    /// `redis+cluster://127.0.0.1:<port>,...`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Waits until every node answers `cluster_state:ok` and agrees on the slots (a node that
+    /// restarted rejoins from its `nodes.conf`).
+    pub fn wait_ok(&self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self.nodes.iter().all(|n| {
+                redis_cli(n.port(), &["CLUSTER", "INFO"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            let check = Command::new("redis-cli")
+                .args([
+                    "--cluster",
+                    "check",
+                    &format!("127.0.0.1:{}", self.nodes[0].port()),
+                ])
+                .stdin(Stdio::null())
+                .output();
+            let agreed = check.is_ok_and(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                text.contains("[OK] All nodes agree about slots configuration")
+                    && text.contains("[OK] All 16384 slots covered")
+                    && !text.contains("[WARNING]")
+            });
+            if ok && agreed {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the Redis Cluster did not reach cluster_state:ok within 30 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Runs `redis-cli -p <port> <args>` and returns its output.
+pub fn redis_cli(port: u16, args: &[&str]) -> io::Result<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Whether the server on `port` answers an inline PING with `+PONG`.

@@ -1,0 +1,375 @@
+//! Sharding over a real local Redis Cluster: three primaries (AOF `always`), three shards, one per
+//! target cluster (`[[clusters]] shard`). Worker processes of the real binary run synthetic
+//! workflows on all three shards and two lab rollouts (east on shard 1, west on shard 2) while a
+//! worker is SIGKILLed every 1.5 s and every shard's slot is moved to another primary with
+//! `Store::move_shard` (what `drover shards move` runs). Nothing is lost: every workflow succeeds,
+//! each step is committed once (its output's token is the committing attempt's), each VM moves
+//! once in its lab, every per-cluster migration limit holds, and listing and counting see every
+//! workflow across the shards.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use drover_lab::{Lab, LabConfig, LabHandle};
+use drover_store::server::{Aof, RedisCluster};
+use drover_store::{Filter, Store};
+use drover_workflows::{State, Submission};
+use rand::Rng;
+use serde_json::json;
+
+use crate::crash::the_commit;
+use crate::drain::{migrations_per_vmi, unschedulable, vmis_on};
+use crate::harness::*;
+
+const NODES: [&str; 4] = ["worker-01", "worker-02", "worker-03", "worker-04"];
+/// Target clusters and the shard each is placed on.
+const PLACED: [(&str, u16); 3] = [("south", 0), ("east", 1), ("west", 2)];
+
+pub(crate) async fn sharded_store(url: &str) -> Store {
+    let mut config = drover_store::Config::new(url);
+    config.shards = 3;
+    config.placement = PLACED.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+    Store::connect(&config)
+        .await
+        .expect("connect to the cluster")
+}
+
+async fn submit_on(store: &Store, kind: &str, input: serde_json::Value, cluster: &str) -> String {
+    let registry = drover_kinds::builtin().with_clusters(PLACED.iter().map(|(c, _)| c.to_string()));
+    let id = store.workflow_id(uuid::Uuid::now_v7(), Some(cluster));
+    let sub = Submission::new(kind, input).cluster(Some(cluster.to_string()));
+    let done = store
+        .submit_new(&registry, id.clone(), sub, None, now_ms())
+        .await
+        .expect("submit");
+    assert_eq!(done.id, id);
+    id
+}
+
+fn each_vm_moved_once(lab: &LabHandle, vms: &[String], cluster: &str) {
+    let per = migrations_per_vmi(lab);
+    for vm in vms {
+        assert_eq!(
+            per.get(vm),
+            Some(&1),
+            "{cluster}: {vm} moved {:?}",
+            per.get(vm)
+        );
+    }
+    assert_eq!(per.len(), vms.len(), "{cluster}: other VMs moved: {per:?}");
+    for n in NODES {
+        assert!(!unschedulable(lab, n), "{cluster}: {n} back in service");
+    }
+    assert!(
+        lab.counters().max_cluster <= 5,
+        "{cluster}: the limit of 5 held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_on_a_redis_cluster_lose_nothing_through_worker_kills_and_slot_moves() {
+    let cluster = RedisCluster::start(3, Aof::Always).expect("a local Redis Cluster");
+    let url = cluster.url();
+    let store = sharded_store(&url).await;
+    let east = Lab::start(LabConfig::reference().with_time_scale(600.0))
+        .await
+        .unwrap();
+    let west = Lab::start(LabConfig::reference().with_time_scale(600.0))
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("drover-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("drover.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis_shards = 3\n\n\
+             [[clusters]]\nname = \"south\"\nurl = \"{e}\"\nshard = 0\n\n\
+             [[clusters]]\nname = \"east\"\nurl = \"{e}\"\nshard = 1\n\n\
+             [[clusters]]\nname = \"west\"\nurl = \"{w}\"\nshard = 2\n",
+            e = east.kube_url(),
+            w = west.kube_url(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let env = [("DROVER_CONFIG", config.as_str())];
+    let spawn = |name: &str| WorkerProcess::spawn_with(&url, name, &dir, &env);
+    let mut workers: Vec<WorkerProcess> = (0..3).map(|i| spawn(&format!("s{i}-0"))).collect();
+
+    // Each shard starts on its own primary? Not necessarily (hash tags land where they land);
+    // what matters is that every shard has a node and none is frozen.
+    let before = store.shard_places().await.unwrap();
+    assert_eq!(before.len(), 3);
+    for p in &before {
+        assert!(!p.node.is_empty() && !p.frozen, "{p:?}");
+    }
+    let primaries: Vec<String> = store
+        .cluster_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.addr)
+        .collect();
+    assert_eq!(primaries.len(), 3, "{primaries:?}");
+
+    let synthetic = json!({"steps": 5, "min_ms": 20, "max_ms": 300, "fail_rate": 0.1,
+        "max_attempts": 12, "retry_ms": 50});
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let (cluster, _) = PLACED[i % 3];
+        ids.push(submit_on(&store, "synthetic", synthetic.clone(), cluster).await);
+    }
+    for id in &ids {
+        let s = store.shard_of(id);
+        let c = PLACED[s as usize].0;
+        assert!(
+            store.get(id).await.unwrap().unwrap().cluster.as_deref() == Some(c),
+            "{id} on shard {s}, the shard of {c}"
+        );
+    }
+    let vms =
+        |lab: &LabHandle| -> Vec<String> { NODES.iter().flat_map(|n| vmis_on(lab, n)).collect() };
+    let (east_vms, west_vms) = (vms(&east), vms(&west));
+    let rollout = json!({"nodes": NODES, "max_in_maintenance": 2, "poll_ms": 100});
+    let rollouts = vec![
+        submit_on(&store, "rolling-maintenance", rollout.clone(), "east").await,
+        submit_on(&store, "rolling-maintenance", rollout, "west").await,
+    ];
+    let all: Vec<String> = ids.iter().chain(&rollouts).cloned().collect();
+
+    // Kills and moves while the workers run.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut kills = 0;
+    let mut moves = Vec::new();
+    loop {
+        let mut open = 0;
+        for id in &all {
+            if !store.get(id).await.unwrap().unwrap().state.is_terminal() {
+                open += 1;
+            }
+        }
+        if open == 0 && moves.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} workflows still open");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let i = rand::rng().random_range(0..workers.len());
+        workers[i].kill9();
+        kills += 1;
+        workers[i] = spawn(&format!("s{i}-{kills}"));
+        if moves.len() < 3 {
+            let s = moves.len() as u16;
+            let at = store.shard_places().await.unwrap()[s as usize].node.clone();
+            let to = primaries.iter().find(|p| **p != at).unwrap().clone();
+            let moved = store.move_shard(s, &to).await.expect("move a shard");
+            assert_eq!(
+                (moved.from.as_str(), moved.to.as_str()),
+                (at.as_str(), to.as_str())
+            );
+            assert!(moved.keys > 1, "shard {s} held keys: {moved:?}");
+            moves.push(moved);
+        }
+    }
+    assert!(kills >= 3, "too short to kill workers mid-flight ({kills})");
+    let after = store.shard_places().await.unwrap();
+    for (p, m) in after.iter().zip(&moves) {
+        assert_eq!(p.node, m.to, "shard {} is where it was moved", p.shard);
+        assert!(!p.frozen, "shard {} thawed", p.shard);
+    }
+
+    let views = wait_all_finished(&store, &all, Duration::from_secs(30)).await;
+    let mut expired = 0;
+    for v in &views[..ids.len()] {
+        assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
+        let history = v.history.as_ref().unwrap();
+        expired += history
+            .iter()
+            .filter(|h| h["outcome"] == "lease-expired")
+            .count();
+        let outputs = v.outputs.as_ref().unwrap();
+        for step in 0..5u64 {
+            let commit = the_commit(history, step, &v.id);
+            assert_eq!(
+                outputs[&(step as usize)]["token"],
+                commit["token"],
+                "{} step {step}: output not from the lease holder",
+                v.id
+            );
+        }
+    }
+    assert!(expired > 0, "no attempt died with its worker");
+    for v in &views[ids.len()..] {
+        assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
+        for child in store.children(&v.id).await.unwrap() {
+            assert_eq!(
+                store.shard_of(&child.id),
+                store.shard_of(&v.id),
+                "{}",
+                child.id
+            );
+        }
+    }
+    each_vm_moved_once(&east, &east_vms, "east");
+    each_vm_moved_once(&west, &west_vms, "west");
+
+    // Listing pages through every shard: each top-level workflow once, newest first.
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let filter = Filter {
+        top_level: true,
+        ..Filter::default()
+    };
+    loop {
+        let page = store.list(&filter, 40, cursor.as_deref()).await.unwrap();
+        listed.extend(page.items.iter().map(|v| (v.created_ms, v.id.clone())));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let unique: BTreeSet<&String> = listed.iter().map(|(_, id)| id).collect();
+    assert_eq!(unique.len(), all.len(), "each workflow listed once");
+    assert_eq!(listed.len(), all.len());
+    assert!(listed.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let stats = store.stats(&[]).await.unwrap();
+    let succeeded = stats
+        .by_state
+        .iter()
+        .find(|(s, _)| *s == State::Succeeded)
+        .unwrap()
+        .1;
+    assert!(succeeded >= all.len() as u64, "{stats:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("moves: {moves:?}; kills: {kills}");
+}
+
+/// Every key of `slot` on the nodes at `ports`, with its `DUMP`: the slot's whole content, wherever
+/// each key is while the slot is split between two nodes.
+async fn slot_content(ports: &[u16], slot: u16) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut all = std::collections::BTreeMap::new();
+    for port in ports {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for k in keys {
+            // ASKING: the importing node answers for keys of the slot it does not own yet.
+            let (dump,): (Vec<u8>,) = redis::pipe()
+                .cmd("ASKING")
+                .ignore()
+                .cmd("DUMP")
+                .arg(&k)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            all.insert(k, dump);
+        }
+    }
+    all
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// The freeze, looked at while a shard's slot is half moved: submissions, claims and controls on
+/// the shard all fail as transient and change nothing on either node; other shards run on; once the
+/// move ends, the shard works again with everything in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_half_moved_refuses_every_call_and_writes_nothing() {
+    let cluster = RedisCluster::start(3, Aof::Off).expect("a local Redis Cluster");
+    let store = sharded_store(&cluster.url()).await;
+    let input = json!({"steps": 2, "min_ms": 1, "max_ms": 2});
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(submit_on(&store, "synthetic", input.clone(), "east").await);
+    }
+    let east = store.on(1);
+    let places = store.shard_places().await.unwrap();
+    let from = places[1].node.clone();
+    let slot = places[1].slot;
+    let to = store
+        .cluster_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.addr)
+        .find(|a| *a != from)
+        .unwrap();
+    let ports = [port_of(&from), port_of(&to)];
+    let mut looked = 0;
+    let moved = store
+        .move_shard_observed(1, &to, 25, async |so_far| {
+            if looked > 0 {
+                return;
+            }
+            looked += 1;
+            assert!(so_far > 1, "some keys moved, the freeze key first");
+            let before = slot_content(&ports, slot).await;
+            let submitted = store
+                .submit_new(
+                    &drover_kinds::builtin().with_clusters(["east".to_string()]),
+                    store.workflow_id(uuid::Uuid::now_v7(), Some("east")),
+                    Submission::new("synthetic", input.clone()).cluster(Some("east".into())),
+                    None,
+                    now_ms(),
+                )
+                .await;
+            match submitted {
+                Err(drover_store::SubmitError::Store(e)) => assert!(e.is_transient(), "{e}"),
+                other => panic!("a submission on a frozen shard: {other:?}"),
+            }
+            let claimed = east
+                .claim(
+                    "w",
+                    now_ms(),
+                    Duration::from_secs(5),
+                    10,
+                    10,
+                    Duration::ZERO,
+                )
+                .await;
+            assert!(
+                claimed.as_ref().is_err_and(|e| e.is_transient()),
+                "a claim on a frozen shard: {:?}",
+                claimed.map(|c| c.claims.len())
+            );
+            for id in [&ids[0], &ids[39]] {
+                let cancelled = store.cancel(id, now_ms()).await;
+                assert!(
+                    cancelled.as_ref().is_err_and(|e| e.is_transient()),
+                    "a cancel on a frozen shard: {cancelled:?}"
+                );
+            }
+            assert_eq!(slot_content(&ports, slot).await, before, "nothing written");
+            // Another shard is not frozen.
+            submit_on(&store, "synthetic", input.clone(), "west").await;
+        })
+        .await
+        .unwrap();
+    assert_eq!(looked, 1, "the move was looked at halfway: {moved:?}");
+    assert_eq!(store.shard_places().await.unwrap()[1].node, to);
+    // Thawed, with everything in it.
+    let claimed = east
+        .claim(
+            "w",
+            now_ms(),
+            Duration::from_secs(5),
+            10,
+            40,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.claims.len(), 40);
+    for id in &ids {
+        assert_eq!(store.get(id).await.unwrap().unwrap().state, State::Running);
+    }
+    submit_on(&store, "synthetic", input, "east").await;
+}
