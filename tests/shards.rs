@@ -162,20 +162,54 @@ async fn shards_on_a_redis_cluster_lose_nothing_through_worker_kills_and_slot_mo
             let s = moves.len() as u16;
             let at = store.shard_places().await.unwrap()[s as usize].node.clone();
             let to = primaries.iter().find(|p| **p != at).unwrap().clone();
-            let moved = store.move_shard(s, &to).await.expect("move a shard");
-            assert_eq!(
-                (moved.from.as_str(), moved.to.as_str()),
-                (at.as_str(), to.as_str())
-            );
-            assert!(moved.keys > 1, "shard {s} held keys: {moved:?}");
-            moves.push(moved);
+            if s == 1 {
+                // The operator's way: the binary's `drover shards move`.
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+                    .args(["shards", "move", "1", "--to", &to])
+                    .env("DROVER_CONFIG", &config)
+                    .env("DROVER_REDIS_URL", &url)
+                    .env("DROVER_LOG", "warn")
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "{text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(text.contains(&format!("moved from {at} to {to}")), "{text}");
+            } else {
+                let moved = store.move_shard(s, &to).await.expect("move a shard");
+                assert_eq!(
+                    (moved.from.as_str(), moved.to.as_str()),
+                    (at.as_str(), to.as_str())
+                );
+                assert!(moved.keys > 1, "shard {s} held keys: {moved:?}");
+            }
+            moves.push(to);
         }
     }
     assert!(kills >= 3, "too short to kill workers mid-flight ({kills})");
     let after = store.shard_places().await.unwrap();
-    for (p, m) in after.iter().zip(&moves) {
-        assert_eq!(p.node, m.to, "shard {} is where it was moved", p.shard);
+    for (p, to) in after.iter().zip(&moves) {
+        assert_eq!(&p.node, to, "shard {} is where it was moved", p.shard);
         assert!(!p.frozen, "shard {} thawed", p.shard);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["shards", "list"])
+        .env("DROVER_CONFIG", &config)
+        .env("DROVER_REDIS_URL", &url)
+        .env("DROVER_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for p in &after {
+        assert!(
+            text.lines().any(|l| l.starts_with(&p.shard.to_string())
+                && l.contains(&p.node)
+                && l.contains("serving")),
+            "{text}"
+        );
     }
 
     let views = wait_all_finished(&store, &all, Duration::from_secs(30)).await;
@@ -241,7 +275,7 @@ async fn shards_on_a_redis_cluster_lose_nothing_through_worker_kills_and_slot_mo
         .1;
     assert!(succeeded >= all.len() as u64, "{stats:?}");
     let _ = std::fs::remove_dir_all(&dir);
-    println!("moves: {moves:?}; kills: {kills}");
+    println!("moved to: {moves:?}; kills: {kills}");
 }
 
 /// Every key of `slot` on the nodes at `ports`, with its `DUMP`: the slot's whole content, wherever
@@ -372,4 +406,92 @@ async fn a_shard_half_moved_refuses_every_call_and_writes_nothing() {
         assert_eq!(store.get(id).await.unwrap().unwrap().state, State::Running);
     }
     submit_on(&store, "synthetic", input, "east").await;
+}
+
+/// The crash test for Redis itself, on the cluster: the primary holding shard 1 is SIGKILLed while
+/// submissions go to all three shards and restarts from its AOF (`always`) and `nodes.conf`. Every
+/// acknowledged submission runs to success, the killed shard's included, and the other shards'
+/// keep being accepted while it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_mid_run_loses_no_acknowledged_submission() {
+    let mut cluster = RedisCluster::start(3, Aof::Always).expect("a local Redis Cluster");
+    let url = cluster.url();
+    let store = sharded_store(&url).await;
+    let dir = std::env::temp_dir().join(format!("drover-shard-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("drover.toml");
+    let mut text = String::from("redis_shards = 3\n");
+    for (name, shard) in PLACED {
+        text += &format!(
+            "\n[[clusters]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:9\"\nshard = {shard}\n"
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    let env = [("DROVER_CONFIG", config.to_str().unwrap())];
+    let workers: Vec<WorkerProcess> = (0..2)
+        .map(|i| WorkerProcess::spawn_with(&url, &format!("k{i}"), &dir, &env))
+        .collect();
+    let submitter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let registry =
+                drover_kinds::builtin().with_clusters(PLACED.iter().map(|(c, _)| c.to_string()));
+            let input = json!({"steps": 3, "min_ms": 10, "max_ms": 100});
+            let end = Instant::now() + Duration::from_secs(6);
+            let mut n = 0;
+            while Instant::now() < end {
+                let (cluster, _) = PLACED[n % 3];
+                n += 1;
+                let id = store.workflow_id(uuid::Uuid::now_v7(), Some(cluster));
+                let sub = Submission::new("synthetic", input.clone()).cluster(Some(cluster.into()));
+                if let Ok(s) = store.submit_new(&registry, id, sub, None, now_ms()).await {
+                    acked.push((s.id, now_ms()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let node = store.shard_places().await.unwrap()[1].node.clone();
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| node.ends_with(&format!(":{}", n.port())))
+        .unwrap();
+    cluster.nodes[victim].kill9();
+    let down = now_ms();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.nodes[victim].restart().unwrap();
+    let up = now_ms();
+    let acked = submitter.await.unwrap();
+    let on = |s: u16| {
+        acked
+            .iter()
+            .filter(|(id, _)| store.shard_of(id) == s)
+            .count()
+    };
+    assert!(
+        on(0) > 50 && on(1) > 50 && on(2) > 50,
+        "too few submissions per shard to mean anything: {} {} {}",
+        on(0),
+        on(1),
+        on(2)
+    );
+    let others_while_down = acked
+        .iter()
+        .filter(|(id, at)| store.shard_of(id) != 1 && (down + 100..up).contains(at))
+        .count();
+    assert!(
+        others_while_down > 0,
+        "the other shards took submissions while one was down"
+    );
+    let ids: Vec<String> = acked.into_iter().map(|(id, _)| id).collect();
+    let views = wait_all_finished(&store, &ids, Duration::from_secs(120)).await;
+    for v in views {
+        assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
+    }
+    drop(workers);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,7 @@ mod config;
 mod dev;
 mod lab;
 mod redis_server;
+mod shards;
 mod watch;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
     Dev(dev::Args),
     /// The simulated MAAS region and Kubernetes/KubeVirt cluster, standalone.
     Lab(lab::Args),
+    /// The store's shards on a Redis Cluster: where they are, and moving one to another primary.
+    Shards(shards::Args),
     #[command(flatten)]
     Client(commands::Command),
 }
@@ -75,13 +78,15 @@ fn main() -> ExitCode {
     // The API and the worker read their config before anything else: `[telemetry]` decides
     // where their spans go.
     let config = match &cli.command {
-        Command::Api | Command::Worker => match config::load(cli.config.as_deref()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("drover: {e:#}");
-                return ExitCode::FAILURE;
+        Command::Api | Command::Worker | Command::Shards(_) => {
+            match config::load(cli.config.as_deref()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("drover: {e:#}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         _ => None,
     };
     // `drover dev` logs to a file in its data directory, so the terminal shows its live view.
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Worker => "worker",
         Command::Dev(_) => "dev",
         Command::Lab(_) => "lab",
+        Command::Shards(_) => "shards",
         Command::Client(_) => "client",
     };
     let traces = config
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
             Command::Worker => run_worker(config.unwrap_or_default()).await,
             Command::Dev(args) => dev::run(args, cli.config.as_deref()).await,
             Command::Lab(args) => lab::run(args).await,
+            Command::Shards(args) => shards::run(args, config.unwrap_or_default()).await,
             Command::Client(_) => unreachable!("client commands return above"),
         }
     });
@@ -195,7 +202,9 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn connect(store_config: &drover_store::Config) -> anyhow::Result<drover_store::Store> {
+pub(crate) async fn connect(
+    store_config: &drover_store::Config,
+) -> anyhow::Result<drover_store::Store> {
     let redis_url = &store_config.url;
     let store = drover_store::Store::connect(store_config)
         .await
