@@ -495,3 +495,39 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_submission() {
     drop(workers);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The shard count a store accepts: a store made with one shard that holds workflows cannot be
+/// spread (its ids name no shard), shards can be added to a sharded store but never removed, and a
+/// placement past the last shard or a count of 0 is refused, each saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_count_can_grow_but_not_shrink_or_spread_an_unsharded_store() {
+    let connect = async |url: &str, shards: u16, placement: &[(&str, u16)]| {
+        let mut c = drover_store::Config::new(url);
+        c.shards = shards;
+        c.placement = placement.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+        Store::connect(&c)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let used = Redis::start();
+    let store = used.store().await;
+    submit(&store, "synthetic", json!({"steps": 1}), 0).await;
+    let e = connect(&used.url(), 3, &[]).await.unwrap_err();
+    assert!(e.contains("made with one shard"), "{e}");
+
+    let fresh = Redis::start();
+    connect(&fresh.url(), 3, &[]).await.unwrap();
+    let e = connect(&fresh.url(), 2, &[]).await.unwrap_err();
+    assert!(
+        e.contains("has 3 shards") && e.contains("never removed"),
+        "{e}"
+    );
+    connect(&fresh.url(), 4, &[]).await.unwrap();
+    let e = connect(&fresh.url(), 3, &[]).await.unwrap_err();
+    assert!(e.contains("has 4 shards"), "{e}");
+    let e = connect(&fresh.url(), 4, &[("east", 4)]).await.unwrap_err();
+    assert!(e.contains(r#"cluster "east" is placed on shard 4"#), "{e}");
+    let e = connect(&fresh.url(), 0, &[]).await.unwrap_err();
+    assert!(e.contains("shards must be 1 to 256"), "{e}");
+}

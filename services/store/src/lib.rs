@@ -263,10 +263,48 @@ impl Store {
             shard: 0,
         };
         store.load_functions().await?;
+        store.check_shard_count().await?;
         for s in store.shards() {
             s.index_top_level().await?;
         }
         Ok(store)
+    }
+
+    /// Refuses a shard count the stored workflows cannot live with, and records the count
+    /// (`meta:shards` on shard 0). Fewer shards than recorded would leave workflows on shards no
+    /// process reads. More is fine for ids made on a sharded store (they name their shard), but
+    /// not for a store made with one shard: its ids' last bytes are random, so they would route
+    /// to arbitrary shards.
+    async fn check_shard_count(&self) -> Result<()> {
+        let home = self.on(0);
+        let mut conn = self.connection();
+        let key = home.key("meta:shards");
+        let recorded: Option<u16> = conn.get(&key).await?;
+        let n = self.shard_count();
+        match recorded {
+            Some(r) if n < r => {
+                return Err(Error::Url(format!(
+                    "the store has {r} shards; redis_shards = {n} would leave the workflows on \
+                     shards {n} to {} unread (shards can be added, never removed)",
+                    r - 1
+                )));
+            }
+            None | Some(1) if n > 1 => {
+                let used: bool = conn.exists(home.key("idx:all")).await?;
+                if used {
+                    return Err(Error::Url(format!(
+                        "this store holds workflows made with one shard, whose ids name no \
+                         shard: it can have {n} shards only once it holds none (let them end \
+                         and be trimmed, or start on an empty Redis)"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        if recorded.is_none_or(|r| r < n) {
+            let () = conn.set(&key, n).await?;
+        }
+        Ok(())
     }
 
     /// How many shards the store has.

@@ -148,6 +148,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Where the server keeps its files (and `redis.log`, with [`Options::log_file`]).
     pub fn dir(&self) -> &Path {
         &self.options.dir
