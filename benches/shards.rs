@@ -122,12 +122,15 @@ async fn run(
     setup: Setup,
     round: usize,
     url: &str,
-    redis_pids: &[u32],
+    servers: &[&RedisServer],
     logs: &Path,
 ) -> Result<Run> {
+    // Empty (the shard count recorded by the last run's store too), then connect.
+    for s in servers {
+        drover_store::server::redis_cli(s.port(), &["FLUSHALL"])?;
+    }
+    let redis_pids: Vec<u32> = servers.iter().filter_map(|s| s.pid()).collect();
     let store = Store::connect(&store_config(url, setup)).await?;
-    let mut conn = store.connection();
-    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
     let registry = drover_kinds::builtin().with_clusters(CLUSTERS.iter().map(|c| c.to_string()));
     let input = json!({"steps": STEPS, "min_ms": 0, "max_ms": 0});
     futures::stream::iter(0..WORKFLOWS)
@@ -218,8 +221,8 @@ async fn main() -> Result<()> {
     }
     let places = store.shard_places().await?;
     drop(store);
-    let cluster_pids: Vec<u32> = cluster.nodes.iter().filter_map(RedisServer::pid).collect();
-    let plain_pid = plain.pid().into_iter().collect::<Vec<_>>();
+    // FLUSHALL keeps the function library and the slots where they are.
+    let cluster_servers: Vec<&RedisServer> = cluster.nodes.iter().collect();
     let setups = [
         Setup::Plain,
         Setup::Cluster(1),
@@ -229,11 +232,11 @@ async fn main() -> Result<()> {
     let mut runs = Vec::new();
     for round in 1..=ROUNDS {
         for setup in setups {
-            let (url, pids) = match setup {
-                Setup::Plain => (plain.url(), &plain_pid),
-                Setup::Cluster(_) => (cluster.url(), &cluster_pids),
+            let (url, servers) = match setup {
+                Setup::Plain => (plain.url(), vec![&plain]),
+                Setup::Cluster(_) => (cluster.url(), cluster_servers.clone()),
             };
-            let r = run(setup, round, &url, pids, &logs).await?;
+            let r = run(setup, round, &url, &servers, &logs).await?;
             eprintln!(
                 "round {round}, {}: {:.0} steps/s in {:?}",
                 setup.name(),
