@@ -431,28 +431,31 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_submission() {
     let workers: Vec<WorkerProcess> = (0..2)
         .map(|i| WorkerProcess::spawn_with(&url, &format!("k{i}"), &dir, &env))
         .collect();
-    let submitter = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let registry =
-                drover_kinds::builtin().with_clusters(PLACED.iter().map(|(c, _)| c.to_string()));
-            let input = json!({"steps": 3, "min_ms": 10, "max_ms": 100});
-            let end = Instant::now() + Duration::from_secs(6);
-            let mut n = 0;
-            while Instant::now() < end {
-                let (cluster, _) = PLACED[n % 3];
-                n += 1;
-                let id = store.workflow_id(uuid::Uuid::now_v7(), Some(cluster));
-                let sub = Submission::new("synthetic", input.clone()).cluster(Some(cluster.into()));
-                if let Ok(s) = store.submit_new(&registry, id, sub, None, now_ms()).await {
-                    acked.push((s.id, now_ms()));
+    // One submitter per shard, so a shard that is down holds up only its own.
+    let submitters: Vec<_> = PLACED
+        .iter()
+        .map(|(cluster, _)| {
+            let store = store.clone();
+            let cluster = cluster.to_string();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let registry = drover_kinds::builtin()
+                    .with_clusters(PLACED.iter().map(|(c, _)| c.to_string()));
+                let input = json!({"steps": 3, "min_ms": 10, "max_ms": 100});
+                let end = Instant::now() + Duration::from_secs(6);
+                while Instant::now() < end {
+                    let id = store.workflow_id(uuid::Uuid::now_v7(), Some(&cluster));
+                    let sub =
+                        Submission::new("synthetic", input.clone()).cluster(Some(cluster.clone()));
+                    if let Ok(s) = store.submit_new(&registry, id, sub, None, now_ms()).await {
+                        acked.push((s.id, now_ms()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            acked
+                acked
+            })
         })
-    };
+        .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let node = store.shard_places().await.unwrap()[1].node.clone();
     let victim = cluster
@@ -465,7 +468,10 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_submission() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     cluster.nodes[victim].restart().unwrap();
     let up = now_ms();
-    let acked = submitter.await.unwrap();
+    let mut acked = Vec::new();
+    for s in submitters {
+        acked.extend(s.await.unwrap());
+    }
     let on = |s: u16| {
         acked
             .iter()
@@ -530,4 +536,157 @@ async fn the_shard_count_can_grow_but_not_shrink_or_spread_an_unsharded_store() 
     assert!(e.contains(r#"cluster "east" is placed on shard 4"#), "{e}");
     let e = connect(&fresh.url(), 0, &[]).await.unwrap_err();
     assert!(e.contains("shards must be 1 to 256"), "{e}");
+}
+
+/// The real `drover api` on three shards: a submission lands on its cluster's shard and is read,
+/// cancelled and listed from there; listing pages across the shards; a schedule lives on its
+/// cluster's shard, its trigger starts the workflow there, and a change of its cluster to one on
+/// another shard is refused with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_places_reads_lists_and_schedules_by_shard() {
+    let cluster = RedisCluster::start(3, Aof::Off).expect("a local Redis Cluster");
+    let url = cluster.url();
+    let store = sharded_store(&url).await;
+    let dir = std::env::temp_dir().join(format!("drover-shard-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("drover.toml");
+    let mut text = String::from("redis_shards = 3\n");
+    for (name, shard) in PLACED {
+        text += &format!(
+            "\n[[clusters]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:9\"\nshard = {shard}\n"
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    let env = [("DROVER_CONFIG", config.to_str().unwrap())];
+    let api = crate::metrics::ApiProcess::spawn(&url, &dir.join("api.log"), &env).await;
+    let _worker = WorkerProcess::spawn_with(&url, "api-w", &dir, &env);
+    let http = reqwest::Client::new();
+    let call = async |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = http
+            .request(method, format!("{}{path}", api.base))
+            .bearer_auth(crate::api::OPERATOR);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let reply = req.send().await.unwrap();
+        let status = reply.status().as_u16();
+        (
+            status,
+            reply.json::<serde_json::Value>().await.unwrap_or_default(),
+        )
+    };
+    use reqwest::Method;
+
+    let waiting = json!({"steps": 2, "min_ms": 60_000, "max_ms": 60_000});
+    let mut ids = Vec::new();
+    for (name, shard) in PLACED {
+        for _ in 0..2 {
+            let (status, body) = call(
+                Method::POST,
+                "/v1/workflows",
+                Some(json!({"kind": "synthetic", "input": waiting, "cluster": name})),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            let id = body["id"].as_str().unwrap().to_string();
+            assert_eq!(store.shard_of(&id), shard, "{id} for {name}");
+            let (status, got) = call(Method::GET, &format!("/v1/workflows/{id}"), None).await;
+            assert_eq!(
+                (status, got["cluster"].as_str()),
+                (200, Some(name)),
+                "{got}"
+            );
+            ids.push(id);
+        }
+    }
+    let (status, body) = call(
+        Method::POST,
+        &format!("/v1/workflows/{}/cancel", ids[3]),
+        None,
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    wait_for(Duration::from_secs(10), "the cancellation", || async {
+        store.get(&ids[3]).await.unwrap().unwrap().state == State::Cancelled
+    })
+    .await;
+    // Pages of two over six workflows on three shards: each once, newest first.
+    let mut listed: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) =
+            call(Method::GET, &format!("/v1/workflows?limit=2{cursor}"), None).await;
+        assert_eq!(status, 200, "{page}");
+        listed.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(listed, expected, "every workflow once, newest first");
+
+    // A schedule on east lives on east's shard; its trigger starts the workflow there.
+    let spec = json!({"id": "nightly", "cron": "0 3 * * *", "kind": "synthetic",
+        "input": {"steps": 1}, "cluster": "east"});
+    let (status, body) = call(Method::POST, "/v1/schedules", Some(spec.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    let mut conn = store.connection();
+    let on_east: bool = redis::cmd("EXISTS")
+        .arg(format!("{}sched:nightly", store.on(1).prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(on_east, "the schedule is on shard 1");
+    let (status, fired) = call(
+        Method::POST,
+        "/v1/schedules/nightly/trigger",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 201, "{fired}");
+    let started = fired["workflow"].as_str().unwrap();
+    assert_eq!(store.shard_of(started), 1, "{fired}");
+    assert_eq!(
+        store
+            .get(started)
+            .await
+            .unwrap()
+            .unwrap()
+            .cluster
+            .as_deref(),
+        Some("east")
+    );
+    let (status, got) = call(Method::GET, "/v1/schedules/nightly", None).await;
+    assert_eq!(
+        (status, got["id"].as_str()),
+        (200, Some("nightly")),
+        "{got}"
+    );
+    let mut moved = spec.clone();
+    moved["cluster"] = json!("west");
+    let (status, body) = call(Method::PUT, "/v1/schedules/nightly", Some(moved)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("delete it and create it again"),
+        "{body}"
+    );
+    let (_, got) = call(Method::GET, "/v1/schedules/nightly", None).await;
+    assert_eq!(got["spec"]["cluster"], "east", "nothing written: {got}");
+    let (status, list) = call(Method::GET, "/v1/schedules", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"][0]["id"], "nightly", "{list}");
+    let (status, _) = call(Method::DELETE, "/v1/schedules/nightly", None).await;
+    assert_eq!(status, 204);
+    let _ = std::fs::remove_dir_all(&dir);
 }

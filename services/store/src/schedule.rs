@@ -217,7 +217,7 @@ impl Store {
             return Ok(Put::OtherShard(s.shard()));
         }
         let s = target;
-        let reply: Vec<String> = self
+        let reply: Vec<String> = s
             .fcall("drover_sched_put", &s.sched_key(id))
             .arg(id)
             .arg(spec.to_string())
@@ -252,7 +252,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<bool> {
         let s = self.sched_home(id).await?;
-        let reply: Vec<String> = self
+        let reply: Vec<String> = s
             .fcall("drover_sched_pause", &s.sched_key(id))
             .arg(id)
             .arg(if paused { "1" } else { "0" })
@@ -269,7 +269,7 @@ impl Store {
     /// Deletes a schedule and its log (the workflows it started stay). False when absent.
     pub async fn schedule_delete(&self, id: &str) -> Result<bool> {
         let s = self.sched_home(id).await?;
-        let n: i64 = self
+        let n: i64 = s
             .fcall("drover_sched_delete", &s.sched_key(id))
             .arg(id)
             .run()
@@ -435,7 +435,7 @@ impl Store {
     /// Puts a taken schedule back in the due index where its state says.
     pub async fn schedule_requeue(&self, id: &str, now_ms: u64) -> Result<()> {
         let s = self.sched_home(id).await?;
-        let _: i64 = self
+        let _: i64 = s
             .fcall("drover_sched_requeue", &s.sched_key(id))
             .arg(id)
             .arg(now_ms)
@@ -465,7 +465,7 @@ impl Store {
                 until_ms,
             } => ("skip", reason.clone(), String::new(), *count, *until_ms),
         };
-        let reply: Vec<String> = self
+        let reply: Vec<String> = s
             .fcall("drover_sched_fire", &s.sched_key(id))
             .arg(id)
             .arg(fire.mode.as_str())
@@ -503,7 +503,7 @@ impl Store {
     /// back where schedulers find it). Returns the workflow started, if any.
     pub async fn schedule_buffer(&self, id: &str, now_ms: u64) -> Result<Option<String>> {
         let s = self.sched_home(id).await?;
-        let reply: Vec<String> = self
+        let reply: Vec<String> = s
             .fcall("drover_sched_buffer", &s.sched_key(id))
             .arg(id)
             .arg(now_ms)
