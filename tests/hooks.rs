@@ -251,7 +251,51 @@ async fn a_bad_signature_or_an_old_timestamp_gets_401_and_writes_nothing() {
 async fn replays_and_late_events_start_nothing_and_an_approval_signals() {
     let redis = Redis::start();
     let store = redis.store().await;
-    let api = hook_api(&store, "replay").await;
+    replays_and_approval(&store, "replay").await;
+}
+
+/// The same on three shards of a Redis Cluster: the ticket's state, the workflow it starts and the
+/// approval that signals it all on the shard of the rules' cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_an_approval_on_three_shards() {
+    let cluster = drover_store::server::RedisCluster::start(3, drover_store::server::Aof::Off)
+        .expect("a local Redis Cluster");
+    let store = crate::shards::sharded_store(&cluster.url()).await;
+    replays_and_approval(&store, "replay-shards").await;
+    // One source's rules naming clusters on two shards are refused at start.
+    let split: drover_api::hooks::Config = toml::from_str(
+        r#"
+[[rules]]
+name = "a"
+source = "generic"
+on = "status"
+to = "Ready"
+kind = "synthetic"
+cluster = "east"
+
+[[rules]]
+name = "b"
+source = "generic"
+on = "status"
+to = "Go"
+kind = "synthetic"
+cluster = "west"
+"#,
+    )
+    .unwrap();
+    let e = drover_api::hooks::check_shards(&store, &split).unwrap_err();
+    assert!(
+        e.contains(r#"rule "b""#) && e.contains("shard 2") && e.contains("shard 1"),
+        "{e}"
+    );
+    let mut together = split.clone();
+    together.rules[1].cluster = Some("east".into());
+    drover_api::hooks::check_shards(&store, &together).unwrap();
+}
+
+async fn replays_and_approval(store: &drover_store::Store, name: &str) {
+    let store = store.clone();
+    let api = hook_api(&store, name).await;
     let _worker = InProcessWorker::start(&store, worker_config("hooks"));
     let (status, reply) = generic(
         &api,

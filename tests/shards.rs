@@ -46,6 +46,22 @@ async fn submit_on(store: &Store, kind: &str, input: serde_json::Value, cluster:
     id
 }
 
+/// A fresh directory with a config of three shards and the [`PLACED`] clusters (their Kubernetes
+/// never reached: the synthetic kind does not use it).
+fn scratch_config(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("drover.toml");
+    let mut text = String::from("redis_shards = 3\n");
+    for (name, shard) in PLACED {
+        text += &format!(
+            "\n[[clusters]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:9\"\nshard = {shard}\n"
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    (dir, config)
+}
+
 fn each_vm_moved_once(lab: &LabHandle, vms: &[String], cluster: &str) {
     let per = migrations_per_vmi(lab);
     for vm in vms {
@@ -417,16 +433,7 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_submission() {
     let mut cluster = RedisCluster::start(3, Aof::Always).expect("a local Redis Cluster");
     let url = cluster.url();
     let store = sharded_store(&url).await;
-    let dir = std::env::temp_dir().join(format!("drover-shard-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("drover.toml");
-    let mut text = String::from("redis_shards = 3\n");
-    for (name, shard) in PLACED {
-        text += &format!(
-            "\n[[clusters]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:9\"\nshard = {shard}\n"
-        );
-    }
-    std::fs::write(&config, text).unwrap();
+    let (dir, config) = scratch_config("drover-shard-kill");
     let env = [("DROVER_CONFIG", config.to_str().unwrap())];
     let workers: Vec<WorkerProcess> = (0..2)
         .map(|i| WorkerProcess::spawn_with(&url, &format!("k{i}"), &dir, &env))
@@ -547,16 +554,7 @@ async fn the_api_places_reads_lists_and_schedules_by_shard() {
     let cluster = RedisCluster::start(3, Aof::Off).expect("a local Redis Cluster");
     let url = cluster.url();
     let store = sharded_store(&url).await;
-    let dir = std::env::temp_dir().join(format!("drover-shard-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("drover.toml");
-    let mut text = String::from("redis_shards = 3\n");
-    for (name, shard) in PLACED {
-        text += &format!(
-            "\n[[clusters]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:9\"\nshard = {shard}\n"
-        );
-    }
-    std::fs::write(&config, text).unwrap();
+    let (dir, config) = scratch_config("drover-shard-api");
     let env = [("DROVER_CONFIG", config.to_str().unwrap())];
     let api = crate::metrics::ApiProcess::spawn(&url, &dir.join("api.log"), &env).await;
     let _worker = WorkerProcess::spawn_with(&url, "api-w", &dir, &env);
