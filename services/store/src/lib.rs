@@ -49,6 +49,9 @@ const LIBRARY: [&str; 9] = [
     include_str!("../lua/hook.lua"),
 ];
 const TRIM: &str = include_str!("../lua/trim.lua");
+/// The line of `lua/lib.lua` that turns the freeze guard on (see its `register`).
+const FROZEN_GUARD_ON: &str = "local FROZEN_GUARD = true";
+const FROZEN_GUARD_OFF: &str = "local FROZEN_GUARD = false";
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -419,7 +422,11 @@ impl Store {
     /// On a Redis Cluster it goes to every primary (the redis crate routes `FUNCTION LOAD` so).
     pub async fn load_functions(&self) -> Result<()> {
         let mut conn = self.connection();
-        let library = LIBRARY.join("\n") + "\n" + TRIM;
+        let mut library = LIBRARY.join("\n") + "\n" + TRIM;
+        if !matches!(self.inner.endpoint, Endpoint::Cluster { .. }) {
+            // No slot of a single server moves: the freeze guard would only cost a call.
+            library = library.replacen(FROZEN_GUARD_ON, FROZEN_GUARD_OFF, 1);
+        }
         let _: String = redis::cmd("FUNCTION")
             .arg("LOAD")
             .arg("REPLACE")
@@ -568,5 +575,14 @@ impl Waiter {
         let secs = timeout.as_secs_f64().max(0.001);
         let popped: Option<(String, String)> = self.conn.blpop(&self.key, secs).await?;
         Ok(popped.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_freeze_guard_can_be_turned_off() {
+        let lib = super::LIBRARY[0];
+        assert_eq!(lib.matches(super::FROZEN_GUARD_ON).count(), 1);
     }
 }
