@@ -70,6 +70,10 @@ pub enum Error {
     Misplaced { id: String, shard: u16 },
     #[error("bad store URL: {0}")]
     Url(String),
+    /// The shard count or placement does not fit the store, or a shard operation cannot be done
+    /// (the message says why and what to do).
+    #[error("shards: {0}")]
+    Shards(String),
     /// With `wait_replicas`, a write the primary made but fewer replicas confirmed within
     /// `wait_timeout`: it may be lost if the primary fails now. Transient: callers retry (writes
     /// are idempotent per lease token, submissions per Idempotency-Key).
@@ -215,13 +219,13 @@ impl Store {
     /// Connects and loads the function library.
     pub async fn connect(config: &Config) -> Result<Store> {
         if config.shards == 0 || config.shards > MAX_SHARDS {
-            return Err(Error::Url(format!(
+            return Err(Error::Shards(format!(
                 "shards must be 1 to {MAX_SHARDS}, not {}",
                 config.shards
             )));
         }
         if let Some((name, s)) = config.placement.iter().find(|(_, s)| **s >= config.shards) {
-            return Err(Error::Url(format!(
+            return Err(Error::Shards(format!(
                 "cluster {name:?} is placed on shard {s}, but there are {} shards (0 to {})",
                 config.shards,
                 config.shards - 1
@@ -286,7 +290,7 @@ impl Store {
         let n = self.shard_count();
         match recorded {
             Some(r) if n < r => {
-                return Err(Error::Url(format!(
+                return Err(Error::Shards(format!(
                     "the store has {r} shards; redis_shards = {n} would leave the workflows on \
                      shards {n} to {} unread (shards can be added, never removed)",
                     r - 1
@@ -295,7 +299,7 @@ impl Store {
             None | Some(1) if n > 1 => {
                 let used: bool = conn.exists(home.key("idx:all")).await?;
                 if used {
-                    return Err(Error::Url(format!(
+                    return Err(Error::Shards(format!(
                         "this store holds workflows made with one shard, whose ids name no \
                          shard: it can have {n} shards only once it holds none (let them end \
                          and be trimmed, or start on an empty Redis)"

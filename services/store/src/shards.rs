@@ -58,7 +58,7 @@ pub struct Moved {
 const MIGRATE_BATCH: usize = 200;
 
 fn cluster_only(what: &str) -> Error {
-    Error::Url(format!(
+    Error::Shards(format!(
         "{what} needs a Redis Cluster store (redis_url = \"redis+cluster://host:port,...\")"
     ))
 }
@@ -150,7 +150,7 @@ impl Store {
         let (host, port) = addr
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| Error::Url(format!("node {addr:?} is not host:port")))?;
+            .ok_or_else(|| Error::Shards(format!("node {addr:?} is not host:port")))?;
         let mut info = redis::RedisConnectionInfo::default();
         if let Some(u) = username {
             info = info.set_username(u);
@@ -186,7 +186,7 @@ impl Store {
         mut between: impl AsyncFnMut(u64),
     ) -> Result<Moved> {
         if shard >= self.shard_count() {
-            return Err(Error::Url(format!(
+            return Err(Error::Shards(format!(
                 "there is no shard {shard}: the store has {} (0 to {})",
                 self.shard_count(),
                 self.shard_count() - 1
@@ -197,7 +197,7 @@ impl Store {
         let slot = s.shard_slot().await?;
         let target = nodes.iter().find(|n| n.addr == to).ok_or_else(|| {
             let known: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
-            Error::Url(format!(
+            Error::Shards(format!(
                 "no primary at {to}; the cluster's primaries are {}",
                 known.join(", ")
             ))
@@ -205,7 +205,7 @@ impl Store {
         let source = nodes
             .iter()
             .find(|n| n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
-            .ok_or_else(|| Error::Url(format!("no primary serves slot {slot}")))?;
+            .ok_or_else(|| Error::Shards(format!("no primary serves slot {slot}")))?;
         let frozen_key = s.key("frozen");
         let mut cluster = s.connection();
         if source.id == target.id {
