@@ -26,12 +26,61 @@ use tracing::{debug, info, warn};
 use crate::service::{Attempt, CommitLayer};
 use crate::{Runner, lock, now_ms};
 
-type Fetch = Pin<Box<dyn Future<Output = Vec<Claim>> + Send>>;
+type Fetch = Pin<Box<dyn Future<Output = (Vec<Claim>, Wake)> + Send>>;
+
+/// A blocking pop on one shard's wake list: the shard, its connection (given back) and the outcome.
+type Pop = tokio::task::JoinHandle<(usize, drover_store::Waiter, drover_store::Result<bool>)>;
+
+/// The backend's wake connections, one per shard, kept from one fetch to the next (so an idle
+/// backend does not open new connections each time it goes idle): each idle, in a running pop,
+/// or not open yet.
+struct Wake {
+    idle: Vec<Option<drover_store::Waiter>>,
+    /// Shards with a blocking pop running.
+    busy: Vec<bool>,
+    waiting: futures::stream::FuturesUnordered<Pop>,
+}
+
+impl Wake {
+    fn new(shards: usize) -> Wake {
+        Wake {
+            idle: (0..shards).map(|_| None).collect(),
+            busy: vec![false; shards],
+            waiting: futures::stream::FuturesUnordered::new(),
+        }
+    }
+
+    /// Ends the pops still running (their connections close) once the backend has work: a pop
+    /// left running would take wake markers meant for workers that are idle. Finished pops give
+    /// their connections back first.
+    fn stop_pops(&mut self) {
+        while let Some(Some(Ok(done))) = futures::FutureExt::now_or_never(self.waiting.next()) {
+            self.finished(done);
+        }
+        for pop in self.waiting.iter() {
+            pop.abort();
+        }
+        self.waiting.clear();
+        self.busy.iter_mut().for_each(|b| *b = false);
+    }
+
+    /// Takes back a finished pop's connection (dropped if it failed).
+    fn finished(&mut self, done: (usize, drover_store::Waiter, drover_store::Result<bool>)) {
+        let (i, w, r) = done;
+        self.busy[i] = false;
+        match r {
+            Ok(_) => self.idle[i] = Some(w),
+            Err(e) => debug!(error = %e, shard = i, "Wake wait failed; claiming again."),
+        }
+    }
+}
 
 /// The apalis backend over the Drover store.
 pub struct StoreBackend {
     runner: Arc<Runner>,
     fetch: Option<Fetch>,
+    /// The wake connections while no fetch runs (a running fetch holds them).
+    wake: Option<Wake>,
     /// Claimed tasks not yet handed to apalis; never more than the free concurrency slots, so every
     /// claimed task starts at once.
     buffer: VecDeque<Claim>,
@@ -47,6 +96,7 @@ impl StoreBackend {
         StoreBackend {
             runner,
             fetch: None,
+            wake: None,
             buffer: VecDeque::new(),
         }
     }
@@ -59,16 +109,13 @@ impl StoreBackend {
 /// waits behind another), and an idle backend waits on every shard's wake list at once: one
 /// blocking pop per shard, each on its own connection in its own task, so a pop still running
 /// when another shard woke the backend is not cut off (its marker is not lost) and is picked up
-/// by the next wait.
-async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
+/// by the next wait. Once claims are found, pops still running end (see [`Wake::stop_pops`]);
+/// the idle connections outlive the fetch (see [`Wake`]).
+async fn next_claims(runner: Arc<Runner>, mut wake: Wake) -> (Vec<Claim>, Wake) {
     let config = &runner.config;
     let idle_max = Duration::from_millis(config.idle_wait_ms);
     let shards = runner.store.shards();
     let n = shards.len();
-    let mut idle: Vec<Option<drover_store::Waiter>> = (0..n).map(|_| None).collect();
-    // Shards with a blocking pop running.
-    let mut busy = vec![false; n];
-    let mut waiting = futures::stream::FuturesUnordered::new();
     let mut backoff = Duration::from_millis(50);
     let mut round = runner
         .claim_round
@@ -106,7 +153,8 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
                         for claim in &claimed.claims {
                             runner.hold(claim);
                         }
-                        return claimed.claims;
+                        wake.stop_pops();
+                        return (claimed.claims, wake);
                     }
                     next_due = match (next_due, claimed.next_due_ms) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -129,11 +177,11 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
             .map_or(idle_max, |d| d.min(idle_max))
             .max(Duration::from_millis(1));
         // A blocking pop on every shard without one running.
-        for (i, slot) in idle.iter_mut().enumerate() {
-            let mut w = match slot.take() {
+        for (i, shard) in shards.iter().enumerate() {
+            let mut w = match wake.idle[i].take() {
                 Some(w) => w,
-                None if busy[i] => continue,
-                None => match shards[i].waiter(idle_max).await {
+                None if wake.busy[i] => continue,
+                None => match shard.waiter(idle_max).await {
                     Ok(w) => w,
                     Err(e) => {
                         warn!(error = %e, shard = i, "Cannot open the wake connection; retrying.");
@@ -141,34 +189,32 @@ async fn next_claims(runner: Arc<Runner>) -> Vec<Claim> {
                     }
                 },
             };
-            busy[i] = true;
-            waiting.push(tokio::spawn(async move {
+            wake.busy[i] = true;
+            wake.waiting.push(tokio::spawn(async move {
                 let r = w.wait(wait).await;
                 (i, w, r)
             }));
         }
-        if waiting.is_empty() {
+        if wake.waiting.is_empty() {
             tokio::time::sleep(backoff).await;
             continue;
         }
         // Until one shard's pop returns (woken, timed out or failed), or the next task falls due.
-        let first = tokio::time::timeout(wait + Duration::from_millis(50), waiting.next()).await;
-        if let Ok(Some(Ok((i, w, r)))) = first {
-            busy[i] = false;
-            match r {
-                Ok(_) => idle[i] = Some(w),
-                Err(e) => {
-                    debug!(error = %e, shard = i, "Wake wait failed; claiming again.");
+        match tokio::time::timeout(wait + Duration::from_millis(50), wake.waiting.next()).await {
+            Ok(Some(Ok(done))) => {
+                let failed = done.2.is_err();
+                wake.finished(done);
+                if failed {
                     tokio::time::sleep(backoff).await;
                 }
             }
+            // A pop task that panicked: its shard's connection is opened again.
+            Ok(Some(Err(_))) => wake.busy.iter_mut().for_each(|b| *b = false),
+            Ok(None) | Err(_) => {}
         }
         // Pops that finished meanwhile give their connections back.
-        while let Some(Some(Ok((i, w, r)))) = futures::FutureExt::now_or_never(waiting.next()) {
-            busy[i] = false;
-            if r.is_ok() {
-                idle[i] = Some(w);
-            }
+        while let Some(Some(Ok(done))) = futures::FutureExt::now_or_never(wake.waiting.next()) {
+            wake.finished(done);
         }
     }
 }
@@ -197,12 +243,18 @@ impl Backend for StoreBackend {
         }
         if self.buffer.is_empty() {
             let runner = self.runner.clone();
-            let fetch = self
-                .fetch
-                .get_or_insert_with(|| Box::pin(next_claims(runner)));
+            if self.fetch.is_none() {
+                let wake = self
+                    .wake
+                    .take()
+                    .unwrap_or_else(|| Wake::new(usize::from(runner.store.shard_count())));
+                self.fetch = Some(Box::pin(next_claims(runner, wake)));
+            }
+            let fetch = self.fetch.as_mut().expect("set above");
             match fetch.as_mut().poll(cx) {
-                Poll::Ready(claims) => {
+                Poll::Ready((claims, wake)) => {
                     self.fetch = None;
+                    self.wake = Some(wake);
                     self.buffer.extend(claims);
                 }
                 Poll::Pending => return Poll::Pending,
