@@ -397,6 +397,22 @@ async fn a_killed_workers_step_resumes_within_the_lease_plus_one_idle_wait() {
 }
 
 /// The one history entry that committed `step` (it fails if there are none or several).
+/// Asserts that each of the first `steps` steps of `v` kept the output of the attempt whose commit
+/// its history records (the lease holder's, by fencing token).
+pub(crate) fn committed_once(v: &drover_store::WorkflowView, steps: u64) {
+    let history = v.history.as_ref().unwrap();
+    let outputs = v.outputs.as_ref().unwrap();
+    for step in 0..steps {
+        let commit = the_commit(history, step, &v.id);
+        assert_eq!(
+            outputs[&(step as usize)]["token"],
+            commit["token"],
+            "{} step {step}: output not from the lease holder",
+            v.id
+        );
+    }
+}
+
 pub(crate) fn the_commit<'a>(history: &'a [Value], step: u64, id: &str) -> &'a Value {
     let commits: Vec<&Value> = history
         .iter()

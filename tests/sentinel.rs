@@ -12,7 +12,7 @@ use drover_store::server::SentinelGroup;
 use drover_workflows::State;
 use serde_json::json;
 
-use crate::crash::the_commit;
+use crate::crash::committed_once;
 use crate::drain::{migrations_per_vmi, unschedulable, vmis_on};
 use crate::harness::*;
 
@@ -139,17 +139,7 @@ async fn a_failover_mid_rollout_loses_no_acknowledged_workflow_and_commits_each_
     for v in &views {
         assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
         if v.kind == "synthetic" {
-            let history = v.history.as_ref().unwrap();
-            let outputs = v.outputs.as_ref().unwrap();
-            for step in 0..3u64 {
-                let commit = the_commit(history, step, &v.id);
-                assert_eq!(
-                    outputs[&(step as usize)]["token"],
-                    commit["token"],
-                    "{}",
-                    v.id
-                );
-            }
+            committed_once(v, 3);
         }
     }
     // Every VM moved exactly once, and every node is back in service.

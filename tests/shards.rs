@@ -17,7 +17,7 @@ use drover_workflows::{State, Submission};
 use rand::Rng;
 use serde_json::json;
 
-use crate::crash::the_commit;
+use crate::crash::committed_once;
 use crate::drain::{migrations_per_vmi, unschedulable, vmis_on};
 use crate::harness::*;
 
@@ -60,6 +60,38 @@ fn scratch_config(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     }
     std::fs::write(&config, text).unwrap();
     (dir, config)
+}
+
+/// One task per [`PLACED`] cluster submitting 3-step synthetic workflows every 20 ms for `secs`;
+/// each returns the ids it had acknowledged, with when.
+fn submit_per_cluster(
+    store: &Store,
+    secs: Duration,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, u64)>>> {
+    PLACED
+        .iter()
+        .map(|(cluster, _)| {
+            let store = store.clone();
+            let cluster = cluster.to_string();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let registry = drover_kinds::builtin()
+                    .with_clusters(PLACED.iter().map(|(c, _)| c.to_string()));
+                let input = json!({"steps": 3, "min_ms": 10, "max_ms": 100});
+                let end = Instant::now() + secs;
+                while Instant::now() < end {
+                    let id = store.workflow_id(uuid::Uuid::now_v7(), Some(&cluster));
+                    let sub =
+                        Submission::new("synthetic", input.clone()).cluster(Some(cluster.clone()));
+                    if let Ok(s) = store.submit_new(&registry, id, sub, None, now_ms()).await {
+                        acked.push((s.id, now_ms()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked
+            })
+        })
+        .collect()
 }
 
 fn each_vm_moved_once(lab: &LabHandle, vms: &[String], cluster: &str) {
@@ -237,16 +269,7 @@ async fn shards_on_a_redis_cluster_lose_nothing_through_worker_kills_and_slot_mo
             .iter()
             .filter(|h| h["outcome"] == "lease-expired")
             .count();
-        let outputs = v.outputs.as_ref().unwrap();
-        for step in 0..5u64 {
-            let commit = the_commit(history, step, &v.id);
-            assert_eq!(
-                outputs[&(step as usize)]["token"],
-                commit["token"],
-                "{} step {step}: output not from the lease holder",
-                v.id
-            );
-        }
+        committed_once(v, 5);
     }
     assert!(expired > 0, "no attempt died with its worker");
     for v in &views[ids.len()..] {
@@ -439,30 +462,7 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_submission() {
         .map(|i| WorkerProcess::spawn_with(&url, &format!("k{i}"), &dir, &env))
         .collect();
     // One submitter per shard, so a shard that is down holds up only its own.
-    let submitters: Vec<_> = PLACED
-        .iter()
-        .map(|(cluster, _)| {
-            let store = store.clone();
-            let cluster = cluster.to_string();
-            tokio::spawn(async move {
-                let mut acked = Vec::new();
-                let registry = drover_kinds::builtin()
-                    .with_clusters(PLACED.iter().map(|(c, _)| c.to_string()));
-                let input = json!({"steps": 3, "min_ms": 10, "max_ms": 100});
-                let end = Instant::now() + Duration::from_secs(6);
-                while Instant::now() < end {
-                    let id = store.workflow_id(uuid::Uuid::now_v7(), Some(&cluster));
-                    let sub =
-                        Submission::new("synthetic", input.clone()).cluster(Some(cluster.clone()));
-                    if let Ok(s) = store.submit_new(&registry, id, sub, None, now_ms()).await {
-                        acked.push((s.id, now_ms()));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                acked
-            })
-        })
-        .collect();
+    let submitters = submit_per_cluster(&store, Duration::from_secs(6));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let node = store.shard_places().await.unwrap()[1].node.clone();
     let victim = cluster
@@ -686,5 +686,73 @@ async fn the_api_places_reads_lists_and_schedules_by_shard() {
     assert_eq!(list["items"][0]["id"], "nightly", "{list}");
     let (status, _) = call(Method::DELETE, "/v1/schedules/nightly", None).await;
     assert_eq!(status, 204);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Redis Cluster failover under `redis_wait_replicas = 1`: three primaries with a replica each
+/// (AOF always); the primary holding shard 1 is SIGKILLed while submissions go to every shard; the
+/// cluster promotes its replica and the store follows (`MOVED`). Every acknowledged submission runs
+/// to success with each step committed once by its lease holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_with_wait_loses_no_acknowledged_submission() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1, Aof::Always)
+        .expect("a local Redis Cluster with replicas");
+    let url = cluster.url();
+    let mut config = drover_store::Config::new(&url);
+    config.shards = 3;
+    config.placement = PLACED.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+    config.wait_replicas = 1;
+    let store = Store::connect(&config)
+        .await
+        .expect("connect to the cluster");
+    let (dir, file) = scratch_config("drover-shard-failover");
+    let env = [
+        ("DROVER_CONFIG", file.to_str().unwrap()),
+        ("DROVER_REDIS_WAIT_REPLICAS", "1"),
+    ];
+    let workers: Vec<WorkerProcess> = (0..2)
+        .map(|i| WorkerProcess::spawn_with(&url, &format!("f{i}"), &dir, &env))
+        .collect();
+    let submitters = submit_per_cluster(&store, Duration::from_secs(9));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let old = store.shard_places().await.unwrap()[1].node.clone();
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| old.ends_with(&format!(":{}", n.port())))
+        .unwrap();
+    cluster.nodes[victim].kill9();
+    let killed = Instant::now();
+    wait_for(
+        Duration::from_secs(20),
+        "the cluster to promote a replica",
+        || async {
+            matches!(store.shard_places().await, Ok(p) if !p[1].node.is_empty() && p[1].node != old)
+        },
+    )
+    .await;
+    let failover = killed.elapsed();
+    cluster.nodes[victim].restart().unwrap();
+    let mut acked = Vec::new();
+    for s in submitters {
+        acked.extend(s.await.unwrap().into_iter().map(|(id, _)| id));
+    }
+    for shard in 0..3 {
+        let n = acked
+            .iter()
+            .filter(|id| store.shard_of(id) == shard)
+            .count();
+        assert!(n > 50, "too few submissions on shard {shard}: {n}");
+    }
+    let views = wait_all_finished(&store, &acked, Duration::from_secs(120)).await;
+    for v in &views {
+        assert_eq!(v.state, State::Succeeded, "{}: {:?}", v.id, v.error);
+        committed_once(v, 3);
+    }
+    println!(
+        "failover in {failover:?}; {} acknowledged submissions, none lost",
+        acked.len()
+    );
+    drop(workers);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -554,8 +554,19 @@ impl RedisCluster {
     /// Starts `primaries` nodes (at least 3, Redis's minimum) with `aof` and joins them; returns
     /// when every node reports `cluster_state:ok`.
     pub fn start(primaries: usize, aof: Aof) -> io::Result<RedisCluster> {
-        let mut nodes = Vec::with_capacity(primaries);
-        for _ in 0..primaries {
+        RedisCluster::start_with_replicas(primaries, 0, aof)
+    }
+
+    /// [`RedisCluster::start`] with `replicas` replicas per primary (`--cluster-replicas`): the
+    /// cluster promotes a replica when its primary fails.
+    pub fn start_with_replicas(
+        primaries: usize,
+        replicas: usize,
+        aof: Aof,
+    ) -> io::Result<RedisCluster> {
+        let total = primaries * (1 + replicas);
+        let mut nodes = Vec::with_capacity(total);
+        for _ in 0..total {
             nodes.push(RedisServer::start(
                 Options::temporary().aof(aof).cluster_node().log_file(),
             )?);
@@ -566,7 +577,7 @@ impl RedisCluster {
             create.arg(format!("127.0.0.1:{}", n.port()));
         }
         let out = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run redis-cli: {e}")))?;
