@@ -597,6 +597,34 @@ async fn the_api_places_reads_lists_and_schedules_by_shard() {
             ids.push(id);
         }
     }
+    // An Idempotency-Key used for one cluster's shard is refused for a cluster on another shard.
+    let keyed = |cluster: &str| {
+        http.post(format!("{}/v1/workflows", api.base))
+            .bearer_auth(crate::api::OPERATOR)
+            .header("Idempotency-Key", "shards-key-1")
+            .json(&json!({"kind": "synthetic", "input": {"steps": 1}, "cluster": cluster}))
+            .send()
+    };
+    let first = keyed("south").await.unwrap();
+    assert_eq!(first.status().as_u16(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = keyed("east").await.unwrap();
+    assert_eq!(again.status().as_u16(), 422);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert!(
+        again["detail"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap()),
+        "{again}"
+    );
+    let repeat: serde_json::Value = keyed("south").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        repeat["id"], first["id"],
+        "the same request gets its workflow back"
+    );
+    ids.push(first["id"].as_str().unwrap().to_string());
+
     let (status, body) = call(
         Method::POST,
         &format!("/v1/workflows/{}/cancel", ids[3]),

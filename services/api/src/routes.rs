@@ -232,7 +232,7 @@ async fn submit(
             "idempotency key reused",
             format!(
                 "Idempotency-Key was used for workflow {} with a different request (kind, input, \
-                 priority or labels); send the same request to get that workflow back, or use a new key",
+                 priority, labels or cluster); send the same request to get that workflow back, or use a new key",
                 submitted.id
             ),
         ));

@@ -74,6 +74,33 @@ pub fn fingerprint(wf: &NewWorkflow) -> String {
 }
 
 impl Store {
+    /// With several shards, an Idempotency-Key already used on a shard other than `shard` (the
+    /// one this submission goes to): the store checks a key atomically only on its own shard,
+    /// and a request that names another cluster may go to another shard. The submission there
+    /// had another fingerprint (the cluster is part of it), so this one is refused as a reuse.
+    /// Two first uses of one key racing on two shards can still both be created.
+    async fn key_elsewhere(&self, key: &str, shard: u16) -> Result<Option<Submitted>> {
+        if key.is_empty() || self.shard_count() == 1 {
+            return Ok(None);
+        }
+        for s in self.shards().into_iter().filter(|s| s.shard() != shard) {
+            let mut conn = s.connection();
+            let seen: Option<String> = redis::cmd("GET")
+                .arg(s.key(&format!("idem:{key}")))
+                .query_async(&mut conn)
+                .await?;
+            if let Some(seen) = seen {
+                let id = seen.split(' ').next().unwrap_or_default().to_string();
+                return Ok(Some(Submitted {
+                    id,
+                    created: false,
+                    key_reused: true,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// The one way to start a workflow: checks `submission` against `registry`
     /// ([`Registry::prepare`]: kind, input, priority, labels, descendant bound), builds its first
     /// task, and writes it under `id` unless the idempotency key (kept for its TTL) or the id already
@@ -108,6 +135,9 @@ impl Store {
             });
         }
         let (key, ttl) = idempotency.unwrap_or(("", Duration::ZERO));
+        if let Some(other) = self.key_elsewhere(key, shard).await? {
+            return Ok(other);
+        }
         let reply: (String, String) = self
             .wf_call("drover_submit", &wf.id)
             .arg(serde_json::to_string(&record(wf, None)?)?)
