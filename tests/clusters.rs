@@ -16,7 +16,7 @@ use crate::drain::{migrations_per_vmi, unschedulable, vmis_on};
 use crate::harness::*;
 use crate::metrics::ApiProcess;
 
-const NODES: [&str; 4] = ["worker-01", "worker-02", "worker-03", "worker-04"];
+pub(crate) const NODES: [&str; 4] = ["worker-01", "worker-02", "worker-03", "worker-04"];
 
 async fn key_count(store: &drover_store::Store) -> u64 {
     let mut conn = store.connection();
@@ -33,7 +33,7 @@ async fn holders(store: &drover_store::Store, name: &str) -> u64 {
         .unwrap()
 }
 
-fn each_vm_moved_once(lab: &LabHandle, vms: &[String], cluster: &str) {
+pub(crate) fn each_vm_moved_once(lab: &LabHandle, vms: &[String], cluster: &str) {
     let per = migrations_per_vmi(lab);
     for vm in vms {
         assert_eq!(

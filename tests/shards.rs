@@ -17,11 +17,11 @@ use drover_workflows::{State, Submission};
 use rand::Rng;
 use serde_json::json;
 
+use crate::clusters::{NODES, each_vm_moved_once};
 use crate::crash::committed_once;
-use crate::drain::{migrations_per_vmi, unschedulable, vmis_on};
+use crate::drain::vmis_on;
 use crate::harness::*;
 
-const NODES: [&str; 4] = ["worker-01", "worker-02", "worker-03", "worker-04"];
 /// Target clusters and the shard each is placed on.
 const PLACED: [(&str, u16); 3] = [("south", 0), ("east", 1), ("west", 2)];
 
@@ -94,20 +94,9 @@ fn submit_per_cluster(
         .collect()
 }
 
-fn each_vm_moved_once(lab: &LabHandle, vms: &[String], cluster: &str) {
-    let per = migrations_per_vmi(lab);
-    for vm in vms {
-        assert_eq!(
-            per.get(vm),
-            Some(&1),
-            "{cluster}: {vm} moved {:?}",
-            per.get(vm)
-        );
-    }
-    assert_eq!(per.len(), vms.len(), "{cluster}: other VMs moved: {per:?}");
-    for n in NODES {
-        assert!(!unschedulable(lab, n), "{cluster}: {n} back in service");
-    }
+/// [`crate::clusters::each_vm_moved_once`], and the cluster's limit of 5 migrations held.
+fn moved_once_within_limit(lab: &LabHandle, vms: &[String], cluster: &str) {
+    each_vm_moved_once(lab, vms, cluster);
     assert!(
         lab.counters().max_cluster <= 5,
         "{cluster}: the limit of 5 held"
@@ -283,8 +272,8 @@ async fn shards_on_a_redis_cluster_lose_nothing_through_worker_kills_and_slot_mo
             );
         }
     }
-    each_vm_moved_once(&east, &east_vms, "east");
-    each_vm_moved_once(&west, &west_vms, "west");
+    moved_once_within_limit(&east, &east_vms, "east");
+    moved_once_within_limit(&west, &west_vms, "west");
 
     // Listing pages through every shard: each top-level workflow once, newest first.
     let mut listed = Vec::new();
@@ -465,15 +454,10 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_submission() {
     let submitters = submit_per_cluster(&store, Duration::from_secs(6));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let node = store.shard_places().await.unwrap()[1].node.clone();
-    let victim = cluster
-        .nodes
-        .iter()
-        .position(|n| node.ends_with(&format!(":{}", n.port())))
-        .unwrap();
-    cluster.nodes[victim].kill9();
+    cluster.node_at(&node).unwrap().kill9();
     let down = now_ms();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.nodes[victim].restart().unwrap();
+    cluster.node_at(&node).unwrap().restart().unwrap();
     let up = now_ms();
     let mut acked = Vec::new();
     for s in submitters {
@@ -744,12 +728,7 @@ async fn a_cluster_failover_with_wait_loses_no_acknowledged_submission() {
     let submitters = submit_per_cluster(&store, Duration::from_secs(9));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let old = store.shard_places().await.unwrap()[1].node.clone();
-    let victim = cluster
-        .nodes
-        .iter()
-        .position(|n| old.ends_with(&format!(":{}", n.port())))
-        .unwrap();
-    cluster.nodes[victim].kill9();
+    cluster.node_at(&old).unwrap().kill9();
     let killed = Instant::now();
     wait_for(
         Duration::from_secs(20),
@@ -760,7 +739,7 @@ async fn a_cluster_failover_with_wait_loses_no_acknowledged_submission() {
     )
     .await;
     let failover = killed.elapsed();
-    cluster.nodes[victim].restart().unwrap();
+    cluster.node_at(&old).unwrap().restart().unwrap();
     let mut acked = Vec::new();
     for s in submitters {
         acked.extend(s.await.unwrap().into_iter().map(|(id, _)| id));

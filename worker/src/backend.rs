@@ -32,21 +32,29 @@ type Fetch = Pin<Box<dyn Future<Output = (Vec<Claim>, Wake)> + Send>>;
 type Pop = tokio::task::JoinHandle<(usize, drover_store::Waiter, drover_store::Result<bool>)>;
 
 /// The backend's wake connections, one per shard, kept from one fetch to the next (so an idle
-/// backend does not open new connections each time it goes idle): each idle, in a running pop,
-/// or not open yet.
+/// backend does not open new connections each time it goes idle), and which shard the next claim
+/// asks first (it turns with every round, so no shard waits behind another).
 struct Wake {
-    idle: Vec<Option<drover_store::Waiter>>,
-    /// Shards with a blocking pop running.
-    busy: Vec<bool>,
+    slots: Vec<Slot>,
     waiting: futures::stream::FuturesUnordered<Pop>,
+    round: usize,
+}
+
+/// One shard's wake connection.
+enum Slot {
+    /// None open (not yet, or its last pop failed).
+    Closed,
+    Idle(drover_store::Waiter),
+    /// In a blocking pop (in `Wake::waiting`).
+    Popping,
 }
 
 impl Wake {
     fn new(shards: usize) -> Wake {
         Wake {
-            idle: (0..shards).map(|_| None).collect(),
-            busy: vec![false; shards],
+            slots: (0..shards).map(|_| Slot::Closed).collect(),
             waiting: futures::stream::FuturesUnordered::new(),
+            round: 0,
         }
     }
 
@@ -54,24 +62,35 @@ impl Wake {
     /// left running would take wake markers meant for workers that are idle. Finished pops give
     /// their connections back first.
     fn stop_pops(&mut self) {
-        while let Some(Some(Ok(done))) = futures::FutureExt::now_or_never(self.waiting.next()) {
-            self.finished(done);
-        }
+        self.collect_finished();
         for pop in self.waiting.iter() {
             pop.abort();
         }
         self.waiting.clear();
-        self.busy.iter_mut().for_each(|b| *b = false);
+        for slot in &mut self.slots {
+            if matches!(slot, Slot::Popping) {
+                *slot = Slot::Closed;
+            }
+        }
+    }
+
+    /// Takes back the connections of the pops that finished.
+    fn collect_finished(&mut self) {
+        while let Some(Some(Ok(done))) = futures::FutureExt::now_or_never(self.waiting.next()) {
+            self.finished(done);
+        }
     }
 
     /// Takes back a finished pop's connection (dropped if it failed).
     fn finished(&mut self, done: (usize, drover_store::Waiter, drover_store::Result<bool>)) {
         let (i, w, r) = done;
-        self.busy[i] = false;
-        match r {
-            Ok(_) => self.idle[i] = Some(w),
-            Err(e) => debug!(error = %e, shard = i, "Wake wait failed; claiming again."),
-        }
+        self.slots[i] = match r {
+            Ok(_) => Slot::Idle(w),
+            Err(e) => {
+                debug!(error = %e, shard = i, "Wake wait failed; claiming again.");
+                Slot::Closed
+            }
+        };
     }
 }
 
@@ -105,8 +124,7 @@ impl StoreBackend {
 /// Claims until at least one task is found (as many as there are free slots), blocking on the wake
 /// lists in between. Claimed tasks are held (count as in flight) from here until their commit.
 ///
-/// With several shards, each is asked in turn (starting one further each round, so no shard
-/// waits behind another), and an idle backend waits on every shard's wake list at once: one
+/// With several shards, each is asked in turn (see [`Wake::round`]), and an idle backend waits on every shard's wake list at once: one
 /// blocking pop per shard, each on its own connection in its own task, so a pop still running
 /// when another shard woke the backend is not cut off (its marker is not lost) and is picked up
 /// by the next wait. Once claims are found, pops still running end (see [`Wake::stop_pops`]);
@@ -117,16 +135,13 @@ async fn next_claims(runner: Arc<Runner>, mut wake: Wake) -> (Vec<Claim>, Wake) 
     let shards = runner.store.shards();
     let n = shards.len();
     let mut backoff = Duration::from_millis(50);
-    let mut round = runner
-        .claim_round
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     loop {
         let now = now_ms();
         let free = config.concurrency.saturating_sub(runner.in_flight()).max(1);
         let mut next_due: Option<u64> = None;
         let mut failed = None;
         for k in 0..n {
-            let shard = &shards[(round + k) % n];
+            let shard = &shards[(wake.round + k) % n];
             match shard
                 .claim(
                     &runner.worker_id,
@@ -164,7 +179,7 @@ async fn next_claims(runner: Arc<Runner>, mut wake: Wake) -> (Vec<Claim>, Wake) 
                 Err(e) => failed = Some((shard.shard(), e)),
             }
         }
-        round = round.wrapping_add(1);
+        wake.round = wake.round.wrapping_add(1);
         if let Some((shard, e)) = failed {
             warn!(error = %e, shard, retry_in_ms = backoff.as_millis() as u64, "Claim failed; retrying.");
             tokio::time::sleep(backoff).await;
@@ -178,18 +193,18 @@ async fn next_claims(runner: Arc<Runner>, mut wake: Wake) -> (Vec<Claim>, Wake) 
             .max(Duration::from_millis(1));
         // A blocking pop on every shard without one running.
         for (i, shard) in shards.iter().enumerate() {
-            let mut w = match wake.idle[i].take() {
-                Some(w) => w,
-                None if wake.busy[i] => continue,
-                None => match shard.waiter(idle_max).await {
+            let mut w = match std::mem::replace(&mut wake.slots[i], Slot::Popping) {
+                Slot::Idle(w) => w,
+                Slot::Popping => continue,
+                Slot::Closed => match shard.waiter(idle_max).await {
                     Ok(w) => w,
                     Err(e) => {
+                        wake.slots[i] = Slot::Closed;
                         warn!(error = %e, shard = i, "Cannot open the wake connection; retrying.");
                         continue;
                     }
                 },
             };
-            wake.busy[i] = true;
             wake.waiting.push(tokio::spawn(async move {
                 let r = w.wait(wait).await;
                 (i, w, r)
@@ -208,14 +223,12 @@ async fn next_claims(runner: Arc<Runner>, mut wake: Wake) -> (Vec<Claim>, Wake) 
                     tokio::time::sleep(backoff).await;
                 }
             }
-            // A pop task that panicked: its shard's connection is opened again.
-            Ok(Some(Err(_))) => wake.busy.iter_mut().for_each(|b| *b = false),
+            // A pop task that panicked: every shard's pops start afresh.
+            Ok(Some(Err(_))) => wake.stop_pops(),
             Ok(None) | Err(_) => {}
         }
         // Pops that finished meanwhile give their connections back.
-        while let Some(Some(Ok(done))) = futures::FutureExt::now_or_never(wake.waiting.next()) {
-            wake.finished(done);
-        }
+        wake.collect_finished();
     }
 }
 

@@ -128,8 +128,6 @@ pub struct Runner {
     pub backend_waker: Mutex<Option<Waker>>,
     /// Set once shutdown began: commits no longer take the next step.
     pub stopping: AtomicBool,
-    /// Which shard the next claim asks first (it turns with every round).
-    pub claim_round: std::sync::atomic::AtomicUsize,
 }
 
 /// A claim held by this process: what its hand-back at shutdown needs.
@@ -231,7 +229,6 @@ pub async fn run(
         continuations: Mutex::new(VecDeque::new()),
         backend_waker: Mutex::new(None),
         stopping: AtomicBool::new(false),
-        claim_round: std::sync::atomic::AtomicUsize::new(0),
     });
     info!(worker = %worker_id, concurrency = runner.config.concurrency, "Worker started.");
 

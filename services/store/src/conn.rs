@@ -64,6 +64,21 @@ fn credentials(rest: &str) -> (Option<String>, Option<String>, &str) {
     (username, password, rest)
 }
 
+/// Connection settings carrying the URL's credentials, if any.
+pub(crate) fn credentials_info(
+    username: &Option<String>,
+    password: &Option<String>,
+) -> redis::RedisConnectionInfo {
+    let mut info = redis::RedisConnectionInfo::default();
+    if let Some(u) = username {
+        info = info.set_username(u);
+    }
+    if let Some(p) = password {
+        info = info.set_password(p);
+    }
+    info
+}
+
 /// `host:port,host:port` as a list; errors name the entry that is not `host:port`.
 fn host_list(hosts: &str, what: &str) -> Result<Vec<String>, String> {
     let list: Vec<String> = hosts
@@ -200,13 +215,7 @@ impl Conn {
                 password,
                 db,
             } => {
-                let mut info = redis::RedisConnectionInfo::default().set_db(*db);
-                if let Some(u) = username {
-                    info = info.set_username(u);
-                }
-                if let Some(p) = password {
-                    info = info.set_password(p);
-                }
+                let info = credentials_info(username, password).set_db(*db);
                 let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
                 let addrs: Vec<String> = sentinels.iter().map(|s| format!("redis://{s}")).collect();
                 let sentinel = SentinelClient::build(

@@ -199,32 +199,37 @@ impl Store {
 
     /// The ids of the children each of `ids` started, in order (one pipelined round trip).
     pub async fn kids(&self, ids: &[String]) -> Result<Vec<Vec<String>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut kids = vec![Vec::new(); ids.len()];
-        for (s, at) in self.by_shard(ids) {
-            let mut conn = s.connection();
-            let mut pipe = redis::pipe();
-            for i in &at {
-                pipe.lrange(format!("{}:kids", s.wf_key(&ids[*i])), 0, -1);
-            }
-            let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-            for (i, list) in at.into_iter().zip(lists) {
-                kids[i] = list;
-            }
-        }
-        Ok(kids)
+        self.read_each(ids, |pipe, wk| {
+            pipe.lrange(format!("{wk}:kids"), 0, -1);
+        })
+        .await
     }
 
-    /// `ids` grouped by the shard each lives on: each shard's handle with the positions in `ids`
-    /// of its ids (a pipeline may only read one shard's slot).
-    fn by_shard(&self, ids: &[String]) -> Vec<(Store, Vec<usize>)> {
+    /// One command per id (`add` is given the pipeline and the id's record key), in one
+    /// pipelined round trip per shard the ids live on (a pipeline may only read one shard's
+    /// slot); the replies in the order of `ids`.
+    async fn read_each<T: redis::FromRedisValue + Default + Clone>(
+        &self,
+        ids: &[String],
+        add: impl Fn(&mut redis::Pipeline, &str),
+    ) -> Result<Vec<T>> {
         let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (i, id) in ids.iter().enumerate() {
             groups.entry(self.shard_of(id)).or_default().push(i);
         }
-        groups.into_iter().map(|(s, at)| (self.on(s), at)).collect()
+        let mut out = vec![T::default(); ids.len()];
+        for (shard, at) in groups {
+            let s = self.on(shard);
+            let mut pipe = redis::pipe();
+            for i in &at {
+                add(&mut pipe, &s.wf_key(&ids[*i]));
+            }
+            let replies: Vec<T> = pipe.query_async(&mut s.connection()).await?;
+            for (i, reply) in at.into_iter().zip(replies) {
+                out[i] = reply;
+            }
+        }
+        Ok(out)
     }
 
     /// The children a workflow started, with their states and results.
@@ -410,23 +415,11 @@ impl Store {
 
     /// Summaries (no outputs, history or children) of the workflows `ids` that exist, in order.
     pub async fn summaries(&self, ids: &[String]) -> Result<Vec<WorkflowView>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut records: Vec<Vec<Option<String>>> = vec![Vec::new(); ids.len()];
-        for (s, at) in self.by_shard(ids) {
-            let mut conn = s.connection();
-            let mut pipe = redis::pipe();
-            for i in &at {
-                pipe.cmd("HMGET")
-                    .arg(s.wf_key(&ids[*i]))
-                    .arg(&SUMMARY_FIELDS[..]);
-            }
-            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
-            for (i, row) in at.into_iter().zip(rows) {
-                records[i] = row;
-            }
-        }
+        let records: Vec<Vec<Option<String>>> = self
+            .read_each(ids, |pipe, wk| {
+                pipe.cmd("HMGET").arg(wk).arg(&SUMMARY_FIELDS[..]);
+            })
+            .await?;
         Ok(records
             .into_iter()
             .filter_map(|fields| {

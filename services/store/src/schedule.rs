@@ -175,27 +175,29 @@ impl Store {
         self.key(&format!("sched:{id}"))
     }
 
-    async fn schedule_exists(&self, id: &str) -> Result<bool> {
-        let mut conn = self.connection();
-        Ok(conn.exists(self.sched_key(id)).await?)
-    }
-
     /// The handle on the shard that holds schedule `id`: a schedule lives on its cluster's shard
-    /// (the workflows it starts are created with it, in one call). This handle's shard is looked
-    /// at first (a scheduler's own); with one shard, no look at all. A schedule found nowhere:
+    /// (the workflows it starts are created with it, in one call). A schedule found nowhere:
     /// this handle (calls on it then find nothing).
     async fn sched_home(&self, id: &str) -> Result<Store> {
+        Ok(self.sched_find(id).await?.unwrap_or_else(|| self.clone()))
+    }
+
+    /// The shard that holds schedule `id`, if any. This handle's shard is looked at first (a
+    /// scheduler's own); with one shard, no look at all (it can only be there).
+    async fn sched_find(&self, id: &str) -> Result<Option<Store>> {
         if self.shard_count() == 1 {
-            return Ok(self.clone());
+            return Ok(Some(self.clone()));
         }
         let mut order = vec![self.clone()];
         order.extend(self.shards().into_iter().filter(|s| s.shard != self.shard));
         for s in order {
-            if s.schedule_exists(id).await? {
-                return Ok(s);
+            let mut conn = s.connection();
+            let found: bool = conn.exists(s.sched_key(id)).await?;
+            if found {
+                return Ok(Some(s));
             }
         }
-        Ok(self.clone())
+        Ok(None)
     }
 
     /// Writes a schedule (its spec JSON, overlap policy and first fire time).
@@ -212,8 +214,9 @@ impl Store {
         now_ms: u64,
     ) -> Result<Put> {
         let target = self.on(self.shard_for(spec.get("cluster").and_then(Value::as_str)));
-        let s = self.sched_home(id).await?;
-        if s.shard_count() > 1 && s.shard() != target.shard() && s.schedule_exists(id).await? {
+        if let Some(s) = self.sched_find(id).await?
+            && s.shard() != target.shard()
+        {
             return Ok(Put::OtherShard(s.shard()));
         }
         let s = target;

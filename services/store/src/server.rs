@@ -424,12 +424,8 @@ impl SentinelGroup {
 
     /// The store URL naming the primary through every Sentinel.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port()))
-            .collect();
-        format!("redis+sentinel://{}/{}/0", hosts.join(","), self.master)
+        let hosts = loopback_hosts(self.sentinels.iter().map(SentinelServer::port));
+        format!("redis+sentinel://{hosts}/{}/0", self.master)
     }
 
     fn ask<T: redis::FromRedisValue>(&self, i: usize, what: &[&str]) -> redis::RedisResult<T> {
@@ -544,8 +540,8 @@ fn free_bus_port() -> io::Result<u16> {
     ))
 }
 
-/// A local Redis Cluster of primaries (no replicas), made with `redis-cli --cluster create`, its
-/// nodes SIGKILLed when dropped.
+/// A local Redis Cluster (primaries, and replicas with [`RedisCluster::start_with_replicas`]), made
+/// with `redis-cli --cluster create`, its nodes SIGKILLed when dropped.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
@@ -594,12 +590,16 @@ impl RedisCluster {
 
     /// `redis+cluster://127.0.0.1:<port>,...`.
     pub fn url(&self) -> String {
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let nodes = loopback_hosts(self.nodes.iter().map(RedisServer::port));
+        format!("redis+cluster://{nodes}")
+    }
+
+    /// The node at `addr` (`host:port`, as `CLUSTER NODES` and [`crate::shards`] name it).
+    pub fn node_at(&mut self, addr: &str) -> Option<&mut RedisServer> {
+        self.nodes.iter_mut().find(|n| {
+            addr.rsplit_once(':')
+                .is_some_and(|(_, p)| p == n.port().to_string())
+        })
     }
 
     /// Waits until every node answers `cluster_state:ok` and agrees on the slots (a node that
@@ -637,6 +637,14 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// `127.0.0.1:<port>,...`.
+fn loopback_hosts(ports: impl Iterator<Item = u16>) -> String {
+    ports
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs `redis-cli -p <port> <args>` and returns its output.

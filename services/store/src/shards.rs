@@ -151,13 +151,7 @@ impl Store {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
             .ok_or_else(|| Error::Shards(format!("node {addr:?} is not host:port")))?;
-        let mut info = redis::RedisConnectionInfo::default();
-        if let Some(u) = username {
-            info = info.set_username(u);
-        }
-        if let Some(p) = password {
-            info = info.set_password(p);
-        }
+        let info = crate::conn::credentials_info(username, password);
         use redis::IntoConnectionInfo;
         let client = redis::Client::open(
             redis::ConnectionAddr::Tcp(host, port)
