@@ -145,6 +145,152 @@ async fn a_commit_can_hand_the_next_step_back_unless_more_urgent_work_waits() {
     assert_eq!(urgent.priority, 90);
 }
 
+/// The record's `lease_until` and the workflow's score in `leases`.
+async fn lease_until(store: &drover_store::Store, id: &str) -> (Option<u64>, Option<u64>) {
+    let mut conn = store.connection();
+    let field: Option<u64> = redis::cmd("HGET")
+        .arg(format!("{}wf:{id}", store.prefix()))
+        .arg("lease_until")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{}leases", store.prefix()))
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (field, score.map(|s| s as u64))
+}
+
+#[tokio::test]
+async fn a_continued_step_keeps_a_fresh_lease_and_extends_an_aging_one() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let id = submit(&store, "synthetic", json!({"steps": 4}), 0).await;
+    let c = claim(&store, "w").await.unwrap();
+    let first = lease_until(&store, &id).await;
+    assert_eq!(first, (Some(c.lease_until_ms), Some(c.lease_until_ms)));
+    assert!(c.lease_until_ms >= c.lease_start_ms + lease().as_millis() as u64);
+
+    // Continued at once: the same deadline, nothing written to `leases`.
+    let (result, next) = commit_as(&store, &c, Outcome::Done(json!(0)), Some("w")).await;
+    assert_eq!(result, "continued");
+    let next = next.unwrap();
+    assert_eq!(next.lease_until_ms, c.lease_until_ms);
+    assert_eq!(lease_until(&store, &id).await, first);
+
+    // Continued after more than a sixth of the lease: extended, record and index alike.
+    tokio::time::sleep(lease() / 6 + Duration::from_millis(100)).await;
+    let (result, third) = commit_as(&store, &next, Outcome::Done(json!(1)), Some("w")).await;
+    assert_eq!(result, "continued");
+    let third = third.unwrap();
+    assert!(third.lease_until_ms > c.lease_until_ms);
+    assert!(third.lease_until_ms >= third.lease_start_ms + lease().as_millis() as u64);
+    assert_eq!(
+        lease_until(&store, &id).await,
+        (Some(third.lease_until_ms), Some(third.lease_until_ms))
+    );
+
+    // A renewal moves both; a commit that does not continue removes both.
+    let renewed_at = now_ms();
+    store
+        .renew(&id, third.token, renewed_at, lease(), None)
+        .await
+        .unwrap();
+    let until = renewed_at + lease().as_millis() as u64;
+    assert_eq!(lease_until(&store, &id).await, (Some(until), Some(until)));
+    assert_eq!(
+        commit(&store, &third, Outcome::Done(json!(2))).await,
+        "applied"
+    );
+    assert_eq!(lease_until(&store, &id).await, (None, None));
+}
+
+#[tokio::test]
+async fn a_batch_of_commits_applies_each_on_its_own() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(submit(&store, "synthetic", json!({"steps": 2}), 0).await);
+    }
+    let claims = store
+        .claim("w", now_ms(), lease(), 100, 4, Duration::ZERO)
+        .await
+        .unwrap()
+        .claims;
+    assert_eq!(claims.len(), 4);
+    let requests: Vec<_> = claims
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let loaded = drover_kinds::builtin().load(&c.kind, &c.input).unwrap();
+            let wf = drover_workflows::Versioned::new(loaded.as_ref(), c.steps.as_deref());
+            let t = decide(
+                &c.snapshot(),
+                wf.steps(),
+                Event::Outcome(Outcome::Done(json!(k))),
+                now_ms(),
+                0.5,
+                &|s, p| wf.permits(s, p),
+            );
+            let commit = Commit::new(&t, &json!({"step": 0}), Vec::new(), &c.id).unwrap();
+            // The second carries a token that does not hold the lease.
+            let token = if k == 1 { c.token + 1000 } else { c.token };
+            drover_store::CommitRequest::new(&c.id, token, now_ms(), &commit, None).unwrap()
+        })
+        .collect();
+    // The third's history key is not a list: its commit fails at its first write.
+    let mut conn = store.connection();
+    let broken = format!("{}wf:{}:hist", store.prefix(), claims[2].id);
+    let _: () = redis::cmd("SET")
+        .arg(&broken)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let replies = store.commit_batch(&requests).await.unwrap();
+    let results: Vec<String> = replies
+        .into_iter()
+        .map(|r| match r.and_then(|r| r.result(now_ms(), None)) {
+            Ok(CommitResult::Applied) => "applied".to_string(),
+            Ok(CommitResult::Stale) => "stale".to_string(),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("error: {e}"),
+        })
+        .collect();
+    assert_eq!(results[0], "applied");
+    assert_eq!(results[1], "stale");
+    assert!(results[2].contains("WRONGTYPE"), "{results:?}");
+    assert_eq!(results[3], "applied", "commits after a failed one apply");
+
+    // The failed commit wrote nothing (its step is still the first, as is the stale one's), and
+    // it applies once the key is fixed.
+    let _: () = redis::cmd("DEL")
+        .arg(&broken)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (k, c) in claims.iter().enumerate() {
+        let view = store.get(&c.id).await.unwrap().unwrap();
+        assert_eq!(view.step, if k == 1 || k == 2 { 0 } else { 1 }, "{k}");
+    }
+    let again = store.commit_batch(&requests[2..3]).await.unwrap();
+    assert!(matches!(
+        again
+            .into_iter()
+            .next()
+            .unwrap()
+            .unwrap()
+            .result(now_ms(), None),
+        Ok(CommitResult::Applied)
+    ));
+
+    assert!(store.commit_batch(&[]).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn only_sleeping_workers_are_woken_and_dead_sleepers_expire() {
     let redis = Redis::start();

@@ -8,6 +8,7 @@
 //! commits the transition, fenced by the token.
 
 pub mod backend;
+pub mod commits;
 pub mod outbox;
 pub mod ports;
 pub mod scheduler;
@@ -128,6 +129,8 @@ pub struct Runner {
     pub backend_waker: Mutex<Option<Waker>>,
     /// Set once shutdown began: commits no longer take the next step.
     pub stopping: AtomicBool,
+    /// Sends the commits of attempts, batched per shard.
+    pub commits: commits::Committer,
 }
 
 /// A claim held by this process: what its hand-back at shutdown needs.
@@ -220,6 +223,7 @@ pub async fn run(
         None => None,
     };
     let runner = Arc::new(Runner {
+        commits: commits::Committer::start(&store),
         store,
         registry,
         ports,

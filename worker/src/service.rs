@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
-use drover_store::{Claim, Commit, CommitChild, CommitResult, Renewal};
+use drover_store::{Claim, Commit, CommitChild, CommitRequest, CommitResult, Renewal};
 use drover_telemetry::metrics::{AttemptLabels, KindLabels, StepLabels};
 use drover_workflows::{
     Event, LiveProgress, Loaded, Outcome, Phase, Registry, StepContext, Submission, Versioned,
@@ -316,19 +316,20 @@ enum LeaseEnd {
     Cancel,
 }
 
-/// Renews the lease every third of its length, and sooner (at most once a second) when the step
-/// has reported progress since, which rides along; resolves when the lease is lost or, for a
-/// forward step, when a cancel is requested.
+/// Renews the lease once a third of its length has passed since it was last extended (a continued
+/// step may start on a lease its predecessor's claim extended), and sooner (at most once a second)
+/// when the step has reported progress since, which rides along; resolves when the lease is lost
+/// or, for a forward step, when a cancel is requested.
 async fn hold_lease(runner: &Runner, claim: &Claim, live: &LiveProgress) -> LeaseEnd {
     let lease = runner.config.lease();
+    let lease_ms = lease.as_millis() as u64;
     let tick = (lease / 3).min(PROGRESS_EVERY);
-    let mut deadline = claim.lease_start_ms + lease.as_millis() as u64;
-    let mut renewed = std::time::Instant::now();
+    let mut deadline = claim.lease_until_ms;
     let mut seen = 0;
     loop {
         tokio::time::sleep(tick).await;
         let progress = live.newer_than(seen);
-        if progress.is_none() && renewed.elapsed() < lease / 3 {
+        if progress.is_none() && now_ms() + lease_ms * 2 / 3 < deadline {
             continue;
         }
         let now = now_ms();
@@ -342,8 +343,7 @@ async fn hold_lease(runner: &Runner, claim: &Claim, live: &LiveProgress) -> Leas
                 if cancel_requested && claim.phase == Phase::Forward {
                     return LeaseEnd::Cancel;
                 }
-                deadline = now + lease.as_millis() as u64;
-                renewed = std::time::Instant::now();
+                deadline = now + lease_ms;
                 if let Some((n, _)) = progress {
                     seen = n;
                 }
@@ -444,11 +444,14 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
     };
     let mut backoff = Duration::from_millis(20);
     loop {
-        match runner
-            .store
-            .commit(&claim.id, claim.token, now_ms(), &commit, continue_as())
-            .await
-        {
+        let now = now_ms();
+        let continuing = continue_as();
+        let reply =
+            match CommitRequest::new(&claim.id, claim.token, now, &commit, continuing.as_ref()) {
+                Ok(request) => runner.commits.commit(request).await,
+                Err(e) => Err(e),
+            };
+        match reply.and_then(|r| r.result(now, continuing)) {
             Ok(CommitResult::Continued(next)) => {
                 count_attempt(claim, &transition.outcome);
                 debug!(workflow_id = %claim.id, step = next.step, "Step committed; running the next one here.");

@@ -45,7 +45,7 @@ register('drover_claim', function(keys, args)
       token = tonumber(f[1]), start_ms = tonumber(f[3]), end_ms = now, outcome = 'lease-expired',
       error = 'lease expired: worker ' .. tostring(f[2]) .. ' stopped renewing it',
     }), hist_max)
-    redis.call('HDEL', wk, 'lease_token', 'lease_worker', 'lease_start')
+    redis.call('HDEL', wk, 'lease_token', 'lease_worker', 'lease_start', 'lease_until')
     redis.call('HINCRBY', wk, 'attempt', 1)
     redis.call('HSET', wk, 'updated_ms', now)
     enqueue_ready(P, id, now)

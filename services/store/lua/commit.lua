@@ -2,12 +2,14 @@
 drover_commit: apply the engine's decision about a finished attempt, fenced by the lease.
 KEYS[1]  the workflow record
 ARGV     P, id, fencing token, now, history max, commit (json, see below), worker, lease ms,
-         continue (1: if the next task is runnable now, lease it straight back to this worker)
+         continue (1: if the next task is runnable now, lease it straight back to this worker),
+         then the commit's JSON documents, each an argument of its own ("" when absent), so that
+         cjson neither parses nor copies them: history (the entry), output?, result?, task?,
+         progress?, error?, permits? (the next task's, absent when none)
          commit: built by the worker from the pure engine's Transition:
-           state, step, attempt, phase, cause?, output_step?, output?, progress?, error?, task?,
-           permits? (the next task's, json, absent when none), due,
+           state, step, attempt, phase, cause?, output_step?, due,
            wait ("none" | "signal" | "children" | "pause"), signal?, join?, children [{id, kind, input,
-           priority, labels, task, due}], history, resume_from?, handles_cancel, result?,
+           priority, labels, task, due}], resume_from?, handles_cancel,
            max_descendants? (the most workflows the top-level workflow may create in all)
 Returns  {"ok"}, {"ok", "continued", claim} when the next task was leased back to the caller (claim as
          drover_claim returns it), {"ok", "duplicate"} for a retried commit that already applied,
@@ -17,21 +19,40 @@ Returns  {"ok"}, {"ok", "continued", claim} when the next task was leased back t
 Invariants: only the current lease holder commits; output, history, the next task, the release of the
 lease and of the step's permits happen together or not at all; a re-run of step N can never create
 step N+1 twice (the cursor moved, so the stale commit is refused).
+
+drover_commit_batch: several commits (of workflows of one shard) in one call, each applied as
+drover_commit applies it, in order.
+KEYS     the workflow records, one per commit
+ARGV     P, then for each commit its 15 arguments as drover_commit takes them after P
+Returns  one drover_commit reply per commit, in order; a commit that raised an error has
+         {"error", message} in its place and the ones after it are still applied (each is its own
+         workflow's).
 ]]
-register('drover_commit', function(keys, args)
+-- Each optional record field with where the HMGET below reads it (built once: a table built in
+-- every call costs more than the commands around it).
+local OPTIONAL = {{'cause', 13}, {'error', 14}, {'progress', 15}, {'resume_from', 16}, {'result', 17},
+  {'task', 2}, {'permits', 4}}
+
+-- The commit's JSON documents, passed as arguments of their own after the commit (see the header).
+local DOCUMENTS = {'history', 'output', 'result', 'task', 'progress', 'error', 'permits'}
+
+-- Read only, shared by the commits whose next task takes no permits.
+local NO_PERMITS = {}
+
+local function commit_one(wk, args)
   local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
-  local wk = keys[1]
   -- The record check rides on the read every commit makes (a step costs no extra command): a hash
   -- whose `id` is not this id is no workflow record (a sub-key such as <id>:out); any other type
   -- makes HMGET fail, before anything is written.
-  local held = redis.call('HMGET', wk, 'lease_token', 'last_token', 'cancel', 'permits', 'state', 'paused',
+  local held = redis.call('HMGET', wk, 'lease_token', 'task', 'cancel', 'permits', 'state', 'paused',
     'priority', 'kids_step', 'id', 'ticket', 'tparent', 'created_ms', 'cause', 'error', 'progress',
-    'resume_from', 'result', 'task')
+    'resume_from', 'result', 'lease_until')
   if held[9] ~= id then
     return {'gone'}
   end
   if held[1] ~= token then
-    if held[2] == token then
+    -- Only a retried commit gets here with its token, so the last token is read only here.
+    if redis.call('HGET', wk, 'last_token') == token then
       return {'ok', 'duplicate'}
     end
     if not held[5] then
@@ -40,6 +61,12 @@ register('drover_commit', function(keys, args)
     return {'stale'}
   end
   local c = cjson.decode(args[6])
+  for i, field in ipairs(DOCUMENTS) do
+    local doc = args[9 + i]
+    if doc and doc ~= '' then
+      c[field] = doc
+    end
+  end
   -- Children count against their top-level workflow's budget; refused before anything is written.
   -- The children not created yet (a retried commit finds some already there), found once.
   local root_key, fresh = nil, {}
@@ -72,7 +99,7 @@ register('drover_commit', function(keys, args)
   local continue_with = nil
   if args[9] == '1' and not terminal and not cancel_pending and c.wait ~= 'signal'
       and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[6] ~= '1' then
-    local permits = c.permits and cjson.decode(c.permits) or {}
+    local permits = c.permits and cjson.decode(c.permits) or NO_PERMITS
     local top = redis.call('ZRANGE', P .. 'ready', '0', '0', 'WITHSCORES')
     local more_urgent = top[2] and tonumber(top[2]) < score(tonumber(held[7] or '0'), 0)
     if not more_urgent and not blocked_on(P, id, permits) then
@@ -82,21 +109,21 @@ register('drover_commit', function(keys, args)
 
   -- The record: one HSET (shared with the next lease's when continuing), and an HDEL only of fields
   -- that are there (read above) or of the lease, which a continuation's HSET overwrites instead.
-  local set = {'last_token', token, 'loc', '', 'updated_ms', args[4], 'step', int(c.step),
-    'attempt', int(c.attempt), 'phase', c.phase}
-  local del = {}
+  local set = {'last_token', token, 'step', int(c.step), 'attempt', int(c.attempt), 'phase', c.phase}
+  local del = nil
   if not continue_with then
+    -- (A continuation's lease sets `loc` and `updated_ms`.)
+    set[9], set[10], set[11], set[12] = 'loc', '', 'updated_ms', args[4]
     redis.call('ZREM', P .. 'leases', id)
-    del = {'lease_token', 'lease_worker', 'lease_start'}
+    del = {'lease_token', 'lease_worker', 'lease_start', 'lease_until'}
   end
-  -- Each optional field with where the HMGET above read it.
-  for _, f in ipairs({{'cause', 13}, {'error', 14}, {'progress', 15}, {'resume_from', 16},
-      {'result', 17}, {'task', 18}, {'permits', 4}}) do
+  for _, f in ipairs(OPTIONAL) do
     local field, present = f[1], held[f[2]]
     if c[field] then
       set[#set + 1] = field
       set[#set + 1] = c[field]
     elseif present and (field ~= 'progress' or c.output_step) then
+      del = del or {}
       del[#del + 1] = field
     end
   end
@@ -109,13 +136,13 @@ register('drover_commit', function(keys, args)
     set[#set + 1] = 'finished_ms'
     set[#set + 1] = args[4]
   end
-  if #del > 0 then
+  if del then
     redis.call('HDEL', wk, unpack(del))
   end
   if continue_with then
     -- The committer knows the record; send only what it cannot know.
     local claim = grant(P, id, args[7], now, tonumber(args[8]), continue_with, c.state, held[8] or '',
-      set)
+      set, held[18])
     return {'ok', 'continued', claim}
   end
   redis.call('HSET', wk, unpack(set))
@@ -191,4 +218,28 @@ register('drover_commit', function(keys, args)
     schedule(P, id, c.due, now)
   end
   return {'ok'}
+end
+
+register('drover_commit', function(keys, args)
+  return commit_one(keys[1], args)
+end)
+
+local COMMIT_ARGS = 15
+register('drover_commit_batch', function(keys, args)
+  local P, replies = args[1], {}
+  for i = 1, #keys do
+    local one, base = {P}, 1 + (i - 1) * COMMIT_ARGS
+    for j = 1, COMMIT_ARGS do
+      one[j + 1] = args[base + j]
+    end
+    local ok, reply = pcall(commit_one, keys[i], one)
+    if ok then
+      replies[i] = reply
+    else
+      -- redis.call raises a table {err = ...}; a Lua error is a string. Not an error reply: one
+      -- nested in the array would make clients fail the whole call.
+      replies[i] = {'error', type(reply) == 'table' and reply.err or tostring(reply)}
+    end
+  end
+  return replies
 end)

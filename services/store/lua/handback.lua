@@ -26,7 +26,7 @@ register('drover_handback', function(keys, args)
     step = tonumber(f[4]), attempt = tonumber(f[5]), phase = f[6], worker = f[2],
     token = tonumber(f[1]), start_ms = tonumber(f[3]), end_ms = now, outcome = 'handed-back',
   }), hist_max)
-  redis.call('HDEL', wk, 'lease_token', 'lease_worker', 'lease_start')
+  redis.call('HDEL', wk, 'lease_token', 'lease_worker', 'lease_start', 'lease_until')
   redis.call('HSET', wk, 'updated_ms', now)
   enqueue_ready(P, id, now)
   return {'ok'}

@@ -150,8 +150,12 @@ end
 
 -- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it, or,
 -- when `brief` is the record's kids_step (the caller already holds the record), {id, token,
--- signals, kids_step}. `extra`: more record fields (a flat list) written in the same HSET.
-local function grant(P, id, worker, now, lease_ms, permits, state, brief, extra)
+-- signals, kids_step, lease_until}. `extra`: more record fields (a flat list) written in the same
+-- HSET. `kept_until`: the expiry of the lease the caller held on this workflow (a continuation);
+-- while less than a sixth of the lease has passed since it was set, the new lease keeps it (the
+-- `leases` entry stays as it is: one write fewer per continued step), else it is extended.
+-- Invariant: while leased, the record's `lease_until` is the workflow's score in `leases`.
+local function grant(P, id, worker, now, lease_ms, permits, state, brief, extra, kept_until)
   local wk = wfkey(P, id)
   local now_s = int(now)
   for _, p in ipairs(permits) do
@@ -163,17 +167,23 @@ local function grant(P, id, worker, now, lease_ms, permits, state, brief, extra)
   end
   local token = redis.call('INCR', P .. 'fence')
   local set = extra or {}
-  for _, v in ipairs({'lease_token', int(token), 'lease_worker', worker, 'lease_start', now_s,
-    'loc', 'leased', 'updated_ms', now_s}) do
-    set[#set + 1] = v
+  local n = #set
+  set[n + 1], set[n + 2], set[n + 3], set[n + 4] = 'lease_token', int(token), 'lease_worker', worker
+  set[n + 5], set[n + 6], set[n + 7], set[n + 8] = 'lease_start', now_s, 'loc', 'leased'
+  set[n + 9], set[n + 10] = 'updated_ms', now_s
+  local kept = kept_until and tonumber(kept_until)
+  local until_s = kept_until
+  if not kept or (kept - now) * 6 < lease_ms * 5 then
+    until_s = int(now + lease_ms)
+    set[n + 11], set[n + 12] = 'lease_until', until_s
+    redis.call('ZADD', P .. 'leases', until_s, id)
   end
   redis.call('HSET', wk, unpack(set))
-  redis.call('ZADD', P .. 'leases', int(now + lease_ms), id)
   if state == 'pending' or state == 'waiting' then
     set_state(P, id, 'running')
   end
   if brief then
-    return {id, token, redis.call('HGETALL', wk .. ':rx'), brief}
+    return {id, token, redis.call('HGETALL', wk .. ':rx'), brief, until_s}
   end
   return {id, token, redis.call('HGETALL', wk), redis.call('HGETALL', wk .. ':out'),
     redis.call('HGETALL', wk .. ':rx')}

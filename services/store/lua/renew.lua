@@ -13,9 +13,12 @@ register('drover_renew', function(keys, args)
   if f[3] ~= id or f[1] ~= token then
     return {0}
   end
-  redis.call('ZADD', P .. 'leases', 'XX', now + lease_ms, id)
+  local until_s = string.format('%d', now + lease_ms)
+  redis.call('ZADD', P .. 'leases', 'XX', until_s, id)
   if args[6] and args[6] ~= '' then
-    redis.call('HSET', keys[1], 'progress', args[6])
+    redis.call('HSET', keys[1], 'lease_until', until_s, 'progress', args[6])
+  else
+    redis.call('HSET', keys[1], 'lease_until', until_s)
   end
   return {1, f[2] == '1' and 1 or 0}
 end)

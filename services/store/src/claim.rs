@@ -33,6 +33,9 @@ pub struct Claim {
     /// The step that started children, if any.
     pub kids_step: Option<usize>,
     pub lease_start_ms: u64,
+    /// When the lease runs out unless renewed (a continued step may keep its predecessor's lease:
+    /// see `grant` in `lua/lib.lua`).
+    pub lease_until_ms: u64,
     pub priority: i32,
     /// How many times an operator resumed the workflow.
     pub resumes: u32,
@@ -107,8 +110,11 @@ pub enum CommitResult {
 #[derive(Debug, Clone)]
 pub struct CommitChild(pub NewWorkflow);
 
-/// The commit of one attempt, as `drover_commit` reads it. Absent fields are omitted (Lua's cjson
-/// would turn a JSON null into a truthy value).
+/// The commit of one attempt, as `drover_commit` reads it: its small fields as one JSON object
+/// (absent fields are omitted: Lua's cjson would turn a JSON null into a truthy value), and the
+/// strings that are JSON documents themselves (history entry, output, result, next task, progress,
+/// error, permits) as arguments of their own, so Redis neither parses nor copies them ("" when
+/// absent; each is a JSON document, never empty).
 #[derive(Debug, Clone, Serialize)]
 pub struct Commit {
     state: &'static str,
@@ -119,15 +125,15 @@ pub struct Commit {
     cause: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_step: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     output: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     progress: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     task: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     permits: Option<String>,
     due: u64,
     wait: &'static str,
@@ -136,11 +142,12 @@ pub struct Commit {
     #[serde(skip_serializing_if = "Option::is_none")]
     join: Option<&'static str>,
     children: Vec<Value>,
+    #[serde(skip)]
     history: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     resume_from: Option<usize>,
     handles_cancel: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     result: Option<String>,
     /// The most workflows the top-level workflow may create in all (0: no limit).
     #[serde(skip_serializing_if = "is_zero")]
@@ -328,22 +335,155 @@ impl Store {
         commit: &Commit,
         continue_as: Option<Continue<'_>>,
     ) -> Result<CommitResult> {
-        let (worker, lease) = continue_as
-            .as_ref()
-            .map_or(("", Duration::ZERO), |c| (c.worker, c.lease));
+        let request = CommitRequest::new(id, token, now_ms, commit, continue_as.as_ref())?;
         let reply: RValue = self
             .wf_call("drover_commit", id)
-            .arg(id)
-            .arg(token)
-            .arg(now_ms)
-            .arg(self.history_max())
-            .arg(serde_json::to_string(commit)?)
-            .arg(worker)
-            .arg(lease.as_millis() as u64)
-            .arg(if continue_as.is_some() { "1" } else { "0" })
+            .arg(request.args(self.history_max()))
             .run()
             .await?;
+        CommitReply(reply).result(now_ms, continue_as)
+    }
+
+    /// Applies several commits of workflows on this handle's shard in one call (one round trip;
+    /// group commit), each as [`Store::commit`] applies it and in order. The outer error is the
+    /// call's (nothing of it was applied); each commit has its own reply or error (a commit that
+    /// raised an error does not stop the ones after it).
+    pub async fn commit_batch(
+        &self,
+        requests: &[CommitRequest],
+    ) -> Result<Vec<Result<CommitReply>>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(r) = requests.iter().find(|r| self.shard_of(&r.id) != self.shard) {
+            return Err(Error::Misplaced {
+                id: r.id.clone(),
+                shard: self.shard,
+            });
+        }
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("drover_commit_batch").arg(requests.len());
+        for r in requests {
+            cmd.arg(self.wf_key(&r.id));
+        }
+        cmd.arg(self.prefix());
+        for r in requests {
+            cmd.arg(r.args(self.history_max()));
+        }
+        let reply: RValue = crate::Call {
+            cmd,
+            store: self.clone(),
+        }
+        .run()
+        .await?;
         let RValue::Array(items) = reply else {
+            return Err(Error::Corrupt {
+                id: requests.first().map_or_else(String::new, |r| r.id.clone()),
+                reason: "the batch commit did not reply with an array".into(),
+            });
+        };
+        if items.len() != requests.len() {
+            return Err(Error::Corrupt {
+                id: requests.first().map_or_else(String::new, |r| r.id.clone()),
+                reason: format!(
+                    "{} replies to a batch of {} commits",
+                    items.len(),
+                    requests.len()
+                ),
+            });
+        }
+        Ok(items.into_iter().map(batch_item).collect())
+    }
+}
+
+/// One commit's part of a batch's reply: its reply, or the error it raised (sent as
+/// `{"error", message}`, which becomes the error Redis would have replied with on its own).
+fn batch_item(item: RValue) -> Result<CommitReply> {
+    if let RValue::Array(parts) = &item
+        && let [first, message] = parts.as_slice()
+        && text(first).as_deref() == Some("error")
+    {
+        let message = text(message).unwrap_or_default().replace(['\r', '\n'], " ");
+        let error = redis::parse_redis_value(format!("-{message}\r\n").as_bytes())
+            .and_then(RValue::extract_error)
+            .err()
+            .unwrap_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Parse, "unreadable error reply"))
+            });
+        return Err(error.into());
+    }
+    Ok(CommitReply(item))
+}
+
+/// One commit as `drover_commit` takes it: what [`Store::commit_batch`] sends, built where the
+/// attempt ended.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub id: String,
+    pub token: u64,
+    pub now_ms: u64,
+    commit: String,
+    /// The commit's own JSON documents, in `drover_commit`'s order (see [`Commit`]).
+    documents: [String; 7],
+    /// The worker the next task is leased back to, and for how long ("" and 0: not continuing).
+    worker: String,
+    lease_ms: u64,
+}
+
+impl CommitRequest {
+    pub fn new(
+        id: &str,
+        token: u64,
+        now_ms: u64,
+        commit: &Commit,
+        continue_as: Option<&Continue<'_>>,
+    ) -> Result<CommitRequest> {
+        let (worker, lease) = continue_as.map_or(("", Duration::ZERO), |c| (c.worker, c.lease));
+        Ok(CommitRequest {
+            id: id.to_string(),
+            token,
+            now_ms,
+            commit: serde_json::to_string(commit)?,
+            documents: [
+                Some(&commit.history),
+                commit.output.as_ref(),
+                commit.result.as_ref(),
+                commit.task.as_ref(),
+                commit.progress.as_ref(),
+                commit.error.as_ref(),
+                commit.permits.as_ref(),
+            ]
+            .map(|d| d.cloned().unwrap_or_default()),
+            worker: worker.to_string(),
+            lease_ms: lease.as_millis() as u64,
+        })
+    }
+
+    /// Its arguments after the shard prefix, in `drover_commit`'s order.
+    fn args(&self, history_max: u32) -> impl redis::ToRedisArgs + '_ {
+        (
+            self.id.as_str(),
+            self.token,
+            self.now_ms,
+            history_max,
+            self.commit.as_str(),
+            self.worker.as_str(),
+            self.lease_ms,
+            if self.worker.is_empty() { "0" } else { "1" },
+            &self.documents,
+        )
+    }
+}
+
+/// A commit's reply as Redis gave it; [`CommitReply::result`] reads it.
+#[derive(Debug)]
+pub struct CommitReply(RValue);
+
+impl CommitReply {
+    /// What the commit did. `now_ms` and `continue_as` are the ones the commit was made with
+    /// (the next claim is built from them).
+    pub fn result(self, now_ms: u64, continue_as: Option<Continue<'_>>) -> Result<CommitResult> {
+        let RValue::Array(items) = self.0 else {
             return Ok(CommitResult::Gone);
         };
         let word = |i: usize| items.get(i).and_then(text);
@@ -430,6 +570,12 @@ impl Continue<'_> {
             signals,
             kids_step: entry.get(3).and_then(text).and_then(|s| s.parse().ok()),
             lease_start_ms: now_ms,
+            // (A library from before kept leases sends none: renewed at once.)
+            lease_until_ms: entry
+                .get(4)
+                .and_then(text)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(now_ms),
             priority: self.from.priority,
             resumes: self.from.resumes,
             steps: self.from.steps.clone(),
@@ -550,6 +696,12 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
         kids_step: rec.get("kids_step").and_then(|s| s.parse().ok()),
         lease_start_ms: rec
             .get("lease_start")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        // (A library from before kept leases writes none: renewed at once.)
+        lease_until_ms: rec
+            .get("lease_until")
+            .or(rec.get("lease_start"))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0),
         priority: rec

@@ -28,7 +28,10 @@ use redis::AsyncCommands;
 
 pub use conn::{Conn, Endpoint};
 
-pub use claim::{Claim, Claimed, Commit, CommitChild, CommitResult, Continue, Renewal};
+pub use claim::{
+    Claim, Claimed, Commit, CommitChild, CommitReply, CommitRequest, CommitResult, Continue,
+    Renewal,
+};
 pub use control::{ControlResult, SignalLimits};
 pub use drover_workflows::{NewWorkflow, Submission};
 pub use handback::Handback;
@@ -82,6 +85,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error again, for each caller of a call that failed for all of them (a batch).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Redis(e) => Error::Redis(e.clone()),
+            Error::Corrupt { id, reason } => Error::Corrupt {
+                id: id.clone(),
+                reason: reason.clone(),
+            },
+            Error::Json(e) => Error::Corrupt {
+                id: String::new(),
+                reason: format!("encoding: {e}"),
+            },
+            Error::InvalidId(id) => Error::InvalidId(id.clone()),
+            Error::Misplaced { id, shard } => Error::Misplaced {
+                id: id.clone(),
+                shard: *shard,
+            },
+            Error::Url(m) => Error::Url(m.clone()),
+            Error::Shards(m) => Error::Shards(m.clone()),
+            Error::NotReplicated { acked, wanted } => Error::NotReplicated {
+                acked: *acked,
+                wanted: *wanted,
+            },
+        }
+    }
+
     /// Whether retrying the same call later may succeed (the connection dropped, Redis restarted).
     pub fn is_transient(&self) -> bool {
         match self {
