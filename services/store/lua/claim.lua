@@ -61,7 +61,7 @@ register('drover_claim', function(keys, args)
     end
     local id, sc = top[1], top[2]
     local wk = wfkey(P, id)
-    local f = redis.call('HMGET', wk, 'paused', 'cancel', 'task', 'state', 'permits', 'phase')
+    local f = redis.call('HMGET', wk, 'paused', 'cancel', 'task', 'state', 'permits', 'phase', 'created_ms')
     if f[3] then
       if f[1] == '1' and f[2] ~= '1' then
         redis.call('SADD', P .. 'paused', id)
@@ -92,7 +92,7 @@ register('drover_claim', function(keys, args)
             end
           end
         else
-          claimed[#claimed + 1] = grant(P, id, worker, now, lease_ms, permits, f[4])
+          claimed[#claimed + 1] = grant(P, id, worker, now, lease_ms, permits, f[4], f[7])
         end
       end
     end

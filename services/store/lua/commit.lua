@@ -46,7 +46,7 @@ local function commit_one(wk, args)
   -- makes HMGET fail, before anything is written.
   local held = redis.call('HMGET', wk, 'lease_token', 'task', 'cancel', 'permits', 'state', 'paused',
     'priority', 'kids_step', 'id', 'ticket', 'tparent', 'created_ms', 'cause', 'error', 'progress',
-    'resume_from', 'result', 'lease_until')
+    'resume_from', 'result', 'lease_until', 'parent')
   if held[9] ~= id then
     return {'gone'}
   end
@@ -100,8 +100,10 @@ local function commit_one(wk, args)
   if args[9] == '1' and not terminal and not cancel_pending and c.wait ~= 'signal'
       and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[6] ~= '1' then
     local permits = c.permits and cjson.decode(c.permits) or NO_PERMITS
-    local top = redis.call('ZRANGE', P .. 'ready', '0', '0', 'WITHSCORES')
-    local more_urgent = top[2] and tonumber(top[2]) < score(tonumber(held[7] or '0'), 0)
+    -- Any ready task scoring under this workflow's priority at due time 0 is more urgent. Asked by
+    -- score, so Redis formats no double in the reply (its "%.17g" path costs more than the lookup).
+    local more_urgent = redis.call('ZRANGE', P .. 'ready', '-inf',
+      '(' .. int(score(tonumber(held[7] or '0'), 0)), 'BYSCORE', 'LIMIT', '0', '1')[1]
     if not more_urgent and not blocked_on(P, id, permits) then
       continue_with = permits
     end
@@ -141,8 +143,8 @@ local function commit_one(wk, args)
   end
   if continue_with then
     -- The committer knows the record; send only what it cannot know.
-    local claim = grant(P, id, args[7], now, tonumber(args[8]), continue_with, c.state, held[8] or '',
-      set, held[18])
+    local claim = grant(P, id, args[7], now, tonumber(args[8]), continue_with, c.state, held[12],
+      held[8] or '', set, held[18])
     return {'ok', 'continued', claim}
   end
   redis.call('HSET', wk, unpack(set))
@@ -156,12 +158,12 @@ local function commit_one(wk, args)
     if #names > 0 then
       redis.call('DEL', wk .. ':held')
     end
-    notify_parent(P, id, c.state, now)
+    notify_parent(P, held[19], c.state, now)
     -- Write-back: a ticket's workflow ended, or one of its children (a milestone).
     if held[10] then
       outbox_push(P, {event = 'ended', wf = id, state = c.state, ticket = cjson.decode(held[10])}, now)
     elseif held[11] then
-      local parent = redis.call('HGET', wk, 'parent')
+      local parent = held[19]
       local ticket = parent and redis.call('HGET', wfkey(P, parent), 'ticket')
       if ticket then
         outbox_push(P, {event = 'milestone', wf = id, root = parent, state = c.state,

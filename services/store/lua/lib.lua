@@ -154,8 +154,10 @@ end
 -- HSET. `kept_until`: the expiry of the lease the caller held on this workflow (a continuation);
 -- while less than a sixth of the lease has passed since it was set, the new lease keeps it (the
 -- `leases` entry stays as it is: one write fewer per continued step), else it is extended.
+-- `created`: the record's created_ms, read by the caller, so that a pending or waiting workflow's
+-- move to running reads nothing more and rides on the lease's HSET.
 -- Invariant: while leased, the record's `lease_until` is the workflow's score in `leases`.
-local function grant(P, id, worker, now, lease_ms, permits, state, brief, extra, kept_until)
+local function grant(P, id, worker, now, lease_ms, permits, state, created, brief, extra, kept_until)
   local wk = wfkey(P, id)
   local now_s = int(now)
   for _, p in ipairs(permits) do
@@ -178,10 +180,11 @@ local function grant(P, id, worker, now, lease_ms, permits, state, brief, extra,
     set[n + 11], set[n + 12] = 'lease_until', until_s
     redis.call('ZADD', P .. 'leases', until_s, id)
   end
-  redis.call('HSET', wk, unpack(set))
   if state == 'pending' or state == 'waiting' then
-    set_state(P, id, 'running')
+    move_state(P, id, state, 'running', created)
+    set[#set + 1], set[#set + 2] = 'state', 'running'
   end
+  redis.call('HSET', wk, unpack(set))
   if brief then
     return {id, token, redis.call('HGETALL', wk .. ':rx'), brief, until_s}
   end
@@ -258,9 +261,9 @@ local function outbox_push(P, entry, now)
   redis.call('LTRIM', P .. 'outbox:wake', 0, 0)
 end
 
--- A child ended: count it on the parent and wake the parent when its join policy is met.
-local function notify_parent(P, id, state, now)
-  local parent = redis.call('HGET', wfkey(P, id), 'parent')
+-- A child ended: count it on the parent (the record's `parent`, read by the caller) and wake the
+-- parent when its join policy is met.
+local function notify_parent(P, parent, state, now)
   if not parent then
     return
   end
