@@ -102,7 +102,7 @@ pub struct StoreBackend {
     wake: Option<Wake>,
     /// Claimed tasks not yet handed to apalis; never more than the free concurrency slots, so every
     /// claimed task starts at once.
-    buffer: VecDeque<Claim>,
+    buffer: VecDeque<Attempt>,
 }
 
 /// The backend never fails towards apalis; this type only satisfies the trait.
@@ -251,8 +251,8 @@ impl Backend for StoreBackend {
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         // Next steps leased straight back by our own commits come first.
         *lock(&self.runner.backend_waker) = Some(cx.waker().clone());
-        if let Some(claim) = lock(&self.runner.continuations).pop_front() {
-            self.buffer.push_front(claim);
+        if let Some(attempt) = lock(&self.runner.continuations).pop_front() {
+            self.buffer.push_front(attempt);
         }
         if self.buffer.is_empty() {
             let runner = self.runner.clone();
@@ -268,16 +268,17 @@ impl Backend for StoreBackend {
                 Poll::Ready((claims, wake)) => {
                     self.fetch = None;
                     self.wake = Some(wake);
-                    self.buffer.extend(claims);
+                    self.buffer.extend(claims.into_iter().map(Attempt::new));
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
         match self.buffer.pop_front() {
-            Some(claim) => {
+            Some(attempt) => {
                 // The task id names the attempt: workflow, step, fencing token.
-                let id = TaskId::String(format!("{}/{}#{}", claim.id, claim.step, claim.token));
-                Poll::Ready(Some(Ok(TaskBuilder::new(Arc::new(Attempt::new(claim)))
+                let id =
+                    TaskId::String(format!("{}/{}#{}", attempt.id, attempt.step, attempt.token));
+                Poll::Ready(Some(Ok(TaskBuilder::new(Arc::new(attempt))
                     .task_id(id)
                     .build())))
             }

@@ -123,8 +123,9 @@ pub struct Runner {
     /// is abandoned: their number is what the concurrency limit counts, and those still held when
     /// the process stops are handed back.
     pub held: Mutex<BTreeMap<u64, Held>>,
-    /// Next steps our commits leased straight back to us, for the backend to hand out first.
-    pub continuations: Mutex<VecDeque<Claim>>,
+    /// Next steps our commits leased straight back to us, for the backend to hand out first (each
+    /// with its workflow already loaded by the attempt before it).
+    pub continuations: Mutex<VecDeque<service::Attempt>>,
     /// Wakes the backend when a continuation arrives.
     pub backend_waker: Mutex<Option<Waker>>,
     /// Set once shutdown began: commits no longer take the next step.

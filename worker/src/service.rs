@@ -72,6 +72,21 @@ impl Attempt {
         }
     }
 
+    /// The attempt at the step a commit of `before` leased straight back: the same workflow
+    /// (kind, input, step names), so it keeps `before`'s loaded workflow instead of parsing the
+    /// input again.
+    pub fn continued(claim: Claim, before: &Attempt) -> Attempt {
+        let loaded = OnceLock::new();
+        if let Some(w) = before.loaded.get() {
+            let _ = loaded.set(w.clone());
+        }
+        Attempt {
+            claim,
+            loaded,
+            live: LiveProgress::default(),
+        }
+    }
+
     /// The claim's workflow, loaded on first use.
     pub fn workflow(&self, registry: &Registry) -> Result<&Arc<dyn Loaded>, String> {
         self.loaded
@@ -456,7 +471,7 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
                 count_attempt(claim, &transition.outcome);
                 debug!(workflow_id = %claim.id, step = next.step, "Step committed; running the next one here.");
                 runner.hold(&next);
-                lock(&runner.continuations).push_back(*next);
+                lock(&runner.continuations).push_back(Attempt::continued(*next, attempt));
                 if let Some(waker) = lock(&runner.backend_waker).take() {
                     waker.wake();
                 }
