@@ -574,7 +574,9 @@ impl Report {
             "- apalis: `RedisStorage::<u32>::new(apalis_redis::connect(url))` with its own queue name, \
              `push_bulk` of all jobs, then one in-process `WorkerBuilder::new(..).backend(storage).concurrency({CONCURRENCY})` \
              with a no-op handler that notes its first call; done when its done set holds every job. Lean = \
-             `lock_tasks(false).emit_events(false)`. `FLUSHALL` between runs; each round runs Drover 1 worker, \
+             `lock_tasks(false).emit_events(false)`. `FLUSHALL` between runs, then a store connects as a \
+             deployment's first process does on an empty Redis (it records the store's markers); each \
+             round runs Drover 1 worker, \
              Drover 4 workers, apalis stock ({APALIS_JOBS} and {APALIS_SMALL_JOBS} jobs) and apalis lean back to back. \
              Before round 0, one Drover 1-worker run and one apalis stock run are made and discarded (warm-up), so \
              Redis's first fill of its memory and the worker binary's first start fall on no measured run."
