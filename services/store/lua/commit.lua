@@ -30,7 +30,7 @@ Returns  one drover_commit reply per commit, in order; a commit that raised an e
 ]]
 -- Each optional record field with where the HMGET below reads it (built once: a table built in
 -- every call costs more than the commands around it).
-local OPTIONAL = {{'cause', 13}, {'error', 14}, {'progress', 15}, {'resume_from', 16}, {'result', 17},
+local OPTIONAL = {{'cause', 10}, {'error', 11}, {'progress', 12}, {'resume_from', 13}, {'result', 14},
   {'task', 2}, {'permits', 4}}
 
 -- The commit's JSON documents, passed as arguments of their own after the commit (see the header).
@@ -45,8 +45,18 @@ local function commit_one(wk, args)
   -- whose `id` is not this id is no workflow record (a sub-key such as <id>:out); any other type
   -- makes HMGET fail, before anything is written.
   local held = redis.call('HMGET', wk, 'lease_token', 'task', 'cancel', 'permits', 'state', 'paused',
-    'priority', 'kids_step', 'id', 'ticket', 'tparent', 'created_ms', 'cause', 'error', 'progress',
-    'resume_from', 'result', 'lease_until', 'parent')
+    'priority', 'kids_step', 'id', 'cause', 'error', 'progress', 'resume_from', 'result', 'lease_until')
+  -- Fields only some paths use (an ending, a wait, a change of state), read once when first needed:
+  -- most commits take none of those paths, and each field asked for costs a lookup (in a listpack
+  -- record, an absent one costs a scan of the whole record).
+  local rare = nil
+  local function more()
+    if not rare then
+      local f = redis.call('HMGET', wk, 'ticket', 'tparent', 'created_ms', 'parent')
+      rare = {ticket = f[1], tparent = f[2], created = f[3], parent = f[4]}
+    end
+    return rare
+  end
   if held[9] ~= id then
     return {'gone'}
   end
@@ -130,7 +140,7 @@ local function commit_one(wk, args)
     end
   end
   if held[5] ~= c.state then
-    move_state(P, id, held[5], c.state, held[12])
+    move_state(P, id, held[5], c.state, more().created)
     set[#set + 1] = 'state'
     set[#set + 1] = c.state
   end
@@ -143,8 +153,9 @@ local function commit_one(wk, args)
   end
   if continue_with then
     -- The committer knows the record; send only what it cannot know.
-    local claim = grant(P, id, args[7], now, tonumber(args[8]), continue_with, c.state, held[12],
-      held[8] or '', set, held[18])
+    local moves = c.state == 'pending' or c.state == 'waiting'
+    local claim = grant(P, id, args[7], now, tonumber(args[8]), continue_with, c.state,
+      moves and more().created or nil, held[8] or '', set, held[15])
     return {'ok', 'continued', claim}
   end
   redis.call('HSET', wk, unpack(set))
@@ -158,12 +169,13 @@ local function commit_one(wk, args)
     if #names > 0 then
       redis.call('DEL', wk .. ':held')
     end
-    notify_parent(P, held[19], c.state, now)
+    local r = more()
+    notify_parent(P, r.parent, c.state, now)
     -- Write-back: a ticket's workflow ended, or one of its children (a milestone).
-    if held[10] then
-      outbox_push(P, {event = 'ended', wf = id, state = c.state, ticket = cjson.decode(held[10])}, now)
-    elseif held[11] then
-      local parent = held[19]
+    if r.ticket then
+      outbox_push(P, {event = 'ended', wf = id, state = c.state, ticket = cjson.decode(r.ticket)}, now)
+    elseif r.tparent then
+      local parent = r.parent
       local ticket = parent and redis.call('HGET', wfkey(P, parent), 'ticket')
       if ticket then
         outbox_push(P, {event = 'milestone', wf = id, root = parent, state = c.state,
@@ -180,18 +192,20 @@ local function commit_one(wk, args)
       enqueue_ready(P, id, now)
     else
       redis.call('HSET', wk, 'loc', 'signal:' .. c.signal)
-      if held[10] then
+      local ticket = more().ticket
+      if ticket then
         outbox_push(P, {event = 'waiting', wf = id, signal = c.signal, step = c.step,
-          ticket = cjson.decode(held[10])}, now)
+          ticket = cjson.decode(ticket)}, now)
       end
     end
   elseif c.wait == 'children' then
     local n = #fresh
+    local ticket = more().ticket
     for _, child in ipairs(fresh) do
       child.parent = id
       create(P, child, now)
       redis.call('RPUSH', wk .. ':kids', child.id)
-      if held[10] then
+      if ticket then
         -- Its end is a milestone of the ticket's workflow.
         redis.call('HSET', wfkey(P, child.id), 'tparent', '1')
       end
@@ -206,13 +220,14 @@ local function commit_one(wk, args)
       redis.call('HSET', wk, 'loc', 'children')
     end
   elseif c.wait == 'pause' and not cancel_pending then
-    if held[10] then
+    local r = more()
+    if r.ticket then
       local reason = c.progress and cjson.decode(c.progress).paused or nil
-      outbox_push(P, {event = 'paused', wf = id, reason = reason, ticket = cjson.decode(held[10])}, now)
+      outbox_push(P, {event = 'paused', wf = id, reason = reason, ticket = cjson.decode(r.ticket)}, now)
     end
     redis.call('HSET', wk, 'paused', '1', 'loc', 'paused')
     redis.call('SADD', P .. 'paused', id)
-    redis.call('ZADD', P .. 'idx:paused', redis.call('HGET', wk, 'created_ms'), id)
+    redis.call('ZADD', P .. 'idx:paused', r.created, id)
   elseif cancel_pending then
     -- A cancellation arrived while the step ran: hand it to a worker right away.
     enqueue_ready(P, id, now)

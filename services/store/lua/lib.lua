@@ -155,7 +155,9 @@ end
 -- while less than a sixth of the lease has passed since it was set, the new lease keeps it (the
 -- `leases` entry stays as it is: one write fewer per continued step), else it is extended.
 -- `created`: the record's created_ms, read by the caller, so that a pending or waiting workflow's
--- move to running reads nothing more and rides on the lease's HSET.
+-- move to running reads nothing more and rides on the lease's HSET (nil when `state` is neither).
+-- A continuation (`brief`) is granted to the worker whose lease it committed under, so the
+-- record's `lease_worker` and `loc` already say what the new lease would write.
 -- Invariant: while leased, the record's `lease_until` is the workflow's score in `leases`.
 local function grant(P, id, worker, now, lease_ms, permits, state, created, brief, extra, kept_until)
   local wk = wfkey(P, id)
@@ -170,14 +172,19 @@ local function grant(P, id, worker, now, lease_ms, permits, state, created, brie
   local token = redis.call('INCR', P .. 'fence')
   local set = extra or {}
   local n = #set
-  set[n + 1], set[n + 2], set[n + 3], set[n + 4] = 'lease_token', int(token), 'lease_worker', worker
-  set[n + 5], set[n + 6], set[n + 7], set[n + 8] = 'lease_start', now_s, 'loc', 'leased'
-  set[n + 9], set[n + 10] = 'updated_ms', now_s
+  set[n + 1], set[n + 2], set[n + 3], set[n + 4] = 'lease_token', int(token), 'lease_start', now_s
+  set[n + 5], set[n + 6] = 'updated_ms', now_s
+  n = n + 6
+  if not brief then
+    -- (A continuation's committer held the lease: `lease_worker` is already it, `loc` is leased.)
+    set[n + 1], set[n + 2], set[n + 3], set[n + 4] = 'lease_worker', worker, 'loc', 'leased'
+    n = n + 4
+  end
   local kept = kept_until and tonumber(kept_until)
   local until_s = kept_until
   if not kept or (kept - now) * 6 < lease_ms * 5 then
     until_s = int(now + lease_ms)
-    set[n + 11], set[n + 12] = 'lease_until', until_s
+    set[n + 1], set[n + 2] = 'lease_until', until_s
     redis.call('ZADD', P .. 'leases', until_s, id)
   end
   if state == 'pending' or state == 'waiting' then
