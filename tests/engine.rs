@@ -761,6 +761,47 @@ async fn finished_workflows_are_trimmed_after_retention() {
     assert_eq!(members, 0);
 }
 
+/// How many times Redis ran `FUNCTION LOAD` since it started.
+async fn function_loads(conn: &mut impl redis::aio::ConnectionLike) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_function|load:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_function_library_is_loaded_once_and_again_when_it_differs() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let mut conn = store.connection();
+    assert_eq!(function_loads(&mut conn).await, 1);
+    // More processes of the same build connect: Redis holds their library already.
+    for _ in 0..3 {
+        redis.store().await;
+    }
+    assert_eq!(function_loads(&mut conn).await, 1);
+    // A library of another version (an older build's, here a stand-in) is replaced.
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(
+            "#!lua name=drover\nredis.register_function{function_name = 'drover_library', \
+             flags = {'no-writes'}, callback = function() return 'older' end}",
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis.store().await;
+    assert_eq!(function_loads(&mut conn).await, 3);
+    let id = submit(&store, "synthetic", json!({"steps": 1}), 0).await;
+    assert_eq!(claim(&store, "w").await.map(|c| c.id), Some(id));
+}
+
 #[tokio::test]
 async fn a_redis_that_lost_the_function_library_gets_it_back() {
     let redis = Redis::start();

@@ -291,6 +291,11 @@ local function notify_parent(P, parent, state, now)
   end
 end
 
+-- The library's version, filled in by `Store::load_functions` (a SHA-1 of the text it loads): a
+-- process that finds its own version loaded does not load the library again.
+redis.register_function{function_name = 'drover_library', flags = {'no-writes'},
+  callback = function() return 'DROVER_LIBRARY_VERSION' end}
+
 -- Every function is registered through this guard. A shard whose Redis Cluster slot is being moved
 -- (`drover shards move`) holds `<prefix>frozen`, set before the move starts and moved first: a
 -- call that starts during the move either finds it (and stops here) or finds it gone from the node
