@@ -76,15 +76,11 @@ impl Attempt {
     /// (kind, input, step names), so it keeps `before`'s loaded workflow instead of parsing the
     /// input again.
     pub fn continued(claim: Claim, before: &Attempt) -> Attempt {
-        let loaded = OnceLock::new();
+        let next = Attempt::new(claim);
         if let Some(w) = before.loaded.get() {
-            let _ = loaded.set(w.clone());
+            let _ = next.loaded.set(w.clone());
         }
-        Attempt {
-            claim,
-            loaded,
-            live: LiveProgress::default(),
-        }
+        next
     }
 
     /// The claim's workflow, loaded on first use.
