@@ -40,13 +40,13 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use environment::{Bench, load_average};
+use environment::{Bench, Deployment, load_average};
 use figures::{Machine, Round, percentile};
 use measure::{
     ApalisMode, apalis_throughput, dispatch_latency, drover_throughput, function_costs,
     latency_plan, recovery, script_ceiling,
 };
-use plan::{APALIS_JOBS, APALIS_SMALL_JOBS, ROUNDS};
+use plan::{APALIS_JOBS, APALIS_SMALL_JOBS, LONG_LEASE_MS, ROUNDS};
 use report::{Report, write_benchmarks};
 
 #[tokio::main]
@@ -56,21 +56,31 @@ async fn main() -> Result<()> {
     let machine = Machine::probe(&bench).await?;
     println!("engine bench: {}", machine.one_line());
 
+    // The two Drover deployments (1 and 4 worker processes) live through every round, as a
+    // deployment's workers do, stopped between their runs.
+    let mut one = Deployment::spawn(&bench, "tp1w", 1, LONG_LEASE_MS)?;
+    let mut four = Deployment::spawn(&bench, "tp4w", 4, LONG_LEASE_MS)?;
+    bench.wait_idle(5).await?;
+    one.stop()?;
+    four.stop()?;
+
     // One discarded pass of each workload first: Redis's first fill of its memory (page faults,
-    // allocator growth) and the first start of the worker binary would otherwise fall on whichever
-    // run comes first in round 0 (Drover's), not on the cost of a step.
-    let warm_drover = drover_throughput(&bench, 1, ROUNDS).await?;
+    // allocator growth) and each worker process's first run (its heap growing to its working size)
+    // would otherwise fall on round 0, not on the cost of a step.
+    let warm_1 = drover_throughput(&bench, &mut one, ROUNDS).await?;
+    let warm_4 = drover_throughput(&bench, &mut four, ROUNDS).await?;
     let warm_apalis = apalis_throughput(&bench, ApalisMode::Stock, APALIS_JOBS, ROUNDS).await?;
     println!(
-        "warm-up (discarded): drover 1w {:.0}/s, apalis {:.0}/s",
-        warm_drover.per_sec(),
+        "warm-up (discarded): drover 1w {:.0}/s, drover 4w {:.0}/s, apalis {:.0}/s",
+        warm_1.per_sec(),
+        warm_4.per_sec(),
         warm_apalis.per_sec()
     );
     let mut rounds = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let r = Round {
-            drover_1: drover_throughput(&bench, 1, round).await?,
-            drover_4: drover_throughput(&bench, 4, round).await?,
+            drover_1: drover_throughput(&bench, &mut one, round).await?,
+            drover_4: drover_throughput(&bench, &mut four, round).await?,
             apalis: apalis_throughput(&bench, ApalisMode::Stock, APALIS_JOBS, round).await?,
             apalis_small: apalis_throughput(&bench, ApalisMode::Stock, APALIS_SMALL_JOBS, round)
                 .await?,
@@ -86,6 +96,8 @@ async fn main() -> Result<()> {
         );
         rounds.push(r);
     }
+    // The other phases start workers of their own and count idle ones.
+    drop((one, four));
 
     let costs = function_costs(&bench).await?;
     for c in &costs {

@@ -77,6 +77,52 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// A deployment's worker processes, started once and kept across the runs made with them, as a
+/// deployment keeps its workers: between its runs they are stopped (SIGSTOP), so the other runs
+/// have the box and a run's heap growth and start-up fall on no later run of the same deployment.
+pub struct Deployment {
+    pub procs: Vec<WorkerProcess>,
+}
+
+impl Deployment {
+    /// Starts `n` worker processes (running: stop them once they are idle, see
+    /// [`Bench::wait_idle`]).
+    pub fn spawn(bench: &Bench, tag: &str, n: usize, lease_ms: u64) -> Result<Deployment> {
+        Ok(Deployment {
+            procs: bench.spawn_workers(tag, n, lease_ms)?,
+        })
+    }
+
+    /// Resumes every process (one `kill` for all of them, so they resume together).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("CONT")
+    }
+
+    pub fn stop(&self) -> Result<()> {
+        self.signal("STOP")
+    }
+
+    fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .args(self.procs.iter().map(|p| p.child.id().to_string()))
+            .status()?;
+        ensure!(status.success(), "kill -{name} of the workers failed");
+        Ok(())
+    }
+
+    /// CPU seconds the processes have used so far.
+    pub fn cpu_secs(&self) -> f64 {
+        self.procs.iter().map(WorkerProcess::cpu_secs).sum()
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.procs
+            .iter_mut()
+            .try_for_each(WorkerProcess::check_alive)
+    }
+}
+
 /// Everything the phases share: the Redis, an admin connection, the Drover store, the log folder
 /// (worker logs stay there; the Redis's temporary directory goes with it).
 pub struct Bench {

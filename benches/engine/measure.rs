@@ -15,7 +15,7 @@ use drover_workflows::State;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
-use super::environment::{Bench, CpuMeter, WorkerProcess};
+use super::environment::{Bench, CpuMeter, Deployment, WorkerProcess};
 use super::figures::{
     Calls, CeilingRow, FunctionCost, Latency, RecoveryTrial, Round, ScriptCall, Throughput, median,
     percentile,
@@ -122,8 +122,14 @@ fn check_run(views: &[WorkflowView], steps: usize) -> RunCheck {
 // ---------------------------------------------------------------------------------------------
 // 1, 2 and 4: throughput and Redis commands per unit of work.
 
-/// `workers` worker processes run `TP_WORKFLOWS` pre-submitted workflows to the end.
-pub async fn drover_throughput(bench: &Bench, workers: usize, round: usize) -> Result<Throughput> {
+/// The deployment's worker processes (stopped) run `TP_WORKFLOWS` pre-submitted workflows to the
+/// end, then are stopped again.
+pub async fn drover_throughput(
+    bench: &Bench,
+    deployment: &mut Deployment,
+    round: usize,
+) -> Result<Throughput> {
+    let workers = deployment.procs.len();
     bench.flushall().await?;
     let ids: Vec<String> = (0..TP_WORKFLOWS)
         .map(|i| format!("tp{workers}w-r{round}-{i:05}"))
@@ -132,22 +138,23 @@ pub async fn drover_throughput(bench: &Bench, workers: usize, round: usize) -> R
 
     let before = bench.commandstats().await?;
     let meter = CpuMeter::start(bench).await?;
-    let spawned = Instant::now();
-    let mut procs =
-        bench.spawn_workers(&format!("tp{workers}w-r{round}"), workers, LONG_LEASE_MS)?;
+    let workers_before = deployment.cpu_secs();
+    let resumed = Instant::now();
+    deployment.resume()?;
     let reached = bench
         .wait_count(
             "ZCARD",
             &bench.drover_key("idx:state:succeeded"),
             TP_WORKFLOWS as u64,
-            || procs.iter_mut().try_for_each(WorkerProcess::check_alive),
+            || deployment.check_alive(),
         )
-        .await?;
-    let wall = spawned.elapsed();
-    let worker_cpu = procs.iter().map(WorkerProcess::cpu_secs).sum();
+        .await;
+    deployment.stop()?;
+    let reached = reached?;
+    let wall = resumed.elapsed();
+    let worker_cpu = deployment.cpu_secs() - workers_before;
     let cpu = meter.stop(bench, worker_cpu).await?;
     let after = bench.commandstats().await?;
-    drop(procs);
 
     let check = check_run(&read_views(&bench.store, &ids).await?, TP_STEPS);
     Ok(Throughput {

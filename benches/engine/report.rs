@@ -319,8 +319,8 @@ impl Report {
         let _ = writeln!(
             md,
             "Per second over the measured span (first claim or handler call -> last unit seen done); \
-             in brackets the wall time from spawning the workers, which includes process start, and the \
-             average number of cores other processes on the box kept busy meanwhile.\n"
+             in brackets the wall time from resuming the Drover workers or building the apalis worker, \
+             and the average number of cores other processes on the box kept busy meanwhile.\n"
         );
         let _ = writeln!(
             md,
@@ -565,9 +565,13 @@ impl Report {
         let _ = writeln!(
             md,
             "- Drover: workflows of kind `synthetic` with `min_ms = max_ms = 0` are submitted with `Store::submit` \
-             before the workers start; workers are `drover worker` processes (release binary) with \
+             while the workers are stopped; workers are `drover worker` processes (release binary) with \
              `DROVER_WORKER_CONCURRENCY={CONCURRENCY}`, lease {LONG_LEASE_MS} ms; done when every workflow is in \
-             `idx:state:succeeded`; committed steps counted from the histories."
+             `idx:state:succeeded`; committed steps counted from the histories. The two deployments (1 and 4 \
+             processes) start once, before the warm-up, and live through every round, as a deployment's \
+             workers do: between their runs they are stopped with SIGSTOP, and a run resumes them with \
+             SIGCONT once its workflows are submitted; their CPU is what they used from the resume to the \
+             stop. (Likewise the apalis worker runs in the bench process, which has run all along.)"
         );
         let _ = writeln!(
             md,
@@ -578,8 +582,9 @@ impl Report {
              deployment's first process does on an empty Redis (it records the store's markers); each \
              round runs Drover 1 worker, \
              Drover 4 workers, apalis stock ({APALIS_JOBS} and {APALIS_SMALL_JOBS} jobs) and apalis lean back to back. \
-             Before round 0, one Drover 1-worker run and one apalis stock run are made and discarded (warm-up), so \
-             Redis's first fill of its memory and the worker binary's first start fall on no measured run."
+             Before round 0, one run of each Drover deployment and one apalis stock run are made and discarded \
+             (warm-up), so Redis's first fill of its memory and each worker process's first run fall on no \
+             measured run."
         );
         let _ = writeln!(
             md,
