@@ -71,10 +71,10 @@ async fn main() -> Result<()> {
     let warm_4 = drover_throughput(&bench, &mut four, ROUNDS).await?;
     let warm_apalis = apalis_throughput(&bench, ApalisMode::Stock, APALIS_JOBS, ROUNDS).await?;
     println!(
-        "warm-up (discarded): drover 1w {:.0}/s, drover 4w {:.0}/s, apalis {:.0}/s",
-        warm_1.per_sec(),
-        warm_4.per_sec(),
-        warm_apalis.per_sec()
+        "warm-up (discarded): drover 1w {}, drover 4w {}, apalis {}",
+        warm_1.one_line(),
+        warm_4.one_line(),
+        warm_apalis.one_line()
     );
     let mut rounds = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
@@ -87,12 +87,12 @@ async fn main() -> Result<()> {
             apalis_lean: apalis_throughput(&bench, ApalisMode::Lean, APALIS_JOBS, round).await?,
         };
         println!(
-            "round {round}: drover 1w {:.0}/s, drover 4w {:.0}/s, apalis {:.0}/s, apalis small backlog {:.0}/s, apalis lean {:.0}/s",
-            r.drover_1.per_sec(),
-            r.drover_4.per_sec(),
-            r.apalis.per_sec(),
-            r.apalis_small.per_sec(),
-            r.apalis_lean.per_sec()
+            "round {round} (rate; redis-server + worker CPU per unit): drover 1w {}, drover 4w {}, apalis {}, apalis small backlog {}, apalis lean {}",
+            r.drover_1.one_line(),
+            r.drover_4.one_line(),
+            r.apalis.one_line(),
+            r.apalis_small.one_line(),
+            r.apalis_lean.one_line()
         );
         rounds.push(r);
     }

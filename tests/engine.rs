@@ -23,6 +23,20 @@ async fn claim(store: &drover_store::Store, worker: &str) -> Option<drover_store
         .pop()
 }
 
+/// What the engine decides for `c` on `outcome`, as the worker asks it.
+fn transition(c: &drover_store::Claim, outcome: Outcome, now: u64) -> drover_workflows::Transition {
+    let loaded = drover_kinds::builtin().load(&c.kind, &c.input).unwrap();
+    let wf = drover_workflows::Versioned::new(loaded.as_ref(), c.steps.as_deref());
+    decide(
+        &c.snapshot(),
+        wf.steps(),
+        Event::Outcome(outcome),
+        now,
+        0.5,
+        &|s, p| wf.permits(s, p),
+    )
+}
+
 /// Commits `outcome` for `c` the way the worker does.
 async fn commit(
     store: &drover_store::Store,
@@ -39,16 +53,7 @@ async fn commit_as(
     outcome: Outcome,
     continue_as: Option<&str>,
 ) -> (&'static str, Option<drover_store::Claim>) {
-    let loaded = drover_kinds::builtin().load(&c.kind, &c.input).unwrap();
-    let wf = drover_workflows::Versioned::new(loaded.as_ref(), c.steps.as_deref());
-    let t = decide(
-        &c.snapshot(),
-        wf.steps(),
-        Event::Outcome(outcome),
-        now_ms(),
-        0.5,
-        &|s, p| wf.permits(s, p),
-    );
+    let t = transition(c, outcome, now_ms());
     let history =
         json!({"step": c.step, "attempt": c.attempt, "token": c.token, "outcome": t.outcome});
     let commit = Commit::new(&t, &history, Vec::new(), &c.id).unwrap();
@@ -117,6 +122,71 @@ async fn stale_token_is_refused_and_a_rerun_cannot_fork_the_next_step() {
         1,
         "{hist:?}"
     );
+}
+
+/// A worker of the release before sends its commit's fields as one JSON object and reads a
+/// continuation nested in the reply: the library takes that too, so the old workers of a rolling
+/// upgrade carry on against the new library.
+#[tokio::test]
+async fn a_commit_of_the_release_before_still_applies_and_continues() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let id = submit(&store, "synthetic", json!({"steps": 3}), 0).await;
+    let c = claim(&store, "old").await.unwrap();
+    let now = now_ms();
+    let t = transition(&c, Outcome::Done(json!(7)), now);
+    let commit = json!({
+        "state": t.state.as_str(), "step": t.step, "attempt": t.attempt, "phase": "forward",
+        "output_step": 0, "due": now, "wait": "none", "children": [],
+        "handles_cancel": t.handles_cancel,
+    });
+    let history = json!({"step": 0, "attempt": 1, "token": c.token, "outcome": "done"});
+    let task = serde_json::to_string(t.next.as_ref().unwrap()).unwrap();
+    let mut conn = store.connection();
+    let reply: redis::Value = redis::cmd("FCALL")
+        .arg("drover_commit")
+        .arg(1)
+        .arg(format!("{}wf:{id}", store.prefix()))
+        .arg(store.prefix())
+        .arg(&id)
+        .arg(c.token)
+        .arg(now)
+        .arg(1000)
+        .arg(commit.to_string())
+        .arg("old")
+        .arg(1500)
+        .arg("1")
+        .arg(history.to_string())
+        .arg("7")
+        .arg("")
+        .arg(&task)
+        .arg("")
+        .arg("")
+        .arg("")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // {"ok", "continued", {id, token, signals, kids_step, lease_until}}
+    let redis::Value::Array(items) = &reply else {
+        panic!("{reply:?}")
+    };
+    let word = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap();
+    assert_eq!(
+        (word(&items[0]).as_str(), word(&items[1]).as_str()),
+        ("ok", "continued")
+    );
+    let redis::Value::Array(claim) = &items[2] else {
+        panic!("the continuation is not nested: {reply:?}")
+    };
+    assert_eq!(claim.len(), 5, "{reply:?}");
+    assert_eq!(word(&claim[0]), id);
+    assert!(word(&claim[1]).parse::<u64>().unwrap() > c.token);
+    assert_eq!(claim[2], redis::Value::Array(Vec::new()));
+
+    let view = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.step, 1);
+    assert_eq!(view.state, State::Running);
+    assert_eq!(view.outputs.unwrap().get(&0), Some(&json!(7)));
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ pub struct Throughput {
     /// From the first claim (Drover) or handler call (apalis) until the bench saw the last unit
     /// done.
     pub span: Duration,
-    /// From spawning the workers until the same moment (includes process start).
+    /// From resuming the Drover workers (building the apalis worker) until the same moment.
     pub wall: Duration,
     pub calls: Calls,
     /// CPU seconds used meanwhile by redis-server, and by the worker processes (Drover) or the
@@ -50,6 +50,16 @@ pub struct Throughput {
 impl Throughput {
     pub fn per_sec(&self) -> f64 {
         self.units as f64 / self.span.as_secs_f64().max(1e-9)
+    }
+
+    /// The rate with the CPU per unit behind it, for the bench's progress lines.
+    pub fn one_line(&self) -> String {
+        format!(
+            "{:.0}/s ({:.0}+{:.0} us)",
+            self.per_sec(),
+            self.cpu_us(self.redis_cpu),
+            self.cpu_us(self.worker_cpu)
+        )
     }
 
     /// CPU microseconds per unit of work.

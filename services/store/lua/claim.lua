@@ -92,7 +92,7 @@ register('drover_claim', function(keys, args)
             end
           end
         else
-          claimed[#claimed + 1] = grant(P, id, worker, now, lease_ms, permits, f[4], f[7])
+          claimed[#claimed + 1] = grant(P, id, worker, now, args[3], lease_ms, permits, f[4], f[7])
         end
       end
     end

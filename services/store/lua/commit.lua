@@ -1,18 +1,24 @@
 --[[
 drover_commit: apply the engine's decision about a finished attempt, fenced by the lease.
 KEYS[1]  the workflow record
-ARGV     P, id, fencing token, now, history max, commit (json, see below), worker, lease ms,
+ARGV     P, id, fencing token, now, history max, commit (see below), worker, lease ms,
          continue (1: if the next task is runnable now, lease it straight back to this worker),
          then the commit's JSON documents, each an argument of its own ("" when absent), so that
          cjson neither parses nor copies them: history (the entry), output?, result?, task?,
          progress?, error?, permits? (the next task's, absent when none)
-         commit: built by the worker from the pure engine's Transition:
-           state, step, attempt, phase, cause?, output_step?, due,
-           wait ("none" | "signal" | "children" | "pause"), signal?, join?, children [{id, kind, input,
-           priority, labels, task, due}], resume_from?, handles_cancel,
-           max_descendants? (the most workflows the top-level workflow may create in all)
-Returns  {"ok"}, {"ok", "continued", claim} when the next task was leased back to the caller (claim as
-         drover_claim returns it), {"ok", "duplicate"} for a retried commit that already applied,
+         commit: built by the worker from the pure engine's Transition, as one line of words
+           separated by single spaces ("" for an absent one), so that no JSON is parsed on the hot
+           path: state step attempt phase due wait handles_cancel(1|0) cause output_step
+           resume_from max_descendants (the most workflows the top-level workflow may create in
+           all; 0: no limit), then, only for a wait on a signal or on children, a space and a JSON
+           object {signal?, join?, children [{id, kind, input, priority, labels, task, due}]};
+           wait is "none" | "signal" | "children" | "pause".
+           (A JSON object with all of these fields, as workers of the release before send it, is
+           read too, and such a commit gets its continuation in that release's reply, {"ok",
+           "continued", {id, token, signals, kids_step, lease_until}}.)
+Returns  {"ok"}, {"ok", "continued", id, token, kids_step, lease_until, signals...} when the next task
+         was leased back to the caller (signals: the flat HGETALL of what was delivered to it so
+         far), {"ok", "duplicate"} for a retried commit that already applied,
          {"stale"} when the token is not the current lease's (the attempt's result is discarded),
          {"limit", created, asked} when the children would take the top-level workflow past
          max_descendants (nothing is written; the worker commits a failure instead), or {"gone"}
@@ -29,22 +35,72 @@ Returns  one drover_commit reply per commit, in order; a commit that raised an e
          workflow's).
 ]]
 -- Each optional record field with where the HMGET below reads it (built once: a table built in
--- every call costs more than the commands around it).
-local OPTIONAL = {{'cause', 10}, {'error', 11}, {'progress', 12}, {'resume_from', 13}, {'result', 14},
-  {'task', 2}, {'permits', 4}}
+-- every call costs more than the commands around it). The task is not read (0): it is there until
+-- the workflow ends, and it is the longest field, which Redis would copy into Lua for nothing.
+local OPTIONAL = {{'cause', 9}, {'error', 10}, {'progress', 11}, {'resume_from', 12}, {'result', 13},
+  {'task', 0}, {'permits', 3}}
 
 -- The commit's JSON documents, passed as arguments of their own after the commit (see the header).
 local DOCUMENTS = {'history', 'output', 'result', 'task', 'progress', 'error', 'permits'}
 
--- Read only, shared by the commits whose next task takes no permits.
+-- Read only, shared by the commits whose next task takes no permits, or that start no children.
 local NO_PERMITS = {}
+local NO_CHILDREN = {}
 
-local function commit_one(wk, args)
-  local P, id, token, now, hist_max = args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5])
+-- The commit line's words (see the header); `extra` is the JSON object that may follow them.
+local LINE = '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S) (%S*) (%S*) (%S*) (%S+) ?(.*)$'
+
+local function maybe(word)
+  if word ~= '' then
+    return word
+  end
+  return nil
+end
+
+-- The commit as a table: its line read, or (from a worker of the release before) its JSON decoded.
+local function read_commit(line)
+  if string.byte(line, 1) == 123 then -- '{'
+    local c = cjson.decode(line)
+    c.legacy = true
+    return c
+  end
+  local state, step, attempt, phase, due, wait, hc, cause, output_step, resume_from, max_desc, extra =
+    string.match(line, LINE)
+  if not state then
+    error('unreadable commit line: ' .. line)
+  end
+  local c = {state = state, step = step, attempt = attempt, phase = phase, due = tonumber(due),
+    wait = wait, handles_cancel = hc == '1', cause = maybe(cause), output_step = maybe(output_step),
+    resume_from = maybe(resume_from), max_descendants = max_desc}
+  if extra ~= '' then
+    local x = cjson.decode(extra)
+    c.signal, c.join, c.children = x.signal, x.join, x.children
+  end
+  c.children = c.children or NO_CHILDREN
+  return c
+end
+
+-- The lower bound of more urgent ready tasks' scores, per priority (as found in records), built
+-- once: formatting a number costs more than the lookup it is for.
+local URGENT = {}
+local function more_urgent_than(priority)
+  local bound = URGENT[priority]
+  if not bound then
+    bound = '(' .. int(score(tonumber(priority), 0))
+    URGENT[priority] = bound
+  end
+  return bound
+end
+
+-- args[o + n] is the n-th argument of a lone drover_commit (o = 0); a batch passes its whole ARGV and
+-- the commit's offset, so that no table is built per commit.
+local function commit_one(wk, args, o)
+  local P, id, token = args[1], args[o + 2], args[o + 3]
+  local now, hist_max = tonumber(args[o + 4]), tonumber(args[o + 5])
   -- The record check rides on the read every commit makes (a step costs no extra command): a hash
   -- whose `id` is not this id is no workflow record (a sub-key such as <id>:out); any other type
   -- makes HMGET fail, before anything is written.
-  local held = redis.call('HMGET', wk, 'lease_token', 'task', 'cancel', 'permits', 'state', 'paused',
+  local held = redis.call('HMGET', wk, 'lease_token', 'cancel', 'permits', 'state', 'paused',
     'priority', 'kids_step', 'id', 'cause', 'error', 'progress', 'resume_from', 'result', 'lease_until')
   -- Fields only some paths use (an ending, a wait, a change of state), read once when first needed:
   -- most commits take none of those paths, and each field asked for costs a lookup (in a listpack
@@ -57,7 +113,7 @@ local function commit_one(wk, args)
     end
     return rare
   end
-  if held[9] ~= id then
+  if held[8] ~= id then
     return {'gone'}
   end
   if held[1] ~= token then
@@ -65,14 +121,14 @@ local function commit_one(wk, args)
     if redis.call('HGET', wk, 'last_token') == token then
       return {'ok', 'duplicate'}
     end
-    if not held[5] then
+    if not held[4] then
       return {'gone'}
     end
     return {'stale'}
   end
-  local c = cjson.decode(args[6])
+  local c = read_commit(args[o + 6])
   for i, field in ipairs(DOCUMENTS) do
-    local doc = args[9 + i]
+    local doc = args[o + 9 + i]
     if doc and doc ~= '' then
       c[field] = doc
     end
@@ -94,26 +150,26 @@ local function commit_one(wk, args)
     end
   end
 
-  if held[4] then
+  if held[3] then
     release_step_permits(P, id)
   end
   push_history(P, id, c.history, hist_max)
   if c.output_step then
-    redis.call('HSET', wk .. ':out', int(c.output_step), c.output)
+    redis.call('HSET', wk .. ':out', c.output_step, c.output)
   end
   local terminal = c.state == 'succeeded' or c.state == 'failed' or c.state == 'cancelled'
-  local cancel_pending = held[3] == '1' and not c.handles_cancel
+  local cancel_pending = held[2] == '1' and not c.handles_cancel
   -- Continue here (lease the next task straight back to this worker) unless the next task waits,
   -- is not due, the workflow is paused, a more urgent workflow waits or a permit is taken: saves a
   -- queue round trip per step, and finishes started workflows before new ones of the same priority.
   local continue_with = nil
-  if args[9] == '1' and not terminal and not cancel_pending and c.wait ~= 'signal'
-      and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[6] ~= '1' then
+  if args[o + 9] == '1' and not terminal and not cancel_pending and c.wait ~= 'signal'
+      and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[5] ~= '1' then
     local permits = c.permits and cjson.decode(c.permits) or NO_PERMITS
     -- Any ready task scoring under this workflow's priority at due time 0 is more urgent. Asked by
     -- score, so Redis formats no double in the reply (its "%.17g" path costs more than the lookup).
-    local more_urgent = redis.call('ZRANGE', P .. 'ready', '-inf',
-      '(' .. int(score(tonumber(held[7] or '0'), 0)), 'BYSCORE', 'LIMIT', '0', '1')[1]
+    local more_urgent = redis.call('ZRANGE', P .. 'ready', '-inf', more_urgent_than(held[6] or '0'),
+      'BYSCORE', 'LIMIT', '0', '1')[1]
     if not more_urgent and not blocked_on(P, id, permits) then
       continue_with = permits
     end
@@ -121,16 +177,16 @@ local function commit_one(wk, args)
 
   -- The record: one HSET (shared with the next lease's when continuing), and an HDEL only of fields
   -- that are there (read above) or of the lease, which a continuation's HSET overwrites instead.
-  local set = {'last_token', token, 'step', int(c.step), 'attempt', int(c.attempt), 'phase', c.phase}
+  local set = {'last_token', token, 'step', c.step, 'attempt', c.attempt, 'phase', c.phase}
   local del = nil
   if not continue_with then
     -- (A continuation's lease sets `loc` and `updated_ms`.)
-    set[9], set[10], set[11], set[12] = 'loc', '', 'updated_ms', args[4]
+    set[9], set[10], set[11], set[12] = 'loc', '', 'updated_ms', args[o + 4]
     redis.call('ZREM', P .. 'leases', id)
     del = {'lease_token', 'lease_worker', 'lease_start', 'lease_until'}
   end
   for _, f in ipairs(OPTIONAL) do
-    local field, present = f[1], held[f[2]]
+    local field, present = f[1], f[2] == 0 or held[f[2]]
     if c[field] then
       set[#set + 1] = field
       set[#set + 1] = c[field]
@@ -139,14 +195,14 @@ local function commit_one(wk, args)
       del[#del + 1] = field
     end
   end
-  if held[5] ~= c.state then
-    move_state(P, id, held[5], c.state, more().created)
+  if held[4] ~= c.state then
+    move_state(P, id, held[4], c.state, more().created)
     set[#set + 1] = 'state'
     set[#set + 1] = c.state
   end
   if terminal then
     set[#set + 1] = 'finished_ms'
-    set[#set + 1] = args[4]
+    set[#set + 1] = args[o + 4]
   end
   if del then
     redis.call('HDEL', wk, unpack(del))
@@ -154,9 +210,18 @@ local function commit_one(wk, args)
   if continue_with then
     -- The committer knows the record; send only what it cannot know.
     local moves = c.state == 'pending' or c.state == 'waiting'
-    local claim = grant(P, id, args[7], now, tonumber(args[8]), continue_with, c.state,
-      moves and more().created or nil, held[8] or '', set, held[15])
-    return {'ok', 'continued', claim}
+    local reply = grant(P, id, args[o + 7], now, args[o + 4], tonumber(args[o + 8]), continue_with,
+      c.state, moves and more().created or nil, held[7] or '', set, held[14])
+    if c.legacy then
+      -- A worker of the release before reads the claim nested: {id, token, signals, kids_step,
+      -- lease_until}.
+      local rx = {}
+      for i = 7, #reply do
+        rx[#rx + 1] = reply[i]
+      end
+      return {'ok', 'continued', {reply[3], reply[4], rx, reply[5], reply[6]}}
+    end
+    return reply
   end
   redis.call('HSET', wk, unpack(set))
 
@@ -238,18 +303,14 @@ local function commit_one(wk, args)
 end
 
 register('drover_commit', function(keys, args)
-  return commit_one(keys[1], args)
+  return commit_one(keys[1], args, 0)
 end)
 
 local COMMIT_ARGS = 15
 register('drover_commit_batch', function(keys, args)
-  local P, replies = args[1], {}
+  local replies = {}
   for i = 1, #keys do
-    local one, base = {P}, 1 + (i - 1) * COMMIT_ARGS
-    for j = 1, COMMIT_ARGS do
-      one[j + 1] = args[base + j]
-    end
-    local ok, reply = pcall(commit_one, keys[i], one)
+    local ok, reply = pcall(commit_one, keys[i], args, (i - 1) * COMMIT_ARGS)
     if ok then
       replies[i] = reply
     else

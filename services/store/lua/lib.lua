@@ -149,8 +149,9 @@ local function blocked_on(P, id, permits)
 end
 
 -- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it, or,
--- when `brief` is the record's kids_step (the caller already holds the record), {id, token,
--- signals, kids_step, lease_until}. `extra`: more record fields (a flat list) written in the same
+-- when `brief` is the record's kids_step (the caller already holds the record), the commit's whole
+-- reply {"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}. `now_s`:
+-- `now` as the caller got it (a string), so that no number is formatted for it. `extra`: more record fields (a flat list) written in the same
 -- HSET. `kept_until`: the expiry of the lease the caller held on this workflow (a continuation);
 -- while less than a sixth of the lease has passed since it was set, the new lease keeps it (the
 -- `leases` entry stays as it is: one write fewer per continued step), else it is extended.
@@ -159,9 +160,8 @@ end
 -- A continuation (`brief`) is granted to the worker whose lease it committed under, so the
 -- record's `lease_worker` and `loc` already say what the new lease would write.
 -- Invariant: while leased, the record's `lease_until` is the workflow's score in `leases`.
-local function grant(P, id, worker, now, lease_ms, permits, state, created, brief, extra, kept_until)
+local function grant(P, id, worker, now, now_s, lease_ms, permits, state, created, brief, extra, kept_until)
   local wk = wfkey(P, id)
-  local now_s = int(now)
   for _, p in ipairs(permits) do
     redis.call('ZADD', P .. 'sem:' .. p.name, 'NX', now_s, id)
     redis.call('SADD', P .. 'sems', p.name)
@@ -193,7 +193,13 @@ local function grant(P, id, worker, now, lease_ms, permits, state, created, brie
   end
   redis.call('HSET', wk, unpack(set))
   if brief then
-    return {id, token, redis.call('HGETALL', wk .. ':rx'), brief, until_s}
+    -- Flat: each nested table costs Redis a reply conversion of its own.
+    local reply = {'ok', 'continued', id, token, brief, until_s}
+    local rx = redis.call('HGETALL', wk .. ':rx')
+    for i = 1, #rx do
+      reply[6 + i] = rx[i]
+    end
+    return reply
   end
   return {id, token, redis.call('HGETALL', wk), redis.call('HGETALL', wk .. ':out'),
     redis.call('HGETALL', wk .. ':rx')}

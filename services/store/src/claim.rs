@@ -110,48 +110,45 @@ pub enum CommitResult {
 #[derive(Debug, Clone)]
 pub struct CommitChild(pub NewWorkflow);
 
-/// The commit of one attempt, as `drover_commit` reads it: its small fields as one JSON object
-/// (absent fields are omitted: Lua's cjson would turn a JSON null into a truthy value), and the
-/// strings that are JSON documents themselves (history entry, output, result, next task, progress,
-/// error, permits) as arguments of their own, so Redis neither parses nor copies them ("" when
-/// absent; each is a JSON document, never empty).
-#[derive(Debug, Clone, Serialize)]
+/// The commit of one attempt, as `drover_commit` reads it: its small fields as one line of words
+/// (see [`Commit::line`]), and the strings that are JSON documents themselves (history entry,
+/// output, result, next task, progress, error, permits) as arguments of their own, so Redis neither
+/// parses nor copies them ("" when absent; each is a JSON document, never empty).
+#[derive(Debug, Clone)]
 pub struct Commit {
     state: &'static str,
     step: usize,
     attempt: u32,
     phase: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     cause: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     output_step: Option<usize>,
-    #[serde(skip)]
     output: Option<String>,
-    #[serde(skip)]
     progress: Option<String>,
-    #[serde(skip)]
     error: Option<String>,
-    #[serde(skip)]
     task: Option<String>,
-    #[serde(skip)]
     permits: Option<String>,
     due: u64,
     wait: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     signal: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     join: Option<&'static str>,
     children: Vec<Value>,
-    #[serde(skip)]
     history: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     resume_from: Option<usize>,
     handles_cancel: bool,
-    #[serde(skip)]
     result: Option<String>,
     /// The most workflows the top-level workflow may create in all (0: no limit).
-    #[serde(skip_serializing_if = "is_zero")]
     max_descendants: u64,
+}
+
+/// What a commit that waits on a signal or on children adds to its line.
+#[derive(Serialize)]
+struct WaitDetail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    children: &'a [Value],
 }
 
 impl Commit {
@@ -161,10 +158,39 @@ impl Commit {
         self.max_descendants = max;
         self
     }
-}
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+    /// The line `drover_commit` reads (lua/commit.lua): `state step attempt phase due wait
+    /// handles_cancel cause output_step resume_from max_descendants`, single spaces, an absent
+    /// word empty, then for a wait on a signal or on children a space and a JSON object of the
+    /// signal's name, the join policy and the children. No word can hold a space: the states,
+    /// phases, waits and causes are fixed words, the rest numbers. Redis reads it with one
+    /// pattern match where a JSON object cost it a parse per commit.
+    fn line(&self) -> Result<String> {
+        let word = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_default();
+        let mut line = format!(
+            "{} {} {} {} {} {} {} {} {} {} {}",
+            self.state,
+            self.step,
+            self.attempt,
+            self.phase,
+            self.due,
+            self.wait,
+            u8::from(self.handles_cancel),
+            self.cause.unwrap_or(""),
+            word(self.output_step),
+            word(self.resume_from),
+            self.max_descendants,
+        );
+        if self.signal.is_some() || self.join.is_some() || !self.children.is_empty() {
+            line.push(' ');
+            line.push_str(&serde_json::to_string(&WaitDetail {
+                signal: self.signal.as_deref(),
+                join: self.join,
+                children: &self.children,
+            })?);
+        }
+        Ok(line)
+    }
 }
 
 fn phase_str(p: Phase) -> &'static str {
@@ -443,7 +469,7 @@ impl CommitRequest {
             id: id.to_string(),
             token,
             now_ms,
-            commit: serde_json::to_string(commit)?,
+            commit: commit.line()?,
             documents: [
                 Some(&commit.history),
                 commit.output.as_ref(),
@@ -490,12 +516,29 @@ impl CommitReply {
         Ok(
             match (word(0).as_deref(), word(1).as_deref(), continue_as) {
                 (Some("ok"), Some("duplicate"), _) => CommitResult::Duplicate,
-                (Some("ok"), Some("continued"), Some(from)) => match items.into_iter().nth(2) {
-                    Some(RValue::Array(entry)) => {
-                        CommitResult::Continued(Box::new(from.next(&entry, now_ms)?))
-                    }
-                    _ => CommitResult::Applied,
-                },
+                (Some("ok"), Some("continued"), Some(from)) => {
+                    let granted = match items.get(2) {
+                        // A library of the release before nested the claim: {id, token, signals,
+                        // kids_step, lease_until}.
+                        Some(RValue::Array(entry)) => Granted {
+                            token: entry.get(1),
+                            signals: match entry.get(2) {
+                                Some(RValue::Array(flat)) => flat,
+                                _ => &[],
+                            },
+                            kids_step: entry.get(3),
+                            until: entry.get(4),
+                        },
+                        Some(_) => Granted {
+                            token: items.get(3),
+                            kids_step: items.get(4),
+                            until: items.get(5),
+                            signals: items.get(6..).unwrap_or(&[]),
+                        },
+                        None => return Ok(CommitResult::Applied),
+                    };
+                    CommitResult::Continued(Box::new(from.next(granted, now_ms)?))
+                }
                 (Some("ok"), _, _) => CommitResult::Applied,
                 (Some("stale"), _, _) => CommitResult::Stale,
                 (Some("limit"), created, _) => CommitResult::DescendantLimit {
@@ -518,17 +561,26 @@ pub struct Continue<'a> {
     pub transition: &'a Transition,
 }
 
+/// What a continued commit's reply says of the new lease: `drover_commit`'s reply
+/// `{"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}`.
+struct Granted<'a> {
+    token: Option<&'a RValue>,
+    kids_step: Option<&'a RValue>,
+    until: Option<&'a RValue>,
+    signals: &'a [RValue],
+}
+
 impl Continue<'_> {
     /// The next claim: the committed one moved on by the transition, with the new token, the
     /// signals already delivered to the new step and the step that started children.
-    fn next(&self, entry: &[RValue], now_ms: u64) -> Result<Claim> {
+    fn next(&self, granted: Granted<'_>, now_ms: u64) -> Result<Claim> {
         let t = self.transition;
         let corrupt = |reason: &str| Error::Corrupt {
             id: self.from.id.clone(),
             reason: reason.into(),
         };
-        let token = entry
-            .get(1)
+        let token = granted
+            .token
             .and_then(text)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| corrupt("token"))?;
@@ -541,10 +593,7 @@ impl Continue<'_> {
             outputs.insert(*step, value.clone());
         }
         let prefix = format!("{}:", t.step);
-        let signals = entry
-            .get(2)
-            .map(pairs)
-            .unwrap_or_default()
+        let signals = pairs_of(granted.signals)
             .into_iter()
             .filter_map(|(k, v)| {
                 Some((
@@ -568,11 +617,14 @@ impl Continue<'_> {
             task,
             outputs,
             signals,
-            kids_step: entry.get(3).and_then(text).and_then(|s| s.parse().ok()),
+            kids_step: granted
+                .kids_step
+                .and_then(text)
+                .and_then(|s| s.parse().ok()),
             lease_start_ms: now_ms,
             // (A library from before kept leases sends none: renewed at once.)
-            lease_until_ms: entry
-                .get(4)
+            lease_until_ms: granted
+                .until
                 .and_then(text)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(now_ms),
@@ -594,29 +646,27 @@ pub(crate) fn text(v: &RValue) -> Option<String> {
     }
 }
 
+/// Flat key-value pairs as a map.
+fn pairs_of(items: &[RValue]) -> BTreeMap<String, String> {
+    items
+        .chunks(2)
+        .filter_map(|kv| match kv {
+            [k, v] => Some((text(k)?, text(v)?)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A flat HGETALL reply as a map.
 pub(crate) fn pairs(v: &RValue) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
     match v {
-        RValue::Array(items) => {
-            for kv in items.chunks(2) {
-                if let [k, v] = kv
-                    && let (Some(k), Some(v)) = (text(k), text(v))
-                {
-                    map.insert(k, v);
-                }
-            }
-        }
-        RValue::Map(items) => {
-            for (k, v) in items {
-                if let (Some(k), Some(v)) = (text(k), text(v)) {
-                    map.insert(k, v);
-                }
-            }
-        }
-        _ => {}
+        RValue::Array(items) => pairs_of(items),
+        RValue::Map(items) => items
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        _ => BTreeMap::new(),
     }
-    map
 }
 
 fn parse_claim(reply: RValue) -> Result<Claim> {
