@@ -6,6 +6,7 @@
 //! [`Versioned`] runs a loaded workflow through the step names it was submitted with, so a worker of
 //! a newer build continues in-flight workflows by name (see ARCHITECTURE.md, "Versioned steps").
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -135,9 +136,10 @@ pub trait Loaded: Send + Sync {
 /// list as it is.
 pub struct Versioned<'a> {
     loaded: &'a dyn Loaded,
-    /// For each recorded step, its index in this build's list.
-    map: Vec<Option<usize>>,
-    steps: Vec<StepDef>,
+    /// For each recorded step, its index in this build's list; `None` when the recorded list is
+    /// this build's own (the common case: nothing is built or cloned per attempt then).
+    map: Option<Vec<Option<usize>>>,
+    steps: Cow<'a, [StepDef]>,
     /// The cluster the workflow names, whose semaphores its permits are (see [`Permit::in_cluster`]).
     cluster: Option<String>,
 }
@@ -145,11 +147,14 @@ pub struct Versioned<'a> {
 impl<'a> Versioned<'a> {
     pub fn new(loaded: &'a dyn Loaded, recorded: Option<&[String]>) -> Versioned<'a> {
         let current = loaded.steps();
-        let Some(recorded) = recorded.filter(|r| !r.is_empty()) else {
+        let same = |r: &[String]| {
+            r.len() == current.len() && r.iter().zip(current).all(|(name, s)| &s.name == name)
+        };
+        let Some(recorded) = recorded.filter(|r| !r.is_empty() && !same(r)) else {
             return Versioned {
                 loaded,
-                map: (0..current.len()).map(Some).collect(),
-                steps: current.to_vec(),
+                map: None,
+                steps: Cow::Borrowed(current),
                 cluster: None,
             };
         };
@@ -168,9 +173,17 @@ impl<'a> Versioned<'a> {
             .collect();
         Versioned {
             loaded,
-            map,
-            steps,
+            map: Some(map),
+            steps: Cow::Owned(steps),
             cluster: None,
+        }
+    }
+
+    /// This build's index of recorded step `step`, if this build has it.
+    fn index(&self, step: usize) -> Option<usize> {
+        match &self.map {
+            None => (step < self.steps.len()).then_some(step),
+            Some(map) => map.get(step).copied().flatten(),
         }
     }
 
@@ -185,10 +198,10 @@ impl<'a> Versioned<'a> {
     }
 
     pub fn permits(&self, step: usize, phase: Phase) -> Vec<Permit> {
-        match self.map.get(step) {
-            Some(Some(i)) => self
+        match self.index(step) {
+            Some(i) => self
                 .loaded
-                .permits(*i, phase)
+                .permits(i, phase)
                 .into_iter()
                 .map(|p| p.in_cluster(self.cluster.as_deref()))
                 .collect(),
@@ -217,8 +230,8 @@ impl<'a> Versioned<'a> {
 
     fn current<'c>(&self, ctx: &StepContext<'c>) -> Result<StepContext<'c>, Outcome> {
         let name = self.steps.get(ctx.step).map(|s| s.name.as_str());
-        match (self.map.get(ctx.step), name) {
-            (Some(Some(i)), _) => Ok(StepContext { step: *i, ..*ctx }),
+        match (self.index(ctx.step), name) {
+            (Some(i), _) => Ok(StepContext { step: i, ..*ctx }),
             (_, Some(name)) => Err(Outcome::Fail {
                 error: format!(
                     "this workflow is at step {name:?}, which this version of the kind no longer has \
@@ -236,5 +249,71 @@ impl<'a> Versioned<'a> {
                 error: format!("step {} does not exist in this workflow", ctx.step),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build whose steps are `a`, `b`, `c`; step i takes the permit `p<i>`.
+    struct Build(Vec<StepDef>);
+
+    #[async_trait]
+    impl Loaded for Build {
+        fn steps(&self) -> &[StepDef] {
+            &self.0
+        }
+        fn descendants(&self) -> u64 {
+            0
+        }
+        fn permits(&self, step: usize, _phase: Phase) -> Vec<Permit> {
+            vec![Permit::step(format!("p{step}"), 1)]
+        }
+        async fn run(&self, _ctx: &StepContext<'_>) -> Outcome {
+            Outcome::Done(Value::Null)
+        }
+        async fn compensate(&self, _ctx: &StepContext<'_>) -> Outcome {
+            Outcome::Done(Value::Null)
+        }
+    }
+
+    fn names(v: &Versioned) -> Vec<String> {
+        v.steps().iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn permit(v: &Versioned, step: usize) -> Option<String> {
+        v.permits(step, Phase::Forward).pop().map(|p| p.name)
+    }
+
+    /// Recorded lists: none, the build's own (nothing copied), another order, a step gone.
+    #[test]
+    fn recorded_steps_map_to_this_build_by_name() {
+        let build = Build(["a", "b", "c"].map(StepDef::new).to_vec());
+        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+
+        for recorded in [None, Some(list(&[])), Some(list(&["a", "b", "c"]))] {
+            let v = Versioned::new(&build, recorded.as_deref());
+            assert!(matches!(v.steps, Cow::Borrowed(_)), "{recorded:?}");
+            assert_eq!(names(&v), ["a", "b", "c"]);
+            assert_eq!(permit(&v, 2).as_deref(), Some("p2"));
+            assert_eq!(permit(&v, 3), None);
+        }
+
+        let recorded = list(&["a", "c"]);
+        let v = Versioned::new(&build, Some(&recorded));
+        assert_eq!(names(&v), ["a", "c"]);
+        assert_eq!(
+            permit(&v, 1).as_deref(),
+            Some("p2"),
+            "c is the build's third step"
+        );
+        assert_eq!(permit(&v, 2), None);
+
+        let recorded = list(&["a", "old", "c"]);
+        let v = Versioned::new(&build, Some(&recorded));
+        assert_eq!(names(&v), ["a", "old", "c"]);
+        assert_eq!(permit(&v, 1), None, "a step this build lacks takes nothing");
+        assert_eq!(permit(&v, 2).as_deref(), Some("p2"));
     }
 }
