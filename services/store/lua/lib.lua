@@ -151,10 +151,11 @@ end
 -- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it, or,
 -- when `brief` is the record's kids_step (the caller already holds the record), the commit's whole
 -- reply {"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}. `now_s`:
--- `now` as the caller got it (a string), so that no number is formatted for it. `extra`: more record fields (a flat list) written in the same
--- HSET. `kept_until`: the expiry of the lease the caller held on this workflow (a continuation);
--- while less than a sixth of the lease has passed since it was set, the new lease keeps it (the
--- `leases` entry stays as it is: one write fewer per continued step), else it is extended.
+-- `now` as the caller got it (a string), so that no number is formatted for it. `extra`: more
+-- record fields (a flat list) written in the same HSET. `kept_until`: the expiry of the lease the
+-- caller held on this workflow (a continuation); while less than a sixth of the lease has passed
+-- since it was set, the new lease keeps it (the `leases` entry stays as it is: one write fewer per
+-- continued step), else it is extended.
 -- `created`: the record's created_ms, read by the caller, so that a pending or waiting workflow's
 -- move to running reads nothing more and rides on the lease's HSET (nil when `state` is neither).
 -- A continuation (`brief`) is granted to the worker whose lease it committed under, so the
