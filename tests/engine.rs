@@ -124,6 +124,41 @@ async fn stale_token_is_refused_and_a_rerun_cannot_fork_the_next_step() {
     );
 }
 
+/// `drover_commit` of `c` as a worker of the release before calls it, asking to continue as worker
+/// "old" with `continue` "1": `commit` is the commit's line or that release's JSON object; the
+/// commit has an output and a next task, and no result, progress, error or permits.
+fn old_commit(
+    store: &drover_store::Store,
+    c: &drover_store::Claim,
+    now: u64,
+    commit: &str,
+    history: &serde_json::Value,
+    output: &str,
+    task: &str,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("drover_commit")
+        .arg(1)
+        .arg(format!("{}wf:{}", store.prefix(), c.id))
+        .arg(store.prefix())
+        .arg(&c.id)
+        .arg(c.token)
+        .arg(now)
+        .arg(1000)
+        .arg(commit)
+        .arg("old")
+        .arg(1500)
+        .arg("1")
+        .arg(history.to_string())
+        .arg(output)
+        .arg("")
+        .arg(task)
+        .arg("")
+        .arg("")
+        .arg("");
+    cmd
+}
+
 /// A worker of the release before sends its commit's fields as one JSON object and reads a
 /// continuation nested in the reply: the library takes that too, so the old workers of a rolling
 /// upgrade carry on against the new library.
@@ -143,29 +178,11 @@ async fn a_commit_of_the_release_before_still_applies_and_continues() {
     let history = json!({"step": 0, "attempt": 1, "token": c.token, "outcome": "done"});
     let task = serde_json::to_string(t.next.as_ref().unwrap()).unwrap();
     let mut conn = store.connection();
-    let reply: redis::Value = redis::cmd("FCALL")
-        .arg("drover_commit")
-        .arg(1)
-        .arg(format!("{}wf:{id}", store.prefix()))
-        .arg(store.prefix())
-        .arg(&id)
-        .arg(c.token)
-        .arg(now)
-        .arg(1000)
-        .arg(commit.to_string())
-        .arg("old")
-        .arg(1500)
-        .arg("1")
-        .arg(history.to_string())
-        .arg("7")
-        .arg("")
-        .arg(&task)
-        .arg("")
-        .arg("")
-        .arg("")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let reply: redis::Value =
+        old_commit(&store, &c, now, &commit.to_string(), &history, "7", &task)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     // {"ok", "continued", {id, token, signals, kids_step, lease_until}}
     let redis::Value::Array(items) = &reply else {
         panic!("{reply:?}")
@@ -213,6 +230,89 @@ async fn a_commit_can_hand_the_next_step_back_unless_more_urgent_work_waits() {
     assert_eq!((result, next.is_none()), ("applied", true));
     let urgent = claim(&store, "w").await.unwrap();
     assert_eq!(urgent.priority, 90);
+}
+
+/// A synthetic workflow of 3 steps whose step 1 waits for signal "go" (and whose step 2 fails, so
+/// that step 1's compensation runs), claimed again by worker "w" once the signal woke it.
+async fn woken_by_a_signal(store: &drover_store::Store) -> drover_store::Claim {
+    let id = submit(
+        store,
+        "synthetic",
+        json!({"steps": 3, "compensate": true, "fail_step": 2,
+               "signal": {"step": 1, "name": "go"}}),
+        0,
+    )
+    .await;
+    let c0 = claim(store, "w").await.unwrap();
+    let (_, c1) = commit_as(store, &c0, Outcome::Done(json!(0)), Some("w")).await;
+    let c1 = c1.expect("step 1 continued");
+    assert!(c1.signals.is_empty() && c1.delivered.is_empty());
+    let wait = Outcome::WaitSignal { name: "go".into() };
+    assert_eq!(commit_as(store, &c1, wait, Some("w")).await.0, "applied");
+    let limits = drover_store::SignalLimits::default();
+    let signalled = store
+        .signal(&id, "go", &json!({"n": 1}), limits, now_ms())
+        .await
+        .unwrap();
+    assert!(matches!(signalled, ControlResult::Ok(_)));
+    let c1 = claim(store, "w").await.expect("step 1 woken by its signal");
+    assert_eq!((c1.id.as_str(), c1.step), (id.as_str(), 1));
+    assert_eq!(c1.signals.get("go"), Some(&json!({"n": 1})));
+    c1
+}
+
+/// A continued lease's reply no longer carries the signals delivered so far (the worker keeps
+/// them from its claim, as nothing writes them while it holds the lease): a step the chain comes
+/// back to, here step 1's compensation, still sees the signal its forward run received. A worker of
+/// the release before (`continue` "1") still gets them in the reply.
+#[tokio::test]
+async fn a_continued_step_sees_the_signals_its_claim_read() {
+    let redis = Redis::start();
+    let store = redis.store().await;
+    let c1 = woken_by_a_signal(&store).await;
+    let (_, c2) = commit_as(&store, &c1, Outcome::Done(json!(1)), Some("w")).await;
+    let c2 = c2.expect("step 2 continued");
+    assert_eq!(c2.step, 2);
+    assert!(
+        c2.signals.is_empty(),
+        "step 2 got step 1's signal: {:?}",
+        c2.signals
+    );
+    let fail = Outcome::Fail { error: "no".into() };
+    let (result, back) = commit_as(&store, &c2, fail, Some("w")).await;
+    assert_eq!(result, "continued");
+    let back = back.unwrap();
+    assert_eq!(
+        (back.step, back.phase),
+        (1, drover_workflows::Phase::Compensate)
+    );
+    assert_eq!(back.signals.get("go"), Some(&json!({"n": 1})));
+
+    // Step 1 of another such workflow committed as a worker of the release before commits it: the
+    // reply ends with the flat pairs of every delivered signal.
+    let c1 = woken_by_a_signal(&store).await;
+    let now = now_ms();
+    let t = transition(&c1, Outcome::Done(json!(1)), now);
+    let next = t.next.as_ref().unwrap();
+    // state step attempt phase due wait handles_cancel cause(none) output_step resume_from(none)
+    // max_descendants
+    let line = format!(
+        "{} {} {} forward {} none {}  1  0",
+        t.state.as_str(),
+        t.step,
+        t.attempt,
+        next.due_ms,
+        u8::from(t.handles_cancel),
+    );
+    let history = json!({"step": 1, "attempt": 1, "token": c1.token, "outcome": "done"});
+    let task = serde_json::to_string(next).unwrap();
+    let mut conn = store.connection();
+    let reply: Vec<String> = old_commit(&store, &c1, now, &line, &history, "1", &task)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(&reply[..2], ["ok", "continued"], "{reply:?}");
+    assert_eq!(&reply[6..], ["1:go", r#"{"n":1}"#], "{reply:?}");
 }
 
 /// The record's `lease_until` and the workflow's score in `leases`.

@@ -40,7 +40,7 @@ register('drover_claim', function(keys, args)
     redis.call('ZREM', P .. 'leases', id)
     local f = redis.call('HMGET', wk, 'lease_token', 'lease_worker', 'lease_start', 'step', 'attempt', 'phase')
     release_step_permits(P, id)
-    push_history(P, id, cjson.encode({
+    push_history(wk .. ':hist', cjson.encode({
       step = tonumber(f[4]), attempt = tonumber(f[5]), phase = f[6], worker = f[2],
       token = tonumber(f[1]), start_ms = tonumber(f[3]), end_ms = now, outcome = 'lease-expired',
       error = 'lease expired: worker ' .. tostring(f[2]) .. ' stopped renewing it',

@@ -2,7 +2,9 @@
 drover_commit: apply the engine's decision about a finished attempt, fenced by the lease.
 KEYS[1]  the workflow record
 ARGV     P, id, fencing token, now, history max, commit (see below), worker, lease ms,
-         continue (1: if the next task is runnable now, lease it straight back to this worker),
+         continue (2: if the next task is runnable now, lease it straight back to this worker;
+         1: the same, and the reply carries the signals delivered so far, as workers of the release
+         before read them; 0: do not),
          then the commit's JSON documents, each an argument of its own ("" when absent), so that
          cjson neither parses nor copies them: history (the entry), output?, result?, task?,
          progress?, error?, permits? (the next task's, absent when none)
@@ -17,8 +19,8 @@ ARGV     P, id, fencing token, now, history max, commit (see below), worker, lea
            read too, and such a commit gets its continuation in that release's reply, {"ok",
            "continued", {id, token, signals, kids_step, lease_until}}.)
 Returns  {"ok"}, {"ok", "continued", id, token, kids_step, lease_until, signals...} when the next task
-         was leased back to the caller (signals: the flat HGETALL of what was delivered to it so
-         far), {"ok", "duplicate"} for a retried commit that already applied,
+         was leased back to the caller (signals, only for continue 1: the flat HGETALL of what was
+         delivered to the workflow so far), {"ok", "duplicate"} for a retried commit that already applied,
          {"stale"} when the token is not the current lease's (the attempt's result is discarded),
          {"limit", created, asked} when the children would take the top-level workflow past
          max_descendants (nothing is written; the worker commits a failure instead), or {"gone"}
@@ -92,6 +94,12 @@ local function more_urgent_than(priority)
   return bound
 end
 
+-- The record fields only some commits need (see `rare` in commit_one).
+local function rare_fields(wk)
+  local f = redis.call('HMGET', wk, 'ticket', 'tparent', 'created_ms', 'parent')
+  return {ticket = f[1], tparent = f[2], created = f[3], parent = f[4]}
+end
+
 -- args[o + n] is the n-th argument of a lone drover_commit (o = 0); a batch passes its whole ARGV and
 -- the commit's offset, so that no table is built per commit.
 local function commit_one(wk, args, o)
@@ -100,19 +108,13 @@ local function commit_one(wk, args, o)
   -- The record check rides on the read every commit makes (a step costs no extra command): a hash
   -- whose `id` is not this id is no workflow record (a sub-key such as <id>:out); any other type
   -- makes HMGET fail, before anything is written.
+  local K = shard_keys(P)
   local held = redis.call('HMGET', wk, 'lease_token', 'cancel', 'permits', 'state', 'paused',
     'priority', 'kids_step', 'id', 'cause', 'error', 'progress', 'resume_from', 'result', 'lease_until')
-  -- Fields only some paths use (an ending, a wait, a change of state), read once when first needed:
-  -- most commits take none of those paths, and each field asked for costs a lookup (in a listpack
-  -- record, an absent one costs a scan of the whole record).
+  -- Fields only some paths use (an ending, a wait, a change of state), read once when first needed
+  -- (`rare = rare or rare_fields(wk)`): most commits take none of those paths, and each field asked
+  -- for costs a lookup (in a listpack record, an absent one costs a scan of the whole record).
   local rare = nil
-  local function more()
-    if not rare then
-      local f = redis.call('HMGET', wk, 'ticket', 'tparent', 'created_ms', 'parent')
-      rare = {ticket = f[1], tparent = f[2], created = f[3], parent = f[4]}
-    end
-    return rare
-  end
   if held[8] ~= id then
     return {'gone'}
   end
@@ -153,7 +155,7 @@ local function commit_one(wk, args, o)
   if held[3] then
     release_step_permits(P, id)
   end
-  push_history(P, id, c.history, hist_max)
+  push_history(wk .. ':hist', c.history, hist_max)
   if c.output_step then
     redis.call('HSET', wk .. ':out', c.output_step, c.output)
   end
@@ -163,12 +165,13 @@ local function commit_one(wk, args, o)
   -- is not due, the workflow is paused, a more urgent workflow waits or a permit is taken: saves a
   -- queue round trip per step, and finishes started workflows before new ones of the same priority.
   local continue_with = nil
-  if args[o + 9] == '1' and not terminal and not cancel_pending and c.wait ~= 'signal'
+  local continuing = args[o + 9]
+  if (continuing == '2' or continuing == '1') and not terminal and not cancel_pending and c.wait ~= 'signal'
       and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[5] ~= '1' then
     local permits = c.permits and cjson.decode(c.permits) or NO_PERMITS
     -- Any ready task scoring under this workflow's priority at due time 0 is more urgent. Asked by
     -- score, so Redis formats no double in the reply (its "%.17g" path costs more than the lookup).
-    local more_urgent = redis.call('ZRANGE', P .. 'ready', '-inf', more_urgent_than(held[6] or '0'),
+    local more_urgent = redis.call('ZRANGE', K.ready, '-inf', more_urgent_than(held[6] or '0'),
       'BYSCORE', 'LIMIT', '0', '1')[1]
     if not more_urgent and not blocked_on(P, id, permits) then
       continue_with = permits
@@ -182,7 +185,7 @@ local function commit_one(wk, args, o)
   if not continue_with then
     -- (A continuation's lease sets `loc` and `updated_ms`.)
     set[9], set[10], set[11], set[12] = 'loc', '', 'updated_ms', args[o + 4]
-    redis.call('ZREM', P .. 'leases', id)
+    redis.call('ZREM', K.leases, id)
     del = {'lease_token', 'lease_worker', 'lease_start', 'lease_until'}
   end
   for _, f in ipairs(OPTIONAL) do
@@ -196,7 +199,8 @@ local function commit_one(wk, args, o)
     end
   end
   if held[4] ~= c.state then
-    move_state(P, id, held[4], c.state, more().created)
+    rare = rare or rare_fields(wk)
+    move_state(P, id, held[4], c.state, rare.created)
     set[#set + 1] = 'state'
     set[#set + 1] = c.state
   end
@@ -209,9 +213,11 @@ local function commit_one(wk, args, o)
   end
   if continue_with then
     -- The committer knows the record; send only what it cannot know.
-    local moves = c.state == 'pending' or c.state == 'waiting'
+    if c.state == 'pending' or c.state == 'waiting' then
+      rare = rare or rare_fields(wk)
+    end
     local reply = grant(P, id, args[o + 7], now, args[o + 4], tonumber(args[o + 8]), continue_with,
-      c.state, moves and more().created or nil, held[7] or '', set, held[14])
+      c.state, rare and rare.created, held[7] or '', set, held[14], continuing == '1' or c.legacy)
     if c.legacy then
       -- A worker of the release before reads the claim nested: {id, token, signals, kids_step,
       -- lease_until}.
@@ -226,7 +232,7 @@ local function commit_one(wk, args, o)
   redis.call('HSET', wk, unpack(set))
 
   if terminal then
-    redis.call('ZADD', P .. 'finished', now, id)
+    redis.call('ZADD', K.finished, now, id)
     local names = redis.call('SMEMBERS', wk .. ':held')
     for _, name in ipairs(names) do
       release(P, id, name)
@@ -234,7 +240,7 @@ local function commit_one(wk, args, o)
     if #names > 0 then
       redis.call('DEL', wk .. ':held')
     end
-    local r = more()
+    local r = rare or rare_fields(wk)
     notify_parent(P, r.parent, c.state, now)
     -- Write-back: a ticket's workflow ended, or one of its children (a milestone).
     if r.ticket then
@@ -257,7 +263,7 @@ local function commit_one(wk, args, o)
       enqueue_ready(P, id, now)
     else
       redis.call('HSET', wk, 'loc', 'signal:' .. c.signal)
-      local ticket = more().ticket
+      local ticket = (rare or rare_fields(wk)).ticket
       if ticket then
         outbox_push(P, {event = 'waiting', wf = id, signal = c.signal, step = c.step,
           ticket = cjson.decode(ticket)}, now)
@@ -265,7 +271,7 @@ local function commit_one(wk, args, o)
     end
   elseif c.wait == 'children' then
     local n = #fresh
-    local ticket = more().ticket
+    local ticket = (rare or rare_fields(wk)).ticket
     for _, child in ipairs(fresh) do
       child.parent = id
       create(P, child, now)
@@ -285,7 +291,7 @@ local function commit_one(wk, args, o)
       redis.call('HSET', wk, 'loc', 'children')
     end
   elseif c.wait == 'pause' and not cancel_pending then
-    local r = more()
+    local r = rare or rare_fields(wk)
     if r.ticket then
       local reason = c.progress and cjson.decode(c.progress).paused or nil
       outbox_push(P, {event = 'paused', wf = id, reason = reason, ticket = cjson.decode(r.ticket)}, now)

@@ -22,7 +22,7 @@ register('drover_handback', function(keys, args)
   end
   redis.call('ZREM', P .. 'leases', id)
   release_step_permits(P, id)
-  push_history(P, id, cjson.encode({
+  push_history(wk .. ':hist', cjson.encode({
     step = tonumber(f[4]), attempt = tonumber(f[5]), phase = f[6], worker = f[2],
     token = tonumber(f[1]), start_ms = tonumber(f[3]), end_ms = now, outcome = 'handed-back',
   }), hist_max)

@@ -20,6 +20,18 @@ local function wfkey(P, id)
   return P .. 'wf:' .. id
 end
 
+-- The shard's keys that a step's commit names, built once per prefix: each concatenation in a call
+-- has Lua hash and allocate a new string, and collect it later. (Prefixes are the shards'.)
+local SHARD_KEYS = {}
+local function shard_keys(P)
+  local k = SHARD_KEYS[P]
+  if not k then
+    k = {ready = P .. 'ready', leases = P .. 'leases', fence = P .. 'fence', finished = P .. 'finished'}
+    SHARD_KEYS[P] = k
+  end
+  return k
+end
+
 -- Whether `wk` is the record of workflow `id`, not one of its sub-keys (":out", ":hist", ...) nor any
 -- other key: every function checks this before it reads or writes anything of a workflow.
 local function is_record(wk, id)
@@ -130,8 +142,8 @@ local function release_step_permits(P, id)
   end
 end
 
-local function push_history(P, id, entry, max)
-  local hk = wfkey(P, id) .. ':hist'
+-- `hk`: the workflow's history list (<record>:hist).
+local function push_history(hk, entry, max)
   if redis.call('RPUSH', hk, entry) > max then
     redis.call('LTRIM', hk, -max, -1)
   end
@@ -150,7 +162,9 @@ end
 
 -- Lease the workflow's task to `worker`, taking `permits`; returns the claim as workers read it, or,
 -- when `brief` is the record's kids_step (the caller already holds the record), the commit's whole
--- reply {"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}. `now_s`:
+-- reply {"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}, with the
+-- signals only when `with_rx` (a worker of the release before asks for them; a worker now keeps
+-- the ones its claim read, as nothing writes <id>:rx while the workflow is leased). `now_s`:
 -- `now` as the caller got it (a string), so that no number is formatted for it. `extra`: more
 -- record fields (a flat list) written in the same HSET. `kept_until`: the expiry of the lease the
 -- caller held on this workflow (a continuation); while less than a sixth of the lease has passed
@@ -161,8 +175,10 @@ end
 -- A continuation (`brief`) is granted to the worker whose lease it committed under, so the
 -- record's `lease_worker` and `loc` already say what the new lease would write.
 -- Invariant: while leased, the record's `lease_until` is the workflow's score in `leases`.
-local function grant(P, id, worker, now, now_s, lease_ms, permits, state, created, brief, extra, kept_until)
+local function grant(P, id, worker, now, now_s, lease_ms, permits, state, created, brief, extra, kept_until,
+                     with_rx)
   local wk = wfkey(P, id)
+  local K = shard_keys(P)
   for _, p in ipairs(permits) do
     redis.call('ZADD', P .. 'sem:' .. p.name, 'NX', now_s, id)
     redis.call('SADD', P .. 'sems', p.name)
@@ -170,7 +186,7 @@ local function grant(P, id, worker, now, now_s, lease_ms, permits, state, create
       redis.call('SADD', wk .. ':held', p.name)
     end
   end
-  local token = redis.call('INCR', P .. 'fence')
+  local token = redis.call('INCR', K.fence)
   local set = extra or {}
   local n = #set
   set[n + 1], set[n + 2], set[n + 3], set[n + 4] = 'lease_token', int(token), 'lease_start', now_s
@@ -186,7 +202,7 @@ local function grant(P, id, worker, now, now_s, lease_ms, permits, state, create
   if not kept or (kept - now) * 6 < lease_ms * 5 then
     until_s = int(now + lease_ms)
     set[n + 1], set[n + 2] = 'lease_until', until_s
-    redis.call('ZADD', P .. 'leases', until_s, id)
+    redis.call('ZADD', K.leases, until_s, id)
   end
   if state == 'pending' or state == 'waiting' then
     move_state(P, id, state, 'running', created)
@@ -196,9 +212,11 @@ local function grant(P, id, worker, now, now_s, lease_ms, permits, state, create
   if brief then
     -- Flat: each nested table costs Redis a reply conversion of its own.
     local reply = {'ok', 'continued', id, token, brief, until_s}
-    local rx = redis.call('HGETALL', wk .. ':rx')
-    for i = 1, #rx do
-      reply[6 + i] = rx[i]
+    if with_rx then
+      local rx = redis.call('HGETALL', wk .. ':rx')
+      for i = 1, #rx do
+        reply[6 + i] = rx[i]
+      end
     end
     return reply
   end

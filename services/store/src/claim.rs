@@ -30,6 +30,11 @@ pub struct Claim {
     pub outputs: BTreeMap<usize, Value>,
     /// Signals delivered to the current step, by name.
     pub signals: BTreeMap<String, Value>,
+    /// Every signal delivered to any step so far (the record's `<id>:rx`, `"<step>:<name>"` to the
+    /// payload's JSON), as the claim read it: a continued claim takes its step's signals from here,
+    /// since nothing writes `<id>:rx` while the workflow is leased (a signal reaches it only while
+    /// it waits for one, and a wait ends the chain of continued leases).
+    pub delivered: BTreeMap<String, String>,
     /// The step that started children, if any.
     pub kids_step: Option<usize>,
     pub lease_start_ms: u64,
@@ -495,7 +500,9 @@ impl CommitRequest {
             self.commit.as_str(),
             self.worker.as_str(),
             self.lease_ms,
-            if self.worker.is_empty() { "0" } else { "1" },
+            // "2": continue, and the worker knows the signals delivered so far (the claim's
+            // `delivered`); "1", from workers of the release before, asks for them in the reply.
+            if self.worker.is_empty() { "0" } else { "2" },
             &self.documents,
         )
     }
@@ -562,7 +569,8 @@ pub struct Continue<'a> {
 }
 
 /// What a continued commit's reply says of the new lease: `drover_commit`'s reply
-/// `{"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}`.
+/// `{"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}`, the signals
+/// only from a library of the release before (see [`Claim::delivered`]).
 struct Granted<'a> {
     token: Option<&'a RValue>,
     kids_step: Option<&'a RValue>,
@@ -592,16 +600,10 @@ impl Continue<'_> {
         if let Some((step, value)) = &t.output {
             outputs.insert(*step, value.clone());
         }
-        let prefix = format!("{}:", t.step);
-        let signals = pairs_of(granted.signals)
-            .into_iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.strip_prefix(&prefix)?.to_string(),
-                    serde_json::from_str(&v).ok()?,
-                ))
-            })
-            .collect();
+        // (A library of the release before sends every delivered signal with the reply.)
+        let mut delivered = self.from.delivered.clone();
+        delivered.extend(pairs_of(granted.signals));
+        let signals = signals_of(&delivered, t.step);
         Ok(Claim {
             id: self.from.id.clone(),
             token,
@@ -617,6 +619,7 @@ impl Continue<'_> {
             task,
             outputs,
             signals,
+            delivered,
             kids_step: granted
                 .kids_step
                 .and_then(text)
@@ -644,6 +647,23 @@ pub(crate) fn text(v: &RValue) -> Option<String> {
         RValue::Int(i) => Some(i.to_string()),
         _ => None,
     }
+}
+
+/// The signals of `delivered` (`"<step>:<name>"` to JSON) that went to `step`, by name.
+fn signals_of(delivered: &BTreeMap<String, String>, step: usize) -> BTreeMap<String, Value> {
+    if delivered.is_empty() {
+        return BTreeMap::new();
+    }
+    let prefix = format!("{step}:");
+    delivered
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.strip_prefix(&prefix)?.to_string(),
+                serde_json::from_str(v).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Flat key-value pairs as a map.
@@ -706,19 +726,8 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
         .into_iter()
         .filter_map(|(k, v)| Some((k.parse().ok()?, serde_json::from_str(&v).ok()?)))
         .collect();
-    let prefix = format!("{step}:");
-    let signals = items
-        .get(4)
-        .map(pairs)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                k.strip_prefix(&prefix)?.to_string(),
-                serde_json::from_str(&v).ok()?,
-            ))
-        })
-        .collect();
+    let delivered = items.get(4).map(pairs).unwrap_or_default();
+    let signals = signals_of(&delivered, step);
     let claim = Claim {
         token,
         kind: field("kind")?,
@@ -743,6 +752,7 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
         task,
         outputs,
         signals,
+        delivered,
         kids_step: rec.get("kids_step").and_then(|s| s.parse().ok()),
         lease_start_ms: rec
             .get("lease_start")
