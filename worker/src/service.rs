@@ -19,7 +19,7 @@ use drover_workflows::{
     Event, LiveProgress, Loaded, Outcome, Phase, Registry, StepContext, Submission, Versioned,
     decide,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower::{Layer, Service};
 use tracing::{Instrument, debug, info, warn};
 
@@ -159,7 +159,7 @@ async fn run_step(runner: &Runner, attempt: &Attempt) -> Event {
     let outputs: BTreeMap<String, Value> = claim
         .outputs
         .iter()
-        .filter_map(|(i, v)| Some((steps.get(*i)?.name.clone(), v.clone())))
+        .filter_map(|(i, v)| Some((steps.get(*i)?.name.clone(), Value::clone(v))))
         .collect();
     // A workflow that names a cluster acts on that cluster's Kubernetes API.
     let ports = match claim.cluster.as_deref() {
@@ -424,18 +424,18 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
         rand::random::<f64>(),
         &permits,
     );
-    let history = json!({
-        "step": claim.step,
-        "name": steps.get(claim.step).map(|s| s.name.as_str()).unwrap_or("?"),
-        "attempt": claim.attempt,
-        "phase": claim.phase,
-        "worker": runner.worker_id,
-        "token": claim.token,
-        "start_ms": claim.lease_start_ms,
-        "end_ms": now,
-        "outcome": transition.outcome,
-        "error": transition.attempt_error,
-    });
+    let history = HistoryEntry {
+        attempt: claim.attempt,
+        end_ms: now,
+        error: transition.attempt_error.as_deref(),
+        name: steps.get(claim.step).map(|s| s.name.as_str()).unwrap_or("?"),
+        outcome: &transition.outcome,
+        phase: claim.phase,
+        start_ms: claim.lease_start_ms,
+        step: claim.step,
+        token: claim.token,
+        worker: &runner.worker_id,
+    };
     let commit = match Commit::new(&transition, &history, children, &claim.id) {
         Ok(c) => c.with_max_descendants(runner.registry.max_descendants()),
         Err(e) => {
@@ -521,6 +521,23 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
             }
         }
     }
+}
+
+/// An attempt's entry in its workflow's history (`<id>:hist`), as the API and `drover` show it.
+/// Serialized straight from here, fields in name order, as the JSON object of the release before
+/// had them.
+#[derive(serde::Serialize)]
+struct HistoryEntry<'a> {
+    attempt: u32,
+    end_ms: u64,
+    error: Option<&'a str>,
+    name: &'a str,
+    outcome: &'a str,
+    phase: Phase,
+    start_ms: u64,
+    step: usize,
+    token: u64,
+    worker: &'a str,
 }
 
 /// Counts a committed attempt by its outcome.

@@ -1,6 +1,7 @@
 //! The lease cycle of a task: claim (with permits and a fencing token), renew, commit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_workflows::{Cause, ErrorInfo, Phase, Snapshot, State, Task, Transition, Wait};
@@ -17,7 +18,8 @@ pub struct Claim {
     pub id: String,
     pub token: u64,
     pub kind: String,
-    pub input: Value,
+    /// (Shared with the claims that continue this one, as are `outputs`' values and `steps`.)
+    pub input: Arc<Value>,
     pub state: State,
     pub step: usize,
     pub attempt: u32,
@@ -27,7 +29,7 @@ pub struct Claim {
     pub error: Option<ErrorInfo>,
     pub task: Task,
     /// Outputs of completed steps by step index.
-    pub outputs: BTreeMap<usize, Value>,
+    pub outputs: BTreeMap<usize, Arc<Value>>,
     /// Signals delivered to the current step, by name.
     pub signals: BTreeMap<String, Value>,
     /// Every signal delivered to any step so far (the record's `<id>:rx`, `"<step>:<name>"` to the
@@ -46,7 +48,7 @@ pub struct Claim {
     pub resumes: u32,
     /// The step names the workflow was submitted with (None for workflows from before names were
     /// recorded).
-    pub steps: Option<Vec<String>>,
+    pub steps: Option<Arc<[String]>>,
     /// The W3C traceparent of the span that created the workflow (its submission, or the step
     /// that started it), if traces were on: each attempt's span is its child.
     pub trace: Option<String>,
@@ -60,7 +62,7 @@ impl Claim {
         Snapshot {
             id: self.id.clone(),
             kind: self.kind.clone(),
-            input: self.input.clone(),
+            input: Value::clone(&self.input),
             state: self.state,
             step: self.step,
             attempt: self.attempt,
@@ -217,7 +219,7 @@ impl Commit {
     /// the records of the children it spawns (ids already chosen, deterministically).
     pub fn new(
         t: &Transition,
-        history: &Value,
+        history: &impl Serialize,
         children: Vec<CommitChild>,
         parent: &str,
     ) -> Result<Commit> {
@@ -598,7 +600,7 @@ impl Continue<'_> {
             .ok_or_else(|| corrupt("continued without a next task"))?;
         let mut outputs = self.from.outputs.clone();
         if let Some((step, value)) = &t.output {
-            outputs.insert(*step, value.clone());
+            outputs.insert(*step, Arc::new(value.clone()));
         }
         // (A library of the release before sends every delivered signal with the reply.)
         let mut delivered = self.from.delivered.clone();
@@ -724,14 +726,17 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
         .map(pairs)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(k, v)| Some((k.parse().ok()?, serde_json::from_str(&v).ok()?)))
+        .filter_map(|(k, v)| {
+            let value: Value = serde_json::from_str(&v).ok()?;
+            Some((k.parse().ok()?, Arc::new(value)))
+        })
         .collect();
     let delivered = items.get(4).map(pairs).unwrap_or_default();
     let signals = signals_of(&delivered, step);
     let claim = Claim {
         token,
         kind: field("kind")?,
-        input: serde_json::from_str(&field("input")?)?,
+        input: Arc::new(serde_json::from_str(&field("input")?)?),
         state: State::parse(&field("state")?).ok_or_else(|| corrupt("state".into()))?,
         step,
         attempt: field("attempt")?
@@ -769,7 +774,10 @@ fn parse_claim(reply: RValue) -> Result<Claim> {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0),
         resumes: rec.get("resumes").and_then(|s| s.parse().ok()).unwrap_or(0),
-        steps: rec.get("steps").and_then(|s| serde_json::from_str(s).ok()),
+        steps: rec
+            .get("steps")
+            .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+            .map(Arc::from),
         trace: rec.get("trace").cloned(),
         cluster: rec.get("cluster").cloned(),
         id,
