@@ -288,8 +288,8 @@ async fn a_continued_step_sees_the_signals_its_claim_read() {
     );
     assert_eq!(back.signals.get("go"), Some(&json!({"n": 1})));
 
-    // Step 1 of another such workflow committed as a worker of the release before commits it: the
-    // reply ends with the flat pairs of every delivered signal.
+    // Step 1 of another such workflow, committed as a worker of the release before commits (with
+    // `continue` "1"): the reply ends with the flat pairs of every delivered signal.
     let c1 = woken_by_a_signal(&store).await;
     let now = now_ms();
     let t = transition(&c1, Outcome::Done(json!(1)), now);

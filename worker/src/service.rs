@@ -428,7 +428,10 @@ pub async fn finish(runner: &Runner, attempt: &Attempt, event: Event) {
         attempt: claim.attempt,
         end_ms: now,
         error: transition.attempt_error.as_deref(),
-        name: steps.get(claim.step).map(|s| s.name.as_str()).unwrap_or("?"),
+        name: steps
+            .get(claim.step)
+            .map(|s| s.name.as_str())
+            .unwrap_or("?"),
         outcome: &transition.outcome,
         phase: claim.phase,
         start_ms: claim.lease_start_ms,

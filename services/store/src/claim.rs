@@ -572,7 +572,8 @@ pub struct Continue<'a> {
 
 /// What a continued commit's reply says of the new lease: `drover_commit`'s reply
 /// `{"ok", "continued", id, token, kids_step, lease_until, signals (flat pairs)...}`, the signals
-/// only from a library of the release before (see [`Claim::delivered`]).
+/// only for a commit that asked for them (`continue` 1, as workers of the release before ask; this
+/// worker asks with 2 and keeps them itself, see [`Claim::delivered`]).
 struct Granted<'a> {
     token: Option<&'a RValue>,
     kids_step: Option<&'a RValue>,
@@ -602,7 +603,7 @@ impl Continue<'_> {
         if let Some((step, value)) = &t.output {
             outputs.insert(*step, Arc::new(value.clone()));
         }
-        // (A library of the release before sends every delivered signal with the reply.)
+        // (Signals in the reply, which only a commit with `continue` 1 gets, are taken too.)
         let mut delivered = self.from.delivered.clone();
         delivered.extend(pairs_of(granted.signals));
         let signals = signals_of(&delivered, t.step);
