@@ -20,7 +20,8 @@ ARGV     P, id, fencing token, now, history max, commit (see below), worker, lea
            "continued", {id, token, signals, kids_step, lease_until}}.)
 Returns  {"ok"}, {"ok", "continued", id, token, kids_step, lease_until, signals...} when the next task
          was leased back to the caller (signals, only for continue 1: the flat HGETALL of what was
-         delivered to the workflow so far), {"ok", "duplicate"} for a retried commit that already applied,
+         delivered to the workflow so far), {"ok", "duplicate"} for a retried commit that already
+         applied,
          {"stale"} when the token is not the current lease's (the attempt's result is discarded),
          {"limit", created, asked} when the children would take the top-level workflow past
          max_descendants (nothing is written; the worker commits a failure instead), or {"gone"}
@@ -166,8 +167,8 @@ local function commit_one(wk, args, o)
   -- queue round trip per step, and finishes started workflows before new ones of the same priority.
   local continue_with = nil
   local continuing = args[o + 9]
-  if (continuing == '2' or continuing == '1') and not terminal and not cancel_pending and c.wait ~= 'signal'
-      and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[5] ~= '1' then
+  if (continuing == '2' or continuing == '1') and not terminal and not cancel_pending
+      and c.wait ~= 'signal' and c.wait ~= 'children' and c.wait ~= 'pause' and c.due <= now and held[5] ~= '1' then
     local permits = c.permits and cjson.decode(c.permits) or NO_PERMITS
     -- Any ready task scoring under this workflow's priority at due time 0 is more urgent. Asked by
     -- score, so Redis formats no double in the reply (its "%.17g" path costs more than the lookup).
@@ -217,7 +218,7 @@ local function commit_one(wk, args, o)
       rare = rare or rare_fields(wk)
     end
     local reply = grant(P, id, args[o + 7], now, args[o + 4], tonumber(args[o + 8]), continue_with,
-      c.state, rare and rare.created, held[7] or '', set, held[14], continuing == '1' or c.legacy)
+      c.state, rare and rare.created, held[7] or '', set, held[14], continuing == '1')
     if c.legacy then
       -- A worker of the release before reads the claim nested: {id, token, signals, kids_step,
       -- lease_until}.
